@@ -1,0 +1,145 @@
+"""abstractruntime's ArtifactStore: bytes on disk content-addressed by sha256, metadata in SQLite.
+
+A blob is written (temp file, fsync, rename) before its metadata row commits, so a committed row
+always points at complete bytes; a crash in between leaves only an unreferenced blob.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from abstractruntime.storage.artifacts import (
+    Artifact,
+    ArtifactDescriptor,
+    ArtifactMetadata,
+    ArtifactStore,
+    compute_artifact_id,
+    compute_blob_id,
+    validate_artifact_id,
+)
+
+from . import queries as q
+from .codec import decode, encode
+from .db import Database
+from .leases import LeaseHolder
+
+
+class SqliteArtifactStore(ArtifactStore):
+    def __init__(self, db: Database, blob_dir: str | os.PathLike[str], *, fence: LeaseHolder | None = None):
+        self.db = db
+        self.blob_dir = Path(blob_dir)
+        self.fence = fence
+
+    def blob_path(self, blob_id: str) -> Path:
+        return self.blob_dir / blob_id[:2] / blob_id
+
+    def _write_blob(self, blob_id: str, content: bytes) -> None:
+        path = self.blob_path(blob_id)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def store(
+        self,
+        content: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        descriptor: ArtifactDescriptor | dict[str, Any] | None = None,
+        artifact_id: str | None = None,
+    ) -> ArtifactMetadata:
+        content = bytes(content)
+        artifact_id = artifact_id or compute_artifact_id(content, run_id=run_id)
+        validate_artifact_id(artifact_id)
+        blob_id = compute_blob_id(content)
+        if isinstance(descriptor, ArtifactDescriptor):
+            descriptor = descriptor.to_dict()
+        # from_dict normalises tags, metadata and the descriptor the way abstractruntime's stores do.
+        meta = ArtifactMetadata.from_dict(
+            {
+                "artifact_id": artifact_id,
+                "blob_id": blob_id,
+                "content_type": content_type,
+                "size_bytes": len(content),
+                "created_at": datetime.now(UTC).isoformat(),
+                "run_id": run_id,
+                "tags": tags or {},
+                "metadata": metadata or {},
+                "descriptor": descriptor,
+            }
+        )
+        self._write_blob(blob_id, content)
+        params: dict[str, Any] = {
+            "artifact_id": artifact_id,
+            "run_id": run_id,
+            "blob_id": blob_id,
+            "content_type": content_type,
+            "size_bytes": len(content),
+            "created_at": meta.created_at,
+            "metadata": encode(meta.to_dict()),
+        }
+        sql = q.STORE_ARTIFACT
+        if self.fence is not None and run_id:
+            sql = q.STORE_ARTIFACT_FENCED
+            params.update(self.fence.params(run_id))
+        with self.db.write() as conn:
+            conn.execute(sql, params)
+            if conn.changes() == 0:
+                raise (
+                    self.fence.lost(run_id) if self.fence and run_id else RuntimeError("artifact not stored")
+                )
+        return meta
+
+    def load(self, artifact_id: str) -> Artifact | None:
+        row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
+        if row is None:
+            return None
+        try:
+            content = self.blob_path(row[0]).read_bytes()
+        except FileNotFoundError:
+            return None
+        return Artifact(metadata=ArtifactMetadata.from_dict(decode(row[1])), content=content)
+
+    def get_metadata(self, artifact_id: str) -> ArtifactMetadata | None:
+        row = self.db.query_one(q.ARTIFACT_METADATA, (artifact_id,))
+        return None if row is None else ArtifactMetadata.from_dict(decode(row[0]))
+
+    def content_path(self, artifact_id: str) -> Path | None:
+        row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
+        return None if row is None else self.blob_path(row[0])
+
+    def exists(self, artifact_id: str) -> bool:
+        return self.db.query_one(q.ARTIFACT_EXISTS, (artifact_id,)) is not None
+
+    def delete(self, artifact_id: str) -> bool:
+        with self.db.write() as conn:
+            row = conn.execute(q.DELETE_ARTIFACT, (artifact_id,)).fetchone()
+            orphan = row is not None and conn.execute(q.BLOB_REFERENCED, (row[0],)).fetchone() is None
+        if orphan:
+            self.blob_path(row[0]).unlink(missing_ok=True)
+        return row is not None
+
+    def list_by_run(self, run_id: str) -> list[ArtifactMetadata]:
+        return [
+            ArtifactMetadata.from_dict(decode(r[0])) for r in self.db.query(q.ARTIFACTS_OF_RUN, (run_id,))
+        ]
+
+    def list_all(self, *, limit: int = 1000) -> list[ArtifactMetadata]:
+        lim = limit if limit > 0 else -1  # SQLite: LIMIT -1 is no limit
+        return [ArtifactMetadata.from_dict(decode(r[0])) for r in self.db.query(q.ARTIFACTS_ALL, (lim,))]

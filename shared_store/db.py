@@ -1,0 +1,222 @@
+"""One SQLite file in WAL mode through apsw: connections, pragmas, busy handling, transactions.
+
+Write transactions start with BEGIN IMMEDIATE so a writer waits for the lock up front (a deferred
+read that later upgrades fails with SQLITE_BUSY_SNAPSHOT, which no retry can fix). Waiting is done
+by a busy handler that sleeps a jittered, growing slice and retries: SQLite's own busy_timeout sleeps
+a fixed schedule, so under contention the same process keeps losing and starves for seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from .errors import NotADatabase, StoreBusy, StoreCorrupt, StoreUnavailable
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+# apsw errors that mean "the database cannot be used right now", not "the caller did wrong".
+_UNAVAILABLE = (
+    apsw.FullError,
+    apsw.ReadOnlyError,
+    apsw.IOError,
+    apsw.CantOpenError,
+    apsw.LockedError,
+    apsw.ProtocolError,
+)
+
+
+class BusyPolicy:
+    """Jittered exponential backoff for SQLITE_BUSY, bounded by a deadline per wait."""
+
+    def __init__(self, deadline_s: float = 30.0, first_sleep_s: float = 0.0002, max_sleep_s: float = 0.01):
+        self.deadline_s = deadline_s
+        self.first_sleep_s = first_sleep_s
+        self.max_sleep_s = max_sleep_s
+
+    def handler(self) -> Callable[[int], bool]:
+        """A fresh busy handler for one connection (it keeps that connection's wait start)."""
+        started = [0.0]
+
+        def on_busy(prior_calls: int) -> bool:
+            now = time.monotonic()
+            if prior_calls == 0:
+                started[0] = now
+            elif now - started[0] > self.deadline_s:
+                return False
+            ceiling = min(self.max_sleep_s, self.first_sleep_s * (2 ** min(prior_calls, 20)))
+            time.sleep(random.uniform(0.0, ceiling))
+            return True
+
+        return on_busy
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a file that exists but is not SQLite, before anything opens (and could write) it."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise NotADatabase(
+            f"{path} exists but is not an SQLite database (bad header); it was left untouched. "
+            "Point ABSTRACTGATEWAY_DATA_DIR (or --db) at another location or move the file away."
+        )
+
+
+class Database:
+    """The gateway's SQLite file. Connections are per thread; all share the same WAL file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy: BusyPolicy | None = None,
+        synchronous: str = "NORMAL",
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.busy = busy or BusyPolicy()
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._all: list[apsw.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        if not create and not self.path.exists():
+            raise StoreUnavailable(f"database {self.path} does not exist; run `abstractgateway migrate`")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_file(self.path)
+        self._probe_readable()
+        conn = self.connection()
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StoreUnavailable(f"could not put {self.path} in WAL mode (got {mode!r})")
+
+    def _probe_readable(self) -> None:
+        """Read the schema through a read-only connection: a damaged file fails here, unchanged."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        probe = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        except (apsw.NotADBError, apsw.CorruptError) as exc:
+            raise StoreCorrupt(
+                f"{self.path} is a damaged SQLite database ({exc}); it was left untouched. "
+                "Restore it from a backup or move it away."
+            ) from exc
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot read {self.path}: {exc}") from exc
+        finally:
+            probe.close()
+
+    def connection(self) -> apsw.Connection:
+        """This thread's connection, opened on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreUnavailable(f"database {self.path} is closed")
+        try:
+            conn = apsw.Connection(str(self.path))
+            conn.set_busy_handler(self.busy.handler())
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute("PRAGMA cache_size=-32768")
+            conn.execute("PRAGMA mmap_size=268435456")
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """A write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any exception.
+
+        When this returns, the transaction is committed (durable against a killed process)."""
+        conn = self.connection()
+        with translate_errors(self.path):
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            with translate_errors(self.path):
+                conn.execute("COMMIT")
+        except BaseException:
+            if not conn.get_autocommit():
+                conn.execute("ROLLBACK")
+            raise
+
+    def execute_write(self, sql: str, params: Any = ()) -> int:
+        """One write statement as its own transaction; returns the rows it changed.
+
+        A writing statement takes the write lock before it reads (busy handler applies), so this is
+        as safe as BEGIN IMMEDIATE for one statement, with two fewer round trips."""
+        conn = self.connection()
+        with translate_errors(self.path):
+            conn.execute(sql, params)
+        return conn.changes()
+
+    @contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """A read transaction: statements inside see one snapshot."""
+        conn = self.connection()
+        with translate_errors(self.path):
+            conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if not conn.get_autocommit():
+                conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """One read statement, all rows."""
+        with translate_errors(self.path):
+            return self.connection().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        """One read statement, first row or None."""
+        with translate_errors(self.path):
+            return self.connection().execute(sql, params).fetchone()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: lets pollers skip when nothing happened."""
+        return self.connection().data_version()
+
+    def close(self) -> None:
+        """Close every connection this Database opened (call once, at shutdown)."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with suppress(apsw.Error):
+                conn.close()
+        self._local = threading.local()
+
+
+@contextmanager
+def translate_errors(path: Path) -> Iterator[None]:
+    """Turn apsw's environment failures into the store's errors (callers map them to 503)."""
+    try:
+        yield
+    except apsw.BusyError as exc:
+        raise StoreBusy(f"database {path} stayed locked past the busy deadline: {exc}") from exc
+    except (apsw.NotADBError, apsw.CorruptError) as exc:
+        raise StoreCorrupt(f"database {path} is damaged: {exc}") from exc
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"database {path} is unavailable: {exc}") from exc

@@ -1,0 +1,140 @@
+"""Row-level run leases: claim, heartbeat, release, reclaim — and the fence that writes check.
+
+A runner holds a run while `runs.lease_owner` is its id and `runs.lease_epoch` is the epoch its
+claim returned. Every claim bumps the epoch, so a runner whose lease expired and was taken over
+carries a stale epoch: its writes (which check owner + epoch in the same statement) are rejected
+with LeaseLost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import queries as q
+from .db import Database
+from .errors import LeaseLost
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: str
+    owner: str
+    epoch: int
+
+
+class LeaseHolder:
+    """The leases one runner holds. Stores bound to it write only runs it holds (fencing)."""
+
+    def __init__(
+        self, db: Database, owner: str, *, lease_s: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        if not owner:
+            raise ValueError("a lease owner needs a non-empty runner id")
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be positive, not {lease_s}")
+        self.db = db
+        self.owner = owner
+        self.lease_s = lease_s
+        self.clock = clock
+        self._epochs: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # --- what the stores ask -------------------------------------------------------------------
+    def epoch(self, run_id: str) -> int | None:
+        """The epoch this holder has for `run_id`, or None when it does not hold it."""
+        return self._epochs.get(run_id)
+
+    def adopt(self, run_id: str, epoch: int) -> None:
+        """Record a lease obtained outside claim(): a run this runner created is born leased to it."""
+        with self._lock:
+            self._epochs[run_id] = epoch
+
+    def params(self, run_id: str) -> dict[str, object]:
+        """Fence parameters for a write to `run_id`; raises LeaseLost when not held."""
+        epoch = self._epochs.get(run_id)
+        if epoch is None:
+            raise LeaseLost(run_id, self.owner, None)
+        return {"owner": self.owner, "epoch": epoch}
+
+    def lost(self, run_id: str) -> LeaseLost:
+        """Forget `run_id` after a rejected write and return the error to raise."""
+        with self._lock:
+            epoch = self._epochs.pop(run_id, None)
+        return LeaseLost(run_id, self.owner, epoch)
+
+    def held(self) -> list[Lease]:
+        with self._lock:
+            return [Lease(run_id, self.owner, epoch) for run_id, epoch in self._epochs.items()]
+
+    # --- lease lifecycle -----------------------------------------------------------------------
+    def claim(self, n: int) -> list[Lease]:
+        """Lease up to n due, unleased runs (oldest due first); reclaims expired leases first."""
+        if n <= 0:
+            return []
+        now = self.clock()
+        with self.db.write() as conn:
+            conn.execute(q.RECLAIM_EXPIRED, {"now": now})
+            rows = conn.execute(
+                q.CLAIM_RUNS, {"owner": self.owner, "expires_at": now + self.lease_s, "now": now, "n": n}
+            ).fetchall()
+        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch in rows]
+        with self._lock:
+            for lease in leases:
+                self._epochs[lease.run_id] = lease.epoch
+        return leases
+
+    def heartbeat(self) -> list[Lease]:
+        """Extend every held lease; returns (and forgets) those that were lost meanwhile."""
+        held = self.held()
+        if not held:
+            return []
+        expires_at = self.clock() + self.lease_s
+        lost: list[Lease] = []
+        with self.db.write() as conn:
+            for lease in held:
+                conn.execute(
+                    q.RENEW_LEASE,
+                    {
+                        "expires_at": expires_at,
+                        "run_id": lease.run_id,
+                        "owner": self.owner,
+                        "epoch": lease.epoch,
+                    },
+                )
+                if conn.changes() == 0:
+                    lost.append(lease)
+        with self._lock:
+            for lease in lost:
+                if self._epochs.get(lease.run_id) == lease.epoch:
+                    del self._epochs[lease.run_id]
+        return lost
+
+    def release(self, run_id: str) -> bool:
+        """Give a run back (it stays due if its state says so). False if it was no longer ours."""
+        with self._lock:
+            epoch = self._epochs.pop(run_id, None)
+        if epoch is None:
+            return False
+        with self.db.write() as conn:
+            conn.execute(q.RELEASE_LEASE, {"run_id": run_id, "owner": self.owner, "epoch": epoch})
+            return conn.changes() == 1
+
+    def release_all(self) -> int:
+        """Release every held lease (graceful stop); returns how many were still ours."""
+        return sum(1 for lease in self.held() if self.release(lease.run_id))
+
+
+def reclaim_expired(db: Database, *, now: float | None = None) -> int:
+    """Free leases whose expiry passed (their runs become claimable again); returns the count."""
+    with db.write() as conn:
+        conn.execute(q.RECLAIM_EXPIRED, {"now": time.time() if now is None else now})
+        return conn.changes()
+
+
+def lease_of(db: Database, run_id: str) -> tuple[str | None, int, float | None] | None:
+    """(owner, epoch, expires_at) of a run, or None when the run does not exist."""
+    row = db.query_one(q.LEASE_OF, (run_id,))
+    return None if row is None else (row[0], int(row[1]), row[2])

@@ -1,0 +1,63 @@
+"""abstractruntime's LedgerStore on the ledger table: dense per-run seq, fenced appends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from abstractruntime.core.models import StepRecord
+from abstractruntime.storage.base import LedgerStore
+
+from . import queries as q
+from .codec import decode, encode
+from .db import Database
+from .errors import LeaseLost, UnknownRun
+from .leases import LeaseHolder
+from .reads import ledger_page
+
+
+class SqliteLedgerStore(LedgerStore):
+    """Append-only journal. Bound to a LeaseHolder, an append checks the lease in its statement."""
+
+    def __init__(self, db: Database, *, fence: LeaseHolder | None = None) -> None:
+        self.db = db
+        self.fence = fence
+
+    def append(self, record: StepRecord) -> None:
+        run_id = record.run_id
+        if not run_id:
+            raise ValueError("StepRecord.run_id must be non-empty")
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "step_status": record.status.value,
+            "idempotency_key": record.idempotency_key or None,
+            "record": encode(record),
+        }
+        if self.fence is None:
+            sql = q.APPEND_LEDGER_UNLEASED
+        else:
+            sql = q.APPEND_LEDGER_FENCED
+            params.update(self.fence.params(run_id))
+        if self.db.execute_write(sql, params) == 1:
+            return
+        if self.db.query_one(q.LEDGER_LEN, (run_id,)) is None:
+            raise UnknownRun(run_id)
+        raise self.fence.lost(run_id) if self.fence else LeaseLost(run_id, None, None)
+
+    def list(self, run_id: str) -> list[dict[str, Any]]:
+        return [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
+
+    def list_after(self, *, run_id: str, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
+        """Cursor read: records after `after` (records consumed so far) and the next cursor."""
+        page = ledger_page(self.db, run_id, after=after, limit=limit)
+        return [decode(record) for record in page.records], page.next_after
+
+    def find_completed_result(self, run_id: str, idempotency_key: str) -> dict[str, Any] | None:
+        """Indexed point query (ledger_idempotency) instead of a scan of the ledger tail."""
+        if not idempotency_key:
+            return None
+        row = self.db.query_one(q.FIND_COMPLETED_RESULT, (run_id, idempotency_key))
+        return None if row is None else decode(row[0]).get("result")
+
+    def count(self, run_id: str) -> int:
+        row = self.db.query_one(q.LEDGER_LEN, (run_id,))
+        return 0 if row is None else int(row[0])

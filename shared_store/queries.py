@@ -1,0 +1,204 @@
+"""Every SQL statement the store runs, by name. The schema itself lives in migrations/.
+
+Parameters are named (`:run_id`). Statements that write a run come in two forms: `..._FENCED`
+checks the writer's lease (owner + epoch) in the same statement, `..._UNLEASED` only writes runs
+that no runner holds (tools, tests, single-process use).
+"""
+
+from __future__ import annotations
+
+# Next change-feed position. MAX over the runs_feed index is one b-tree seek.
+_NEXT_FEED = "(SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM runs)"
+
+# A run with pending commands is due now whatever its state says, so a save made while a command
+# arrived never hides that command from the claim loop.
+_DUE = (
+    "CASE WHEN EXISTS (SELECT 1 FROM commands WHERE run_id = :run_id AND status = 'pending') "
+    "THEN MIN(COALESCE(:due_at, :now), :now) ELSE :due_at END"
+)
+
+_HELD = "runs.lease_owner = :owner AND runs.lease_epoch = :epoch"
+_FREE = "runs.lease_owner IS NULL"
+
+_RUN_COLUMNS = (
+    "workflow_id",
+    "status",
+    "current_node",
+    "wait_reason",
+    "wait_key",
+    "wait_until",
+    "paused",
+    "parent_run_id",
+    "session_id",
+    "actor_id",
+    "created_at",
+    "updated_at",
+)
+_SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS)
+
+
+def _upsert_run(guard: str, *, only_queued: bool) -> str:
+    columns = ", ".join(("run_id", *_RUN_COLUMNS))
+    values = ", ".join(f":{c}" for c in ("run_id", *_RUN_COLUMNS))
+    queued = "runs.status = 'queued' AND " if only_queued else ""
+    return (
+        f"INSERT INTO runs ({columns}, due_at, lease_owner, lease_expires_at, lease_epoch, feed_seq) "
+        f"VALUES ({values}, {_DUE}, :born_owner, :born_expires_at, :born_epoch, {_NEXT_FEED}) "
+        f"ON CONFLICT(run_id) DO UPDATE SET {_SET_COLUMNS}, due_at = excluded.due_at, "
+        f"feed_seq = excluded.feed_seq WHERE {queued}{guard}"
+    )
+
+
+# --- runs: abstractruntime RunStore ---------------------------------------------------------------
+# A save is two statements in one transaction: the guarded upsert of the runs row (a run this
+# writer creates is born leased to it: born_owner), then the document, written only if the
+# first changed a row.
+SAVE_RUN_FENCED = _upsert_run(_HELD, only_queued=False)
+SAVE_RUN_UNLEASED = _upsert_run(_FREE, only_queued=False)
+# create_if_absent: insert, or fill a queued row that this writer holds.
+CREATE_RUN_FENCED = _upsert_run(_HELD, only_queued=True)
+CREATE_RUN_UNLEASED = _upsert_run(_FREE, only_queued=True)
+SAVE_RUN_STATE = (
+    "INSERT INTO run_states (run_id, run_json) VALUES (:run_id, :run_json) "
+    "ON CONFLICT(run_id) DO UPDATE SET run_json = excluded.run_json"
+)
+
+LOAD_RUN = "SELECT run_json FROM run_states WHERE run_id = ?"
+RUN_STATUS = "SELECT status FROM runs WHERE run_id = ?"
+PROBE_CONTROL = "SELECT status, paused FROM runs WHERE run_id = ? AND status != 'queued'"
+_STATES = "SELECT s.run_json FROM runs r JOIN run_states s ON s.run_id = r.run_id WHERE r.status != 'queued'"
+LIST_CHILDREN = f"{_STATES} AND r.parent_run_id = ? ORDER BY r.created_at"
+LIST_CHILDREN_BY_STATUS = f"{_STATES} AND r.parent_run_id = ? AND r.status = ? ORDER BY r.created_at"
+LIST_DUE_WAIT_UNTIL = (
+    f"{_STATES} AND r.status = 'waiting' AND r.wait_until IS NOT NULL AND r.wait_until <= ? "
+    "AND r.wait_reason IN ('until', 'event') ORDER BY r.wait_until LIMIT ?"
+)
+NEXT_WAIT_DEADLINE = (
+    "SELECT MIN(wait_until) FROM runs WHERE status = 'waiting' AND wait_until IS NOT NULL "
+    "AND wait_reason IN ('until', 'event')"
+)
+# emit_event: indexed by runs_event_waiters (partial on waiting/event rows).
+LIST_EVENT_WAITERS = (
+    f"{_STATES} AND r.status = 'waiting' AND r.wait_reason = 'event' "
+    "AND r.wait_key IN (SELECT value FROM json_each(?)) ORDER BY r.updated_at DESC LIMIT ?"
+)
+LIST_EVENT_WAITERS_BY_PREFIX = (
+    f"{_STATES} AND r.status = 'waiting' AND r.wait_reason = 'event' "
+    "AND r.wait_key >= ? AND r.wait_key < ? ORDER BY r.updated_at DESC LIMIT ?"
+)
+
+
+def list_runs(filters: list[str]) -> str:
+    """Runs matching `col = ?` filters (names from a fixed allowlist), newest update first."""
+    where = "".join(f" AND r.{column} = ?" for column in filters)
+    return f"{_STATES}{where} ORDER BY r.updated_at DESC LIMIT ?"
+
+
+# --- ledger: abstractruntime LedgerStore ----------------------------------------------------------
+# Append: the next dense seq is read from the run row that the guard checks, in one INSERT; the
+# ledger_appended trigger advances runs.ledger_len and feed_seq in the same statement.
+_APPEND_LEDGER = (
+    "INSERT INTO ledger (run_id, seq, step_status, idempotency_key, record) "
+    "SELECT run_id, ledger_len + 1, :step_status, :idempotency_key, :record FROM runs "
+    "WHERE run_id = :run_id AND {guard}"
+)
+APPEND_LEDGER_FENCED = _APPEND_LEDGER.format(guard=_HELD)
+APPEND_LEDGER_UNLEASED = _APPEND_LEDGER.format(guard=_FREE)
+LIST_LEDGER = "SELECT record FROM ledger WHERE run_id = ? ORDER BY seq"
+# A page: one range read on the (run_id, seq) primary key.
+LEDGER_PAGE = "SELECT seq, record FROM ledger WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+LEDGER_LEN = "SELECT ledger_len FROM runs WHERE run_id = ?"
+FIND_COMPLETED_RESULT = (
+    "SELECT record FROM ledger WHERE run_id = ? AND idempotency_key = ? AND step_status = 'completed' "
+    "ORDER BY seq LIMIT 1"
+)
+
+# --- commands: abstractruntime CommandStore + outcomes ---------------------------------------------
+INSERT_COMMAND = (
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id) "
+    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id) "
+    "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
+)
+COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
+# A new command makes its run due now (the lease holder's next save keeps it due while pending).
+WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
+_COMMAND_COLUMNS = "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at"
+COMMANDS_AFTER = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE seq > ? ORDER BY seq LIMIT ?"
+COMMAND_BY_ID = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
+PENDING_COMMANDS = (
+    f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE run_id = ? AND status = 'pending' ORDER BY seq LIMIT ?"
+)
+LAST_COMMAND_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM commands"
+RESOLVE_COMMAND_FENCED = (
+    "UPDATE commands SET status = :status, error = :error, applied_at = :applied_at "
+    "WHERE seq = :seq AND status = 'pending' AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = commands.run_id "
+    f"AND {_HELD})"
+)
+RESOLVE_COMMAND_UNLEASED = (
+    "UPDATE commands SET status = :status, error = :error, applied_at = :applied_at "
+    "WHERE seq = :seq AND status = 'pending'"
+)
+
+# --- leases ---------------------------------------------------------------------------------------
+# Claim flips rows out of the claimable set (lease_owner set) in the same statement and bumps the
+# fencing epoch; the subquery walks the runs_claimable partial index.
+CLAIM_RUNS = (
+    "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1 "
+    "WHERE run_id IN (SELECT run_id FROM runs WHERE lease_owner IS NULL AND due_at <= :now "
+    "ORDER BY due_at LIMIT :n) RETURNING run_id, lease_epoch"
+)
+RECLAIM_EXPIRED = (
+    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE lease_owner IS NOT NULL AND lease_expires_at < :now"
+)
+RENEW_LEASE = (
+    "UPDATE runs SET lease_expires_at = :expires_at WHERE run_id = :run_id AND lease_owner = :owner "
+    "AND lease_epoch = :epoch"
+)
+RELEASE_LEASE = (
+    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = :run_id "
+    "AND lease_owner = :owner AND lease_epoch = :epoch"
+)
+LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
+QUEUE_DEPTH = "SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= ?"
+
+# --- change feed ----------------------------------------------------------------------------------
+FEED_HEAD = "SELECT COALESCE(MAX(feed_seq), 0) FROM runs"
+FEED_SINCE = (
+    "SELECT feed_seq, run_id, ledger_len, status FROM runs WHERE feed_seq > ? ORDER BY feed_seq LIMIT ?"
+)
+
+# --- artifacts ------------------------------------------------------------------------------------
+_ARTIFACT_UPSERT = (
+    "INSERT INTO artifacts (artifact_id, run_id, blob_id, content_type, size_bytes, created_at, metadata) "
+    "SELECT :artifact_id, :run_id, :blob_id, :content_type, :size_bytes, :created_at, :metadata "
+    "WHERE {guard} "
+    "ON CONFLICT(artifact_id) DO UPDATE SET run_id = excluded.run_id, blob_id = excluded.blob_id, "
+    "content_type = excluded.content_type, size_bytes = excluded.size_bytes, metadata = excluded.metadata"
+)
+STORE_ARTIFACT_FENCED = _ARTIFACT_UPSERT.format(
+    guard="EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :run_id AND " + _HELD + ")"
+)
+STORE_ARTIFACT = _ARTIFACT_UPSERT.format(guard="1")
+ARTIFACT_METADATA = "SELECT metadata FROM artifacts WHERE artifact_id = ?"
+ARTIFACT_BLOB = "SELECT blob_id, metadata FROM artifacts WHERE artifact_id = ?"
+ARTIFACT_EXISTS = "SELECT 1 FROM artifacts WHERE artifact_id = ?"
+DELETE_ARTIFACT = "DELETE FROM artifacts WHERE artifact_id = ? RETURNING blob_id"
+BLOB_REFERENCED = "SELECT 1 FROM artifacts WHERE blob_id = ? LIMIT 1"
+ARTIFACTS_OF_RUN = "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id"
+ARTIFACTS_ALL = "SELECT metadata FROM artifacts ORDER BY created_at DESC, artifact_id LIMIT ?"
+
+# --- runners --------------------------------------------------------------------------------------
+REGISTER_RUNNER = (
+    "INSERT INTO runners (runner_id, host, pid, version, started_at, heartbeat_at, capabilities) "
+    "VALUES (:runner_id, :host, :pid, :version, :started_at, :heartbeat_at, :capabilities) "
+    "ON CONFLICT(runner_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, version = excluded.version, "
+    "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, "
+    "capabilities = excluded.capabilities"
+)
+RUNNER_HEARTBEAT = "UPDATE runners SET heartbeat_at = :heartbeat_at WHERE runner_id = :runner_id"
+RUNNER_STOPPED = "UPDATE runners SET stopped_at = :stopped_at WHERE runner_id = :runner_id"
+LIVE_RUNNERS = (
+    "SELECT runner_id, host, pid, version, started_at, heartbeat_at, capabilities FROM runners "
+    "WHERE stopped_at IS NULL AND heartbeat_at >= ? ORDER BY runner_id"
+)

@@ -1,0 +1,41 @@
+"""Reads the API serves straight from the store, without abstractruntime: ledger pages, queue depth."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import queries as q
+from .db import Database
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    """Records after a cursor, as stored JSON bytes (ready to splice into a response)."""
+
+    records: list[bytes]
+    next_after: int
+
+
+def ledger_page(db: Database, run_id: str, *, after: int = 0, limit: int = 1000) -> LedgerPage:
+    """Records with seq > after, oldest first: one range read on the (run_id, seq) key.
+
+    `after` counts records already consumed; seqs are dense from 1, so next_after is the last seq."""
+    if after < 0:
+        raise ValueError(f"after must be >= 0, not {after}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, not {limit}")
+    rows = db.query(q.LEDGER_PAGE, (run_id, after, limit))
+    return LedgerPage([bytes(record) for _, record in rows], int(rows[-1][0]) if rows else after)
+
+
+def ledger_len(db: Database, run_id: str) -> int | None:
+    """How many records the run's ledger has, or None for an unknown run."""
+    row = db.query_one(q.LEDGER_LEN, (run_id,))
+    return None if row is None else int(row[0])
+
+
+def queue_depth(db: Database, *, now: float | None = None) -> int:
+    """Runs due and waiting for a runner to claim them."""
+    row = db.query_one(q.QUEUE_DEPTH, (time.time() if now is None else now,))
+    return int(row[0]) if row else 0

@@ -1,0 +1,196 @@
+"""abstractruntime's RunStore (and its queryable extensions) on the runs table.
+
+Bound to a LeaseHolder, every save checks the runner's lease in the same statement; a run the
+runner creates (a child run, a started queue entry) is born leased to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from abstractruntime.core.models import RunState, RunStatus, WaitReason
+from abstractruntime.core.run_identity import verify_run_identity
+from abstractruntime.core.vars import is_paused_vars
+from abstractruntime.storage.base import RunStore
+
+from . import queries as q
+from .codec import decode, encode
+from .db import Database
+from .errors import LeaseLost
+from .leases import LeaseHolder
+
+_run_decoder = msgspec.json.Decoder(RunState)
+_DEADLINE_WAITS = (WaitReason.UNTIL, WaitReason.EVENT)
+
+
+def decode_run(data: bytes) -> RunState:
+    """RunState from stored JSON; tolerant of a value outside a field's declared type."""
+    try:
+        return _run_decoder.decode(data)
+    except msgspec.ValidationError:
+        return msgspec.convert(decode(data), RunState, strict=False)
+
+
+def iso_to_epoch(value: str) -> float | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def due_at(run: RunState, paused: bool, now: float) -> float | None:
+    """When a runner should next look at the run, judged from its state alone."""
+    if paused:
+        return None
+    if run.status == RunStatus.RUNNING:
+        return now
+    waiting = run.waiting
+    if (
+        run.status == RunStatus.WAITING
+        and waiting is not None
+        and waiting.until
+        and waiting.reason in _DEADLINE_WAITS
+    ):
+        # An unparseable deadline is looked at now: the runtime decides what it means.
+        return iso_to_epoch(waiting.until) or now
+    return None
+
+
+def run_columns(run: RunState, now: float) -> dict[str, Any]:
+    """Column values mirroring a RunState, written in the same statement as its JSON."""
+    waiting = run.waiting
+    paused = is_paused_vars(run.vars)
+    return {
+        "run_id": run.run_id,
+        "workflow_id": run.workflow_id,
+        "status": run.status.value,
+        "current_node": run.current_node,
+        "wait_reason": waiting.reason.value if waiting else None,
+        "wait_key": waiting.wait_key if waiting else None,
+        "wait_until": waiting.until if waiting and waiting.reason in _DEADLINE_WAITS else None,
+        "paused": int(paused),
+        "parent_run_id": run.parent_run_id,
+        "session_id": run.session_id,
+        "actor_id": run.actor_id,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "run_json": encode(run),
+        "due_at": due_at(run, paused, now),
+        "now": now,
+    }
+
+
+class SqliteRunStore(RunStore):
+    """RunStore + QueryableRunStore + event-waiter lookup over the shared SQLite file."""
+
+    def __init__(
+        self, db: Database, *, fence: LeaseHolder | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db = db
+        self.fence = fence
+        self.clock = clock
+
+    # --- writes (fenced) -----------------------------------------------------------------------
+    def save(self, run: RunState) -> None:
+        self._write(run, q.SAVE_RUN_FENCED if self.fence else q.SAVE_RUN_UNLEASED)
+
+    def create_if_absent(self, run: RunState) -> tuple[RunState, bool]:
+        """Create the run, or fill its queued row; an existing started run is returned unchanged."""
+        if self._write(run, q.CREATE_RUN_FENCED if self.fence else q.CREATE_RUN_UNLEASED, strict=False):
+            return run, True
+        row = self.db.query_one(q.RUN_STATUS, (run.run_id,))
+        existing = self.load(run.run_id) if row is not None and row[0] != "queued" else None
+        if existing is None:
+            # Queued and leased to someone else: not ours to start.
+            raise self._lost(run.run_id)
+        verify_run_identity(existing, run)
+        return existing, False
+
+    def _write(self, run: RunState, sql: str, *, strict: bool = True) -> bool:
+        now = self.clock()
+        params = run_columns(run, now)
+        fence = self.fence
+        if fence is None:
+            params.update(born_owner=None, born_expires_at=None, born_epoch=0)
+        else:
+            epoch = fence.epoch(run.run_id)
+            params.update(
+                owner=fence.owner,
+                epoch=epoch,
+                born_owner=fence.owner,
+                born_expires_at=now + fence.lease_s,
+                born_epoch=1,
+            )
+        with self.db.write() as conn:
+            conn.execute(sql, params)
+            written = conn.changes() == 1
+            if written:
+                conn.execute(q.SAVE_RUN_STATE, params)
+        if not written:
+            if strict:
+                raise self._lost(run.run_id)
+            return False
+        if fence is not None and params["epoch"] is None:
+            fence.adopt(run.run_id, 1)  # we just created it: born leased to us
+        return True
+
+    def _lost(self, run_id: str) -> LeaseLost:
+        return self.fence.lost(run_id) if self.fence else LeaseLost(run_id, None, None)
+
+    # --- reads -----------------------------------------------------------------------------------
+    def load(self, run_id: str) -> RunState | None:
+        row = self.db.query_one(q.LOAD_RUN, (run_id,))
+        if row is None or row[0] is None:
+            return None
+        return decode_run(row[0])
+
+    def probe_control(self, run_id: str) -> tuple[str, bool] | None:
+        """(status, paused) from columns, without decoding the run document."""
+        row = self.db.query_one(q.PROBE_CONTROL, (run_id,))
+        return None if row is None else (str(row[0]), bool(row[1]))
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        wait_reason: WaitReason | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RunState]:
+        filters: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("wait_reason", wait_reason), ("workflow_id", workflow_id)):
+            if value is not None:
+                filters.append(column)
+                params.append(getattr(value, "value", value))
+        return self._runs(q.list_runs(filters), (*params, max(1, int(limit))))
+
+    def list_due_wait_until(self, *, now_iso: str, limit: int = 100) -> list[RunState]:
+        return self._runs(q.LIST_DUE_WAIT_UNTIL, (now_iso, max(1, int(limit))))
+
+    def list_children(self, *, parent_run_id: str, status: RunStatus | None = None) -> list[RunState]:
+        if status is None:
+            return self._runs(q.LIST_CHILDREN, (parent_run_id,))
+        return self._runs(q.LIST_CHILDREN_BY_STATUS, (parent_run_id, status.value))
+
+    def list_event_waiters(self, *, wait_keys: list[str], limit: int = 100) -> list[RunState]:
+        """Runs in WAITING(EVENT) on any of wait_keys, through the runs_event_waiters index."""
+        return self._runs(q.LIST_EVENT_WAITERS, (encode(list(wait_keys)).decode(), max(1, int(limit))))
+
+    def list_event_waiters_by_prefix(self, *, prefix: str, limit: int = 100) -> list[RunState]:
+        # Range [prefix, prefix + U+10FFFF) keeps the scan on the index.
+        return self._runs(q.LIST_EVENT_WAITERS_BY_PREFIX, (prefix, prefix + "\U0010ffff", max(1, int(limit))))
+
+    def next_wait_deadline(self) -> str | None:
+        row = self.db.query_one(q.NEXT_WAIT_DEADLINE)
+        return None if row is None else row[0]
+
+    def _runs(self, sql: str, params: tuple[Any, ...]) -> list[RunState]:
+        return [decode_run(row[0]) for row in self.db.query(sql, params)]

@@ -1,0 +1,59 @@
+"""The runners table: each runner process registers, heartbeats and publishes its capabilities."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import queries as q
+from .codec import decode, encode
+from .db import Database
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    runner_id: str
+    host: str
+    pid: int
+    version: str
+    started_at: str
+    heartbeat_at: float
+    capabilities: dict[str, Any]
+
+
+def register_runner(
+    db: Database, runner_id: str, *, version: str, capabilities: dict[str, Any] | None = None
+) -> None:
+    with db.write() as conn:
+        conn.execute(
+            q.REGISTER_RUNNER,
+            {
+                "runner_id": runner_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "version": version,
+                "started_at": datetime.now(UTC).isoformat(),
+                "heartbeat_at": time.time(),
+                "capabilities": encode(capabilities or {}),
+            },
+        )
+
+
+def runner_heartbeat(db: Database, runner_id: str) -> None:
+    with db.write() as conn:
+        conn.execute(q.RUNNER_HEARTBEAT, {"runner_id": runner_id, "heartbeat_at": time.time()})
+
+
+def runner_stopped(db: Database, runner_id: str) -> None:
+    with db.write() as conn:
+        conn.execute(q.RUNNER_STOPPED, {"runner_id": runner_id, "stopped_at": datetime.now(UTC).isoformat()})
+
+
+def live_runners(db: Database, *, within_s: float = 60.0) -> list[RunnerInfo]:
+    """Runners that heartbeated within `within_s` seconds and did not announce a stop."""
+    rows = db.query(q.LIVE_RUNNERS, (time.time() - within_s,))
+    return [RunnerInfo(r[0], r[1], int(r[2]), r[3], r[4], float(r[5]), decode(r[6])) for r in rows]
