@@ -61,6 +61,8 @@ class BusyPolicy:
 
 def check_sqlite_file(path: Path) -> None:
     """Refuse a file that exists but is not SQLite, before anything opens (and could write) it."""
+    if path.is_dir():
+        raise NotADatabase(f"{path} is a directory, not an SQLite database file")
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -193,10 +195,6 @@ class Database:
         """One read statement, first row or None."""
         with translate_errors(self.path):
             return self.connection().execute(sql, params).fetchone()
-
-    def data_version(self) -> int:
-        """Changes whenever another connection commits: lets pollers skip when nothing happened."""
-        return self.connection().data_version()
 
     def close(self) -> None:
         """Close every connection this Database opened (call once, at shutdown)."""

@@ -49,7 +49,7 @@ class ChangeFeed:
         """Entries with feed_seq > cursor and the next cursor; no query when nothing committed."""
         with self._lock, translate_errors(self.db.path):
             conn = self._connection()
-            version = conn.data_version()
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
             if self._caught_up == (version, cursor):
                 return [], cursor
             rows = conn.execute(q.FEED_SINCE, (cursor, limit)).fetchall()

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import apsw
 
@@ -36,10 +38,10 @@ class SchemaStatus:
     modified: list[int]  # applied migrations whose file changed since
 
 
-def known_migrations() -> list[Migration]:
-    """The migrations shipped with this abstractgateway, in order."""
+def known_migrations(source: Traversable | Path | None = None) -> list[Migration]:
+    """The migrations shipped with this abstractgateway (or found in `source`), in order."""
     found: dict[int, Migration] = {}
-    for entry in resources.files("migrations").iterdir():
+    for entry in (source or resources.files("migrations")).iterdir():
         match = _NAME.match(entry.name)
         if match is None:
             continue
@@ -55,11 +57,6 @@ def known_migrations() -> list[Migration]:
     return [found[v] for v in versions]
 
 
-def latest_version() -> int:
-    migrations = known_migrations()
-    return migrations[-1].version if migrations else 0
-
-
 def applied_versions(db: Database) -> dict[int, str]:
     """version -> checksum of what the db has applied (empty for a fresh db)."""
     has_table = db.query_one(
@@ -70,8 +67,8 @@ def applied_versions(db: Database) -> dict[int, str]:
     return {int(v): str(c) for v, c in db.query("SELECT version, checksum FROM schema_migrations")}
 
 
-def schema_status(db: Database) -> SchemaStatus:
-    known = known_migrations()
+def schema_status(db: Database, source: Traversable | Path | None = None) -> SchemaStatus:
+    known = known_migrations(source)
     applied = applied_versions(db)
     return SchemaStatus(
         current=max(applied, default=0),
@@ -81,9 +78,9 @@ def schema_status(db: Database) -> SchemaStatus:
     )
 
 
-def migrate(db: Database) -> list[int]:
+def migrate(db: Database, source: Traversable | Path | None = None) -> list[int]:
     """Apply every pending migration in one transaction; returns the versions applied."""
-    known = known_migrations()
+    known = known_migrations(source)
     with db.write() as conn:
         # Re-read inside the write lock: two processes migrating at once must not both apply.
         applied = applied_versions(db)
@@ -110,9 +107,9 @@ def migrate(db: Database) -> list[int]:
     return done
 
 
-def require_current(db: Database) -> int:
+def require_current(db: Database, source: Traversable | Path | None = None) -> int:
     """Refuse to run on a db this code does not match; returns the schema version."""
-    status = schema_status(db)
+    status = schema_status(db, source)
     if status.current > status.latest:
         raise _too_new(db, status.current, status.latest)
     if status.pending:

@@ -66,11 +66,17 @@ SAVE_RUN_STATE = (
 LOAD_RUN = "SELECT run_json FROM run_states WHERE run_id = ?"
 RUN_STATUS = "SELECT status FROM runs WHERE run_id = ?"
 PROBE_CONTROL = "SELECT status, paused FROM runs WHERE run_id = ? AND status != 'queued'"
-_STATES = "SELECT s.run_json FROM runs r JOIN run_states s ON s.run_id = r.run_id WHERE r.status != 'queued'"
+_STATES_FROM = (
+    "SELECT s.run_json FROM runs r {hint}JOIN run_states s ON s.run_id = r.run_id WHERE r.status != 'queued'"
+)
+_STATES = _STATES_FROM.format(hint="")
+# The planner would rather walk runs_status_updated over every waiting run; the partial index holds
+# only event waiters, so a lookup costs O(matching waiters).
+_EVENT_WAITERS = _STATES_FROM.format(hint="INDEXED BY runs_event_waiters ")
 LIST_CHILDREN = f"{_STATES} AND r.parent_run_id = ? ORDER BY r.created_at"
 LIST_CHILDREN_BY_STATUS = f"{_STATES} AND r.parent_run_id = ? AND r.status = ? ORDER BY r.created_at"
 LIST_DUE_WAIT_UNTIL = (
-    f"{_STATES} AND r.status = 'waiting' AND r.wait_until IS NOT NULL AND r.wait_until <= ? "
+    f"{_STATES_FROM.format(hint='INDEXED BY runs_wait_until ')} AND r.status = 'waiting' AND r.wait_until IS NOT NULL AND r.wait_until <= ? "
     "AND r.wait_reason IN ('until', 'event') ORDER BY r.wait_until LIMIT ?"
 )
 NEXT_WAIT_DEADLINE = (
@@ -79,11 +85,11 @@ NEXT_WAIT_DEADLINE = (
 )
 # emit_event: indexed by runs_event_waiters (partial on waiting/event rows).
 LIST_EVENT_WAITERS = (
-    f"{_STATES} AND r.status = 'waiting' AND r.wait_reason = 'event' "
+    f"{_EVENT_WAITERS} AND r.status = 'waiting' AND r.wait_reason = 'event' "
     "AND r.wait_key IN (SELECT value FROM json_each(?)) ORDER BY r.updated_at DESC LIMIT ?"
 )
 LIST_EVENT_WAITERS_BY_PREFIX = (
-    f"{_STATES} AND r.status = 'waiting' AND r.wait_reason = 'event' "
+    f"{_EVENT_WAITERS} AND r.status = 'waiting' AND r.wait_reason = 'event' "
     "AND r.wait_key >= ? AND r.wait_key < ? ORDER BY r.updated_at DESC LIMIT ?"
 )
 
@@ -108,8 +114,10 @@ LIST_LEDGER = "SELECT record FROM ledger WHERE run_id = ? ORDER BY seq"
 # A page: one range read on the (run_id, seq) primary key.
 LEDGER_PAGE = "SELECT seq, record FROM ledger WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 LEDGER_LEN = "SELECT ledger_len FROM runs WHERE run_id = ?"
+# Without the hint the planner serves ORDER BY seq from the primary key and reads every record of
+# the run: the per-step idempotency probe would grow with the ledger.
 FIND_COMPLETED_RESULT = (
-    "SELECT record FROM ledger WHERE run_id = ? AND idempotency_key = ? AND step_status = 'completed' "
+    "SELECT record FROM ledger INDEXED BY ledger_idempotency WHERE run_id = ? AND idempotency_key = ? AND step_status = 'completed' "
     "ORDER BY seq LIMIT 1"
 )
 

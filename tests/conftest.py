@@ -1,0 +1,55 @@
+"""Shared fixtures: a migrated db file, the sample flows, compiled specs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def flows_dir() -> Path:
+    configured = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
+    return Path(configured) if configured else REPO.parent / "shared" / "flows"
+
+
+@pytest.fixture(scope="session")
+def flows() -> Path:
+    path = flows_dir()
+    if not any(path.glob("*.flow")):
+        pytest.fail(f"sample flows not found in {path} (set ABSTRACTGATEWAY_FLOWS_DIR)")
+    return path
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "gateway.sqlite3"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[object]:
+    from shared_store import Database, migrate
+
+    database = Database(db_path)
+    migrate(database)
+    yield database
+    database.close()
+
+
+def load_spec(flows: Path, bundle: str):
+    """Compile a sample bundle's default entrypoint, namespaced bundle@version:flow."""
+    from abstractruntime.visualflow_compiler import compile_visualflow
+    from abstractruntime.workflow_bundle import open_workflow_bundle
+
+    opened = open_workflow_bundle(flows / f"{bundle}.flow")
+    manifest = opened.manifest
+    flow_id = manifest.default_entrypoint
+    spec = compile_visualflow(opened.read_json(manifest.flows[flow_id]))
+    return dataclasses.replace(spec, workflow_id=f"{manifest.bundle_id}@{manifest.bundle_version}:{flow_id}")

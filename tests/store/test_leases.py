@@ -1,0 +1,164 @@
+"""Run leases with real processes: exclusive claims, expiry and reclaim, fencing of a stale owner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from abstractruntime.core.models import RunState, RunStatus, StepRecord
+
+from shared_store import LeaseHolder, LeaseLost, reclaim_expired
+from shared_store.leases import lease_of
+from shared_store.ledger_store import SqliteLedgerStore
+from shared_store.run_store import SqliteRunStore
+from tests.conftest import REPO
+
+
+def _due_runs(db, n: int) -> list[str]:
+    store = SqliteRunStore(db)
+    ids = []
+    for i in range(n):
+        run = RunState.new(workflow_id="w@1:f", entry_node="start", run_id=f"run-{i:04d}")
+        store.save(run)  # RUNNING: due now
+        ids.append(run.run_id)
+    return ids
+
+
+def _worker(db_path: Path, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store.lease_worker", *args, "--db", str(db_path)],
+        cwd=REPO,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_three_processes_never_claim_a_run_twice(db, db_path: Path) -> None:
+    ids = _due_runs(db, 1200)
+    workers = [
+        _worker(db_path, "claim-all", "--owner", f"r{i}", "--batch", "2", stdin=subprocess.PIPE)
+        for i in range(3)
+    ]
+    assert all(w.stdout.readline() == "ready\n" for w in workers)
+    for w in workers:
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    claims = [json.loads(w.communicate(timeout=120)[0]) for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    claimed = [run_id for per_worker in claims for run_id, _ in per_worker]
+    assert sorted(claimed) == ids, "every run claimed exactly once"
+    assert all(epoch == 1 for per_worker in claims for _, epoch in per_worker)
+    assert sum(1 for per_worker in claims if per_worker) >= 2, "the processes really competed"
+    owners = dict(db.query("SELECT run_id, lease_owner FROM runs"))
+    for i, per_worker in enumerate(claims):
+        assert all(owners[run_id] == f"r{i}" for run_id, _ in per_worker)
+
+
+def test_claim_takes_leased_rows_out_of_the_claimable_set(db) -> None:
+    _due_runs(db, 10)
+    a = LeaseHolder(db, "a")
+    first = a.claim(4)
+    assert len(first) == 4
+    second = LeaseHolder(db, "b").claim(100)
+    assert len(second) == 6 and not {x.run_id for x in first} & {x.run_id for x in second}
+    assert db.query_one("SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at IS NOT NULL") == (0,)
+    assert LeaseHolder(db, "c").claim(5) == []
+
+
+def test_expired_lease_is_reclaimed_with_a_new_epoch(db) -> None:
+    (run_id,) = _due_runs(db, 1)
+    now = [time.time()]
+    a = LeaseHolder(db, "a", lease_s=10, clock=lambda: now[0])
+    b = LeaseHolder(db, "b", lease_s=10, clock=lambda: now[0])
+    assert [x.epoch for x in a.claim(1)] == [1]
+    now[0] += 5
+    assert b.claim(1) == [], "a live lease is not claimable"
+    assert a.heartbeat() == [], "renewal while held"
+    now[0] += 9  # 14 s after the claim, 9 s after the renewal: still held
+    assert b.claim(1) == []
+    now[0] += 2  # past the renewed expiry
+    taken = b.claim(1)
+    assert [(x.run_id, x.epoch) for x in taken] == [(run_id, 2)]
+    assert lease_of(db, run_id)[:2] == ("b", 2)
+    assert [x.run_id for x in a.heartbeat()] == [run_id], "a learns it lost the lease"
+    assert a.held() == []
+
+
+def test_release_makes_a_due_run_claimable_again(db) -> None:
+    (run_id,) = _due_runs(db, 1)
+    a = LeaseHolder(db, "a")
+    a.claim(1)
+    assert a.release(run_id) is True
+    assert a.release(run_id) is False
+    assert [(x.run_id, x.epoch) for x in LeaseHolder(db, "b").claim(1)] == [(run_id, 2)]
+
+
+def test_reclaim_expired_frees_only_expired_leases(db) -> None:
+    _due_runs(db, 3)
+    LeaseHolder(db, "old", lease_s=1).claim(2)
+    LeaseHolder(db, "live", lease_s=3600).claim(1)
+    assert reclaim_expired(db, now=time.time() + 60) == 2
+    assert db.query_one("SELECT count(*) FROM runs WHERE lease_owner IS NULL") == (2,)
+
+
+def test_stale_owner_writes_are_rejected_and_invisible(db, db_path: Path) -> None:
+    """Process A claims and stalls; its lease expires; B takes over and writes; A wakes and writes."""
+    (run_id,) = _due_runs(db, 1)
+    a = _worker(db_path, "hold", "--owner", "A", "--lease-s", "5", stdin=subprocess.PIPE)
+    assert json.loads(a.stdout.readline()) == {"claimed": [[run_id, 1]]}
+    # B's clock runs 60 s ahead: for B, A's 5 s lease has long expired.
+    b = _worker(db_path, "takeover", "--owner", "B", "--clock-offset", "60")
+    out_b = b.communicate(timeout=60)[0].splitlines()
+    assert json.loads(out_b[0]) == {"claimed": [[run_id, 2]]}
+    assert json.loads(out_b[1]) == {"save": "ok", "append": "ok"}
+    out_a = a.communicate("go\n", timeout=60)[0].splitlines()
+    outcome_a = json.loads(out_a[0])
+    assert outcome_a["save"].startswith("LeaseLost") and outcome_a["append"].startswith("LeaseLost")
+    assert "'A' at epoch 1" in outcome_a["save"]
+
+    run = SqliteRunStore(db).load(run_id)
+    assert run.vars["writer"] == "B", "A's save is not visible"
+    records = SqliteLedgerStore(db).list(run_id)
+    assert [r["node_id"] for r in records] == ["B"], "A's append is not visible"
+    assert db.query_one(
+        "SELECT ledger_len, lease_owner, lease_epoch FROM runs WHERE run_id = ?", (run_id,)
+    ) == (
+        1,
+        "B",
+        2,
+    )
+
+
+def test_writes_without_the_lease_are_refused_in_process(db) -> None:
+    (run_id,) = _due_runs(db, 1)
+    holder = LeaseHolder(db, "a")
+    runs, ledger = SqliteRunStore(db, fence=holder), SqliteLedgerStore(db, fence=holder)
+    run = SqliteRunStore(db).load(run_id)
+    with pytest.raises(LeaseLost):
+        runs.save(run)  # never claimed
+    holder.claim(1)
+    run.status = RunStatus.COMPLETED
+    runs.save(run)
+    ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+    # Unleased writers (tools, other processes without a lease) cannot touch a leased run.
+    with pytest.raises(LeaseLost, match="unleased writer"):
+        SqliteRunStore(db).save(run)
+    with pytest.raises(LeaseLost):
+        SqliteLedgerStore(db).append(StepRecord.start(run=run, node_id="n", effect=None))
+    assert db.query_one("SELECT status, ledger_len FROM runs WHERE run_id = ?", (run_id,)) == ("completed", 1)
+
+
+def test_runs_created_by_a_runner_are_born_leased_to_it(db) -> None:
+    holder = LeaseHolder(db, "a", lease_s=30)
+    child = RunState.new(workflow_id="w@1:f", entry_node="start", run_id="child-1")
+    SqliteRunStore(db, fence=holder).save(child)
+    assert holder.epoch("child-1") == 1
+    assert lease_of(db, "child-1")[:2] == ("a", 1)
+    assert LeaseHolder(db, "b").claim(10) == []
+    holder.release("child-1")
+    assert [x.epoch for x in LeaseHolder(db, "b").claim(10)] == [2]

@@ -1,0 +1,27 @@
+"""The hot statements stay on their indexes (a plan regression is a performance cliff)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared_store import queries as q
+
+PLANS = [
+    (q.FIND_COMPLETED_RESULT, ("r", "k"), "ledger_idempotency"),
+    (q.LEDGER_PAGE, ("r", 0, 10), "PRIMARY KEY (run_id=? AND seq>?)"),
+    (q.CLAIM_RUNS, {"owner": "o", "expires_at": 1.0, "now": 1.0, "n": 4}, "runs_claimable"),
+    (q.RECLAIM_EXPIRED, {"now": 1.0}, "runs_leased"),
+    (q.FEED_SINCE, (0, 10), "runs_feed"),
+    (q.LIST_EVENT_WAITERS, ('["k"]', 10), "runs_event_waiters"),
+    (q.LIST_EVENT_WAITERS_BY_PREFIX, ("k", "k\U0010ffff", 10), "runs_event_waiters"),
+    (q.PENDING_COMMANDS, ("r", 10), "commands_pending"),
+    (q.LIST_DUE_WAIT_UNTIL, ("2030-01-01", 10), "runs_wait_until"),
+]
+
+
+@pytest.mark.parametrize(("sql", "params", "index"), PLANS, ids=[p[2] for p in PLANS])
+def test_statement_uses_its_index(db, sql: str, params, index: str) -> None:
+    plan = " | ".join(str(row[-1]) for row in db.query(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert index in plan, plan
+    # No statement here may scan a whole table.
+    assert "SCAN runs" not in plan and "SCAN ledger" not in plan and "SCAN r " not in plan, plan
