@@ -1,0 +1,51 @@
+# Two commands for a newcomer: `make run` (set up and serve) and `make test` (lint + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(or $(ABSTRACTGATEWAY_DATA_DIR),data)
+FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),$(wildcard ../shared/flows))
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run test lint format bench-store clean
+
+# The venv is rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Set up the venv and the embedded SQLite db, make a token if none is set, serve on 127.0.0.1.
+run: install
+	@mkdir -p "$(DATA_DIR)"
+	@$(BIN)/abstractgateway migrate --data-dir "$(DATA_DIR)"
+	@if [ -z "$$ABSTRACTGATEWAY_AUTH_TOKEN" ] && [ ! -s "$(DATA_DIR)/auth_token" ]; then \
+		umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > "$(DATA_DIR)/auth_token"; fi
+	@token="$${ABSTRACTGATEWAY_AUTH_TOKEN:-$$(cat "$(DATA_DIR)/auth_token")}"; \
+	echo "gateway: http://$(HOST):$(PORT)  token: $$token  (db: $(DATA_DIR)/gateway.sqlite3)"; \
+	if ! $(BIN)/abstractgateway serve --help >/dev/null 2>&1; then \
+		echo "this build has no HTTP server yet: the database and token are ready; 'make test' runs the suite"; \
+		exit 0; fi; \
+	ABSTRACTGATEWAY_AUTH_TOKEN="$$token" ABSTRACTGATEWAY_DATA_DIR="$(DATA_DIR)" \
+	ABSTRACTGATEWAY_FLOWS_DIR="$(FLOWS_DIR)" exec $(BIN)/abstractgateway serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Lint, then the whole suite. pytest exits 5 when it collects no test: that fails here too.
+test: lint
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
+
+bench-store: install
+	$(BIN)/python -m bench.bench_store $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
