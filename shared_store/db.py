@@ -22,6 +22,9 @@ import apsw
 from .errors import NotADatabase, StoreBusy, StoreCorrupt, StoreUnavailable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+# Pages the WAL may reach before a committing writer checkpoints itself (the background
+# checkpointer normally keeps it far below).
+AUTOCHECKPOINT_CAP = 4_000
 
 # apsw errors that mean "the database cannot be used right now", not "the caller did wrong".
 _UNAVAILABLE = (
@@ -88,6 +91,7 @@ class Database:
         busy: BusyPolicy | None = None,
         synchronous: str = "NORMAL",
         create: bool = True,
+        checkpoint_every_s: float | None = 0.5,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
         self.busy = busy or BusyPolicy()
@@ -98,6 +102,9 @@ class Database:
         self._all: list[apsw.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_every_s = checkpoint_every_s
         if not create and not self.path.exists():
             raise StoreUnavailable(f"database {self.path} does not exist; run `abstractgateway migrate`")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +114,11 @@ class Database:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreUnavailable(f"could not put {self.path} in WAL mode (got {mode!r})")
+        if checkpoint_every_s is not None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_every_s,), name="wal-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     def _probe_readable(self) -> None:
         """Read the schema through a read-only connection: a damaged file fails here, unchanged."""
@@ -140,6 +152,12 @@ class Database:
             conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute("PRAGMA cache_size=-32768")
             conn.execute("PRAGMA mmap_size=268435456")
+            # With the background checkpointer, a commit copies no pages back (that fsyncs the
+            # db file on the writer's time, ~15% of tick throughput measured); the cap still bounds
+            # the WAL if the checkpointer falls behind.
+            conn.execute(
+                f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_CAP if self._checkpoint_every_s else 1000}"
+            )
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._local.conn = conn
@@ -196,9 +214,24 @@ class Database:
         with translate_errors(self.path):
             return self.connection().execute(sql, params).fetchone()
 
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the db file without blocking writers (PASSIVE)."""
+        with translate_errors(self.path):
+            self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpoint_loop(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.checkpoint()
+            except StoreUnavailable:
+                continue  # a busy or full disk now may clear later; writers report it meanwhile
+
     def close(self) -> None:
         """Close every connection this Database opened (call once, at shutdown)."""
         self._closed = True
+        self._stop.set()
+        if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(timeout=5)
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
