@@ -40,7 +40,7 @@ _UNAVAILABLE = (
 class BusyPolicy:
     """Jittered exponential backoff for SQLITE_BUSY, bounded by a deadline per wait."""
 
-    def __init__(self, deadline_s: float = 30.0, first_sleep_s: float = 0.0002, max_sleep_s: float = 0.01):
+    def __init__(self, deadline_s: float = 30.0, first_sleep_s: float = 0.0001, max_sleep_s: float = 0.002):
         self.deadline_s = deadline_s
         self.first_sleep_s = first_sleep_s
         self.max_sleep_s = max_sleep_s
