@@ -90,7 +90,6 @@ class Database:
         *,
         busy: BusyPolicy | None = None,
         synchronous: str = "NORMAL",
-        create: bool = True,
         checkpoint_every_s: float | None = 0.5,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
@@ -105,8 +104,6 @@ class Database:
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_every_s = checkpoint_every_s
-        if not create and not self.path.exists():
-            raise StoreUnavailable(f"database {self.path} does not exist; run `abstractgateway migrate`")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         check_sqlite_file(self.path)
         self._probe_readable()
@@ -191,18 +188,6 @@ class Database:
         with translate_errors(self.path):
             conn.execute(sql, params)
         return conn.changes()
-
-    @contextmanager
-    def read(self) -> Iterator[apsw.Connection]:
-        """A read transaction: statements inside see one snapshot."""
-        conn = self.connection()
-        with translate_errors(self.path):
-            conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            if not conn.get_autocommit():
-                conn.execute("COMMIT")
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """One read statement, all rows."""

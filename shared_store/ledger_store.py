@@ -12,7 +12,7 @@ from .codec import decode, encode
 from .db import Database
 from .errors import LeaseLost, UnknownRun
 from .leases import LeaseHolder
-from .reads import ledger_page
+from .reads import ledger_len, ledger_page
 
 
 class SqliteLedgerStore(LedgerStore):
@@ -39,7 +39,7 @@ class SqliteLedgerStore(LedgerStore):
             params.update(self.fence.params(run_id))
         if self.db.execute_write(sql, params) == 1:
             return
-        if self.db.query_one(q.LEDGER_LEN, (run_id,)) is None:
+        if ledger_len(self.db, run_id) is None:
             raise UnknownRun(run_id)
         raise self.fence.lost(run_id) if self.fence else LeaseLost(run_id, None, None)
 
@@ -59,5 +59,4 @@ class SqliteLedgerStore(LedgerStore):
         return None if row is None else decode(row[0]).get("result")
 
     def count(self, run_id: str) -> int:
-        row = self.db.query_one(q.LEDGER_LEN, (run_id,))
-        return 0 if row is None else int(row[0])
+        return ledger_len(self.db, run_id) or 0
