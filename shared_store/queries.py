@@ -73,10 +73,11 @@ _STATES = _STATES_FROM.format(hint="")
 # The planner would rather walk runs_status_updated over every waiting run; the partial index holds
 # only event waiters, so a lookup costs O(matching waiters).
 _EVENT_WAITERS = _STATES_FROM.format(hint="INDEXED BY runs_event_waiters ")
+_DEADLINE_WAITERS = _STATES_FROM.format(hint="INDEXED BY runs_wait_until ")
 LIST_CHILDREN = f"{_STATES} AND r.parent_run_id = ? ORDER BY r.created_at"
 LIST_CHILDREN_BY_STATUS = f"{_STATES} AND r.parent_run_id = ? AND r.status = ? ORDER BY r.created_at"
 LIST_DUE_WAIT_UNTIL = (
-    f"{_STATES_FROM.format(hint='INDEXED BY runs_wait_until ')} AND r.status = 'waiting' AND r.wait_until IS NOT NULL AND r.wait_until <= ? "
+    f"{_DEADLINE_WAITERS} AND r.status = 'waiting' AND r.wait_until IS NOT NULL AND r.wait_until <= ? "
     "AND r.wait_reason IN ('until', 'event') ORDER BY r.wait_until LIMIT ?"
 )
 NEXT_WAIT_DEADLINE = (
@@ -117,7 +118,8 @@ LEDGER_LEN = "SELECT ledger_len FROM runs WHERE run_id = ?"
 # Without the hint the planner serves ORDER BY seq from the primary key and reads every record of
 # the run: the per-step idempotency probe would grow with the ledger.
 FIND_COMPLETED_RESULT = (
-    "SELECT record FROM ledger INDEXED BY ledger_idempotency WHERE run_id = ? AND idempotency_key = ? AND step_status = 'completed' "
+    "SELECT record FROM ledger INDEXED BY ledger_idempotency "
+    "WHERE run_id = ? AND idempotency_key = ? AND step_status = 'completed' "
     "ORDER BY seq LIMIT 1"
 )
 
