@@ -82,7 +82,8 @@ def append_command(
         if row is None:
             original = conn.execute(q.COMMAND_SEQ, (command_id,)).fetchone()
             return AppendResult(accepted=False, duplicate=True, seq=int(original[0]))
-        conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": time.time()})
+        if type != "emit_event":  # runners dispatch events; the named run has nothing to apply
+            conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": time.time()})
     return AppendResult(accepted=True, duplicate=False, seq=int(row[0]))
 
 

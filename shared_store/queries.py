@@ -10,10 +10,14 @@ from __future__ import annotations
 # Next change-feed position. MAX over the runs_feed index is one b-tree seek.
 _NEXT_FEED = "(SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM runs)"
 
-# A run with pending commands is due now whatever its state says, so a save made while a command
-# arrived never hides that command from the claim loop.
+# A run with pending commands (or waiting, unpaused, on a child that already finished) is due now
+# whatever its state says, so a save racing a command or a child's end never hides it from claims.
+# emit_event commands are not the run's to apply (runners dispatch them): they make nothing due.
 _DUE = (
-    "CASE WHEN EXISTS (SELECT 1 FROM commands WHERE run_id = :run_id AND status = 'pending') "
+    "CASE WHEN EXISTS (SELECT 1 FROM commands WHERE run_id = :run_id AND status = 'pending' "
+    "AND type != 'emit_event') "
+    "OR (:paused = 0 AND EXISTS (SELECT 1 FROM runs c WHERE c.run_id = :sub_run_id "
+    "AND c.status IN ('completed', 'failed', 'cancelled'))) "
     "THEN MIN(COALESCE(:due_at, :now), :now) ELSE :due_at END"
 )
 
@@ -33,6 +37,7 @@ _RUN_COLUMNS = (
     "actor_id",
     "created_at",
     "updated_at",
+    "output_failed",
 )
 _SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS)
 
@@ -212,3 +217,70 @@ LIVE_RUNNERS = (
     "SELECT runner_id, host, pid, version, started_at, heartbeat_at, capabilities FROM runners "
     "WHERE stopped_at IS NULL AND heartbeat_at >= ? ORDER BY runner_id"
 )
+
+# --- bundles --------------------------------------------------------------------------------------
+_BUNDLE_COLUMNS = "bundle_id, bundle_version, sha256, size_bytes, manifest, source, created_at"
+INSERT_BUNDLE = (
+    "INSERT INTO bundles (bundle_id, bundle_version, sha256, size_bytes, content, manifest, source, created_at) "
+    "VALUES (:bundle_id, :bundle_version, :sha256, :size_bytes, :content, :manifest, :source, :created_at) "
+    "ON CONFLICT(bundle_id, bundle_version) DO UPDATE SET sha256 = excluded.sha256, "
+    "size_bytes = excluded.size_bytes, content = excluded.content, manifest = excluded.manifest, "
+    "source = excluded.source, created_at = excluded.created_at, removed_at = NULL "
+    "WHERE bundles.removed_at IS NOT NULL"
+)
+REPLACE_BUNDLE = (
+    "INSERT INTO bundles (bundle_id, bundle_version, sha256, size_bytes, content, manifest, source, created_at) "
+    "VALUES (:bundle_id, :bundle_version, :sha256, :size_bytes, :content, :manifest, :source, :created_at) "
+    "ON CONFLICT(bundle_id, bundle_version) DO UPDATE SET sha256 = excluded.sha256, "
+    "size_bytes = excluded.size_bytes, content = excluded.content, manifest = excluded.manifest, "
+    "source = excluded.source, created_at = excluded.created_at, removed_at = NULL"
+)
+# Flows-dir imports: a version removed through the API stays removed across restarts.
+INSERT_BUNDLE_IF_ABSENT = (
+    "INSERT INTO bundles (bundle_id, bundle_version, sha256, size_bytes, content, manifest, source, created_at) "
+    "VALUES (:bundle_id, :bundle_version, :sha256, :size_bytes, :content, :manifest, :source, :created_at) "
+    "ON CONFLICT(bundle_id, bundle_version) DO NOTHING"
+)
+BUNDLE_SOURCE = (
+    "SELECT source, sha256 FROM bundles WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
+)
+ALL_BUNDLES = f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE removed_at IS NULL ORDER BY bundle_id"
+BUNDLE_VERSIONS = f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE bundle_id = ? AND removed_at IS NULL"
+BUNDLE_CONTENT = (
+    "SELECT content FROM bundles WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
+)
+# Runners compile removed versions too: runs started before the removal keep working.
+COMPILE_SOURCE = "SELECT content, sha256 FROM bundles WHERE bundle_id = ? AND bundle_version = ?"
+REMOVE_BUNDLE_VERSION = (
+    "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
+)
+REMOVE_BUNDLE_ALL = "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND removed_at IS NULL"
+DEPRECATIONS = "SELECT bundle_id, flow_id, reason FROM bundle_deprecations"
+DEPRECATIONS_OF = "SELECT flow_id, reason FROM bundle_deprecations WHERE bundle_id = ?"
+DEPRECATE = (
+    "INSERT INTO bundle_deprecations (bundle_id, flow_id, reason, created_at) "
+    "VALUES (:bundle_id, :flow_id, :reason, :created_at) "
+    "ON CONFLICT(bundle_id, flow_id) DO UPDATE SET reason = excluded.reason, created_at = excluded.created_at"
+)
+UNDEPRECATE = "DELETE FROM bundle_deprecations WHERE bundle_id = ? AND flow_id = ?"
+BUNDLE_CHECKS = "SELECT bundle_id, bundle_version, sha256, compile_error FROM bundle_checks"
+RECORD_BUNDLE_CHECK = (
+    "INSERT INTO bundle_checks (bundle_id, bundle_version, sha256, compile_error, checked_at) "
+    "VALUES (:bundle_id, :bundle_version, :sha256, :compile_error, :checked_at) "
+    "ON CONFLICT(bundle_id, bundle_version, sha256) DO UPDATE SET compile_error = excluded.compile_error, "
+    "checked_at = excluded.checked_at"
+)
+
+# --- queued starts (API) --------------------------------------------------------------------------
+START_KEY = "SELECT run_id, request_sha256 FROM run_start_keys WHERE idempotency_key = ?"
+INSERT_START_KEY = (
+    "INSERT INTO run_start_keys (idempotency_key, run_id, request_sha256, created_at) "
+    "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at)"
+)
+ENQUEUE_RUN = (
+    "INSERT INTO runs (run_id, workflow_id, status, session_id, parent_run_id, created_at, updated_at, "
+    f"due_at, feed_seq) VALUES (:run_id, :workflow_id, 'queued', :session_id, :parent_run_id, :created_at, "
+    f":created_at, :now, {_NEXT_FEED})"
+)
+ENQUEUE_RUN_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:run_id, :start_json)"
+START_REQUEST = "SELECT start_json FROM run_states WHERE run_id = ?"

@@ -63,6 +63,25 @@ def due_at(run: RunState, paused: bool, now: float) -> float | None:
     return None
 
 
+def output_failed(run: RunState) -> bool:
+    """COMPLETED with output.success == false: a failing code node ends this way; clients see failed."""
+    output = run.output
+    return run.status == RunStatus.COMPLETED and isinstance(output, dict) and output.get("success") is False
+
+
+def awaited_child(run: RunState) -> str | None:
+    """The child run a WAITING(SUBWORKFLOW) run waits on."""
+    waiting = run.waiting
+    if run.status != RunStatus.WAITING or waiting is None or waiting.reason != WaitReason.SUBWORKFLOW:
+        return None
+    details = waiting.details if isinstance(waiting.details, dict) else {}
+    child = details.get("sub_run_id")
+    if isinstance(child, str) and child:
+        return child
+    key = waiting.wait_key or ""
+    return key.removeprefix("subworkflow:") if key.startswith("subworkflow:") else None
+
+
 def run_columns(run: RunState, now: float) -> dict[str, Any]:
     """Column values mirroring a RunState, written in the same statement as its JSON."""
     waiting = run.waiting
@@ -81,6 +100,8 @@ def run_columns(run: RunState, now: float) -> dict[str, Any]:
         "actor_id": run.actor_id,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
+        "output_failed": int(output_failed(run)),
+        "sub_run_id": awaited_child(run),
         "run_json": encode(run),
         "due_at": due_at(run, paused, now),
         "now": now,

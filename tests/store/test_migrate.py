@@ -48,22 +48,24 @@ def test_pending_migration_applies_in_order(tmp_path: Path, db_path: Path) -> No
     shutil.copytree(Path(str(resources.files("migrations"))), source)
     db = Database(db_path)
     migrate(db, source)
-    (source / "0002_add_note.sql").write_text("ALTER TABLE runs ADD COLUMN note TEXT;\n")
+    nxt = known_migrations(source)[-1].version + 1
+    (source / f"{nxt:04d}_add_note.sql").write_text("ALTER TABLE runs ADD COLUMN note TEXT;\n")
     with pytest.raises(SchemaTooOld):
         require_current(db, source)
-    assert schema_status(db, source).pending == [2]
-    assert migrate(db, source) == [2]
+    assert schema_status(db, source).pending == [nxt]
+    assert migrate(db, source) == [nxt]
     assert "note" in {row[1] for row in db.query("PRAGMA table_info(runs)")}
 
 
 def test_failing_migration_keeps_nothing(tmp_path: Path, db_path: Path) -> None:
     source = tmp_path / "migrations"
     shutil.copytree(Path(str(resources.files("migrations"))), source)
-    (source / "0002_broken.sql").write_text("CREATE TABLE half (x INT);\nTHIS IS NOT SQL;\n")
+    nxt = known_migrations(source)[-1].version + 1
+    (source / f"{nxt:04d}_broken.sql").write_text("CREATE TABLE half (x INT);\nTHIS IS NOT SQL;\n")
     db = Database(db_path)
-    with pytest.raises(MigrationError, match=r"0002_broken\.sql failed"):
+    with pytest.raises(MigrationError, match=rf"{nxt:04d}_broken\.sql failed"):
         migrate(db, source)
-    assert schema_status(db, source).current == 0, "0001 rolled back with 0002"
+    assert schema_status(db, source).current == 0, "every earlier migration rolled back with the broken one"
     assert db.query("SELECT name FROM sqlite_master WHERE name IN ('half', 'runs')") == []
 
 

@@ -1,0 +1,349 @@
+"""The bundle catalogue in the db: uploads, flows-dir imports, versions, deprecation, workflow resolution.
+
+API-safe (no abstractruntime): the API lists and resolves from here; runners compile what it stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import queries as q
+from .bundle_files import BundleError, BundleInvalid, read_bundle, read_manifest, version_key
+from .codec import decode, encode
+from .db import Database
+
+__all__ = [
+    "BundleConflict",
+    "BundleError",
+    "BundleExists",
+    "BundleInfo",
+    "BundleInvalid",
+    "FlowDeprecated",
+    "ResolvedWorkflow",
+    "UnknownBundle",
+    "UnknownFlow",
+    "bundle_content",
+    "delete_bundle",
+    "deprecate",
+    "flow_json",
+    "get_bundle",
+    "import_flows_dir",
+    "list_bundles",
+    "put_bundle",
+    "read_manifest",
+    "record_check",
+    "resolve_workflow",
+    "undeprecate",
+]
+
+
+class BundleExists(BundleError):
+    status = 409
+
+
+class UnknownBundle(BundleError):
+    status = 404
+
+
+class UnknownFlow(BundleError):
+    status = 404
+
+
+class BundleConflict(BundleError):
+    status = 400
+
+
+class FlowDeprecated(BundleError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class ResolvedWorkflow:
+    workflow_id: str
+    bundle_id: str
+    bundle_version: str
+    flow_id: str
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    bundle_id: str
+    bundle_version: str
+    sha256: str
+    size_bytes: int
+    manifest: dict[str, Any]
+    source: str
+    created_at: str
+    deprecated: bool = False
+    deprecation_reason: str | None = None
+    deprecated_flows: dict[str, str | None] = field(default_factory=dict)
+    compile_error: str | None = None
+
+    @property
+    def bundle_ref(self) -> str:
+        return f"{self.bundle_id}@{self.bundle_version}"
+
+    @property
+    def entrypoint_ids(self) -> list[str]:
+        return [str(entry["flow_id"]) for entry in self.manifest.get("entrypoints", [])]
+
+    @property
+    def default_entrypoint(self) -> str | None:
+        default = self.manifest.get("default_entrypoint")
+        if default:
+            return str(default)
+        ids = self.entrypoint_ids
+        return ids[0] if len(ids) == 1 else None
+
+    def to_json(self) -> dict[str, Any]:
+        entrypoints = []
+        for entry in self.manifest.get("entrypoints", []):
+            flow_id = str(entry["flow_id"])
+            item = {"flow_id": flow_id, "name": entry.get("name") or flow_id}
+            item["description"] = entry.get("description") or ""
+            item["interfaces"] = entry.get("interfaces") or []
+            item["deprecated"] = flow_id in self.deprecated_flows
+            if flow_id in self.deprecated_flows:
+                item["deprecation_reason"] = self.deprecated_flows[flow_id]
+            entrypoints.append(item)
+        return {
+            "bundle_id": self.bundle_id,
+            "bundle_version": self.bundle_version,
+            "bundle_ref": self.bundle_ref,
+            "default_entrypoint": self.default_entrypoint,
+            "entrypoints": entrypoints,
+            "flows": sorted(self.manifest.get("flows", {})),
+            "metadata": self.manifest.get("metadata") or {},
+            "created_at": self.created_at,
+            "source": self.source,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "deprecated": self.deprecated,
+            "deprecation_reason": self.deprecation_reason,
+            "compile_error": self.compile_error,
+        }
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _row_params(data: bytes, manifest: dict[str, Any], source: str) -> dict[str, Any]:
+    return {
+        "bundle_id": manifest["bundle_id"],
+        "bundle_version": manifest["bundle_version"],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+        "content": data,
+        "manifest": encode(manifest),
+        "source": source,
+        "created_at": _now_iso(),
+    }
+
+
+def put_bundle(db: Database, data: bytes, *, overwrite: bool = False, source: str = "upload") -> BundleInfo:
+    """Store a validated bundle; an existing id@version is kept (BundleExists) unless overwrite."""
+    manifest = read_manifest(data)
+    params = _row_params(data, manifest, source)
+    with db.write() as conn:
+        conn.execute(q.REPLACE_BUNDLE if overwrite else q.INSERT_BUNDLE, params)
+        if conn.changes() == 0:
+            raise BundleExists(
+                f"bundle {params['bundle_id']}@{params['bundle_version']} exists; upload with overwrite=true"
+            )
+    return get_bundle(db, params["bundle_id"], params["bundle_version"])
+
+
+def import_flows_dir(db: Database, path: str | Path) -> list[str]:
+    """Load `.flow` files (a file or a folder of them) into the catalogue; returns problems, never raises.
+
+    A file whose id@version was uploaded is left alone; one changed on disk replaces its older import."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(root.glob("*.flow")) if root.is_dir() else []
+    problems = [] if files or root.exists() else [f"{root}: no such file or folder"]
+    for file in files:
+        try:
+            data = file.read_bytes()
+            manifest = read_manifest(data)
+        except (OSError, BundleError) as exc:
+            problems.append(f"{file.name}: {exc}")
+            continue
+        params = _row_params(data, manifest, "flows_dir")
+        with db.write() as conn:
+            existing = conn.execute(
+                q.BUNDLE_SOURCE, (params["bundle_id"], params["bundle_version"])
+            ).fetchone()
+            if existing is None:
+                conn.execute(q.INSERT_BUNDLE_IF_ABSENT, params)
+            elif existing[0] == "flows_dir" and existing[1] != params["sha256"]:
+                conn.execute(q.REPLACE_BUNDLE, params)
+            elif existing[0] != "flows_dir" and existing[1] != params["sha256"]:
+                problems.append(
+                    f"{file.name}: {params['bundle_id']}@{params['bundle_version']} was uploaded; kept"
+                )
+    return problems
+
+
+def _infos(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[BundleInfo]:
+    deprecations: dict[str, dict[str, str | None]] = {}
+    for bundle_id, flow_id, reason in db.query(q.DEPRECATIONS):
+        deprecations.setdefault(bundle_id, {})[flow_id] = reason
+    checks = {(b, v, s): err for b, v, s, err in db.query(q.BUNDLE_CHECKS)}
+    infos = []
+    for bundle_id, version, sha, size, manifest, source, created_at in db.query(sql, params):
+        marks = deprecations.get(bundle_id, {})
+        infos.append(
+            BundleInfo(
+                bundle_id=bundle_id,
+                bundle_version=version,
+                sha256=sha,
+                size_bytes=int(size),
+                manifest=decode(manifest),
+                source=source,
+                created_at=created_at,
+                deprecated="" in marks,
+                deprecation_reason=marks.get(""),
+                deprecated_flows={k: v for k, v in marks.items() if k},
+                compile_error=checks.get((bundle_id, version, sha)),
+            )
+        )
+    return infos
+
+
+def _newest(infos: list[BundleInfo]) -> BundleInfo:
+    return max(infos, key=lambda info: version_key(info.bundle_version))
+
+
+def list_bundles(
+    db: Database, *, all_versions: bool = False, include_deprecated: bool = False
+) -> list[BundleInfo]:
+    """Bundles by id; only the newest version of each unless all_versions; deprecated hidden by default."""
+    by_id: dict[str, list[BundleInfo]] = {}
+    for info in _infos(db, q.ALL_BUNDLES):
+        by_id.setdefault(info.bundle_id, []).append(info)
+    chosen: list[BundleInfo] = []
+    for versions in by_id.values():
+        versions.sort(key=lambda info: version_key(info.bundle_version), reverse=True)
+        chosen.extend(versions if all_versions else versions[:1])
+    return [info for info in chosen if include_deprecated or not info.deprecated]
+
+
+def get_bundle(db: Database, bundle_id: str, bundle_version: str | None = None) -> BundleInfo:
+    """One version (the newest when bundle_version is None); raises UnknownBundle."""
+    versions = _infos(db, q.BUNDLE_VERSIONS, (bundle_id,))
+    if bundle_version is not None:
+        versions = [info for info in versions if info.bundle_version == bundle_version]
+    if not versions:
+        shown = f"{bundle_id}@{bundle_version}" if bundle_version else bundle_id
+        raise UnknownBundle(f"Bundle '{shown}' not found")
+    return _newest(versions)
+
+
+def bundle_content(db: Database, bundle_id: str, bundle_version: str) -> bytes:
+    """The zip bytes of one stored version; raises UnknownBundle."""
+    row = db.query_one(q.BUNDLE_CONTENT, (bundle_id, bundle_version))
+    if row is None:
+        raise UnknownBundle(f"Bundle '{bundle_id}@{bundle_version}' not found")
+    return bytes(row[0])
+
+
+def flow_json(db: Database, bundle_id: str, bundle_version: str, flow_id: str) -> dict[str, Any]:
+    """The VisualFlow JSON of one flow of a stored bundle."""
+    data = bundle_content(db, bundle_id, bundle_version)
+    _, documents = read_bundle(data)
+    if flow_id not in documents:
+        raise UnknownFlow(
+            f"Flow '{flow_id}' not found in bundle '{bundle_id}@{bundle_version}'; flows: {', '.join(documents)}"
+        )
+    return documents[flow_id]
+
+
+def delete_bundle(db: Database, bundle_id: str, bundle_version: str | None = None) -> int:
+    """Remove one version, or every version; returns how many. Runs already started keep working:
+    the row stays for runners to compile, hidden from listings and new starts."""
+    if bundle_version is None:
+        return db.execute_write(q.REMOVE_BUNDLE_ALL, (_now_iso(), bundle_id))
+    return db.execute_write(q.REMOVE_BUNDLE_VERSION, (_now_iso(), bundle_id, bundle_version))
+
+
+def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reason: str | None = None) -> None:
+    """Refuse new starts of the bundle (or one of its flows) from now on; running runs continue."""
+    info = get_bundle(db, bundle_id)
+    if flow_id and flow_id not in info.manifest.get("flows", {}):
+        raise UnknownFlow(f"Flow '{flow_id}' not found in bundle '{bundle_id}'")
+    db.execute_write(
+        q.DEPRECATE,
+        {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": _now_iso()},
+    )
+
+
+def undeprecate(db: Database, bundle_id: str, *, flow_id: str | None = None) -> bool:
+    get_bundle(db, bundle_id)
+    return db.execute_write(q.UNDEPRECATE, (bundle_id, flow_id or "")) > 0
+
+
+def record_check(db: Database, info: BundleInfo, compile_error: str | None) -> None:
+    """A runner's compile outcome for this exact content (reported by health and listings)."""
+    db.execute_write(
+        q.RECORD_BUNDLE_CHECK,
+        {
+            "bundle_id": info.bundle_id,
+            "bundle_version": info.bundle_version,
+            "sha256": info.sha256,
+            "compile_error": compile_error,
+            "checked_at": _now_iso(),
+        },
+    )
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    bundle_id, _, version = ref.partition("@")
+    return bundle_id, version or None
+
+
+def resolve_workflow(
+    db: Database,
+    *,
+    bundle_id: str | None = None,
+    flow_id: str | None = None,
+    bundle_version: str | None = None,
+) -> ResolvedWorkflow:
+    """Which workflow a start names (CONTRACT: Runs / start), refusing deprecated bundles and flows."""
+    if not bundle_id:
+        if not flow_id or ":" not in flow_id:
+            raise BundleInvalid(
+                "name the workflow: bundle_id (+ flow_id), or flow_id as 'bundle@version:flow'"
+            )
+        ref, _, flow_id = flow_id.rpartition(":")
+        bundle_id = ref
+    elif flow_id and ":" in flow_id:
+        ref, _, flow_id = flow_id.rpartition(":")
+        if _split_ref(ref)[0] != _split_ref(bundle_id)[0]:
+            raise BundleConflict(f"flow_id names bundle '{ref}' but bundle_id is '{bundle_id}'")
+    bundle_id, ref_version = _split_ref(bundle_id)
+    if ref_version and bundle_version and ref_version != bundle_version:
+        raise BundleConflict(f"bundle_id names version {ref_version} but bundle_version is {bundle_version}")
+    info = get_bundle(db, bundle_id, ref_version or bundle_version)
+    if not flow_id:
+        flow_id = info.default_entrypoint
+        if flow_id is None:
+            raise BundleInvalid(
+                f"bundle '{info.bundle_ref}' has several entrypoints ({', '.join(info.entrypoint_ids)}); "
+                "name one with flow_id"
+            )
+    if flow_id not in info.manifest.get("flows", {}):
+        raise UnknownFlow(
+            f"Flow '{flow_id}' not found in bundle '{info.bundle_ref}'; entrypoints: {', '.join(info.entrypoint_ids)}"
+        )
+    if info.deprecated:
+        raise FlowDeprecated(
+            f"bundle '{bundle_id}' is deprecated: {info.deprecation_reason or 'no reason given'}"
+        )
+    if flow_id in info.deprecated_flows:
+        reason = info.deprecated_flows[flow_id] or "no reason given"
+        raise FlowDeprecated(f"flow '{flow_id}' of bundle '{bundle_id}' is deprecated: {reason}")
+    return ResolvedWorkflow(f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id)

@@ -1,0 +1,90 @@
+"""Queued starts: the API writes a run to start (durably, in one short transaction); a runner claims it.
+
+The runs row is born `queued` and due now; run_states.start_json holds the request. The runner that
+claims it calls Runtime.start with this run_id, which fills the row (RunStore.create_if_absent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import queries as q
+from .bundles import ResolvedWorkflow
+from .codec import decode, encode
+from .db import Database
+
+
+class IdempotencyConflict(ValueError):
+    """The Idempotency-Key was used before for a different request."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class StartResult:
+    run_id: str
+    created: bool
+
+
+def enqueue_run(
+    db: Database,
+    *,
+    resolved: ResolvedWorkflow,
+    input_data: dict[str, Any],
+    session_id: str | None = None,
+    parent_run_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> StartResult:
+    """Commit a queued run; the same idempotency_key with the same request answers the same run."""
+    start = {
+        "workflow_id": resolved.workflow_id,
+        "bundle_id": resolved.bundle_id,
+        "bundle_version": resolved.bundle_version,
+        "flow_id": resolved.flow_id,
+        "input_data": input_data,
+        "session_id": session_id,
+        "parent_run_id": parent_run_id,
+    }
+    start_json = encode(start)
+    params = {
+        "run_id": str(uuid.uuid4()),
+        "workflow_id": resolved.workflow_id,
+        "session_id": session_id,
+        "parent_run_id": parent_run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "now": time.time(),
+        "start_json": start_json,
+    }
+    with db.write() as conn:
+        if idempotency_key is not None:
+            request_sha = hashlib.sha256(start_json).hexdigest()
+            row = conn.execute(q.START_KEY, (idempotency_key,)).fetchone()
+            if row is not None:
+                if row[1] != request_sha:
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was used for a different start request; use a new key"
+                    )
+                return StartResult(str(row[0]), created=False)
+            conn.execute(
+                q.INSERT_START_KEY,
+                {
+                    "idempotency_key": idempotency_key,
+                    "run_id": params["run_id"],
+                    "request_sha256": request_sha,
+                    "created_at": params["created_at"],
+                },
+            )
+        conn.execute(q.ENQUEUE_RUN, params)
+        conn.execute(q.ENQUEUE_RUN_STATE, params)
+    return StartResult(params["run_id"], created=True)
+
+
+def start_request(db: Database, run_id: str) -> dict[str, Any] | None:
+    """What a queued (or since started) run was asked to start with; None when not started this way."""
+    row = db.query_one(q.START_REQUEST, (run_id,))
+    return None if row is None or row[0] is None else decode(row[0])
