@@ -52,5 +52,14 @@ def migrate(data_dir: str | None, db_file: str | None, status_only: bool) -> Non
         click.echo(f"{path}: up to date at schema version {before.current}")
 
 
+def _register_commands() -> None:
+    # Each command module imports cheaply; the runtime / web stack loads when a command runs.
+    from runner_service.cli import runner
+
+    main.add_command(runner)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

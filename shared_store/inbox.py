@@ -87,7 +87,7 @@ def append_command(
     return AppendResult(accepted=True, duplicate=False, seq=int(row[0]))
 
 
-def _command(row: tuple[Any, ...]) -> Command:
+def command_from_row(row: tuple[Any, ...]) -> Command:
     seq, command_id, run_id, type_, payload, ts, client_id, status, error, applied_at = row
     return Command(
         int(seq), command_id, run_id, type_, decode(payload), ts, client_id, status, error, applied_at
@@ -96,16 +96,16 @@ def _command(row: tuple[Any, ...]) -> Command:
 
 def get_command(db: Database, command_id: str) -> Command | None:
     row = db.query_one(q.COMMAND_BY_ID, (command_id,))
-    return None if row is None else _command(row)
+    return None if row is None else command_from_row(row)
 
 
 def commands_after(db: Database, *, after: int, limit: int = 1000) -> list[Command]:
-    return [_command(row) for row in db.query(q.COMMANDS_AFTER, (after, max(1, limit)))]
+    return [command_from_row(row) for row in db.query(q.COMMANDS_AFTER, (after, max(1, limit)))]
 
 
 def pending_commands(db: Database, run_id: str, *, limit: int = 100) -> list[Command]:
     """A run's unapplied commands in seq order (partial index commands_pending)."""
-    return [_command(row) for row in db.query(q.PENDING_COMMANDS, (run_id, max(1, limit)))]
+    return [command_from_row(row) for row in db.query(q.PENDING_COMMANDS, (run_id, max(1, limit)))]
 
 
 def last_command_seq(db: Database) -> int:

@@ -135,6 +135,7 @@ INSERT_COMMAND = (
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
+COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
 _COMMAND_COLUMNS = "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at"
@@ -218,6 +219,44 @@ LIVE_RUNNERS = (
     "WHERE stopped_at IS NULL AND heartbeat_at >= ? ORDER BY runner_id"
 )
 
+# --- runner work --------------------------------------------------------------------------------
+# Is there anything for a runner to do? Three index probes (claimable, expired leases, events), no write.
+WORK_PROBE = (
+    "SELECT EXISTS (SELECT 1 FROM runs WHERE lease_owner IS NULL AND due_at <= :now) "
+    "OR EXISTS (SELECT 1 FROM runs INDEXED BY runs_leased WHERE lease_owner IS NOT NULL "
+    "AND lease_expires_at < :now) "
+    "OR EXISTS (SELECT 1 FROM commands INDEXED BY commands_pending_events "
+    "WHERE status = 'pending' AND type = 'emit_event')"
+)
+PENDING_RUN_COMMANDS = (
+    f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE run_id = ? AND status = 'pending' "
+    "AND type != 'emit_event' ORDER BY seq LIMIT ?"
+)
+PENDING_EVENTS = (
+    f"SELECT {_COMMAND_COLUMNS} FROM commands INDEXED BY commands_pending_events "
+    "WHERE status = 'pending' AND type = 'emit_event' ORDER BY seq LIMIT ?"
+)
+# Unpaused runs waiting on any of the keys (a JSON list), through the runs_event_waiters index.
+EVENT_WAITER_IDS = (
+    "SELECT run_id, wait_key FROM runs INDEXED BY runs_event_waiters WHERE status = 'waiting' "
+    "AND wait_reason = 'event' AND wait_key IN (SELECT value FROM json_each(?)) AND paused = 0 "
+    "ORDER BY run_id"
+)
+# A wait_event node may wait on a plain key ("demo:approval"): an event of that name reaches the
+# runs of the event's scope waiting on it.
+EVENT_WAITER_IDS_PLAIN = (
+    "SELECT run_id, wait_key FROM runs INDEXED BY runs_event_waiters WHERE status = 'waiting' "
+    "AND wait_reason = 'event' AND wait_key = :name AND paused = 0 AND (:scope = 'global' "
+    "OR (:scope = 'session' AND COALESCE(session_id, run_id) = :scope_id) "
+    "OR (:scope = 'run' AND run_id = :scope_id) OR (:scope = 'workflow' AND workflow_id = :scope_id)) "
+    "ORDER BY run_id"
+)
+RUN_SCOPE = "SELECT session_id, workflow_id FROM runs WHERE run_id = ?"
+ACTIVE_CHILDREN = (
+    "SELECT run_id FROM runs WHERE parent_run_id = ? AND status NOT IN ('completed', 'failed', 'cancelled') "
+    "ORDER BY created_at"
+)
+
 # --- bundles --------------------------------------------------------------------------------------
 _BUNDLE_COLUMNS = "bundle_id, bundle_version, sha256, size_bytes, manifest, source, created_at"
 INSERT_BUNDLE = (
@@ -284,3 +323,43 @@ ENQUEUE_RUN = (
 )
 ENQUEUE_RUN_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:run_id, :start_json)"
 START_REQUEST = "SELECT start_json FROM run_states WHERE run_id = ?"
+
+# --- API reads (run views) ---
+# The client's view of runs (shared_store/run_views.py): the hot row plus the RunState document.
+_RUN_VIEW = (
+    "SELECT r.run_id, r.workflow_id, r.status, r.current_node, r.created_at, r.updated_at, r.session_id, "
+    "r.parent_run_id, r.paused, r.output_failed, r.ledger_len, s.run_json "
+    "FROM runs r LEFT JOIN run_states s ON s.run_id = r.run_id"
+)
+RUN_VIEW = f"{_RUN_VIEW} WHERE r.run_id = ?"
+# Client statuses over stored ones: a queued run reads "running", COMPLETED with a failed output "failed".
+RUN_VIEW_STATUS = {
+    "running": "r.status IN ('running', 'queued')",
+    "queued": "r.status = 'queued'",
+    "waiting": "r.status = 'waiting'",
+    "completed": "r.status = 'completed' AND r.output_failed = 0",
+    "failed": "(r.status = 'failed' OR (r.status = 'completed' AND r.output_failed = 1))",
+    "cancelled": "r.status = 'cancelled'",
+}
+
+
+def list_run_views(status: str | None, filters: list[str]) -> str:
+    """Runs, newest first: `status` a RUN_VIEW_STATUS key, `filters` columns from a fixed allowlist."""
+    where = [RUN_VIEW_STATUS[status]] if status else []
+    where += [f"r.{column} = ?" for column in filters]
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"{_RUN_VIEW}{clause} ORDER BY r.created_at DESC, r.run_id LIMIT ? OFFSET ?"
+
+
+RUN_INPUT = (
+    "SELECT r.workflow_id, s.start_json, s.run_json FROM runs r "
+    "LEFT JOIN run_states s ON s.run_id = r.run_id WHERE r.run_id = ?"
+)
+RUN_DESCENDANTS = (
+    "WITH RECURSIVE d(run_id, depth) AS (SELECT run_id, 1 FROM runs WHERE parent_run_id = :run_id "
+    "UNION ALL SELECT r.run_id, d.depth + 1 FROM runs r JOIN d ON r.parent_run_id = d.run_id "
+    "WHERE d.depth < 32) SELECT run_id FROM d LIMIT :limit"
+)
+RUN_PROGRESS = "SELECT status, ledger_len, output_failed, updated_at FROM runs WHERE run_id = ?"
+LEDGER_KEY_AT = "SELECT idempotency_key FROM ledger WHERE run_id = ? AND seq = ?"
+ARTIFACT_OF = "SELECT run_id, blob_id, content_type, size_bytes FROM artifacts WHERE artifact_id = ?"

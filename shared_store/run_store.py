@@ -117,6 +117,17 @@ class SqliteRunStore(RunStore):
         self.db = db
         self.fence = fence
         self.clock = clock
+        self._with_next_save: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self.born: list[str] = []  # runs this store created leased to its fence (to release after)
+
+    def with_next_save(self, run_id: str, sql: str, params: dict[str, Any]) -> None:
+        """Run a statement in the transaction of the next successful save of run_id (a command's
+        outcome: the state a command produced and its 'applied' commit together or not at all)."""
+        self._with_next_save.setdefault(run_id, []).append((sql, params))
+
+    def drop_pending(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Statements queued for a save of run_id that never came."""
+        return self._with_next_save.pop(run_id, [])
 
     # --- writes (fenced) -----------------------------------------------------------------------
     def save(self, run: RunState) -> None:
@@ -154,12 +165,17 @@ class SqliteRunStore(RunStore):
             written = conn.changes() == 1
             if written:
                 conn.execute(q.SAVE_RUN_STATE, params)
+                for sql, extra in self._with_next_save.get(run.run_id, ()):
+                    conn.execute(sql, extra)
+        if written:
+            self._with_next_save.pop(run.run_id, None)
         if not written:
             if strict:
                 raise self._lost(run.run_id)
             return False
         if fence is not None and params["epoch"] is None:
             fence.adopt(run.run_id, 1)  # we just created it: born leased to us
+            self.born.append(run.run_id)
         return True
 
     def _lost(self, run_id: str) -> LeaseLost:

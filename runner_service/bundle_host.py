@@ -1,0 +1,102 @@
+"""Compiled workflows for ONE worker thread: a compiled VisualFlow spec is not thread-safe.
+
+Specs are compiled from the bundles stored in the db (uploads and flows-dir imports alike), named
+`bundle@version:flow`, and kept for the life of the worker: a run started on a version keeps its
+compiled flow even when the version is later overwritten or removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from abstractruntime.core.spec import WorkflowSpec
+from abstractruntime.visualflow_compiler import compile_visualflow
+
+from shared_store import Database
+from shared_store import queries as q
+from shared_store.bundle_files import BundleError, read_bundle
+
+
+class WorkflowUnavailable(LookupError):
+    """A workflow a run needs cannot be had: unknown bundle/flow or a flow that does not compile."""
+
+
+def split_workflow_id(workflow_id: str) -> tuple[str, str, str]:
+    """('bundle', 'version', 'flow') of 'bundle@version:flow'."""
+    ref, sep, flow_id = workflow_id.rpartition(":")
+    bundle_id, at, version = ref.partition("@")
+    if not (sep and at and bundle_id and version and flow_id):
+        raise WorkflowUnavailable(f"workflow id {workflow_id!r} is not 'bundle@version:flow'")
+    return bundle_id, version, flow_id
+
+
+class BundleHost:
+    """Per-thread cache of compiled bundles; also the runtime's workflow registry (`get`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._thread = threading.get_ident()
+        self._bundles: dict[str, dict[str, WorkflowSpec | str]] = {}  # ref -> flow -> spec | error
+        self.sha256: dict[str, str] = {}
+
+    def spec(self, workflow_id: str) -> WorkflowSpec:
+        """The compiled workflow; raises WorkflowUnavailable with the reason."""
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("a BundleHost belongs to the thread that made it (specs are not thread-safe)")
+        bundle_id, version, flow_id = split_workflow_id(workflow_id)
+        ref = f"{bundle_id}@{version}"
+        flows = self._bundles.get(ref)
+        if flows is None:
+            flows = self._compile(bundle_id, version)
+            self._bundles[ref] = flows
+        found = flows.get(flow_id)
+        if found is None:
+            raise WorkflowUnavailable(f"bundle {ref} has no flow {flow_id!r}; flows: {', '.join(flows)}")
+        if isinstance(found, str):
+            raise WorkflowUnavailable(found)
+        return found
+
+    def get(self, workflow_id: str) -> WorkflowSpec | None:
+        """Registry lookup for subworkflows: a full id, or a bare flow id of a bundle already loaded."""
+        try:
+            return self.spec(workflow_id)
+        except WorkflowUnavailable:
+            pass
+        for ref, flows in self._bundles.items():
+            found = flows.get(workflow_id)
+            if found is not None and not isinstance(found, str):
+                return self.spec(f"{ref}:{workflow_id}")
+        return None
+
+    def compile_errors(self, bundle_id: str, version: str) -> dict[str, str]:
+        """flow_id -> reason for the flows of a bundle that do not compile."""
+        ref = f"{bundle_id}@{version}"
+        if ref not in self._bundles:
+            self._bundles[ref] = self._compile(bundle_id, version)
+        flows = self._bundles[ref]
+        return {flow_id: found for flow_id, found in flows.items() if isinstance(found, str)}
+
+    def _compile(self, bundle_id: str, version: str) -> dict[str, WorkflowSpec | str]:
+        ref = f"{bundle_id}@{version}"
+        row = self.db.query_one(q.COMPILE_SOURCE, (bundle_id, version))
+        if row is None:
+            raise WorkflowUnavailable(f"Bundle '{ref}' not found")
+        self.sha256[ref] = str(row[1])
+        try:
+            _, documents = read_bundle(bytes(row[0]))
+        except BundleError as exc:
+            raise WorkflowUnavailable(f"bundle {ref}: {exc.detail}") from None
+        flows: dict[str, WorkflowSpec | str] = {}
+        for flow_id, document in documents.items():
+            flows[flow_id] = _compiled(ref, flow_id, document)
+        return flows
+
+
+def _compiled(ref: str, flow_id: str, document: dict[str, Any]) -> WorkflowSpec | str:
+    try:
+        spec = compile_visualflow(document)
+    except Exception as exc:  # the compiler raises many kinds; each is a reason to report
+        return f"flow {ref}:{flow_id} does not compile: {type(exc).__name__}: {exc}"
+    return dataclasses.replace(spec, workflow_id=f"{ref}:{flow_id}")

@@ -1,0 +1,82 @@
+"""`abstractgateway runner`: the click command (cheap to import; the runtime loads when it runs)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--data-dir", envvar="ABSTRACTGATEWAY_DATA_DIR", help="Data directory (db and artifacts).")
+@click.option(
+    "--db",
+    "db_file",
+    envvar="ABSTRACTGATEWAY_DB_PATH",
+    help="SQLite file (default DATA_DIR/gateway.sqlite3).",
+)
+@click.option(
+    "--flows-dir", envvar="ABSTRACTGATEWAY_FLOWS_DIR", help="A .flow file or a folder of them to load."
+)
+@click.option(
+    "--runner-id", envvar="ABSTRACTGATEWAY_RUNNER_ID", help="Lease owner id (default host-pid-random)."
+)
+@click.option(
+    "--lease-s", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Lease length."
+)
+@click.option(
+    "--poll-s", type=click.FloatRange(min=0.001), default=0.05, show_default=True, help="Idle poll interval."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Worker threads."
+)
+@click.option("--migrate/--no-migrate", default=False, help="Apply pending migrations first.")
+def runner(
+    data_dir: str | None,
+    db_file: str | None,
+    flows_dir: str | None,
+    runner_id: str | None,
+    lease_s: float,
+    poll_s: float,
+    workers: int,
+    migrate: bool,
+) -> None:
+    """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
+    from shared_store import Database, StoreError, StorePaths, require_current
+    from shared_store.migrate import migrate as apply_migrations
+
+    from .daemon import Runner, RunnerSettings
+    from .llm import LLMSettings, llm_effect_handlers
+    from .logs import configure_logging
+
+    configure_logging()
+    paths = StorePaths.from_env(data_dir)
+    db_path = Path(db_file) if db_file else paths.db_path
+    try:
+        db = Database(db_path)
+        try:
+            if migrate:
+                apply_migrations(db)
+            require_current(db)
+        finally:
+            db.close()
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    settings = RunnerSettings(
+        db_path=db_path,
+        artifacts_dir=paths.artifacts_dir if not db_file else db_path.parent / "artifacts",
+        flows_dir=Path(flows_dir) if flows_dir else None,
+        lease_s=lease_s,
+        poll_s=poll_s,
+        workers=workers,
+    )
+    if runner_id:
+        settings.runner_id = runner_id
+    llm = LLMSettings.from_env()
+    sys.exit(
+        Runner(
+            settings, effect_handlers=lambda artifacts: llm_effect_handlers(llm, artifact_store=artifacts)
+        ).run()
+    )

@@ -1,0 +1,206 @@
+"""One worker thread: claim a due run by lease → start it if queued → apply its commands in seq order →
+resume it if its child finished → tick it → give the lease back.
+
+Each worker owns its Runtime, stores and compiled specs (specs are not thread-safe); the leases and
+their fencing are shared by the runner process (one LeaseHolder, one owner id).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
+from abstractruntime.core.runtime import Runtime
+
+from shared_store import Database, LeaseHolder, LeaseLost
+from shared_store import queries as q
+from shared_store.artifact_store import SqliteArtifactStore
+from shared_store.inbox import command_from_row
+from shared_store.ledger_store import SqliteLedgerStore
+from shared_store.run_store import SqliteRunStore
+from shared_store.starts import start_request
+
+from .bundle_host import BundleHost, WorkflowUnavailable
+from .commands import CommandContext, apply_command, resume_finished_child
+from .events import make_emit_event_handler
+
+log = structlog.get_logger("runner")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    artifacts_dir: Path
+    steps_per_tick: int = 50  # between two looks at the run's inbox
+    slice_s: float = 2.0  # then the lease goes back, so one long run cannot starve the others
+    commands_per_pass: int = 100
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        fence: LeaseHolder,
+        settings: WorkerSettings,
+        *,
+        stopping: threading.Event,
+        effect_handlers: Callable[[Any], dict[Any, Any]] | None = None,
+    ) -> None:
+        self.db = db
+        self.fence = fence
+        self.settings = settings
+        self.stopping = stopping
+        self._effect_handlers = effect_handlers
+        self._ctx: CommandContext | None = None
+        self._handlers: Any = None
+        self.processed = 0
+
+    def close(self) -> None:
+        """Free what the worker's handlers hold (the LLM provider's connections)."""
+        close = getattr(self._handlers, "close", None)
+        if callable(close):
+            close()
+
+    def context(self) -> CommandContext:
+        """Built lazily in the worker's own thread: the compiled specs belong to it."""
+        if self._ctx is None:
+            run_store = SqliteRunStore(self.db, fence=self.fence)
+            artifacts = SqliteArtifactStore(self.db, self.settings.artifacts_dir, fence=self.fence)
+            host = BundleHost(self.db)
+            from abstractruntime.core.models import EffectType
+
+            self._handlers = self._effect_handlers(artifacts) if self._effect_handlers else None
+            handlers: dict[Any, Any] = dict(self._handlers or {})
+            handlers[EffectType.EMIT_EVENT] = make_emit_event_handler(self.db)
+            runtime = Runtime(
+                run_store=run_store,
+                ledger_store=SqliteLedgerStore(self.db, fence=self.fence),
+                artifact_store=artifacts,
+                workflow_registry=host,
+                effect_handlers=handlers,
+            )
+            self._ctx = CommandContext(self.db, runtime, run_store, self.fence, host)
+        return self._ctx
+
+    # --- one claimed run -----------------------------------------------------------------------
+    def process(self, run_id: str) -> None:
+        """Do what the run is due for, then release its lease (and those of runs it created)."""
+        run_store = self.context().run_store
+        try:
+            self._process(run_id)
+        except LeaseLost as exc:
+            log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
+        finally:
+            self.processed += 1
+            born, run_store.born = run_store.born, []
+            for held in (run_id, *born):
+                self.fence.release(held)
+
+    def _process(self, run_id: str) -> None:
+        ctx = self.context()
+        row = self.db.query_one(q.RUN_STATUS, (run_id,))
+        if row is None:
+            return
+        if row[0] == "queued" and not self._start(ctx, run_id):
+            return
+        deadline = time.monotonic() + self.settings.slice_s
+        while True:
+            self._apply_commands(ctx, run_id)
+            run = ctx.run_store.load(run_id)
+            if run is None:
+                return
+            if not run.vars.get("_runtime", {}).get("control", {}).get("paused"):
+                resume_finished_child(ctx, run)
+            if not self._tick(ctx, run_id) or self.stopping.is_set() or time.monotonic() > deadline:
+                return
+
+    def _start(self, ctx: CommandContext, run_id: str) -> bool:
+        request = start_request(self.db, run_id) or {}
+        workflow_id = str(request.get("workflow_id") or "")
+        try:
+            spec = ctx.host.spec(workflow_id)
+        except WorkflowUnavailable as exc:
+            self._fail_unstarted(ctx, run_id, request, f"cannot start: {exc}")
+            return False
+        ctx.runtime.start(
+            workflow=spec,
+            vars=dict(request.get("input_data") or {}),
+            session_id=request.get("session_id"),
+            parent_run_id=request.get("parent_run_id"),
+            run_id=run_id,
+        )
+        log.info("run_started", run_id=run_id, workflow_id=workflow_id)
+        return True
+
+    def _apply_commands(self, ctx: CommandContext, run_id: str) -> None:
+        rows = self.db.query(q.PENDING_RUN_COMMANDS, (run_id, self.settings.commands_per_pass))
+        for row in rows:
+            command = command_from_row(row)
+            status, error = apply_command(ctx, command)
+            log.info("command", run_id=run_id, seq=command.seq, type=command.type, status=status, error=error)
+
+    def _tick(self, ctx: CommandContext, run_id: str) -> bool:
+        """One tick of up to steps_per_tick steps; True when the run is still RUNNING afterwards."""
+        run = ctx.run_store.load(run_id)
+        if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+            return False
+        try:
+            spec = ctx.host.spec(run.workflow_id)
+            run = ctx.runtime.tick(workflow=spec, run_id=run_id, max_steps=self.settings.steps_per_tick)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # a tick that raises fails the run, with the reason in the ledger
+            self._fail(ctx, run_id, f"tick raised {type(exc).__name__}: {exc}")
+            return False
+        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            log.info("run_finished", run_id=run_id, status=run.status.value, error=run.error)
+        return run.status == RunStatus.RUNNING
+
+    # --- failures ------------------------------------------------------------------------------
+    def _fail(self, ctx: CommandContext, run_id: str, error: str) -> None:
+        run = ctx.run_store.load(run_id)
+        if run is None:
+            return
+        run.status = RunStatus.FAILED
+        run.error = error
+        run.waiting = None
+        run.updated_at = datetime.now(UTC).isoformat()
+        self._record_failure(ctx, run, error)
+        log.error("run_failed", run_id=run_id, error=error)
+
+    def _fail_unstarted(self, ctx: CommandContext, run_id: str, request: dict[str, Any], error: str) -> None:
+        run = RunState.new(
+            workflow_id=str(request.get("workflow_id") or "unknown"),
+            entry_node="",
+            session_id=request.get("session_id"),
+            parent_run_id=request.get("parent_run_id"),
+            vars=dict(request.get("input_data") or {}),
+            run_id=run_id,
+        )
+        run.status = RunStatus.FAILED
+        run.error = error
+        ctx.run_store.create_if_absent(run)
+        self._record_failure(ctx, run, error)
+        log.error("run_failed", run_id=run_id, error=error)
+
+    def _record_failure(self, ctx: CommandContext, run: RunState, error: str) -> None:
+        ctx.run_store.save(run)
+        now = datetime.now(UTC).isoformat()
+        record = StepRecord(
+            run_id=run.run_id,
+            step_id=str(uuid.uuid4()),
+            node_id=run.current_node or "",
+            status=StepStatus.FAILED,
+            error=error,
+            started_at=now,
+            ended_at=now,
+            session_id=run.session_id,
+        )
+        ctx.runtime.ledger_store.append(record)

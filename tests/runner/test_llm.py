@@ -1,0 +1,143 @@
+"""runner_service.llm: demo-llm against a fake OpenAI-compatible server, and without a provider."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from abstractruntime import Runtime
+from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, WaitReason
+from abstractruntime.core.policy import RetryPolicy
+
+from runner_service.llm import NO_PROVIDER, LLMHandlers, LLMSettings, llm_effect_handlers
+from shared_store.artifact_store import SqliteArtifactStore
+from shared_store.ledger_store import SqliteLedgerStore
+from shared_store.run_store import SqliteRunStore
+from tests.conftest import load_spec
+from tests.runner.fake_openai import FAKE_MODEL, FakeOpenAI, running_fake_openai
+
+# Variables a developer's shell may carry that abstractcore providers read on their own.
+PROVIDER_ENV = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY"]
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real keys, and any connection off 127.0.0.1 fails the test."""
+    for name in PROVIDER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"test tried to reach the network: {address}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with running_fake_openai() as server:
+        yield server
+
+
+def make_runtime(db: Any, tmp_path: Path, handlers: LLMHandlers, **kwargs: Any) -> Runtime:
+    return Runtime(
+        run_store=SqliteRunStore(db),
+        ledger_store=SqliteLedgerStore(db),
+        artifact_store=SqliteArtifactStore(db, tmp_path / "artifacts"),
+        effect_handlers=handlers,
+        **kwargs,
+    )
+
+
+def test_settings_from_env_read_the_gateway_variables() -> None:
+    env = {
+        "ABSTRACTGATEWAY_PROVIDER": "openai-compatible",
+        "ABSTRACTGATEWAY_MODEL": " m1 ",
+        "ABSTRACTGATEWAY_BASE_URL": "http://127.0.0.1:1234/v1",
+        "ABSTRACTGATEWAY_API_KEY": "",
+    }
+    settings = LLMSettings.from_env(env)
+    assert settings == LLMSettings("openai-compatible", "m1", "http://127.0.0.1:1234/v1", None)
+    assert settings.configured and not LLMSettings.from_env({}).configured
+    assert "secret" not in repr(LLMSettings("openai", "m", api_key="secret"))
+
+
+def test_demo_llm_completes_against_a_fake_openai_server(db, tmp_path: Path, flows: Path, fake) -> None:
+    settings = LLMSettings(provider="openai-compatible", model=FAKE_MODEL, base_url=fake.base_url)
+    handlers = llm_effect_handlers(settings)
+    runtime = make_runtime(db, tmp_path, handlers)
+    spec = load_spec(flows, "demo-llm@0.1.0")
+    try:
+        run_id = runtime.start(workflow=spec, vars={"prompt": "what is two plus two"})
+        state = runtime.tick(workflow=spec, run_id=run_id)
+    finally:
+        handlers.close()
+
+    assert state.status == RunStatus.COMPLETED, state.error
+    assert "fake answer:" in state.output["response"] and "what is two plus two" in state.output["response"]
+    assert runtime.run_store.load(run_id).status == RunStatus.COMPLETED
+    assert len(fake.chat_requests) >= 1
+    # The gateway's model is used, not the one pinned in the flow's node.
+    assert all(r.body and r.body["model"] == FAKE_MODEL for r in fake.chat_requests)
+    assert all(r.authorization is None for r in fake.requests)  # no key configured, none sent
+    assert runtime.ledger_store.list(run_id)[-1]["status"] == "completed"
+
+
+def test_streamed_llm_call_reads_the_sse_answer(fake) -> None:
+    """The fake's stream=true path, through the same handler the runtime calls."""
+    handlers = llm_effect_handlers(LLMSettings("openai-compatible", FAKE_MODEL, fake.base_url, "test-key"))
+    run = RunState.new(workflow_id="w", entry_node="n")
+    effect = Effect(type=EffectType.LLM_CALL, payload={"prompt": "stream me", "params": {"stream": True}})
+    try:
+        outcome = handlers[EffectType.LLM_CALL](run, effect, None)
+    finally:
+        handlers.close()
+    assert outcome.status == "completed", outcome.error
+    assert "fake answer:" in outcome.result["content"] and "stream me" in outcome.result["content"]
+    assert any(r.body and r.body.get("stream") for r in fake.chat_requests)
+    assert {r.authorization for r in fake.requests} == {"Bearer test-key"}
+
+
+@pytest.mark.parametrize(
+    "settings", [LLMSettings(), LLMSettings(provider="openai-compatible")], ids=["nothing", "no-model"]
+)
+def test_without_a_provider_the_run_fails_with_the_reason(db, tmp_path: Path, flows: Path, settings) -> None:
+    # A retrying policy must still fail at once: the error is not transient.
+    runtime = make_runtime(db, tmp_path, llm_effect_handlers(settings), effect_policy=RetryPolicy())
+    spec = load_spec(flows, "demo-llm@0.1.0")
+    run_id = runtime.start(workflow=spec, vars={"prompt": "hi"})
+    state = runtime.tick(workflow=spec, run_id=run_id)
+
+    assert state.status == RunStatus.FAILED
+    assert NO_PROVIDER in (state.error or "")
+    assert runtime.run_store.load(run_id).status == RunStatus.FAILED
+    assert NO_PROVIDER in json.dumps(runtime.ledger_store.list(run_id))
+
+
+def test_an_unknown_provider_fails_the_run_not_the_runner(db, tmp_path: Path, flows: Path) -> None:
+    handlers = llm_effect_handlers(LLMSettings(provider="no-such-provider", model="m"))
+    runtime = make_runtime(db, tmp_path, handlers)
+    spec = load_spec(flows, "demo-llm@0.1.0")
+    run_id = runtime.start(workflow=spec, vars={"prompt": "hi"})
+    state = runtime.tick(workflow=spec, run_id=run_id)
+    assert state.status == RunStatus.FAILED
+    assert "no-such-provider" in (state.error or "") and "ABSTRACTGATEWAY_PROVIDER" in (state.error or "")
+
+
+def test_tool_calls_are_passed_through_not_executed(tmp_path: Path) -> None:
+    handlers = llm_effect_handlers(LLMSettings())
+    run = RunState.new(workflow_id="w", entry_node="n")
+    target = tmp_path / "must-not-exist"
+    call = {"name": "execute_command", "arguments": {"command": f"touch {target}"}, "call_id": "c1"}
+    effect = Effect(type=EffectType.TOOL_CALLS, payload={"tool_calls": [call]})
+    outcome = handlers[EffectType.TOOL_CALLS](run, effect, "next")
+    assert outcome.status == "waiting"
+    assert outcome.wait is not None and outcome.wait.reason == WaitReason.EVENT
+    assert outcome.wait.details == {"mode": "passthrough", "tool_calls": [call]}
+    assert not target.exists()
