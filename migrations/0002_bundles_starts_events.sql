@@ -45,6 +45,8 @@ CREATE TABLE run_start_keys (
 
 -- COMPLETED with output.success == false: clients are told "failed".
 ALTER TABLE runs ADD COLUMN output_failed INTEGER NOT NULL DEFAULT 0;
+-- abstractruntime's session attribution (chat | automation | occurrence | discussion), asked per session.
+ALTER TABLE runs ADD COLUMN session_kind TEXT;
 
 -- emit_event commands are dispatched by whichever runner takes them first, not by a run's holder.
 CREATE INDEX commands_pending_events ON commands(seq) WHERE status = 'pending' AND type = 'emit_event';

@@ -20,12 +20,12 @@ import structlog
 from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
 from abstractruntime.core.runtime import Runtime
 
-from shared_store import Database, LeaseHolder, LeaseLost
+from shared_store import Database, LeaseHolder, LeaseLost, StoreError
 from shared_store import queries as q
 from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.inbox import command_from_row
 from shared_store.ledger_store import SqliteLedgerStore
-from shared_store.run_store import SqliteRunStore
+from shared_store.run_store import SqliteRunStore, run_columns
 from shared_store.starts import start_request
 
 from .bundle_host import BundleHost, WorkflowUnavailable
@@ -97,11 +97,27 @@ class Worker:
             self._process(run_id)
         except LeaseLost as exc:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
+        except StoreError:
+            raise
+        except Exception as exc:  # anything else about this run fails the run, never the runner
+            log.exception("run_error", run_id=run_id)
+            self._fail_anyhow(run_id, f"{type(exc).__name__}: {exc}")
         finally:
             self.processed += 1
             born, run_store.born = run_store.born, []
             for held in (run_id, *born):
-                self.fence.release(held)
+                self.fence.release(held, settle=self._settle(held))
+
+    def _settle(self, run_id: str) -> dict[str, Any] | None:
+        """When the run is next due, judged from its stored state (None: leave due_at alone)."""
+        try:
+            run = self.context().run_store.load(run_id)
+        except Exception:  # a state we cannot read: keep it due, the next claim reports it
+            return None
+        if run is None:
+            return None
+        columns = run_columns(run, time.time())
+        return {key: columns[key] for key in ("due_at", "paused", "sub_run_id")}
 
     def _process(self, run_id: str) -> None:
         ctx = self.context()
@@ -164,9 +180,21 @@ class Worker:
         return run.status == RunStatus.RUNNING
 
     # --- failures ------------------------------------------------------------------------------
+    def _fail_anyhow(self, run_id: str, error: str) -> None:
+        ctx = self.context()
+        try:
+            if self.db.query_one(q.RUN_STATUS, (run_id,)) == ("queued",):
+                self._fail_unstarted(
+                    ctx, run_id, start_request(self.db, run_id) or {}, f"cannot start: {error}"
+                )
+            else:
+                self._fail(ctx, run_id, error)
+        except LeaseLost:
+            pass
+
     def _fail(self, ctx: CommandContext, run_id: str, error: str) -> None:
         run = ctx.run_store.load(run_id)
-        if run is None:
+        if run is None or run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
             return
         run.status = RunStatus.FAILED
         run.error = error

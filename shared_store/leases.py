@@ -112,14 +112,22 @@ class LeaseHolder:
                     del self._epochs[lease.run_id]
         return lost
 
-    def release(self, run_id: str) -> bool:
-        """Give a run back (it stays due if its state says so). False if it was no longer ours."""
+    def release(self, run_id: str, *, settle: dict[str, object] | None = None) -> bool:
+        """Give a run back. False if it was no longer ours.
+
+        Without `settle` its due_at stays as is; with settle (due_at, paused, sub_run_id from its
+        state) due_at is recomputed, so a run that has nothing to do is not claimed again."""
         with self._lock:
             epoch = self._epochs.pop(run_id, None)
         if epoch is None:
             return False
+        params: dict[str, object] = {"run_id": run_id, "owner": self.owner, "epoch": epoch}
+        sql = q.RELEASE_LEASE
+        if settle is not None:
+            sql = q.RELEASE_SETTLED
+            params.update(settle, now=self.clock())
         with self.db.write() as conn:
-            conn.execute(q.RELEASE_LEASE, {"run_id": run_id, "owner": self.owner, "epoch": epoch})
+            conn.execute(sql, params)
             return conn.changes() == 1
 
     def release_all(self) -> int:

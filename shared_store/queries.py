@@ -38,6 +38,7 @@ _RUN_COLUMNS = (
     "created_at",
     "updated_at",
     "output_failed",
+    "session_kind",
 )
 _SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS)
 
@@ -70,6 +71,7 @@ SAVE_RUN_STATE = (
 
 LOAD_RUN = "SELECT run_json FROM run_states WHERE run_id = ?"
 RUN_STATUS = "SELECT status FROM runs WHERE run_id = ?"
+SESSION_KINDS = "SELECT DISTINCT session_kind FROM runs WHERE session_id = ? AND session_kind IS NOT NULL"
 PROBE_CONTROL = "SELECT status, paused FROM runs WHERE run_id = ? AND status != 'queued'"
 _STATES_FROM = (
     "SELECT s.run_json FROM runs r {hint}JOIN run_states s ON s.run_id = r.run_id WHERE r.status != 'queued'"
@@ -174,6 +176,12 @@ RENEW_LEASE = (
 RELEASE_LEASE = (
     "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = :run_id "
     "AND lease_owner = :owner AND lease_epoch = :epoch"
+)
+# Giving a run back also settles when it is next due, from its state (the caller's :due_at) and
+# its inbox: a command that changed nothing leaves no stale "due now" behind to be claimed again.
+RELEASE_SETTLED = (
+    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, due_at = {_DUE} "
+    "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
 QUEUE_DEPTH = "SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= ?"

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from abstractruntime.core.models import RunState, RunStatus, WaitReason
+from abstractruntime.core.run_attribution import automation_index_fields
 from abstractruntime.core.run_identity import verify_run_identity
 from abstractruntime.core.vars import is_paused_vars
 from abstractruntime.storage.base import RunStore
@@ -101,6 +102,7 @@ def run_columns(run: RunState, now: float) -> dict[str, Any]:
         "created_at": run.created_at,
         "updated_at": run.updated_at,
         "output_failed": int(output_failed(run)),
+        "session_kind": automation_index_fields(run.vars, run_id=run.run_id)["session_kind"],
         "sub_run_id": awaited_child(run),
         "run_json": encode(run),
         "due_at": due_at(run, paused, now),
@@ -160,13 +162,24 @@ class SqliteRunStore(RunStore):
                 born_expires_at=now + fence.lease_s,
                 born_epoch=1,
             )
-        with self.db.write() as conn:
-            conn.execute(sql, params)
-            written = conn.changes() == 1
-            if written:
-                conn.execute(q.SAVE_RUN_STATE, params)
-                for sql, extra in self._with_next_save.get(run.run_id, ()):
-                    conn.execute(sql, extra)
+        extras = self._with_next_save.get(run.run_id, ())
+
+        class _Unwritten(Exception):
+            pass
+
+        try:
+            with self.db.write() as conn:
+                # Extras first: a command resolved here no longer counts as pending in the due_at below.
+                for extra_sql, extra in extras:
+                    conn.execute(extra_sql, extra)
+                conn.execute(sql, params)
+                written = conn.changes() == 1
+                if written:
+                    conn.execute(q.SAVE_RUN_STATE, params)
+                elif extras:
+                    raise _Unwritten  # roll the extras back with the refused save
+        except _Unwritten:
+            written = False
         if written:
             self._with_next_save.pop(run.run_id, None)
         if not written:
@@ -224,6 +237,10 @@ class SqliteRunStore(RunStore):
     def list_event_waiters_by_prefix(self, *, prefix: str, limit: int = 100) -> list[RunState]:
         # Range [prefix, prefix + U+10FFFF) keeps the scan on the index.
         return self._runs(q.LIST_EVENT_WAITERS_BY_PREFIX, (prefix, prefix + "\U0010ffff", max(1, int(limit))))
+
+    def session_kinds(self, session_id: str) -> frozenset[str]:
+        """The session_kind values of a session's runs (abstractruntime's session attribution)."""
+        return frozenset(str(row[0]) for row in self.db.query(q.SESSION_KINDS, (session_id,)))
 
     def next_wait_deadline(self) -> str | None:
         row = self.db.query_one(q.NEXT_WAIT_DEADLINE)
