@@ -54,8 +54,10 @@ def migrate(data_dir: str | None, db_file: str | None, status_only: bool) -> Non
 
 def _register_commands() -> None:
     # Each command module imports cheaply; the runtime / web stack loads when a command runs.
+    from api_service.cli import serve
     from runner_service.cli import runner
 
+    main.add_command(serve)
     main.add_command(runner)
 
 

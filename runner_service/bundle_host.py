@@ -40,6 +40,7 @@ class BundleHost:
         self._thread = threading.get_ident()
         self._bundles: dict[str, dict[str, WorkflowSpec | str]] = {}  # ref -> flow -> spec | error
         self.sha256: dict[str, str] = {}
+        self.current_ref: str | None = None  # the bundle of the run being ticked (bare subflow ids)
 
     def spec(self, workflow_id: str) -> WorkflowSpec:
         """The compiled workflow; raises WorkflowUnavailable with the reason."""
@@ -47,6 +48,7 @@ class BundleHost:
             raise RuntimeError("a BundleHost belongs to the thread that made it (specs are not thread-safe)")
         bundle_id, version, flow_id = split_workflow_id(workflow_id)
         ref = f"{bundle_id}@{version}"
+        self.current_ref = ref
         flows = self._bundles.get(ref)
         if flows is None:
             flows = self._compile(bundle_id, version)
@@ -59,15 +61,15 @@ class BundleHost:
         return found
 
     def get(self, workflow_id: str) -> WorkflowSpec | None:
-        """Registry lookup for subworkflows: a full id, or a bare flow id of a bundle already loaded."""
-        try:
-            return self.spec(workflow_id)
-        except WorkflowUnavailable:
-            pass
-        for ref, flows in self._bundles.items():
-            found = flows.get(workflow_id)
-            if found is not None and not isinstance(found, str):
-                return self.spec(f"{ref}:{workflow_id}")
+        """Registry lookup for subworkflows: a full id, or a flow id of the current run's bundle."""
+        candidates = [workflow_id]
+        if self.current_ref and "@" not in workflow_id:
+            candidates.insert(0, f"{self.current_ref}:{workflow_id}")
+        for candidate in candidates:
+            try:
+                return self.spec(candidate)
+            except WorkflowUnavailable:
+                continue
         return None
 
     def compile_errors(self, bundle_id: str, version: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ def _cmd(gateway: Gateway, command_id: str, run_id: str, type: str, **payload: o
 
 
 def test_pause_stops_a_run_until_resume(gateway: Gateway) -> None:
-    run_id = gateway.start("bench-tick", {"n": 300, "delay": 0.01})
+    run_id = gateway.start("bench-tick", {"n": 150, "delay": 0.01})
     gateway.runner()
     gateway.wait(lambda: gateway.run(run_id)["ledger_len"] > 4, "the run to make progress")
     _cmd(gateway, "p1", run_id, "pause", reason="lunch")

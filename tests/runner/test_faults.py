@@ -37,7 +37,7 @@ def test_sigkill_mid_run_then_restart_completes_with_a_dense_ledger(gateway: Gat
 
 
 def test_sigterm_finishes_the_tick_releases_leases_and_exits_zero(gateway: Gateway) -> None:
-    run_id = gateway.start("bench-tick", {"n": 500, "delay": 0.01})
+    run_id = gateway.start("bench-tick", {"n": 150, "delay": 0.01})
     runner = gateway.runner("graceful", lease_s=30.0)
     gateway.wait(lambda: gateway.run(run_id)["ledger_len"] > 4, "the run to make progress")
     assert runner.stop() == 0
