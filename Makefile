@@ -7,7 +7,7 @@ FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),$(wildcard ../shared/flows))
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format bench-store clean
+.PHONY: install run test lint format bench-store bench-runner clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +46,9 @@ test: lint
 
 bench-store: install
 	$(BIN)/python -m bench.bench_store $(BENCH_ARGS)
+
+bench-runner: install
+	$(BIN)/python -m bench.bench_runner $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
