@@ -1,0 +1,66 @@
+"""The app factory: routes, security middleware, error handlers, the SSE hub's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from shared_store.db import Database
+
+from .errors import EXCEPTION_HANDLERS
+from .middleware.audit import AuditLog, AuditMiddleware
+from .middleware.auth import AuthMiddleware, Lockout
+from .middleware.body_limit import BodyLimitMiddleware
+from .middleware.concurrency import ConcurrencyMiddleware
+from .middleware.cors import CorsMiddleware
+from .openapi import doc_routes, openapi_spec
+from .routes import Gateway, bundles, commands, health, ledger, runs
+from .settings import ApiSettings
+from .sse import SseHub
+
+TITLE = "AbstractGateway"
+
+
+def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | None = None) -> Starlette:
+    """The API over an open, migrated db. The caller owns the db (and closes it after the app stops)."""
+    hub = SseHub(
+        db, poll_s=settings.sse_poll_s, buffer=settings.sse_buffer, done_grace_s=settings.done_grace_s
+    )
+    audit = AuditLog(settings.audit_log) if settings.audit_log else None
+    api_routes = [*health.routes, *bundles.routes, *runs.routes, *commands.routes, *ledger.routes]
+    spec = msgspec.json.encode(openapi_spec(api_routes, title=TITLE, version=health.VERSION))
+    middleware = [
+        *([Middleware(AuditMiddleware, audit_log=audit)] if audit else []),
+        Middleware(CorsMiddleware, allowed_origins=settings.allowed_origins),
+        Middleware(
+            AuthMiddleware,
+            tokens=settings.tokens,
+            lockout=Lockout(settings.lockout_after, settings.lockout_window_s, settings.lockout_s),
+        ),
+        Middleware(ConcurrencyMiddleware, max_requests=settings.max_concurrency),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            if audit is not None:
+                audit.close()
+
+    app = Starlette(
+        routes=[*api_routes, *doc_routes(spec)],
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.gateway = Gateway(db, hub, settings, artifacts_dir or db.path.parent / "artifacts")
+    return app

@@ -1,0 +1,127 @@
+"""`abstractgateway serve`: the API under Hypercorn, plus one runner as a separate child process.
+
+Cheap to import (click only): gateway_cli loads it lazily. The schema is not migrated implicitly: a db
+behind this code is refused with the command to run, unless `--migrate` is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="ABSTRACTGATEWAY_HOST")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="ABSTRACTGATEWAY_PORT"
+)
+@click.option("--data-dir", envvar="ABSTRACTGATEWAY_DATA_DIR", help="Data directory (db and artifacts).")
+@click.option(
+    "--db",
+    "db_file",
+    envvar="ABSTRACTGATEWAY_DB_PATH",
+    help="SQLite file (default DATA_DIR/gateway.sqlite3).",
+)
+@click.option(
+    "--flows-dir", envvar="ABSTRACTGATEWAY_FLOWS_DIR", help=".flow file or folder to import at start."
+)
+@click.option("--no-runner", is_flag=True, help="Serve the API only; runners are started elsewhere.")
+@click.option("--migrate", "auto_migrate", is_flag=True, help="Apply pending schema migrations first.")
+@click.option(
+    "--insecure-local-no-auth",
+    is_flag=True,
+    help="Serve without a bearer token (loopback hosts only). Never use on a shared network.",
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: str | None,
+    db_file: str | None,
+    flows_dir: str | None,
+    no_runner: bool,
+    auto_migrate: bool,
+    insecure_local_no_auth: bool,
+) -> None:
+    """Serve the HTTP API (and start one runner process unless --no-runner)."""
+    from .settings import ApiSettings, SettingsError
+
+    try:
+        settings = ApiSettings.from_env(flows_dir=Path(flows_dir) if flows_dir else None)
+    except SettingsError as exc:
+        _fail(str(exc))
+    if not settings.tokens:
+        if not insecure_local_no_auth:
+            _fail(
+                "refusing to serve without a bearer token: set ABSTRACTGATEWAY_AUTH_TOKEN (or "
+                "ABSTRACTGATEWAY_AUTH_TOKENS), or pass --insecure-local-no-auth for a local-only open server"
+            )
+        if not _is_loopback(host):
+            _fail(f"--insecure-local-no-auth serves loopback hosts only, not {host!r}")
+        click.echo("WARNING: serving WITHOUT authentication (--insecure-local-no-auth)", err=True)
+
+    from .startup import RunnerProcess, open_store, raise_open_files_limit
+
+    db, paths = open_store(
+        data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
+    )
+    raise_open_files_limit()
+    runner = None if no_runner else RunnerProcess(paths.db_path, settings.flows_dir)
+    try:
+        if runner is not None:
+            runner.start()
+        _run(db, settings, paths.artifacts_dir, host, port, runner)
+    finally:
+        if runner is not None:
+            runner.stop()
+        db.close()
+
+
+def _run(db, settings, artifacts_dir: Path, host: str, port: int, runner) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import signal
+
+    from .app import create_app
+    from .server import hypercorn_config, serve_until
+
+    app = create_app(db, settings, artifacts_dir=artifacts_dir)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        auth = "bearer token" if settings.tokens else "NO AUTH"
+        extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
+        click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
+        await serve_until(app, hypercorn_config(host, port), stop)
+
+    try:
+        import uvloop  # a faster event loop where it is installed (Linux, macOS)
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,91 @@
+"""Every error leaves as JSON `{"detail": ...}` with the status the contract documents.
+
+400 bad value (and malformed JSON), 401 token, 403 origin, 404 unknown thing, 409 conflict, 413 body
+over the cap, 422 invalid shape (names the field), 429 busy / locked out, 503 store unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shared_store.bundle_files import BundleError
+from shared_store.errors import StoreError
+from shared_store.starts import IdempotencyConflict
+
+log = logging.getLogger("abstractgateway.api")
+
+_encode = msgspec.json.encode
+
+
+class ApiError(Exception):
+    """Raised by handlers: becomes `{"detail": detail}` with this status."""
+
+    def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past the cap while it was being read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds the {limit} byte limit")
+        self.limit = limit
+
+
+def error_body(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_encode({"detail": detail}), status, headers, media_type="application/json")
+
+
+def not_found_run(run_id: str) -> ApiError:
+    return ApiError(404, f"Run '{run_id}' not found")
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_body(exc.status, exc.detail, exc.headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_body(exc.status_code, exc.detail, exc.headers)
+
+
+async def _too_large(_: Request, exc: Exception) -> Response:
+    return error_body(413, str(exc), {"Connection": "close"})
+
+
+async def _classified(_: Request, exc: Exception) -> Response:
+    # The store's client-facing errors carry their status (UnknownBundle 404, BundleExists 409, ...).
+    return error_body(int(getattr(exc, "status", 400)), getattr(exc, "detail", None) or str(exc))
+
+
+async def _store(_: Request, exc: Exception) -> Response:
+    # Busy, unavailable, damaged: the client may retry; a store error is never the client's fault.
+    log.warning("store error: %s", exc)
+    return error_body(503, f"store unavailable: {exc}", {"Retry-After": "1"})
+
+
+async def _internal(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_body(500, "internal error")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    BodyTooLarge: _too_large,
+    BundleError: _classified,
+    IdempotencyConflict: _classified,
+    StoreError: _store,
+    Exception: _internal,
+}

@@ -1,0 +1,52 @@
+"""Pure ASGI middleware guarding /api/gateway/* (one concern per module).
+
+Order, outermost first: audit (sees every write, even refused ones), cors (origin allowlist and
+preflight), auth (lockout, bearer token), concurrency (429), body_limit (413).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from starlette.types import Scope, Send
+
+PROTECTED = "/api/gateway"
+
+
+def protected(scope: Scope) -> bool:
+    """An HTTP request under /api/gateway/ (health, /openapi.json and /docs are open)."""
+    if scope["type"] != "http":
+        return False
+    path: str = scope["path"]
+    return path == PROTECTED or path.startswith(PROTECTED + "/")
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def send_error(
+    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = msgspec.json.encode({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

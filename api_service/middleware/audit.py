@@ -1,0 +1,81 @@
+"""Optional JSONL audit log of writes to /api/gateway/*: who, what, when; never the token.
+
+One line per POST/PUT/PATCH/DELETE, refused ones included: time, client ip, token fingerprint,
+method, path, status, and the ids involved (path parameters plus those a handler records in
+`request.state.audit`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import client_ip, protected
+from .auth import bearer_token, token_fingerprint
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("abstractgateway.audit")
+
+
+class AuditLog:
+    """The JSONL file, opened once (append, line-buffered: each record reaches it as one write)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.file = path.open("a", buffering=1, encoding="utf-8")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        try:
+            self.file.write(msgspec.json.encode(entry).decode() + "\n")
+        except (OSError, ValueError) as exc:  # full disk, closed: never fail a request already served
+            log.warning("audit log write failed: %s", exc)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp, audit_log: AuditLog) -> None:
+        self.app = app
+        self.log = audit_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not protected(scope) or scope["method"] not in WRITES:
+            await self.app(scope, receive, send)
+            return
+        status = [0]
+        started = time.monotonic()
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self.record(scope, status[0] or 500, time.monotonic() - started)
+
+    def record(self, scope: Scope, status: int, elapsed_s: float) -> None:
+        token = bearer_token(scope)
+        ids: dict[str, Any] = dict(scope.get("path_params") or {})
+        ids.update((scope.get("state") or {}).get("audit") or {})
+        self.log.write(
+            {
+                "ts": datetime.now(UTC).isoformat(),
+                "client_ip": client_ip(scope),
+                "token": token_fingerprint(token) if token else None,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "ids": ids,
+                "ms": round(elapsed_s * 1000, 2),
+            }
+        )

@@ -1,0 +1,234 @@
+"""Bundles: list, show, input schema, upload (validated and compile-checked), delete, deprecate.
+
+The db is the catalogue (uploads and ABSTRACTGATEWAY_FLOWS_DIR imports alike), so the contract's
+`reload` flags have nothing to do here: they are accepted and ignored. Uploads are compiled in a
+child process (`python -m runner_service.bundle_check`): the API never imports abstractruntime.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from shared_store import bundles
+from shared_store.bundle_files import BundleInvalid
+
+from ..errors import ApiError
+from ..http import ApiRoute, blocking
+from ..schemas import (
+    BundleDeleteQuery,
+    BundleItem,
+    BundleList,
+    BundleListQuery,
+    BundleVersionQuery,
+    DeprecateRequest,
+    DeprecationResponse,
+    InputPin,
+    InputSchema,
+    RemovedResponse,
+    UndeprecateRequest,
+    UploadForm,
+)
+from . import gateway
+
+CHECK_TIMEOUT_S = 120.0
+
+
+def _ref(bundle_id: str, bundle_version: str | None) -> tuple[str, str | None]:
+    """`id@version` in the path names a version too; a different ?bundle_version is a conflict."""
+    base, _, version = bundle_id.partition("@")
+    if version and bundle_version and version != bundle_version:
+        raise ApiError(400, f"bundle_id names version {version} but bundle_version is {bundle_version}")
+    return base, version or bundle_version
+
+
+async def list_bundles(request: Request, query: BundleListQuery) -> object:
+    """Bundles: the newest version of each unless all_versions; deprecated ones hidden by default."""
+    infos = bundles.list_bundles(
+        gateway(request).db, all_versions=query.all_versions, include_deprecated=query.include_deprecated
+    )
+    return {"items": [info.to_json() for info in infos]}
+
+
+async def get_bundle(request: Request, query: BundleVersionQuery) -> object:
+    """One bundle (the newest version unless ?bundle_version=)."""
+    bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
+    return bundles.get_bundle(gateway(request).db, bundle_id, version).to_json()
+
+
+def _entry_node(flow: dict[str, Any]) -> dict[str, Any] | None:
+    nodes = [n for n in flow.get("nodes") or [] if isinstance(n, dict)]
+    entry = flow.get("entryNode")
+    return next((n for n in nodes if n.get("id") == entry), None) or next(
+        (n for n in nodes if n.get("type") == "on_flow_start"), None
+    )
+
+
+async def input_schema(request: Request, query: BundleVersionQuery) -> object:
+    """The entry flow's input pins: the start node's data outputs, with their defaults."""
+    db = gateway(request).db
+    bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
+    info = bundles.get_bundle(db, bundle_id, version)
+    flow_id = request.path_params["flow_id"]
+    flow = bundles.flow_json(db, info.bundle_id, info.bundle_version, flow_id)
+    node = _entry_node(flow) or {}
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    defaults = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
+    pins = [
+        InputPin(str(pin.get("id")), pin.get("label"), pin.get("type"), defaults.get(pin.get("id")))
+        for pin in data.get("outputs") or []
+        if isinstance(pin, dict) and pin.get("type") != "execution"
+    ]
+    return InputSchema(info.bundle_id, info.bundle_version, flow_id, pins)
+
+
+def _form_bool(value: object, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ApiError(422, f"form field {name!r} must be true or false, not {str(value)[:40]!r}")
+
+
+async def compile_check(data: bytes) -> None:
+    """Compile every flow in a child process; a failure is a 400 with the compiler's reason."""
+    with anyio.fail_after(CHECK_TIMEOUT_S):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "runner_service.bundle_check"], input=data, check=False
+        )
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip()[-2000:] or f"exit status {done.returncode}"
+        raise BundleInvalid(f"bundle does not compile: {reason}")
+
+
+async def upload_bundle(request: Request) -> object:
+    """Upload a .flow zip (multipart `file`): validated, compile-checked, then stored; 409 if it exists."""
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "multipart/form-data field 'file' (a .flow zip) is required")
+        overwrite = _form_bool(form.get("overwrite"), "overwrite")
+        _form_bool(form.get("reload"), "reload")
+        data = await upload.read()
+    manifest = bundles.read_manifest(data)
+    db = gateway(request).db
+    request.state.audit = {"bundle_ref": f"{manifest['bundle_id']}@{manifest['bundle_version']}"}
+    if not overwrite:  # refuse before paying for the compile
+        try:
+            bundles.get_bundle(db, manifest["bundle_id"], manifest["bundle_version"])
+        except bundles.UnknownBundle:
+            pass
+        else:
+            raise bundles.BundleExists(
+                f"bundle {manifest['bundle_id']}@{manifest['bundle_version']} exists; upload with overwrite=true"
+            )
+    await compile_check(data)
+    info = await blocking(bundles.put_bundle, db, data, overwrite=overwrite)
+    return info.to_json()
+
+
+async def delete_bundle(request: Request, query: BundleDeleteQuery) -> object:
+    """Remove one version (or all); runs already started keep working."""
+    bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
+    removed = await blocking(bundles.delete_bundle, gateway(request).db, bundle_id, version)
+    if not removed:
+        shown = f"{bundle_id}@{version}" if version else bundle_id
+        raise ApiError(404, f"Bundle '{shown}' not found")
+    return RemovedResponse(removed)
+
+
+async def deprecate(request: Request, body: DeprecateRequest) -> object:
+    """Refuse new starts of the bundle (or one flow) with 409 and the reason; running runs continue."""
+    bundle_id = request.path_params["bundle_id"]
+    await blocking(
+        bundles.deprecate, gateway(request).db, bundle_id, flow_id=body.flow_id, reason=body.reason
+    )
+    return DeprecationResponse(bundle_id, body.flow_id, True, body.reason)
+
+
+async def undeprecate(request: Request, body: UndeprecateRequest) -> object:
+    """Allow new starts again."""
+    bundle_id = request.path_params["bundle_id"]
+    await blocking(bundles.undeprecate, gateway(request).db, bundle_id, flow_id=body.flow_id)
+    return DeprecationResponse(bundle_id, body.flow_id, False)
+
+
+_TAGS = ["bundles"]
+routes = [
+    ApiRoute(
+        "/api/gateway/bundles",
+        list_bundles,
+        methods=["GET"],
+        summary="List bundles",
+        tags=_TAGS,
+        query=BundleListQuery,
+        response=BundleList,
+    ),
+    ApiRoute(
+        "/api/gateway/bundles/upload",
+        upload_bundle,
+        methods=["POST"],
+        summary="Upload a .flow bundle",
+        tags=_TAGS,
+        multipart=UploadForm,
+        response=BundleItem,
+        errors=(400, 409, 413, 422),
+    ),
+    ApiRoute(
+        "/api/gateway/bundles/{bundle_id}",
+        get_bundle,
+        methods=["GET"],
+        summary="Show a bundle",
+        tags=_TAGS,
+        query=BundleVersionQuery,
+        response=BundleItem,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/bundles/{bundle_id}",
+        delete_bundle,
+        methods=["DELETE"],
+        summary="Remove a bundle",
+        tags=_TAGS,
+        query=BundleDeleteQuery,
+        response=RemovedResponse,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/bundles/{bundle_id}/flows/{flow_id}/input_schema",
+        input_schema,
+        methods=["GET"],
+        summary="A flow's input pins",
+        tags=_TAGS,
+        query=BundleVersionQuery,
+        response=InputSchema,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/bundles/{bundle_id}/deprecate",
+        deprecate,
+        methods=["POST"],
+        summary="Deprecate a bundle or flow",
+        tags=_TAGS,
+        body=DeprecateRequest,
+        response=DeprecationResponse,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/bundles/{bundle_id}/undeprecate",
+        undeprecate,
+        methods=["POST"],
+        summary="Undeprecate a bundle or flow",
+        tags=_TAGS,
+        body=UndeprecateRequest,
+        response=DeprecationResponse,
+        errors=(404,),
+    ),
+]

@@ -1,0 +1,89 @@
+"""Durable commands: appended idempotently by command_id, applied by the runner in seq order per run.
+
+The API validates the type and its payload now (400 / 422) so a typo never waits in the inbox.
+`emit_event` may name a session id instead of a run, so its run_id is not looked up.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+
+from shared_store.inbox import append_command, get_command
+from shared_store.reads import ledger_len
+
+from ..errors import ApiError, not_found_run
+from ..http import ApiRoute, blocking
+from ..schemas import COMMAND_PAYLOADS, CommandRequest, CommandResponse, CommandStatus
+from . import gateway
+
+COMMAND_TYPES = tuple(COMMAND_PAYLOADS)
+
+
+async def post_command(request: Request, body: CommandRequest) -> object:
+    """Append a command; the same command_id again answers duplicate with the original seq."""
+    if body.type not in COMMAND_PAYLOADS:
+        raise ApiError(400, f"unknown command type {body.type!r}; valid types: {', '.join(COMMAND_TYPES)}")
+    kind = COMMAND_PAYLOADS[body.type]
+    if kind is not None:
+        try:
+            msgspec.convert(body.payload, kind)
+        except msgspec.ValidationError as exc:
+            where = str(exc).replace("`$", "`$.payload")
+            where += "" if "- at `" in where else " - at `$.payload`"
+            raise ApiError(422, f"invalid payload for {body.type}: {where}") from None
+    db = gateway(request).db
+    if body.type != "emit_event" and ledger_len(db, body.run_id) is None:
+        raise not_found_run(body.run_id)
+    request.state.audit = {"run_id": body.run_id, "command_id": body.command_id, "type": body.type}
+    result = await blocking(
+        append_command,
+        db,
+        command_id=body.command_id,
+        run_id=body.run_id,
+        type=body.type,
+        payload=body.payload,
+        client_id=body.client_id,
+    )
+    return CommandResponse(result.accepted, result.duplicate, result.seq)
+
+
+async def command_status(request: Request) -> object:
+    """What became of a command: pending, applied or rejected (with the reason)."""
+    command_id = request.path_params["command_id"]
+    command = get_command(gateway(request).db, command_id)
+    if command is None:
+        raise ApiError(404, f"Command '{command_id}' not found")
+    return CommandStatus(
+        command.command_id,
+        command.seq,
+        command.run_id,
+        command.type,
+        command.status,
+        command.error,
+        command.applied_at,
+    )
+
+
+_TAGS = ["commands"]
+routes = [
+    ApiRoute(
+        "/api/gateway/commands",
+        post_command,
+        methods=["POST"],
+        summary="Send a durable command",
+        tags=_TAGS,
+        body=CommandRequest,
+        response=CommandResponse,
+        errors=(400, 404, 413, 422),
+    ),
+    ApiRoute(
+        "/api/gateway/commands/{command_id}",
+        command_status,
+        methods=["GET"],
+        summary="A command's outcome",
+        tags=_TAGS,
+        response=CommandStatus,
+        errors=(404,),
+    ),
+]

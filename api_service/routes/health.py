@@ -1,0 +1,81 @@
+"""GET /api/health: the db (path, WAL, schema), live runners and queue depth; 503 when the db is unusable."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+from starlette.requests import Request
+
+from shared_store.db import Database
+from shared_store.errors import StoreError
+from shared_store.migrate import Migration, applied_versions, known_migrations
+from shared_store.reads import queue_depth
+from shared_store.runners import live_runners
+
+from ..http import ApiRoute, json_response
+from ..schemas import DbHealth, HealthResponse, RunnerHealth
+from . import gateway
+
+SERVICE = "abstractgateway"
+RUNNER_STALE_S = 30.0
+
+
+def _version() -> str:
+    try:
+        return version("abstractgateway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+VERSION = _version()
+_known: list[Migration] = []
+
+
+def _schema(db: Database) -> tuple[int, int, list[int]]:
+    """(current, latest, pending): the shipped migrations are read once, the db's every time."""
+    if not _known:
+        _known.extend(known_migrations())
+    applied = applied_versions(db)
+    pending = [m.version for m in _known if m.version not in applied]
+    return max(applied, default=0), _known[-1].version if _known else 0, pending
+
+
+async def health(request: Request) -> object:
+    """Service health. `degraded` when no runner is alive (runs queue up) or migrations are pending."""
+    db = gateway(request).db
+    try:
+        mode = db.query_one("PRAGMA journal_mode")
+        current, latest, pending = _schema(db)
+        now = time.time()
+        runners = [
+            RunnerHealth(r.runner_id, r.version, r.host, r.pid, round(now - r.heartbeat_at, 3))
+            for r in live_runners(db, within_s=RUNNER_STALE_S)
+        ]
+        depth = queue_depth(db)
+    except StoreError as exc:
+        db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
+        report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
+        return json_response(report, 503)
+    problems = []
+    if pending:
+        problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
+    if not runners:
+        problems.append(f"no runner heartbeat within {RUNNER_STALE_S:.0f}s: started runs stay queued")
+    wal = bool(mode) and str(mode[0]).lower() == "wal"
+    db_report = DbHealth(str(db.path), wal, current, latest, pending)
+    return HealthResponse(
+        "degraded" if problems else "healthy", SERVICE, VERSION, db_report, runners, depth, problems
+    )
+
+
+routes = [
+    ApiRoute(
+        "/api/health",
+        health,
+        methods=["GET"],
+        summary="Service health",
+        tags=["health"],
+        response=HealthResponse,
+    ),
+]

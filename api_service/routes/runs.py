@@ -1,0 +1,194 @@
+"""Runs: start (a durable queued run; a runner picks it up), list, detail, input, history, artifacts."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import FileResponse
+
+from shared_store import bundles, run_views
+from shared_store.db import Database
+from shared_store.reads import ledger_len
+from shared_store.starts import StartResult, enqueue_run
+
+from ..errors import ApiError, not_found_run
+from ..http import ApiRoute, blocking
+from ..schemas import (
+    ArtifactList,
+    HistoryBundle,
+    InputDataResponse,
+    ResolvedWorkflow,
+    RunList,
+    RunListQuery,
+    RunView,
+    StartRequest,
+    StartResponse,
+)
+from . import gateway
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def _start(db: Database, body: StartRequest, key: str | None) -> tuple[StartResult, bundles.ResolvedWorkflow]:
+    resolved = bundles.resolve_workflow(
+        db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
+    )
+    started = enqueue_run(
+        db, resolved=resolved, input_data=body.input_data, session_id=body.session_id, idempotency_key=key
+    )
+    return started, resolved
+
+
+async def start_run(request: Request, body: StartRequest) -> object:
+    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    started, resolved = await blocking(_start, gateway(request).db, body, key)
+    request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
+    return StartResponse(
+        started.run_id,
+        ResolvedWorkflow(resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id),
+    )
+
+
+async def list_runs(request: Request, query: RunListQuery) -> object:
+    """Run summaries, newest first, filtered by status / workflow_id / session_id / parent_run_id."""
+    if query.status is not None and query.status not in run_views.CLIENT_STATUSES:
+        raise ApiError(
+            400, f"unknown status {query.status!r}; one of: {', '.join(run_views.CLIENT_STATUSES)}"
+        )
+    items = run_views.list_run_views(
+        gateway(request).db,
+        limit=query.limit,
+        offset=query.offset,
+        status=query.status,
+        workflow_id=query.workflow_id,
+        session_id=query.session_id,
+        parent_run_id=query.parent_run_id,
+    )
+    more = len(items) == query.limit
+    return {
+        "items": items,
+        "limit": query.limit,
+        "offset": query.offset,
+        "next_offset": query.offset + len(items) if more else None,
+    }
+
+
+async def get_run(request: Request) -> object:
+    """One run: status, wait, pause, output (a queued run reads running with queued: true)."""
+    run_id = request.path_params["run_id"]
+    view = run_views.run_view(gateway(request).db, run_id)
+    if view is None:
+        raise not_found_run(run_id)
+    return view
+
+
+async def get_input_data(request: Request) -> object:
+    """What the run was started with."""
+    run_id = request.path_params["run_id"]
+    data = run_views.input_data(gateway(request).db, run_id)
+    if data is None:
+        raise not_found_run(run_id)
+    return data
+
+
+async def history_bundle(request: Request) -> object:
+    """The run, its ledger, its descendants (with theirs) and its artifacts index, in one document."""
+    run_id = request.path_params["run_id"]
+    bundle = await blocking(run_views.history_bundle, gateway(request).db, run_id)
+    if bundle is None:
+        raise not_found_run(run_id)
+    return bundle
+
+
+async def list_artifacts(request: Request) -> object:
+    """The run's artifacts (metadata)."""
+    run_id = request.path_params["run_id"]
+    db = gateway(request).db
+    if ledger_len(db, run_id) is None:
+        raise not_found_run(run_id)
+    return {"items": run_views.run_artifacts(db, run_id)}
+
+
+async def artifact_content(request: Request) -> object:
+    """The artifact's bytes, with its content type."""
+    run_id, artifact_id = request.path_params["run_id"], request.path_params["artifact_id"]
+    gw = gateway(request)
+    blob = run_views.artifact_blob(gw.db, artifact_id)
+    if blob is None or blob.run_id != run_id:
+        raise ApiError(404, f"Artifact '{artifact_id}' not found in run '{run_id}'")
+    path = gw.artifacts_dir / blob.blob_id[:2] / blob.blob_id
+    if not path.is_file():
+        raise ApiError(404, f"Artifact '{artifact_id}' has no content on this server")
+    return FileResponse(path, media_type=blob.content_type)
+
+
+_TAGS = ["runs"]
+routes = [
+    ApiRoute(
+        "/api/gateway/runs/start",
+        start_run,
+        methods=["POST"],
+        summary="Start a run",
+        tags=_TAGS,
+        body=StartRequest,
+        response=StartResponse,
+        errors=(400, 404, 409, 413, 422),
+        headers={"Idempotency-Key": "the same key answers the same run_id (409 if reused differently)"},
+    ),
+    ApiRoute(
+        "/api/gateway/runs",
+        list_runs,
+        methods=["GET"],
+        summary="List runs",
+        tags=_TAGS,
+        query=RunListQuery,
+        response=RunList,
+    ),
+    ApiRoute(
+        "/api/gateway/runs/{run_id}",
+        get_run,
+        methods=["GET"],
+        summary="Show a run",
+        tags=_TAGS,
+        response=RunView,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/runs/{run_id}/input_data",
+        get_input_data,
+        methods=["GET"],
+        summary="A run's input",
+        tags=_TAGS,
+        response=InputDataResponse,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/runs/{run_id}/history_bundle",
+        history_bundle,
+        methods=["GET"],
+        summary="Export a run",
+        tags=_TAGS,
+        response=HistoryBundle,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/runs/{run_id}/artifacts",
+        list_artifacts,
+        methods=["GET"],
+        summary="A run's artifacts",
+        tags=_TAGS,
+        response=ArtifactList,
+        errors=(404,),
+    ),
+    ApiRoute(
+        "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",
+        artifact_content,
+        methods=["GET"],
+        summary="An artifact's bytes",
+        tags=_TAGS,
+        content_type="application/octet-stream",
+        errors=(404,),
+    ),
+]

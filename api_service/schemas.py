@@ -1,0 +1,358 @@
+"""msgspec Structs for every request and response body (and query string) of the API.
+
+Requests are decoded straight into these (so a wrong shape is a 422 naming the field); responses are
+encoded from them, or from dicts of the same shape built by the store's read side. OpenAPI's schemas
+are generated from this module: change a field here and the spec follows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Id = Annotated[str, Meta(min_length=1, max_length=256)]
+Limit = Annotated[int, Meta(ge=1, le=5_000)]
+Cursor = Annotated[int, Meta(ge=0)]
+
+
+class ErrorResponse(Struct):
+    detail: Any
+
+
+# --- health -------------------------------------------------------------------------------------------
+class DbHealth(Struct):
+    path: str
+    wal: bool
+    schema_version: int
+    schema_latest: int
+    pending_migrations: list[int]
+    readable: bool = True
+    error: str | None = None
+
+
+class RunnerHealth(Struct):
+    runner_id: str
+    version: str
+    host: str
+    pid: int
+    heartbeat_age_s: float
+
+
+class HealthResponse(Struct):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    service: str
+    version: str
+    db: DbHealth
+    runners: list[RunnerHealth]
+    queue_depth: int | None
+    problems: list[str] = []
+
+
+# --- bundles ------------------------------------------------------------------------------------------
+class BundleListQuery(Struct, forbid_unknown_fields=True):
+    all_versions: bool = False
+    include_deprecated: bool = False
+
+
+class BundleVersionQuery(Struct, forbid_unknown_fields=True):
+    bundle_version: str | None = None
+
+
+class BundleDeleteQuery(Struct, forbid_unknown_fields=True):
+    bundle_version: str | None = None
+    reload: bool = False  # accepted for compatibility: the db is the catalogue, nothing to reload
+
+
+class EntrypointItem(Struct):
+    flow_id: str
+    name: str | None = None
+    description: str | None = None
+    deprecated: bool = False
+
+
+class BundleItem(Struct):
+    bundle_id: str
+    bundle_version: str
+    bundle_ref: str
+    default_entrypoint: str | None
+    entrypoints: list[EntrypointItem]
+    created_at: str
+    deprecated: bool = False
+
+
+class BundleList(Struct):
+    items: list[BundleItem]
+
+
+class UploadForm(Struct):
+    """multipart/form-data fields of an upload."""
+
+    file: bytes
+    overwrite: bool = False
+    reload: bool = False
+
+
+class InputPin(Struct):
+    id: str
+    label: str | None
+    type: str | None
+    default: Any = None
+
+
+class InputSchema(Struct):
+    bundle_id: str
+    bundle_version: str
+    flow_id: str
+    inputs: list[InputPin]
+
+
+class DeprecateRequest(Struct):
+    flow_id: str | None = None
+    reason: str | None = None
+
+
+class UndeprecateRequest(Struct):
+    flow_id: str | None = None
+
+
+class DeprecationResponse(Struct):
+    bundle_id: str
+    flow_id: str | None
+    deprecated: bool
+    reason: str | None = None
+
+
+class RemovedResponse(Struct):
+    removed: int
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+class StartRequest(Struct):
+    input_data: dict[str, Any] = {}
+    bundle_id: str | None = None
+    flow_id: str | None = None
+    bundle_version: str | None = None
+    session_id: str | None = None
+
+
+class ResolvedWorkflow(Struct):
+    workflow_id: str
+    bundle_id: str
+    bundle_version: str
+    flow_id: str
+
+
+class StartResponse(Struct):
+    run_id: str
+    resolved_workflow: ResolvedWorkflow
+
+
+RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
+
+
+class RunListQuery(Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+    offset: Annotated[int, Meta(ge=0)] = 0
+    status: str | None = None
+    workflow_id: str | None = None
+    session_id: str | None = None
+    parent_run_id: str | None = None
+
+
+class Waiting(Struct):
+    reason: str
+    wait_key: str | None
+    until: str | None
+    prompt: str | None
+    choices: list[Any] | None
+    allow_free_text: bool
+    details: dict[str, Any] | None
+
+
+class RunView(Struct):
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    queued: bool
+    current_node: str | None
+    created_at: str
+    updated_at: str
+    session_id: str | None
+    parent_run_id: str | None
+    error: str | None
+    paused: bool
+    pause_reason: str | None
+    waiting: Waiting | None
+    output: Any
+    is_scheduled: bool
+    schedule: dict[str, Any] | None
+    ledger_len: int
+
+
+class RunList(Struct):
+    items: list[RunView]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class InputDataResponse(Struct):
+    run_id: str
+    workflow_id: str
+    bundle_id: str | None
+    bundle_version: str | None
+    flow_id: str | None
+    input_data: dict[str, Any]
+
+
+class ArtifactItem(Struct):
+    artifact_id: str
+    run_id: str | None
+    content_type: str
+    size_bytes: int
+    created_at: str
+    tags: dict[str, str]
+
+
+class ArtifactList(Struct):
+    items: list[ArtifactItem]
+
+
+class HistoryBundle(Struct):
+    """Everything to reconstruct a run offline: its view, input, ledger, descendants and artifacts."""
+
+    format: str
+    exported_at: str
+    run: RunView
+    input: InputDataResponse
+    ledger: list[dict[str, Any]]
+    children: list[dict[str, Any]]
+    artifacts: list[ArtifactItem]
+
+
+# --- commands -----------------------------------------------------------------------------------------
+CommandType = Literal["pause", "resume", "cancel", "emit_event", "update_schedule", "compact_memory"]
+
+
+class CommandRequest(Struct):
+    command_id: Id
+    run_id: Id
+    type: str
+    payload: dict[str, Any] = {}
+    client_id: str | None = None
+
+
+class CommandResponse(Struct):
+    accepted: bool
+    duplicate: bool
+    seq: int
+
+
+class CommandStatus(Struct):
+    command_id: str
+    seq: int
+    run_id: str
+    type: str
+    status: Literal["pending", "applied", "rejected"]
+    error: str | None
+    applied_at: str | None
+
+
+# Per-type payloads: validated so a typo fails at request time, not later in the runner. Unknown
+# keys are kept (the runner may understand more than this API version).
+class PausePayload(Struct):
+    reason: str | None = None
+
+
+class ResumePayload(Struct):
+    wait_key: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+class CancelPayload(Struct):
+    reason: str | None = None
+
+
+class EmitEventPayload(Struct):
+    name: Annotated[str, Meta(min_length=1)]
+    payload: Any = None
+    scope: Literal["session", "run", "workflow", "global"] | None = None
+    session_id: str | None = None
+
+
+class UpdateSchedulePayload(Struct):
+    interval: str | None = None
+    repeat_count: Annotated[int, Meta(ge=0)] | None = None
+    repeat_until: str | None = None
+
+
+COMMAND_PAYLOADS: dict[str, type[Struct] | None] = {
+    "pause": PausePayload,
+    "resume": ResumePayload,
+    "cancel": CancelPayload,
+    "emit_event": EmitEventPayload,
+    "update_schedule": UpdateSchedulePayload,
+    "compact_memory": None,
+}
+
+
+# --- ledger -------------------------------------------------------------------------------------------
+class LedgerQuery(Struct, forbid_unknown_fields=True):
+    after: Cursor = 0
+    limit: Limit = 200
+
+
+class StreamQuery(Struct, forbid_unknown_fields=True):
+    after: Cursor = 0
+    last_event_id: str | None = None
+    heartbeat_s: Annotated[float, Meta(ge=0.05, le=300)] = 15.0
+
+
+class StepRecord(Struct):
+    """abstractruntime's StepRecord, as stored (documentation of the items; they are not re-encoded)."""
+
+    run_id: str
+    step_id: str
+    node_id: str
+    status: Literal["started", "completed", "waiting", "failed", "cancelled"]
+    effect: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    actor_id: str | None = None
+    session_id: str | None = None
+    attempt: int = 1
+    idempotency_key: str | None = None
+
+
+class LedgerPage(Struct):
+    items: list[StepRecord]
+    next_after: int
+
+
+class LedgerBatchRun(Struct):
+    run_id: Id
+    after: Cursor = 0
+
+
+class LedgerBatchRequest(Struct):
+    runs: Annotated[list[LedgerBatchRun], Meta(max_length=500)]
+    limit: Limit = 200
+
+
+class LedgerBatchEntry(Struct):
+    items: list[StepRecord]
+    next_after: int
+    error: str | None = None
+
+
+class LedgerBatchResponse(Struct):
+    runs: dict[str, LedgerBatchEntry]
+
+
+def convert_payload(kind: type[Struct], payload: dict[str, Any]) -> None:
+    """Validate a command payload against its type's Struct (raises msgspec.ValidationError)."""
+    msgspec.convert(payload, kind)

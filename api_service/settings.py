@@ -1,0 +1,98 @@
+"""The API process's settings, read once from the environment (ABSTRACTGATEWAY_*)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Local browser UIs are allowed by default; a request with no Origin (curl, SDKs) is not a browser.
+DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
+
+
+class SettingsError(ValueError):
+    """An ABSTRACTGATEWAY_* variable has a value the API cannot use."""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    tokens: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_concurrency: int = 256  # in-flight non-streaming /api/gateway requests
+    max_streams: int = 10_000  # open SSE streams
+    lockout_after: int = 10  # wrong tokens from one client ip ...
+    lockout_window_s: float = 300.0  # ... within this window ...
+    lockout_s: float = 60.0  # ... lock it out this long
+    audit_log: Path | None = None
+    heartbeat_s: float = 15.0
+    sse_poll_s: float = 0.01
+    sse_buffer: int = 1_000  # frames a subscriber may lag before it is closed
+    sse_retry_ms: int = 2_000
+    # A terminal run whose closing status record has not appeared after this long is reported done.
+    done_grace_s: float = 1.0
+    artifacts_dir: Path | None = None
+    flows_dir: Path | None = None
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.tokens)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
+        """Settings from ABSTRACTGATEWAY_* variables; `overrides` win (tests, CLI flags)."""
+        env = os.environ if env is None else env
+        tokens = [t.strip() for t in env.get("ABSTRACTGATEWAY_AUTH_TOKENS", "").split(",") if t.strip()]
+        single = env.get("ABSTRACTGATEWAY_AUTH_TOKEN", "").strip()
+        if single:
+            tokens.insert(0, single)
+        origins = env.get("ABSTRACTGATEWAY_ALLOWED_ORIGINS")
+        values: dict[str, object] = {
+            "tokens": tuple(dict.fromkeys(tokens)),
+            "allowed_origins": (
+                tuple(o.strip() for o in origins.split(",") if o.strip()) if origins else DEFAULT_ORIGINS
+            ),
+            "max_body_bytes": _int(env, "ABSTRACTGATEWAY_MAX_BODY_BYTES", cls.max_body_bytes),
+            "max_concurrency": _int(env, "ABSTRACTGATEWAY_MAX_CONCURRENCY", cls.max_concurrency),
+            "max_streams": _int(env, "ABSTRACTGATEWAY_MAX_STREAMS", cls.max_streams),
+            "lockout_after": _int(env, "ABSTRACTGATEWAY_LOCKOUT_AFTER", cls.lockout_after),
+            "lockout_s": _float(env, "ABSTRACTGATEWAY_LOCKOUT_S", cls.lockout_s),
+            "audit_log": _path(env, "ABSTRACTGATEWAY_AUDIT_LOG"),
+            "sse_poll_s": _float(env, "ABSTRACTGATEWAY_SSE_POLL_S", cls.sse_poll_s),
+            "sse_buffer": _int(env, "ABSTRACTGATEWAY_SSE_BUFFER", cls.sse_buffer),
+            "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise SettingsError(f"{name} must be >= 1, not {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be > 0, not {value}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None

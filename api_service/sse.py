@@ -1,0 +1,337 @@
+"""Live ledger delivery: one poller per API process fans new records out to every SSE subscriber.
+
+The poller asks the store's change feed what changed since its cursor (no query at all while nothing
+committed), reads each watched run's new records once, builds each SSE frame once, and puts the same
+bytes in every subscriber's bounded queue. It never waits on a subscriber: a client whose queue is
+full is closed (it resumes with Last-Event-ID), so a slow client cannot slow the others.
+
+`done` is sent once a run is terminal and its ledger is complete: abstractruntime saves the terminal
+state and then appends a closing `abstract.status` record, so the hub waits for that record (or for
+`done_grace_s`, for a run that ended without one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import anyio
+import msgspec
+from starlette.types import Receive, Scope, Send
+
+from shared_store.db import Database
+from shared_store.errors import StoreError
+from shared_store.feed import ChangeFeed, FeedEntry
+from shared_store.reads import ledger_page
+from shared_store.run_views import RunProgress, client_status, ends_with_status_record, run_progress
+
+from .middleware import send_error
+
+log = logging.getLogger("abstractgateway.sse")
+
+STEP, DONE, CLOSE = 0, 1, 2
+PAGE = 500
+
+
+def step_frame(seq: int, record: bytes) -> bytes:
+    cursor = str(seq).encode()
+    return b'id: %s\nevent: step\ndata: {"cursor":%s,"record":%s}\n\n' % (cursor, cursor, record)
+
+
+def done_frame(status: str, cursor: int) -> bytes:
+    data = msgspec.json.encode({"status": status, "cursor": cursor})
+    return b"id: %d\nevent: done\ndata: %s\n\n" % (cursor, data)
+
+
+class Subscriber:
+    """One SSE client: a bounded queue of (kind, ...) items, and why it must end (`end`, a comment)."""
+
+    __slots__ = ("end", "queue", "run_id")
+
+    def __init__(self, run_id: str, buffer: int) -> None:
+        self.run_id = run_id
+        self.queue: asyncio.Queue[tuple] = asyncio.Queue(buffer)
+        self.end: bytes | None = None
+
+    def close(self, comment: str) -> None:
+        if self.end is None:
+            self.end = f": {comment}\n\n".encode()
+        # Wakes a stream waiting on an empty queue; a full one is being read and sees `end` next.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait((CLOSE,))
+
+
+@dataclass
+class RunTrack:
+    """What the hub has broadcast for one watched run."""
+
+    ledger_len: int
+    status: str
+    terminal: bool
+    final: bool = False
+    terminal_since: float | None = None
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+class SseHub:
+    def __init__(
+        self, db: Database, *, poll_s: float = 0.01, buffer: int = 1_000, done_grace_s: float = 1.0
+    ) -> None:
+        self.db = db
+        self.feed = ChangeFeed(db)
+        self.poll_s = poll_s
+        self.buffer = buffer
+        self.done_grace_s = done_grace_s
+        self.runs: dict[str, RunTrack] = {}
+        self.subscribers = 0
+        self.closed = False
+        self._cursor = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._cursor = self.feed.head()
+        self._task = asyncio.get_running_loop().create_task(self._poll_loop(), name="sse-poller")
+
+    def close(self, comment: str = "server shutting down; reconnect with Last-Event-ID") -> None:
+        """End every stream with a final comment and stop polling (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for track in self.runs.values():
+            for sub in track.subscribers:
+                sub.close(comment)
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.feed.close()
+
+    # --- subscriptions ---------------------------------------------------------------------------------
+    def subscribe(self, run_id: str, progress: RunProgress) -> tuple[Subscriber, RunTrack]:
+        """Watch a run; `progress` is the run's row read just before (no await in between)."""
+        track = self.runs.get(run_id)
+        if track is None:
+            track = RunTrack(progress.ledger_len, progress.status, progress.terminal)
+            self.runs[run_id] = track
+            if progress.terminal:
+                self._check_final(run_id, track, ended_at=progress.updated_at)
+        sub = Subscriber(run_id, self.buffer)
+        track.subscribers.add(sub)
+        self.subscribers += 1
+        self._wake.set()
+        if self.closed:
+            sub.close("server shutting down")
+        return sub, track
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        track = self.runs.get(sub.run_id)
+        if track is None or sub not in track.subscribers:
+            return
+        track.subscribers.discard(sub)
+        self.subscribers -= 1
+        if not track.subscribers:
+            del self.runs[sub.run_id]
+
+    # --- polling ---------------------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        while not self.closed:
+            try:
+                self.poll_once()
+            except StoreError as exc:  # the db may come back; streams keep their cursors meanwhile
+                log.warning("change feed poll failed: %s", exc)
+            except Exception:
+                log.exception("change feed poll crashed; polling on")
+            if self.runs:
+                await asyncio.sleep(self.poll_s)
+            else:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(self.poll_s, 0.25))
+
+    def poll_once(self) -> None:
+        """Read what changed since the cursor and broadcast it to the watched runs."""
+        while True:
+            entries, self._cursor = self.feed.poll(self._cursor)
+            for entry in entries:
+                track = self.runs.get(entry.run_id)
+                if track is not None:
+                    self._advance(entry, track)
+            if len(entries) < 10_000:
+                break
+        now = time.monotonic()
+        for track in list(self.runs.values()):
+            since = track.terminal_since
+            if since is not None and not track.final and now - since >= self.done_grace_s:
+                self._finish(track)
+
+    def _advance(self, entry: FeedEntry, track: RunTrack) -> None:
+        while entry.ledger_len > track.ledger_len:
+            page = ledger_page(self.db, entry.run_id, after=track.ledger_len, limit=PAGE)
+            if not page.records:
+                break
+            first = track.ledger_len + 1
+            for offset, record in enumerate(page.records):
+                self._broadcast(track, (STEP, first + offset, step_frame(first + offset, record)))
+            track.ledger_len = page.next_after
+        if entry.status in ("completed", "failed", "cancelled"):
+            if not track.terminal:
+                progress = run_progress(self.db, entry.run_id)
+                track.status = progress.status if progress else entry.status
+                track.terminal = True
+            self._check_final(entry.run_id, track)
+        else:
+            track.status = client_status(entry.status, False)
+
+    def _check_final(self, run_id: str, track: RunTrack, *, ended_at: str | None = None) -> None:
+        if track.final:
+            return
+        if ends_with_status_record(self.db, run_id, track.ledger_len) or _older_than(
+            ended_at, self.done_grace_s
+        ):
+            self._finish(track)
+        elif track.terminal_since is None:
+            track.terminal_since = time.monotonic()
+
+    def _finish(self, track: RunTrack) -> None:
+        track.final = True
+        self._broadcast(track, (DONE, track.status, track.ledger_len))
+
+    def _broadcast(self, track: RunTrack, item: tuple) -> None:
+        for sub in track.subscribers:
+            if sub.end is not None:
+                continue
+            try:
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                sub.close("client fell behind; reconnect with Last-Event-ID to resume")
+
+
+def _older_than(iso: str | None, seconds: float) -> bool:
+    if not iso:
+        return False
+    try:
+        stamp = datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return True
+    return time.time() - stamp >= seconds
+
+
+class EventStream:
+    """The ASGI response of one SSE subscription: catch up from the db, then follow the hub."""
+
+    def __init__(self, hub: SseHub, run_id: str, *, after: int, heartbeat_s: float, retry_ms: int) -> None:
+        self.hub = hub
+        self.run_id = run_id
+        self.cursor = after
+        self.heartbeat_s = heartbeat_s
+        self.retry_ms = retry_ms
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Read the run's row and subscribe with no await in between: the poller cannot run in the
+        # gap, so every change after this read reaches the subscription.
+        progress = run_progress(self.hub.db, self.run_id)
+        if progress is None:
+            await send_error(send, 404, f"Run '{self.run_id}' not found")
+            return
+        sub, track = self.hub.subscribe(self.run_id, progress)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            await send(
+                {"type": "http.response.body", "body": b"retry: %d\n\n" % self.retry_ms, "more_body": True}
+            )
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                await self._pump(send, sub, track)
+                group.cancel_scope.cancel()
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.hub.unsubscribe(sub)
+
+    async def _pump(self, send: Send, sub: Subscriber, track: RunTrack) -> None:
+        await self._fill(send, track.ledger_len)
+        if track.final and self.cursor >= track.ledger_len:
+            await _body(send, done_frame(track.status, track.ledger_len))
+            return
+        queue = sub.queue
+        while True:
+            if sub.end is not None:
+                await _body(send, sub.end)
+                return
+            if queue.empty():
+                try:
+                    items = [await asyncio.wait_for(queue.get(), self.heartbeat_s)]
+                except TimeoutError:
+                    await _body(send, b": keepalive\n\n")
+                    continue
+            else:
+                items = []
+            while not queue.empty():  # everything queued goes out in one write
+                items.append(queue.get_nowait())
+            if await self._send_items(send, items):
+                return
+
+    async def _send_items(self, send: Send, items: list[tuple]) -> bool:
+        """Write queued items in order; True once `done` was sent."""
+        out: list[bytes] = []
+        for item in items:
+            kind = item[0]
+            if kind == STEP:
+                seq = item[1]
+                if seq <= self.cursor:
+                    continue  # already sent while catching up
+                if seq > self.cursor + 1:  # a gap the queue did not carry: read it from the db
+                    await _body(send, b"".join(out))
+                    out = []
+                    await self._fill(send, seq - 1)
+                out.append(item[2])
+                self.cursor = seq
+            elif kind == DONE:
+                await _body(send, b"".join(out))
+                await self._fill(send, item[2])
+                await _body(send, done_frame(item[1], max(self.cursor, item[2])))
+                return True
+        if out:
+            await _body(send, b"".join(out))
+        return False
+
+    async def _fill(self, send: Send, upto: int) -> None:
+        """Send records (cursor, upto] from the db: the backlog, or a gap the queue did not carry."""
+        while self.cursor < upto:
+            page = ledger_page(
+                self.hub.db, self.run_id, after=self.cursor, limit=min(PAGE, upto - self.cursor)
+            )
+            if not page.records:
+                return
+            first = self.cursor + 1
+            await _body(send, b"".join(step_frame(first + i, r) for i, r in enumerate(page.records)))
+            self.cursor = page.next_after
+
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def _body(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return

@@ -1,0 +1,99 @@
+"""What `serve` does before and after serving: open (and check) the store, import the flows dir,
+run one runner as a child process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from shared_store import Database, StorePaths
+from shared_store.bundles import import_flows_dir
+from shared_store.errors import StoreError
+from shared_store.migrate import migrate, require_current
+
+log = logging.getLogger("abstractgateway.serve")
+
+
+def open_store(
+    data_dir: str | None,
+    db_file: str | None,
+    *,
+    auto_migrate: bool,
+    flows_dir: Path | None,
+    fail: Callable[[str], NoReturn],
+) -> tuple[Database, StorePaths]:
+    """Open the db, migrate it if asked, refuse a schema this code does not match, import flows."""
+    paths = StorePaths.from_env(data_dir)
+    if db_file:
+        db_path = Path(db_file).expanduser()
+        # As the runner does for --db: artifacts live beside the db file.
+        paths = StorePaths(
+            data_dir=paths.data_dir, db_path=db_path, artifacts_dir=db_path.parent / "artifacts"
+        )
+    try:
+        db = Database(paths.db_path)
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        if auto_migrate:
+            migrate(db)
+        require_current(db)
+    except StoreError as exc:
+        db.close()
+        fail(f"{exc} (or start serve with --migrate)" if "migrate" in str(exc) else str(exc))
+    if flows_dir is not None:
+        for problem in import_flows_dir(db, flows_dir):
+            print(f"warning: flows dir: {problem}", file=sys.stderr)
+    return db, paths
+
+
+def raise_open_files_limit() -> None:
+    """Each SSE client holds a socket: lift the soft open-files limit to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
+            )
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+class RunnerProcess:
+    """One `abstractgateway runner` child on the same db: the API and the runner stay split."""
+
+    def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
+        self.args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path)]
+        if flows_dir is not None:
+            self.args += ["--flows-dir", str(flows_dir)]
+        self.stop_timeout_s = stop_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args)
+
+    def stop(self) -> None:
+        """SIGTERM (the runner finishes its step and releases its leases), then wait; kill if it hangs."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "runner pid %s ignored SIGTERM for %.0fs; killing it", process.pid, self.stop_timeout_s
+            )
+            process.kill()
+            process.wait()

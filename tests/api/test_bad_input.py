@@ -1,0 +1,165 @@
+"""Bad input gets the documented 4xx with a `detail`, and writes nothing (row counts unchanged)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .conftest import Gateway
+
+
+@pytest.fixture
+def gw(lone_gateway: Gateway) -> Iterator[Gateway]:
+    """The module's runner-less gateway, checked to be unchanged by each test."""
+    before = lone_gateway.counts()
+    yield lone_gateway
+    assert lone_gateway.counts() == before, "a refused request wrote something"
+
+
+def _check(response: Any, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    for word in words:
+        assert word in str(detail), (word, detail)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/gateway/runs/start", "/api/gateway/commands", "/api/gateway/runs/ledger/batch",
+     "/api/gateway/bundles/bench-echo/deprecate"],
+)  # fmt: skip
+def test_malformed_json_is_400(gw: Gateway, path: str) -> None:
+    response = gw.client.post(path, content=b'{"bundle_id": ', headers={"content-type": "application/json"})
+    _check(response, 400, "malformed JSON")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/gateway/runs/start", {"bundle_id": "bench-echo", "input_data": "nope"}, "$.input_data"),
+        ("/api/gateway/runs/start", {"bundle_id": 7}, "$.bundle_id"),
+        ("/api/gateway/runs/start", [1, 2], "object"),
+        ("/api/gateway/commands", {"run_id": "r", "type": "pause"}, "command_id"),
+        ("/api/gateway/commands", {"command_id": "", "run_id": "r", "type": "pause"}, "$.command_id"),
+        ("/api/gateway/commands", {"command_id": 5, "run_id": "r", "type": "pause"}, "$.command_id"),
+        ("/api/gateway/commands", {"command_id": "c", "run_id": "r", "type": "pause", "payload": []}, "$.payload"),
+        ("/api/gateway/commands", {"command_id": "c", "run_id": "s", "type": "emit_event"}, "`name` - at `$.payload`"),
+        ("/api/gateway/commands",
+         {"command_id": "c", "run_id": "s", "type": "emit_event", "payload": {"name": "e", "scope": "galaxy"}},
+         "$.payload.scope"),
+        ("/api/gateway/runs/ledger/batch", {"runs": "r"}, "$.runs"),
+        ("/api/gateway/runs/ledger/batch", {"runs": [{"run_id": "r", "after": -1}]}, "$.runs[0].after"),
+        ("/api/gateway/runs/ledger/batch", {"runs": [], "limit": 0}, "$.limit"),
+        ("/api/gateway/bundles/bench-echo/deprecate", {"reason": 3}, "$.reason"),
+    ],
+)  # fmt: skip
+def test_wrong_shapes_are_422_naming_the_field(gw: Gateway, path: str, body: Any, field: str) -> None:
+    _check(gw.client.post(path, json=body), 422, field)
+
+
+def test_unknown_command_type_lists_the_valid_ones(gw: Gateway) -> None:
+    response = gw.client.post(
+        "/api/gateway/commands", json={"command_id": "c", "run_id": "r", "type": "explode"}
+    )
+    _check(response, 400, "explode", "pause", "resume", "cancel", "emit_event", "update_schedule")
+
+
+@pytest.mark.parametrize(
+    ("path", "known"),
+    [
+        ("/api/gateway/runs?colour=red", "limit, offset, status, workflow_id, session_id, parent_run_id"),
+        ("/api/gateway/runs/x/ledger?page=2", "after, limit"),
+        ("/api/gateway/bundles?everything=1", "all_versions, include_deprecated"),
+        ("/api/gateway/runs/x?verbose=1", "takes none"),
+    ],
+)
+def test_unknown_query_parameters_are_400_naming_the_known_ones(gw: Gateway, path: str, known: str) -> None:
+    _check(gw.client.get(path), 400, "unknown query parameter", known)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/gateway/runs?limit=abc", "$.limit"),
+        ("/api/gateway/runs?limit=0", "$.limit"),
+        ("/api/gateway/runs?offset=-3", "$.offset"),
+        ("/api/gateway/bundles?all_versions=maybe", "$.all_versions"),
+    ],
+)
+def test_bad_query_values_are_422(gw: Gateway, path: str, field: str) -> None:
+    _check(gw.client.get(path), 422, field)
+
+
+def test_unknown_status_filter_is_400_listing_statuses(gw: Gateway) -> None:
+    _check(gw.client.get("/api/gateway/runs?status=sleeping"), 400, "sleeping", "running", "cancelled")
+
+
+def test_huge_body_is_413(gw: Gateway) -> None:
+    body = b'{"bundle_id": "bench-echo", "input_data": {"x": "' + b"a" * (17 * 1024 * 1024) + b'"}}'
+    response = gw.client.post(
+        "/api/gateway/runs/start", content=body, headers={"content-type": "application/json"}
+    )
+    _check(response, 413, "limit")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/gateway/runs/nope",
+        "/api/gateway/runs/nope/ledger",
+        "/api/gateway/runs/nope/ledger/stream",
+        "/api/gateway/runs/nope/input_data",
+        "/api/gateway/runs/nope/history_bundle",
+        "/api/gateway/runs/nope/artifacts",
+    ],
+)
+def test_unknown_runs_are_404(gw: Gateway, path: str) -> None:
+    _check(gw.client.get(path), 404, "Run 'nope' not found")
+
+
+def test_other_unknown_ids_are_404(gw: Gateway) -> None:
+    _check(gw.client.get("/api/gateway/commands/nope"), 404, "Command 'nope' not found")
+    _check(gw.client.get("/api/gateway/runs/nope/artifacts/a1/content"), 404, "a1")
+    _check(gw.client.get("/api/gateway/bundles/nope"), 404, "Bundle 'nope' not found")
+    _check(gw.client.get("/api/gateway/bundles/bench-echo/flows/nope/input_schema"), 404, "nope")
+    _check(gw.client.delete("/api/gateway/bundles/nope"), 404, "nope")
+    _check(gw.client.post("/api/gateway/bundles/nope/deprecate", json={}), 404, "nope")
+    pause = {"command_id": "c-unknown", "run_id": "nope", "type": "pause"}
+    _check(gw.client.post("/api/gateway/commands", json=pause), 404, "Run 'nope' not found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"bundle_id": "nope"}, 404, ("Bundle 'nope' not found",)),
+        ({"bundle_id": "bench-echo", "flow_id": "nope"}, 404, ("nope", "echo")),
+        ({"flow_id": "nope@1:x"}, 404, ("nope",)),
+        ({"bundle_id": "bench-echo@1.0.0", "bundle_version": "2.0.0"}, 400, ("1.0.0", "2.0.0")),
+        ({}, 400, ("bundle_id",)),
+    ],
+)
+def test_unresolvable_starts(gw: Gateway, body: dict[str, Any], status: int, words: tuple[str, ...]) -> None:
+    _check(gw.client.post("/api/gateway/runs/start", json=body), status, *words)
+
+
+def test_bad_cursors(gw: Gateway) -> None:
+    run_id = gw.db.query_one("SELECT run_id FROM runs LIMIT 1")
+    target = run_id[0] if run_id else "nope"
+    expect = 422
+    _check(gw.client.get(f"/api/gateway/runs/{target}/ledger?after=-1"), expect, "$.after")
+    _check(gw.client.get(f"/api/gateway/runs/{target}/ledger?after=abc"), expect, "$.after")
+    _check(gw.client.get(f"/api/gateway/runs/{target}/ledger?limit=0"), expect, "$.limit")
+    _check(gw.client.get(f"/api/gateway/runs/{target}/ledger/stream?after=-5"), expect, "$.after")
+    _check(gw.client.get(f"/api/gateway/runs/{target}/ledger/stream?heartbeat_s=0"), expect, "$.heartbeat_s")
+    for bad in ("abc", "-1", "1.5", "\uff19", "1" * 40):
+        header = {"Last-Event-ID": bad.encode()}
+        response = gw.client.get(f"/api/gateway/runs/{target}/ledger/stream", headers=header)
+        _check(response, 400, "Last-Event-ID")
+    response = gw.client.get(f"/api/gateway/runs/{target}/ledger/stream", params={"last_event_id": "x"})
+    _check(response, 400, "Last-Event-ID")
+
+
+def test_method_not_allowed_is_json(gw: Gateway) -> None:
+    _check(gw.client.put("/api/gateway/runs/start", json={}), 405, "Method Not Allowed")

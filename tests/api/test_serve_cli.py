@@ -1,0 +1,101 @@
+"""`serve` as a user runs it: a real process with its runner child, refusals, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared_store import Database, migrate
+
+from .conftest import TOKEN, free_port, read_sse
+
+SERVE = [sys.executable, "-m", "api_service.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTGATEWAY_")}
+    return {**env, **extra}
+
+
+def _refused(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run([*SERVE, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+def test_refuses_without_a_token_or_on_a_public_host_without_auth(tmp_path: Path) -> None:
+    db = ["--db", str(tmp_path / "g.sqlite3"), "--migrate", "--no-runner"]
+    assert "ABSTRACTGATEWAY_AUTH_TOKEN" in _refused(db, _env())
+    assert "loopback" in _refused([*db, "--insecure-local-no-auth", "--host", "0.0.0.0"], _env())
+
+
+def test_refuses_an_unmigrated_db_with_the_command_to_run(tmp_path: Path) -> None:
+    message = _refused(
+        ["--db", str(tmp_path / "g.sqlite3"), "--no-runner"], _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN)
+    )
+    assert "abstractgateway migrate" in message and "--migrate" in message
+
+
+def test_refuses_bad_settings(tmp_path: Path) -> None:
+    env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_MAX_BODY_BYTES="lots")
+    assert "ABSTRACTGATEWAY_MAX_BODY_BYTES" in _refused(["--db", str(tmp_path / "g.sqlite3")], env)
+
+
+def test_serve_runs_its_runner_and_stops_both(tmp_path: Path, flows: Path) -> None:
+    db_path = tmp_path / "g.sqlite3"
+    database = Database(db_path)
+    migrate(database)
+    database.close()
+    port = free_port()
+    args = [*SERVE, "--port", str(port), "--db", str(db_path), "--flows-dir", str(flows)]
+    process = subprocess.Popen(args, env=_env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN), stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            health = {}
+            for _ in range(1_000):
+                try:
+                    health = client.get("/api/health").json()
+                except httpx.TransportError:
+                    health = {}
+                if health.get("runners"):
+                    break
+                time.sleep(0.02)
+            assert health["status"] == "healthy", health
+            runner_pid = health["runners"][0]["pid"]
+            assert runner_pid != process.pid, "the runner is a separate process"
+
+            run_id = client.post("/api/gateway/runs/start", json={"bundle_id": "bench-echo"}).json()["run_id"]
+            with client.stream("GET", f"/api/gateway/runs/{run_id}/ledger/stream") as response:
+                assert json.loads(read_sse(response)[-1]["data"])["status"] == "completed"
+
+            waiting = client.post("/api/gateway/runs/start", json={"bundle_id": "bench-ask"}).json()["run_id"]
+            with client.stream("GET", f"/api/gateway/runs/{waiting}/ledger/stream") as response:
+                lines = iter(response.iter_lines())
+                read_sse(lines, stop_after_steps=2)  # caught up; the run now waits for a user
+                process.send_signal(signal.SIGTERM)
+                rest = read_sse(lines)
+            assert any("shutting down" in c for e in rest for c in e.get("comments", [])), rest
+        assert process.wait(60) == 0
+        for _ in range(500):
+            try:
+                os.kill(runner_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the runner child outlived serve")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
