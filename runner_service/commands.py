@@ -90,14 +90,21 @@ def _load(ctx: CommandContext, run_id: str) -> RunState:
 
 
 def _apply(ctx: CommandContext, command: Command) -> None:
+    from shared_store.schedules import get_schedule
+
+    from . import schedules
+
     payload = command.payload
     kind = command.type
+    scheduled = get_schedule(ctx.db, command.run_id) is not None
     if kind == "pause":
         ctx.runtime.pause_run(command.run_id, reason=_text(payload.get("reason")))
     elif kind == "cancel":
         status = _load(ctx, command.run_id).status
         if status in TERMINAL:
             raise Rejected(f"run already {status.value}")
+        if scheduled:
+            schedules.cancel_schedule_with_run(ctx, command.run_id)
         ctx.runtime.cancel_run(
             command.run_id, reason=_text(payload.get("reason")) or "Cancelled", cancelled_by="command"
         )
@@ -110,10 +117,11 @@ def _apply(ctx: CommandContext, command: Command) -> None:
     elif kind == "compact_memory":
         _compact_memory(ctx, command.run_id, payload)
     elif kind == "update_schedule":
-        raise Rejected(f"run {command.run_id} is not a scheduled run; update_schedule applies to schedules")
+        schedules.update_schedule(ctx, command.run_id, payload)
     else:
         raise Rejected(f"unknown command type {kind!r}; types: {', '.join(CLIENT_TYPES)}")
-    if kind in CASCADING:
+    # A schedule's children already started finish on their own unless asked ({"cascade": true}).
+    if kind in CASCADING and (not scheduled or payload.get("cascade") is True):
         cascade(ctx.db, command)
 
 

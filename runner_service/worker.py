@@ -26,11 +26,13 @@ from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.inbox import command_from_row
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore, run_columns
+from shared_store.schedules import get_schedule
 from shared_store.starts import start_request
 
 from .bundle_host import BundleHost, WorkflowUnavailable
 from .commands import CommandContext, apply_command, resume_finished_child
 from .events import make_emit_event_handler
+from .schedules import fire_due, start_parent
 
 log = structlog.get_logger("runner")
 
@@ -129,6 +131,11 @@ class Worker:
         deadline = time.monotonic() + self.settings.slice_s
         while True:
             self._apply_commands(ctx, run_id)
+            if get_schedule(self.db, run_id) is not None:
+                fired = fire_due(ctx, run_id)
+                if fired:
+                    log.info("schedule_fired", run_id=run_id, children=fired)
+                return  # a scheduled parent is never ticked
             run = ctx.run_store.load(run_id)
             if run is None:
                 return
@@ -139,6 +146,10 @@ class Worker:
 
     def _start(self, ctx: CommandContext, run_id: str) -> bool:
         request = start_request(self.db, run_id) or {}
+        if request.get("schedule"):
+            start_parent(ctx, run_id)
+            log.info("schedule_started", run_id=run_id, workflow_id=request.get("workflow_id"))
+            return True
         workflow_id = str(request.get("workflow_id") or "")
         try:
             spec = ctx.host.spec(workflow_id)

@@ -371,3 +371,38 @@ RUN_DESCENDANTS = (
 RUN_PROGRESS = "SELECT status, ledger_len, output_failed, updated_at FROM runs WHERE run_id = ?"
 LEDGER_KEY_AT = "SELECT idempotency_key FROM ledger WHERE run_id = ? AND seq = ?"
 ARTIFACT_OF = "SELECT run_id, blob_id, content_type, size_bytes FROM artifacts WHERE artifact_id = ?"
+
+# --- schedules ------------------------------------------------------------------------------------
+INSERT_SCHEDULE = (
+    "INSERT INTO schedules (run_id, workflow_id, bundle_id, bundle_version, flow_id, input_data, session_id, "
+    "share_context, start_at, interval_s, cron, timezone, repeat_count, repeat_until, catch_up, overlap, "
+    "next_fire_at, created_at, updated_at) VALUES (:run_id, :workflow_id, :bundle_id, :bundle_version, "
+    ":flow_id, :input_data, :session_id, :share_context, :start_at, :interval_s, :cron, :timezone, "
+    ":repeat_count, :repeat_until, :catch_up, :overlap, :next_fire_at, :created_at, :created_at)"
+)
+SCHEDULE_OF = (
+    "SELECT run_id, workflow_id, input_data, session_id, share_context, start_at, interval_s, cron, timezone, "
+    "repeat_count, repeat_until, catch_up, overlap, next_fire_at, fired_count, skipped_count, last_fired_at, "
+    "last_child_run_id, status FROM schedules WHERE run_id = ?"
+)
+# Fenced by the parent's lease: only the runner holding the scheduled parent advances its schedule.
+_HELD_PARENT = "EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :run_id AND " + _HELD + ")"
+ADVANCE_SCHEDULE = (
+    "UPDATE schedules SET next_fire_at = :next_fire_at, fired_count = fired_count + :fired, "
+    "skipped_count = skipped_count + :skipped, last_fired_at = COALESCE(:last_fired_at, last_fired_at), "
+    "last_child_run_id = COALESCE(:last_child_run_id, last_child_run_id), status = :status, "
+    f"updated_at = :updated_at WHERE run_id = :run_id AND {_HELD_PARENT}"
+)
+UPDATE_SCHEDULE_SPEC = (
+    "UPDATE schedules SET interval_s = :interval_s, cron = :cron, timezone = :timezone, "
+    "repeat_count = :repeat_count, repeat_until = :repeat_until, catch_up = :catch_up, overlap = :overlap, "
+    "start_at = :start_at, next_fire_at = :next_fire_at, status = :status, updated_at = :updated_at "
+    f"WHERE run_id = :run_id AND {_HELD_PARENT}"
+)
+SET_SCHEDULE_STATUS = f"UPDATE schedules SET status = :status, updated_at = :updated_at WHERE run_id = :run_id AND {_HELD_PARENT}"
+ENQUEUE_CHILD_RUN = (
+    "INSERT INTO runs (run_id, workflow_id, status, session_id, parent_run_id, created_at, updated_at, "
+    f"due_at, feed_seq) SELECT :child_run_id, :workflow_id, 'queued', :session_id, :run_id, :created_at, "
+    f":created_at, :now, {_NEXT_FEED} WHERE {_HELD_PARENT}"
+)
+ENQUEUE_CHILD_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:child_run_id, :start_json)"
