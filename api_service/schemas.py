@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -351,8 +350,3 @@ class LedgerBatchEntry(Struct):
 
 class LedgerBatchResponse(Struct):
     runs: dict[str, LedgerBatchEntry]
-
-
-def convert_payload(kind: type[Struct], payload: dict[str, Any]) -> None:
-    """Validate a command payload against its type's Struct (raises msgspec.ValidationError)."""
-    msgspec.convert(payload, kind)

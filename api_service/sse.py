@@ -270,7 +270,8 @@ class EventStream:
                 return
             if queue.empty():
                 try:
-                    items = [await asyncio.wait_for(queue.get(), self.heartbeat_s)]
+                    async with asyncio.timeout(self.heartbeat_s):  # no extra task, unlike wait_for
+                        items = [await queue.get()]
                 except TimeoutError:
                     await _body(send, b": keepalive\n\n")
                     continue
@@ -291,18 +292,16 @@ class EventStream:
                 if seq <= self.cursor:
                     continue  # already sent while catching up
                 if seq > self.cursor + 1:  # a gap the queue did not carry: read it from the db
-                    await _body(send, b"".join(out))
-                    out = []
+                    await _flush(send, out)
                     await self._fill(send, seq - 1)
                 out.append(item[2])
                 self.cursor = seq
             elif kind == DONE:
-                await _body(send, b"".join(out))
+                await _flush(send, out)
                 await self._fill(send, item[2])
                 await _body(send, done_frame(item[1], max(self.cursor, item[2])))
                 return True
-        if out:
-            await _body(send, b"".join(out))
+        await _flush(send, out)
         return False
 
     async def _fill(self, send: Send, upto: int) -> None:
@@ -327,6 +326,12 @@ STREAM_HEADERS = [
 
 async def _body(send: Send, data: bytes) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _flush(send: Send, frames: list[bytes]) -> None:
+    if frames:
+        await _body(send, b"".join(frames))
+        frames.clear()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

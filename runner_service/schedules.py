@@ -71,7 +71,9 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
     if schedule.next_fire_at > now:
         return 0
     blocked = schedule.spec.overlap == "skip" and _last_child_active(ctx, schedule)
-    firings = firings_due(schedule.spec, schedule.next_fire_at, schedule.fired_count, now=now, blocked=blocked)
+    firings = firings_due(
+        schedule.spec, schedule.next_fire_at, schedule.fired_count, now=now, blocked=blocked
+    )
     chosen, skipped = firings.fire_times, firings.skipped
     fence = {"owner": ctx.fence.owner, "epoch": ctx.fence.epoch(run_id), "run_id": run_id}
     child_id = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import FileResponse
 
@@ -96,7 +98,8 @@ async def get_input_data(request: Request) -> object:
 async def history_bundle(request: Request) -> object:
     """The run, its ledger, its descendants (with theirs) and its artifacts index, in one document."""
     run_id = request.path_params["run_id"]
-    bundle = await blocking(run_views.history_bundle, gateway(request).db, run_id)
+    # A long read: a worker thread, not the writer thread.
+    bundle = await asyncio.to_thread(run_views.history_bundle, gateway(request).db, run_id)
     if bundle is None:
         raise not_found_run(run_id)
     return bundle

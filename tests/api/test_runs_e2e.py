@@ -230,3 +230,31 @@ def test_idempotency_key_gives_the_same_run(lone_gateway: Gateway) -> None:
     other = gateway.client.post("/api/gateway/runs/start", json={**body, "input_data": {}}, headers=key)
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
     assert gateway.counts() == before
+
+
+def test_artifacts_index_and_content(lone_gateway: Gateway) -> None:
+    from shared_store.artifact_store import SqliteArtifactStore
+
+    gateway = lone_gateway
+    run_id = gateway.start("bench-echo")
+    store = SqliteArtifactStore(gateway.db, gateway.db_path.parent / "artifacts")
+    meta = store.store(b"hello bytes", content_type="text/plain", run_id=run_id, tags={"kind": "note"})
+    items = gateway.client.get(f"/api/gateway/runs/{run_id}/artifacts").json()["items"]
+    assert items == [
+        {
+            "artifact_id": meta.artifact_id,
+            "run_id": run_id,
+            "content_type": "text/plain",
+            "size_bytes": 11,
+            "created_at": meta.created_at,
+            "tags": {"kind": "note"},
+        }
+    ]
+    content = gateway.client.get(f"/api/gateway/runs/{run_id}/artifacts/{meta.artifact_id}/content")
+    assert content.status_code == 200 and content.content == b"hello bytes"
+    assert content.headers["content-type"].startswith("text/plain")
+    other = gateway.start("bench-echo")
+    wrong_run = gateway.client.get(f"/api/gateway/runs/{other}/artifacts/{meta.artifact_id}/content")
+    assert wrong_run.status_code == 404
+    history = gateway.client.get(f"/api/gateway/runs/{run_id}/history_bundle").json()
+    assert [a["artifact_id"] for a in history["artifacts"]] == [meta.artifact_id]
