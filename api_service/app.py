@@ -19,7 +19,7 @@ from .middleware.body_limit import BodyLimitMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .openapi import doc_routes, openapi_spec
-from .routes import Gateway, bundles, commands, health, ledger, runs
+from .routes import Gateway, bundles, commands, health, ledger, runs, schedules
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -32,7 +32,14 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
         db, poll_s=settings.sse_poll_s, buffer=settings.sse_buffer, done_grace_s=settings.done_grace_s
     )
     audit = AuditLog(settings.audit_log) if settings.audit_log else None
-    api_routes = [*health.routes, *bundles.routes, *runs.routes, *commands.routes, *ledger.routes]
+    api_routes = [
+        *health.routes,
+        *bundles.routes,
+        *schedules.routes,
+        *runs.routes,
+        *commands.routes,
+        *ledger.routes,
+    ]
     spec = msgspec.json.encode(openapi_spec(api_routes, title=TITLE, version=health.VERSION))
     middleware = [
         *([Middleware(AuditMiddleware, audit_log=audit)] if audit else []),

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
+from shared_store.schedules import ScheduleInvalid
 from shared_store.starts import IdempotencyConflict
 
 log = logging.getLogger("abstractgateway.api")
@@ -69,6 +70,10 @@ async def _classified(_: Request, exc: Exception) -> Response:
     return error_body(int(getattr(exc, "status", 400)), getattr(exc, "detail", None) or str(exc))
 
 
+async def _schedule_invalid(_: Request, exc: Exception) -> Response:
+    return error_body(422, str(exc))
+
+
 async def _store(_: Request, exc: Exception) -> Response:
     # Busy, unavailable, damaged: the client may retry; a store error is never the client's fault.
     log.warning("store error: %s", exc)
@@ -86,6 +91,7 @@ EXCEPTION_HANDLERS = {
     BodyTooLarge: _too_large,
     BundleError: _classified,
     IdempotencyConflict: _classified,
+    ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,
 }

@@ -283,8 +283,12 @@ class EmitEventPayload(Struct):
 
 class UpdateSchedulePayload(Struct):
     interval: str | None = None
-    repeat_count: Annotated[int, Meta(ge=0)] | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    repeat_count: Annotated[int, Meta(ge=1)] | None = None
     repeat_until: str | None = None
+    catch_up: Literal["skip", "one", "all"] | None = None
+    overlap: Literal["skip", "allow"] | None = None
 
 
 COMMAND_PAYLOADS: dict[str, type[Struct] | None] = {

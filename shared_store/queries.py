@@ -40,7 +40,8 @@ _RUN_COLUMNS = (
     "output_failed",
     "session_kind",
 )
-_SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS)
+# created_at is the row's birth (a queued start keeps the time the client asked, not the start time).
+_SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS if c != "created_at")
 
 
 def _upsert_run(guard: str, *, only_queued: bool) -> str:

@@ -17,6 +17,7 @@ import msgspec
 from . import queries as q
 from .codec import decode
 from .db import Database
+from .schedules import get_schedule
 
 TERMINAL = ("completed", "failed", "cancelled")
 CLIENT_STATUSES = tuple(q.RUN_VIEW_STATUS)
@@ -115,10 +116,18 @@ def _view(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+def _with_schedule(db: Database, view: dict[str, Any]) -> dict[str, Any]:
+    schedule = get_schedule(db, view["run_id"])
+    if schedule is not None:
+        view["is_scheduled"] = True
+        view["schedule"] = schedule.to_json()
+    return view
+
+
 def run_view(db: Database, run_id: str) -> dict[str, Any] | None:
     """The contract's run detail, or None for an unknown run."""
     row = db.query_one(q.RUN_VIEW, (run_id,))
-    return None if row is None else _view(row)
+    return None if row is None else _with_schedule(db, _view(row))
 
 
 def list_run_views(
@@ -133,7 +142,7 @@ def list_run_views(
     chosen = [(column, value) for column, value in filters.items() if value is not None]
     sql = q.list_run_views(status, [column for column, _ in chosen])
     rows = db.query(sql, (*[value for _, value in chosen], limit, offset))
-    return [_view(row) for row in rows]
+    return [_with_schedule(db, _view(row)) for row in rows]
 
 
 def _split_workflow(workflow_id: str) -> tuple[str | None, str | None, str | None]:

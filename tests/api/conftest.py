@@ -90,7 +90,9 @@ def start_runner(db_path: Path, flows: Path) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--flows-dir", str(flows)]
     args += ["--poll-s", "0.02"]
     env = {**os.environ, "ABSTRACTGATEWAY_DATA_DIR": str(db_path.parent)}
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Logs to a file: an unread pipe fills up and blocks the runner mid-write.
+    with (db_path.parent / "runner.log").open("ab") as log:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -203,7 +205,7 @@ def runner(gateway: Gateway, flows: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = start_runner(gateway.db_path, flows)
     time.sleep(0.2)
     if process.poll() is not None:
-        err = process.stderr.read().decode() if process.stderr else ""
+        err = (gateway.db_path.parent / "runner.log").read_text()
         pytest.fail(f"runner exited at start ({process.returncode}): {err[-2000:]}")
     yield process
     stop_process(process)
