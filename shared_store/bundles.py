@@ -27,6 +27,7 @@ __all__ = [
     "UnknownBundle",
     "UnknownFlow",
     "bundle_content",
+    "compile_failures",
     "delete_bundle",
     "deprecate",
     "flow_json",
@@ -298,6 +299,11 @@ def record_check(db: Database, info: BundleInfo, compile_error: str | None) -> N
             "checked_at": _now_iso(),
         },
     )
+
+
+def compile_failures(db: Database) -> list[str]:
+    """Catalogued bundles a runner could not compile, with the reason (health reports them)."""
+    return [f"bundle {b}@{v} does not compile: {err}" for b, v, err in db.query(q.COMPILE_FAILURES)]
 
 
 def _split_ref(ref: str) -> tuple[str, str | None]:

@@ -312,6 +312,11 @@ DEPRECATE = (
 )
 UNDEPRECATE = "DELETE FROM bundle_deprecations WHERE bundle_id = ? AND flow_id = ?"
 BUNDLE_CHECKS = "SELECT bundle_id, bundle_version, sha256, compile_error FROM bundle_checks"
+COMPILE_FAILURES = (
+    "SELECT c.bundle_id, c.bundle_version, c.compile_error FROM bundle_checks c JOIN bundles b "
+    "ON b.bundle_id = c.bundle_id AND b.bundle_version = c.bundle_version AND b.sha256 = c.sha256 "
+    "WHERE c.compile_error IS NOT NULL AND b.removed_at IS NULL ORDER BY c.bundle_id, c.bundle_version"
+)
 RECORD_BUNDLE_CHECK = (
     "INSERT INTO bundle_checks (bundle_id, bundle_version, sha256, compile_error, checked_at) "
     "VALUES (:bundle_id, :bundle_version, :sha256, :compile_error, :checked_at) "

@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from starlette.requests import Request
 
+from shared_store.bundles import compile_failures
 from shared_store.db import Database
 from shared_store.errors import StoreError
 from shared_store.migrate import Migration, applied_versions, known_migrations
@@ -42,7 +43,8 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
 
 
 async def health(request: Request) -> object:
-    """Service health. `degraded` when no runner is alive (runs queue up) or migrations are pending."""
+    """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending or a
+    bundle does not compile."""
     db = gateway(request).db
     try:
         mode = db.query_one("PRAGMA journal_mode")
@@ -53,11 +55,12 @@ async def health(request: Request) -> object:
             for r in live_runners(db, within_s=RUNNER_STALE_S)
         ]
         depth = queue_depth(db)
+        broken = compile_failures(db)
     except StoreError as exc:
         db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
         report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
         return json_response(report, 503)
-    problems = []
+    problems = list(broken)
     if pending:
         problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
     if not runners:

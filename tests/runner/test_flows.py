@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
+from shared_store.bundles import compile_failures, put_bundle
 from shared_store.inbox import append_command
 from tests.runner.conftest import Gateway
 from tests.runner.fake_openai import running_fake_openai
@@ -88,3 +93,26 @@ def test_a_run_of_a_removed_bundle_fails_with_the_reason(gateway: Gateway) -> No
     run = gateway.wait_status(run_id, "failed")
     assert "Bundle 'bench-echo@1.0.0' not found" in run["error"]
     assert gateway.ledger(run_id)[-1][1]["status"] == "failed"
+
+
+def test_a_bundle_that_does_not_compile_is_reported_not_fatal(gateway: Gateway) -> None:
+    manifest = {
+        "bundle_format_version": "1",
+        "bundle_id": "broken",
+        "bundle_version": "1.0.0",
+        "entrypoints": [{"flow_id": "main"}],
+        "flows": {"main": "flows/main.json"},
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("manifest.json", json.dumps(manifest))
+        bundle.writestr("flows/main.json", json.dumps({"nodes": [], "edges": []}))
+    put_bundle(gateway.db, buffer.getvalue())
+    broken = gateway.start("broken")
+    echo = gateway.start("bench-echo", {"message": "still serving"})
+    gateway.runner()
+    assert gateway.wait_status(echo, "completed")["output"]["result"] == "still serving"
+    failed = gateway.wait_status(broken, "failed")
+    assert "does not compile" in failed["error"]
+    failures = compile_failures(gateway.db)
+    assert len(failures) == 1 and failures[0].startswith("bundle broken@1.0.0 does not compile")
