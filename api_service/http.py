@@ -7,10 +7,8 @@ handler returns with msgspec (a Struct, a dict, or `msgspec.Raw` pieces spliced 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -18,7 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shared_store.db import Database
+
 from .errors import ApiError
+from .writer import GroupWriter
 
 T = TypeVar("T")
 Handler = Callable[..., Awaitable[Any]]
@@ -66,15 +67,16 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return Response(_encode(value), status, headers, media_type="application/json")
 
 
-# One thread per process does the API's writes: SQLite commits one writer at a time anyway, and
-# threads of one process queueing on the write lock through the busy handler burn CPU (measured with
-# 16 concurrent starts: ~1.1 ms of CPU per start with a thread pool, ~0.65 ms with one writer).
-_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-writer")
+# One thread per process does the API's writes, in group commits (writer.py): SQLite commits one
+# writer at a time anyway, and threads of one process queueing on the write lock through the busy
+# handler burn CPU (measured with 16 concurrent starts: ~1.1 ms of CPU per start with a thread pool,
+# ~0.65 ms with one writer).
+writer = GroupWriter()
 
 
-async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a store write on the writer thread, off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(_writer, functools.partial(fn, *args, **kwargs))
+async def blocking(fn: Callable[..., T], db: Database, *args: Any, **kwargs: Any) -> T:
+    """Run a store write (fn(db, ...)) on the writer thread, off the event loop; returns once committed."""
+    return await writer.submit(db, functools.partial(fn, db, *args, **kwargs))
 
 
 class ApiRoute(Route):

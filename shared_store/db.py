@@ -166,8 +166,14 @@ class Database:
     def write(self) -> Iterator[apsw.Connection]:
         """A write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any exception.
 
-        When this returns, the transaction is committed (durable against a killed process)."""
+        When this returns, the transaction is committed (durable against a killed process). Inside
+        an open transaction of this thread (a group commit) it is a savepoint instead: rolled back
+        alone on an exception, committed with the enclosing transaction."""
         conn = self.connection()
+        if not conn.get_autocommit():
+            with self._savepoint(conn):
+                yield conn
+            return
         with translate_errors(self.path):
             conn.execute("BEGIN IMMEDIATE")
         try:
@@ -178,6 +184,26 @@ class Database:
             if not conn.get_autocommit():
                 conn.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def _savepoint(self, conn: apsw.Connection) -> Iterator[None]:
+        with translate_errors(self.path):
+            conn.execute("SAVEPOINT nested_write")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO nested_write")
+            conn.execute("RELEASE nested_write")
+            raise
+        with translate_errors(self.path):
+            conn.execute("RELEASE nested_write")
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """One transaction around several writes (group commit): each `write()` inside is a savepoint,
+        so one failing write leaves the others; nothing is durable until this block commits."""
+        with self.write():
+            yield
 
     def execute_write(self, sql: str, params: Any = ()) -> int:
         """One write statement as its own transaction; returns the rows it changed.
