@@ -70,7 +70,9 @@ class RunnerProcess:
     """One `abstractgateway runner` child on the same db: the API and the runner stay split."""
 
     def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
-        self.args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path)]
+        # A short idle poll: a command reaches the run within ~10 ms (resume -> done), for one
+        # index probe per poll while idle.
+        self.args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
         if flows_dir is not None:
             self.args += ["--flows-dir", str(flows_dir)]
         self.stop_timeout_s = stop_timeout_s
