@@ -241,7 +241,7 @@ class EventStream:
         # gap, so every change after this read reaches the subscription.
         progress = run_progress(self.hub.db, self.run_id)
         if progress is None:
-            await send_error(send, 404, f"Run '{self.run_id}' not found")
+            await send_error(scope, send, 404, f"Run '{self.run_id}' not found")
             return
         sub, track = self.hub.subscribe(self.run_id, progress)
         try:

@@ -35,9 +35,16 @@ def client_ip(scope: Scope) -> str:
 
 
 async def send_error(
-    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    scope: Scope, send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
+    """A JSON error answered before the app ran. A request body left unread would be parsed as the
+    next request on a kept-alive connection: such a connection is closed after the answer."""
     body = msgspec.json.encode({"detail": detail})
+    has_body = (
+        header(scope, b"transfer-encoding") is not None or (header(scope, b"content-length") or "0") != "0"
+    )
+    if has_body and not any(name == b"connection" for name, _ in headers):
+        headers = [*headers, (b"connection", b"close")]
     await send(
         {
             "type": "http.response.start",

@@ -84,15 +84,21 @@ class AuthMiddleware:
         if wait > 0:
             retry = str(math.ceil(wait)).encode()
             await send_error(
-                send, 429, "too many invalid tokens from this client; retry later", [(b"retry-after", retry)]
+                scope,
+                send,
+                429,
+                "too many invalid tokens from this client; retry later",
+                [(b"retry-after", retry)],
             )
             return
         token = bearer_token(scope)
         if token is None:
-            await send_error(send, 401, "missing bearer token (Authorization: Bearer <token>)", CHALLENGE)
+            await send_error(
+                scope, send, 401, "missing bearer token (Authorization: Bearer <token>)", CHALLENGE
+            )
             return
         if not self.valid(token):
             self.lockout.failure(ip, now)
-            await send_error(send, 401, "invalid bearer token", CHALLENGE)
+            await send_error(scope, send, 401, "invalid bearer token", CHALLENGE)
             return
         await self.app(scope, receive, send)

@@ -21,6 +21,7 @@ class BodyLimitMiddleware:
         declared = header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
             await send_error(
+                scope,
                 send,
                 413,
                 f"request body exceeds the {self.max_bytes} byte limit",

@@ -25,7 +25,7 @@ class ConcurrencyMiddleware:
             return
         if self.in_flight >= self.max_requests:
             await send_error(
-                send, 429, f"too many concurrent requests (max {self.max_requests}); retry", RETRY
+                scope, send, 429, f"too many concurrent requests (max {self.max_requests}); retry", RETRY
             )
             return
         self.in_flight += 1

@@ -35,7 +35,7 @@ class CorsMiddleware:
             await self.app(scope, receive, send)
             return
         if not self.allowed(origin, scope):
-            await send_error(send, 403, "origin not allowed (see ABSTRACTGATEWAY_ALLOWED_ORIGINS)")
+            await send_error(scope, send, 403, "origin not allowed (see ABSTRACTGATEWAY_ALLOWED_ORIGINS)")
             return
         cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
         if scope["method"] == "OPTIONS" and header(scope, b"access-control-request-method"):
