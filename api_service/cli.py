@@ -48,6 +48,11 @@ def _fail(message: str) -> None:
 @click.option("--no-runner", is_flag=True, help="Serve the API only; runners are started elsewhere.")
 @click.option("--migrate", "auto_migrate", is_flag=True, help="Apply pending schema migrations first.")
 @click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="Bind with SO_REUSEPORT: a new API process can serve the same port while the old one drains.",
+)
+@click.option(
     "--insecure-local-no-auth",
     is_flag=True,
     help="Serve without a bearer token (loopback hosts only). Never use on a shared network.",
@@ -60,6 +65,7 @@ def serve(
     flows_dir: str | None,
     no_runner: bool,
     auto_migrate: bool,
+    reuse_port: bool,
     insecure_local_no_auth: bool,
 ) -> None:
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
@@ -89,21 +95,24 @@ def serve(
     try:
         if runner is not None:
             runner.start()
-        _run(db, settings, paths.artifacts_dir, host, port, runner)
+        _run(db, settings, paths.artifacts_dir, host, port, runner, reuse_port=reuse_port)
     finally:
         if runner is not None:
             runner.stop()
         db.close()
 
 
-def _run(db, settings, artifacts_dir: Path, host: str, port: int, runner) -> None:  # type: ignore[no-untyped-def]
+def _run(
+    db, settings, artifacts_dir: Path, host: str, port: int, runner, *, reuse_port: bool = False
+) -> None:  # type: ignore[no-untyped-def]
     import asyncio
     import signal
 
     from .app import create_app
-    from .server import hypercorn_config, serve_until
+    from .server import hypercorn_config, reuse_port_socket, serve_until
 
     app = create_app(db, settings, artifacts_dir=artifacts_dir)
+    sock = reuse_port_socket(host, port) if reuse_port else None
     # Thousands of SSE streams allocate many short-lived objects: default collection thresholds made
     # full collections stall every stream ~0.8 s at 5,000 clients (bench_api). Start-up objects go
     # to the permanent generation, and young collections run less often.
@@ -121,7 +130,7 @@ def _run(db, settings, artifacts_dir: Path, host: str, port: int, runner) -> Non
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
         click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
-        await serve_until(app, hypercorn_config(host, port), stop)
+        await serve_until(app, hypercorn_config(host, port, sock=sock), stop)
 
     try:
         import uvloop  # a faster event loop where it is installed (Linux, macOS)

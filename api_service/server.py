@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
 
-def hypercorn_config(host: str, port: int, *, graceful_timeout_s: float = 5.0) -> Config:
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT: a second API process can bind the same port, so a new
+    version starts serving before the old one stops (rolling upgrade; the kernel spreads new
+    connections over the live listeners)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def hypercorn_config(
+    host: str, port: int, *, graceful_timeout_s: float = 5.0, sock: socket.socket | None = None
+) -> Config:
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if sock is not None:
+        config.bind = [f"fd://{sock.fileno()}"]
+    else:
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None  # the audit log records writes; per-request logging costs throughput
     config.graceful_timeout = graceful_timeout_s
     config.backlog = 4096  # thousands of SSE clients may connect at once
