@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,14 +21,56 @@ def _db_path(data_dir: str | None, db: str | None) -> Path:
 @click.version_option(package_name="abstractgateway")
 def main() -> None:
     """Durable HTTP control plane for abstractruntime workflow runs."""
+    backend = os.environ.get("ABSTRACTGATEWAY_STORE_BACKEND", "sqlite").strip().lower() or "sqlite"
+    if backend != "sqlite":
+        # Refuse rather than ignore: a deployment asking for another store must not run on this one.
+        click.echo(
+            f"error: ABSTRACTGATEWAY_STORE_BACKEND={backend!r}: this build has only 'sqlite'", err=True
+        )
+        sys.exit(2)
 
 
 @main.command()
-@click.option("--data-dir", envvar="ABSTRACTGATEWAY_DATA_DIR", help="Data directory (db and artifacts).")
+@click.option(
+    "--data-dir",
+    envvar="ABSTRACTGATEWAY_DATA_DIR",
+    help="Data directory (db and artifacts); with --from=file, the file backend's dir to import.",
+)
 @click.option("--db", "db_file", help="Path of the SQLite file (default: DATA_DIR/gateway.sqlite3).")
 @click.option("--status", "status_only", is_flag=True, help="Show the schema state; apply nothing.")
-def migrate(data_dir: str | None, db_file: str | None, status_only: bool) -> None:
-    """Apply pending schema migrations (in one transaction) to the gateway database."""
+@click.option(
+    "--from",
+    "from_backend",
+    type=click.Choice(["file"]),
+    help="Import the original gateway's file-backend data dir, given as --data-dir D.",
+)
+@click.option(
+    "--to",
+    "to_backend",
+    type=click.Choice(["sqlite"]),
+    default="sqlite",
+    show_default=True,
+    help="Import into.",
+)
+@click.option(
+    "--to-data-dir",
+    help="With --from: the gateway data dir to import into (default: $ABSTRACTGATEWAY_DATA_DIR or ./data).",
+)
+def migrate(
+    data_dir: str | None,
+    db_file: str | None,
+    status_only: bool,
+    from_backend: str | None,
+    to_backend: str,
+    to_data_dir: str | None,
+) -> None:
+    """Apply pending schema migrations (in one transaction) to the gateway database.
+
+    With --from=file --data-dir D: migrate the target db, then import D (runs, ledgers, commands,
+    artifacts of the file backend) into it, idempotently, and verify the counts (exit 1 if they differ).
+    """
+    if from_backend:
+        sys.exit(_import_file_store(data_dir, to_data_dir, db_file))
     path = _db_path(data_dir, db_file)
     try:
         db = Database(path)
@@ -52,13 +95,50 @@ def migrate(data_dir: str | None, db_file: str | None, status_only: bool) -> Non
         click.echo(f"{path}: up to date at schema version {before.current}")
 
 
+def _import_file_store(source: str | None, to_data_dir: str | None, db_file: str | None) -> int:
+    from click.core import ParameterSource
+
+    from shared_store.file_import import import_file_store
+
+    # The env's ABSTRACTGATEWAY_DATA_DIR is our own data dir: the source must be named explicitly.
+    if (
+        not source
+        or click.get_current_context().get_parameter_source("data_dir") != ParameterSource.COMMANDLINE
+    ):
+        raise click.UsageError("--from=file needs --data-dir D: the file backend's data dir to import")
+    paths = StorePaths.from_env(to_data_dir)
+    db_path = Path(db_file) if db_file else paths.db_path
+    artifacts = db_path.parent / "artifacts" if db_file else paths.artifacts_dir
+    # Both lay out an artifacts/ folder: sharing one dir would mix the two stores' files.
+    if Path(source).resolve() in (paths.data_dir.resolve(), db_path.parent.resolve()):
+        raise click.UsageError(
+            "the gateway's data dir must differ from the file backend's: pass --to-data-dir"
+        )
+    try:
+        db = Database(db_path)
+        try:
+            apply_migrations(db)
+            bar = lambda total: click.progressbar(length=total, label="importing runs", file=sys.stderr)  # noqa: E731
+            summary = import_file_store(db, source, artifacts_dir=artifacts, progress=bar)
+        finally:
+            db.close()
+    except (StoreError, FileNotFoundError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    click.echo(f"imported {source} into {db_path} (artifacts in {artifacts})")
+    click.echo("\n".join(summary.lines()))
+    return 0 if summary.ok else 1
+
+
 def _register_commands() -> None:
     # Each command module imports cheaply; the runtime / web stack loads when a command runs.
     from api_service.cli import serve
+    from gateway_config import config
     from runner_service.cli import runner
 
     main.add_command(serve)
     main.add_command(runner)
+    main.add_command(config)
 
 
 _register_commands()

@@ -412,3 +412,44 @@ ENQUEUE_CHILD_RUN = (
     f":created_at, :now, {_NEXT_FEED} WHERE {_HELD_PARENT}"
 )
 ENQUEUE_CHILD_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:child_run_id, :start_json)"
+
+# --- file-store import ---
+# Importing a data dir of the file backend (shared_store/file_import.py). Rows keep the ids, times
+# and states the file gateway wrote; every insert is a no-op on a row already there, so a re-run
+# adds nothing. An imported run is born unleased, due from its state (and pending commands).
+_IMPORT_RUN_COLUMNS = ("run_id", *_RUN_COLUMNS)
+IMPORT_RUN = (
+    f"INSERT INTO runs ({', '.join(_IMPORT_RUN_COLUMNS)}, due_at, feed_seq) "
+    f"VALUES ({', '.join(':' + c for c in _IMPORT_RUN_COLUMNS)}, {_DUE}, {_NEXT_FEED}) "
+    "ON CONFLICT(run_id) DO NOTHING"
+)
+IMPORT_RUN_PROBE = "SELECT ledger_len, lease_owner, updated_at FROM runs WHERE run_id = ?"
+LEDGER_RECORD_AT = "SELECT record FROM ledger WHERE run_id = ? AND seq = ?"
+IMPORT_COMMAND = (
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id, status, applied_at) "
+    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id, :status, :applied_at) "
+    "ON CONFLICT(command_id) DO NOTHING"
+)
+IMPORT_ARTIFACT = (
+    "INSERT INTO artifacts (artifact_id, run_id, blob_id, content_type, size_bytes, created_at, metadata) "
+    "VALUES (:artifact_id, :run_id, :blob_id, :content_type, :size_bytes, :created_at, :metadata) "
+    "ON CONFLICT(artifact_id) DO NOTHING"
+)
+# Verification: what the db holds of the ids read from the files (a JSON list of ids). Ledger rows
+# are counted, not read from runs.ledger_len: the check is on the data, not on a counter.
+IMPORTED_LEDGER_COUNTS = (
+    "SELECT r.run_id, (SELECT count(*) FROM ledger l WHERE l.run_id = r.run_id) FROM runs r "
+    "WHERE r.run_id IN (SELECT value FROM json_each(?))"
+)
+IMPORTED_COMMANDS = "SELECT count(*) FROM commands WHERE command_id IN (SELECT value FROM json_each(?))"
+IMPORTED_ARTIFACTS = (
+    "SELECT artifact_id, blob_id, size_bytes FROM artifacts "
+    "WHERE artifact_id IN (SELECT value FROM json_each(?))"
+)
+# A parent imported before the child it waits on ended: due now (the child_finished trigger fires on
+# updates only, never on the import's insert of a finished child).
+WAKE_IMPORTED_PARENT = (
+    "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id "
+    "AND status = 'waiting' AND paused = 0 AND EXISTS (SELECT 1 FROM runs c WHERE c.run_id = :child_id "
+    "AND c.status IN ('completed', 'failed', 'cancelled'))"
+)

@@ -1,0 +1,167 @@
+"""`abstractgateway config`: status (what this deployment would run with), init (an env file with a fresh
+token), set-default (one setting in the env file). The token is never printed by status."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import click
+
+PREFIX = "ABSTRACTGATEWAY_"
+# Every setting the code reads (tests/test_config_cli.py checks this list against the source).
+SETTINGS = {
+    "AUTH_TOKEN": "bearer token clients send (or AUTH_TOKENS: a comma list)",
+    "AUTH_TOKENS": "several bearer tokens, comma separated (rotation)",
+    "ALLOWED_ORIGINS": "browser origins allowed, comma separated globs (e.g. http://localhost:*)",
+    "DATA_DIR": "data directory: the SQLite db and the artifacts",
+    "DB_PATH": "the SQLite file (default DATA_DIR/gateway.sqlite3)",
+    "FLOWS_DIR": "a .flow file or a folder of them, imported at start",
+    "STORE_BACKEND": "sqlite (the only backend of this build)",
+    "HOST": "serve: listen address",
+    "PORT": "serve: listen port",
+    "MAX_BODY_BYTES": "largest request body (413 above)",
+    "MAX_CONCURRENCY": "concurrent requests per API process (429 above)",
+    "MAX_STREAMS": "concurrent SSE streams per API process",
+    "LOCKOUT_AFTER": "bad tokens from one client before a lockout",
+    "LOCKOUT_S": "lockout length in seconds",
+    "AUDIT_LOG": "JSONL file of every write (who, what, when; never the token)",
+    "SSE_POLL_S": "change-feed poll interval of the SSE hub",
+    "SSE_BUFFER": "records buffered per SSE client before it is closed",
+    "RUNNER_ID": "runner: lease owner id",
+    "LOG_LEVEL": "runner: debug | info | warning | error",
+    "PROVIDER": "LLM provider (abstractcore), e.g. openai-compatible",
+    "MODEL": "LLM model name",
+    "BASE_URL": "LLM server URL (OpenAI-compatible)",
+    "API_KEY": "LLM API key",
+}
+SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (comments and blanks skipped; surrounding quotes removed)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _settings(env_file: str | None) -> dict[str, str]:
+    """The env file's values under the process environment (a variable set in the shell wins)."""
+    values = read_env_file(Path(env_file)) if env_file and Path(env_file).exists() else {}
+    values.update({k: v for k, v in os.environ.items() if k.startswith(PREFIX)})
+    return values
+
+
+@click.group()
+def config() -> None:
+    """Inspect and write the gateway's configuration."""
+
+
+@config.command()
+@click.option("--env-file", type=click.Path(dir_okay=False), help="Read settings from this env file too.")
+def status(env_file: str | None) -> None:
+    """What the gateway runs with: db, schema, runners, bundles, token (never shown), origins."""
+    from shared_store import Database, StoreError, StorePaths
+    from shared_store.bundles import compile_failures, list_bundles
+    from shared_store.migrate import schema_status
+    from shared_store.reads import queue_depth
+    from shared_store.runners import live_runners
+
+    values = _settings(env_file)
+    data_dir = values.get(f"{PREFIX}DATA_DIR") or "data"
+    db_path = Path(values.get(f"{PREFIX}DB_PATH") or StorePaths.from_env(data_dir).db_path)
+    tokens = [t for t in (values.get(f"{PREFIX}AUTH_TOKENS") or "").split(",") if t.strip()]
+    tokens += [values[f"{PREFIX}AUTH_TOKEN"]] if values.get(f"{PREFIX}AUTH_TOKEN") else []
+    click.echo(f"store backend:   {values.get(f'{PREFIX}STORE_BACKEND') or 'sqlite'}")
+    click.echo(f"db:              {db_path}")
+    click.echo(f"token:           {f'configured ({len(tokens)})' if tokens else 'NOT configured'}")
+    click.echo(f"allowed origins: {values.get(f'{PREFIX}ALLOWED_ORIGINS') or '(default: localhost pages)'}")
+    click.echo(f"flows dir:       {values.get(f'{PREFIX}FLOWS_DIR') or '(none)'}")
+    provider = values.get(f"{PREFIX}PROVIDER")
+    model = values.get(f"{PREFIX}MODEL")
+    click.echo(f"llm:             {f'{provider} / {model}' if provider else '(none: llm_call fails)'}")
+    if not db_path.exists():
+        click.echo("schema:          no database yet (run `abstractgateway migrate`)")
+        return
+    try:
+        db = Database(db_path)
+        try:
+            schema = schema_status(db)
+            click.echo(f"schema:          version {schema.current} of {schema.latest}" + (
+                f", pending {schema.pending} (run `abstractgateway migrate`)" if schema.pending else ""))  # fmt: skip
+            if schema.pending:
+                return
+            runners = live_runners(db)
+            ages = ", ".join(f"{r.runner_id} ({time.time() - r.heartbeat_at:.0f}s ago)" for r in runners)
+            click.echo(f"runners alive:   {len(runners)}" + (f": {ages}" if runners else ""))
+            click.echo(
+                f"bundles:         {len(list_bundles(db, all_versions=True, include_deprecated=True))}"
+            )
+            for problem in compile_failures(db):
+                click.echo(f"  problem: {problem}")
+            click.echo(f"queue depth:     {queue_depth(db)}")
+        finally:
+            db.close()
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@config.command()
+@click.option("--env-file", type=click.Path(dir_okay=False), default=".env", show_default=True)
+@click.option("--data-dir", default="data", show_default=True, help="Data directory to configure.")
+@click.option("--force", is_flag=True, help="Overwrite an existing env file.")
+def init(env_file: str, data_dir: str, force: bool) -> None:
+    """Write an env file with a fresh bearer token (file mode 600) and every setting documented."""
+    path = Path(env_file)
+    if path.exists() and not force:
+        click.echo(f"error: {path} exists; --force overwrites it", err=True)
+        sys.exit(2)
+    chosen = {"AUTH_TOKEN": secrets.token_urlsafe(32), "DATA_DIR": data_dir, "STORE_BACKEND": "sqlite"}
+    lines = ["# AbstractGateway settings (abstractgateway config init). Keep this file private."]
+    for name, meaning in SETTINGS.items():
+        lines.append(f"# {meaning}")
+        lines.append(f"{PREFIX}{name}={chosen[name]}" if name in chosen else f"# {PREFIX}{name}=")
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    click.echo(f"wrote {path} (token generated; `abstractgateway config status --env-file {path}`)")
+
+
+@config.command("set-default")
+@click.argument("name")
+@click.argument("value")
+@click.option("--env-file", type=click.Path(dir_okay=False), default=".env", show_default=True)
+def set_default(name: str, value: str, env_file: str) -> None:
+    """Set one setting (NAME like provider, MODEL or ABSTRACTGATEWAY_PORT) in the env file."""
+    short = name.upper().removeprefix(PREFIX)
+    if short not in SETTINGS:
+        click.echo(
+            f"error: unknown setting {name!r}; known: {', '.join(s.lower() for s in SETTINGS)}", err=True
+        )
+        sys.exit(2)
+    if "\n" in value:
+        click.echo("error: a value is one line", err=True)
+        sys.exit(2)
+    path = Path(env_file)
+    lines = path.read_text().splitlines() if path.exists() else []
+    key = f"{PREFIX}{short}"
+    entry = f"{key}={value}"
+    for index, line in enumerate(lines):
+        bare = line.strip().lstrip("#").strip()
+        if bare.startswith(f"{key}="):
+            lines[index] = entry
+            break
+    else:
+        lines.append(entry)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    shown = "(hidden)" if short in SECRET else value
+    click.echo(f"{path}: {key}={shown}")
