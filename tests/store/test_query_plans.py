@@ -16,10 +16,23 @@ PLANS = [
     (q.LIST_EVENT_WAITERS_BY_PREFIX, ("k", "k\U0010ffff", 10), "runs_event_waiters"),
     (q.PENDING_COMMANDS, ("r", 10), "commands_pending"),
     (q.LIST_DUE_WAIT_UNTIL, ("2030-01-01", 10), "runs_wait_until"),
+    (q.WORK_PROBE, {"now": 1.0}, "runs_claimable"),
+    (q.WORK_PROBE, {"now": 1.0}, "runs_leased"),
+    (q.WORK_PROBE, {"now": 1.0}, "commands_pending_events"),
+    (q.PENDING_RUN_COMMANDS, ("r", 10), "commands_pending"),
+    (q.PENDING_EVENTS, (10,), "commands_pending_events"),
+    (q.EVENT_WAITER_IDS, ('["k"]',), "runs_event_waiters"),
+    (
+        q.EVENT_WAITER_IDS_PLAIN,
+        {"name": "k", "scope": "session", "scope_id": "s"},
+        "runs_event_waiters",
+    ),
+    (q.ACTIVE_CHILDREN, ("r",), "runs_parent"),
+    (q.SESSION_KINDS, ("s",), "runs_session_created"),
 ]
 
 
-@pytest.mark.parametrize(("sql", "params", "index"), PLANS, ids=[p[2] for p in PLANS])
+@pytest.mark.parametrize(("sql", "params", "index"), PLANS, ids=[f"{i}-{p[2]}" for i, p in enumerate(PLANS)])
 def test_statement_uses_its_index(db, sql: str, params, index: str) -> None:
     plan = " | ".join(str(row[-1]) for row in db.query(f"EXPLAIN QUERY PLAN {sql}", params))
     assert index in plan, plan
