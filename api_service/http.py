@@ -54,13 +54,18 @@ def parse_query(request: Request, kind: type[T] | None) -> T | None:
 
 
 def decode_json(data: bytes, kind: type[T]) -> T:
-    """A JSON body as `kind`: malformed JSON is 400, a wrong shape 422 naming the field."""
+    """A JSON body as `kind`: malformed JSON is 400, a wrong shape 422 naming the field.
+
+    msgspec reports invalid UTF-8 as UnicodeDecodeError and nesting past the recursion limit as
+    RecursionError, not DecodeError: both are malformed input, never a 500."""
     try:
         return _decoder(kind).decode(data or b"{}")
     except msgspec.ValidationError as exc:
         raise ApiError(422, str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -96,6 +101,7 @@ class ApiRoute(Route):
         errors: Sequence[int] = (),
         multipart: type | None = None,
         stream: bool = False,
+        events: dict[str, type] | None = None,
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -108,6 +114,7 @@ class ApiRoute(Route):
         self.errors = tuple(errors)
         self.multipart = multipart
         self.stream = stream
+        self.events = dict(events or {})  # SSE event name -> the type of its JSON `data`
         self.content_type = content_type
         self.header_params = dict(headers or {})
         super().__init__(path, self._endpoint, methods=list(methods), name=handler.__name__)

@@ -33,10 +33,34 @@ SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
 def _types(routes: list[ApiRoute]) -> list[type]:
     found: dict[type, None] = {ErrorResponse: None}
     for route in routes:
-        for kind in (route.body, route.query, route.response, route.multipart):
+        for kind in (route.body, route.query, route.response, route.multipart, *route.events.values()):
             if kind is not None:
                 found[kind] = None
     return list(found)
+
+
+def _sse_event_schema(route: ApiRoute, refs: dict[type, Any]) -> dict[str, Any]:
+    """One SSE event: its `id` (a cursor), its name, and `data` as JSON of that event's type."""
+    if not route.events:
+        return {"type": "object", "properties": {"data": {"type": "string"}}}
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "event": {"const": name},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": refs[kind],
+                    },
+                },
+            }
+            for name, kind in route.events.items()
+        ]
+    }
 
 
 def _operation(
@@ -76,8 +100,8 @@ def _operation(
         op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form}}}
     if route.stream:
         ok = {
-            "description": "Server-sent events",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-sent events (the schema describes one event)",
+            "content": {"text/event-stream": {"schema": _sse_event_schema(route, refs)}},
         }
     elif route.response is not None:
         ok = {"description": "OK", "content": {"application/json": {"schema": refs[route.response]}}}

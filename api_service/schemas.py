@@ -13,7 +13,8 @@ from msgspec import Meta, Struct
 
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Limit = Annotated[int, Meta(ge=1, le=5_000)]
-Cursor = Annotated[int, Meta(ge=0)]
+SQLITE_MAX_INT = 2**63 - 1  # a larger int cannot be bound to a query (it would be a 500, not a 422)
+Cursor = Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)]
 
 
 class ErrorResponse(Struct):
@@ -153,7 +154,7 @@ RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 
 class RunListQuery(Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=500)] = 50
-    offset: Annotated[int, Meta(ge=0)] = 0
+    offset: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
     status: str | None = None
     workflow_id: str | None = None
     session_id: str | None = None
@@ -285,7 +286,7 @@ class UpdateSchedulePayload(Struct):
     interval: str | None = None
     cron: str | None = None
     timezone: str | None = None
-    repeat_count: Annotated[int, Meta(ge=1)] | None = None
+    repeat_count: Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)] | None = None
     repeat_until: str | None = None
     catch_up: Literal["skip", "one", "all"] | None = None
     overlap: Literal["skip", "allow"] | None = None
@@ -334,6 +335,20 @@ class StepRecord(Struct):
 class LedgerPage(Struct):
     items: list[StepRecord]
     next_after: int
+
+
+class StepEvent(Struct):
+    """`data` of an SSE `step` event (the event's `id` is the same cursor)."""
+
+    cursor: int
+    record: StepRecord
+
+
+class DoneEvent(Struct):
+    """`data` of the closing SSE `done` event: the run ended and every record was sent."""
+
+    status: RunStatus
+    cursor: int
 
 
 class LedgerBatchRun(Struct):

@@ -8,6 +8,8 @@ run's descendants as derived commands, applied by whichever runner holds each de
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,21 +67,43 @@ def apply_command(ctx: CommandContext, command: Command) -> tuple[str, str | Non
         run_id, q.RESOLVE_COMMAND_FENCED, _outcome(command, "applied", None, ctx.fence)
     )
     try:
-        _apply(ctx, command)
+        with deferred_ledger(ctx, run_id):
+            _apply(ctx, command)
     except Rejected as exc:
         status, error = "rejected", str(exc) or type(exc).__name__
     except (KeyError, ValueError, TypeError) as exc:  # the runtime's refusals ("Run is not waiting", ...)
         status, error = "rejected", f"{type(exc).__name__}: {exc}"
     else:
         status, error = "applied", None
-    if ctx.run_store.drop_pending(run_id) or status == "rejected":
-        # No save carried the outcome (a no-op, or a refusal): record it on its own.
+    leftover = ctx.run_store.drop_pending(run_id)
+    if leftover or status == "rejected":
+        # No save carried the outcome (a no-op, or a refusal): record it on its own, with the records
+        # of an applied command that changed no state (a refused one's records are dropped with it).
         with ctx.db.write() as conn:
+            if status == "applied":
+                for sql, params in leftover:
+                    if sql is not q.RESOLVE_COMMAND_FENCED:
+                        conn.execute(sql, params)
             conn.execute(q.RESOLVE_COMMAND_FENCED, _outcome(command, status, error, ctx.fence))
             unresolved = conn.changes() == 0 and conn.execute(q.COMMAND_STATUS, (command.seq,)).fetchone()
         if unresolved and unresolved[0] == "pending":
             raise ctx.fence.lost(run_id)  # the fenced update found the run no longer ours
     return status, error
+
+
+@contextmanager
+def deferred_ledger(ctx: CommandContext, run_id: str) -> Iterator[None]:
+    """Ledger appends for run_id join its next save's transaction (see SqliteLedgerStore)."""
+    ledger = ctx.runtime.ledger_store
+    defer = getattr(ledger, "defer_until_save", None)
+    if defer is None:
+        yield
+        return
+    defer(ctx.run_store, run_id)
+    try:
+        yield
+    finally:
+        defer(ctx.run_store, None)
 
 
 def _load(ctx: CommandContext, run_id: str) -> RunState:
@@ -216,11 +240,17 @@ def resume_finished_child(ctx: CommandContext, run: RunState) -> bool:
     child = ctx.run_store.load(child_id) if child_id else None
     if child is None or child.status not in TERMINAL:
         return False
-    ctx.runtime.resume(
-        workflow=ctx.host.spec(run.workflow_id),
-        run_id=run.run_id,
-        wait_key=waiting.wait_key,
-        payload=child_outcome(child),
-        max_steps=0,
-    )
+    # The resume record commits with the resumed state (a marker statement opens the deferral).
+    ctx.run_store.with_next_save(run.run_id, q.NOTHING, {})
+    try:
+        with deferred_ledger(ctx, run.run_id):
+            ctx.runtime.resume(
+                workflow=ctx.host.spec(run.workflow_id),
+                run_id=run.run_id,
+                wait_key=waiting.wait_key,
+                payload=child_outcome(child),
+                max_steps=0,
+            )
+    finally:
+        ctx.run_store.drop_pending(run.run_id)  # nothing left unless the resume raised before saving
     return True

@@ -53,8 +53,10 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec: bad UTF-8 is UnicodeDecodeError
         raise BundleInvalid(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BundleInvalid(f"{what} is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise BundleInvalid(f"{what} must be a JSON object")
     return value

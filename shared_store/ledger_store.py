@@ -21,6 +21,15 @@ class SqliteLedgerStore(LedgerStore):
     def __init__(self, db: Database, *, fence: LeaseHolder | None = None) -> None:
         self.db = db
         self.fence = fence
+        self._defer: tuple[Any, str] | None = None  # (run store, run_id)
+
+    def defer_until_save(self, run_store: Any, run_id: str | None) -> None:
+        """While run_id's next save is pending, its appends join that save's transaction.
+
+        A command's resume record and the state it resumed then commit together: a crash between
+        them can no longer leave a record whose resume is re-applied (two records, one wait).
+        None stops deferring."""
+        self._defer = None if run_id is None else (run_store, run_id)
 
     def append(self, record: StepRecord) -> None:
         run_id = record.run_id
@@ -37,6 +46,10 @@ class SqliteLedgerStore(LedgerStore):
         else:
             sql = q.APPEND_LEDGER_FENCED
             params.update(self.fence.params(run_id))
+        defer = self._defer
+        if defer is not None and defer[1] == run_id and defer[0].has_pending(run_id):
+            defer[0].with_next_save(run_id, sql, params)
+            return
         if self.db.execute_write(sql, params) == 1:
             return
         if ledger_len(self.db, run_id) is None:

@@ -138,6 +138,8 @@ INSERT_COMMAND = (
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
+# A statement that does nothing: opens a run store's "next save" group (ledger deferral) on its own.
+NOTHING = "SELECT 1 WHERE 0"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"

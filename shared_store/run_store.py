@@ -127,6 +127,9 @@ class SqliteRunStore(RunStore):
         outcome: the state a command produced and its 'applied' commit together or not at all)."""
         self._with_next_save.setdefault(run_id, []).append((sql, params))
 
+    def has_pending(self, run_id: str) -> bool:
+        return bool(self._with_next_save.get(run_id))
+
     def drop_pending(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Statements queued for a save of run_id that never came."""
         return self._with_next_save.pop(run_id, [])

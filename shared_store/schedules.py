@@ -27,7 +27,11 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CATCH_UP = ("skip", "one", "all")
 OVERLAP = ("skip", "allow")
 MAX_CATCH_UP_FIRINGS = 1000  # catch_up=all creates at most this many children in one pass
-ON_TIME_S = 5.0  # a firing later than this after its time counts as missed (catch-up policy)
+ON_TIME_S = 5.0
+MIN_INTERVAL_S = 0.1
+MAX_SPAN_S = (
+    100 * 365.25 * 86400
+)  # intervals and how far ahead a time may be  # a firing later than this after its time counts as missed (catch-up policy)
 
 
 class ScheduleInvalid(ValueError):
@@ -40,20 +44,27 @@ class ScheduleInvalid(ValueError):
 
 
 def parse_interval(value: str) -> float:
-    """'30s' | '15m' | '1h' | '2d' → seconds (> 0)."""
+    """'30s' | '15m' | '1h' | '2d' → seconds, between MIN_INTERVAL_S and MAX_SPAN_S."""
     match = _INTERVAL.match(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise ScheduleInvalid("interval", f"{value!r} is not an interval like '30s', '15m', '1h', '2d'")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not MIN_INTERVAL_S <= seconds <= MAX_SPAN_S:
+        # A near-zero interval would fire continuously; an absurd one overflows date arithmetic.
+        raise ScheduleInvalid("interval", f"{value!r} must be between {MIN_INTERVAL_S}s and 100 years")
+    return seconds
 
 
 def parse_instant(value: str, field: str) -> float:
-    """ISO 8601 (a naive time is UTC) → unix seconds."""
+    """ISO 8601 (a naive time is UTC) → unix seconds, at most 100 years ahead."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if isinstance(value, str) else value)
-    except (TypeError, ValueError):
+        ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    except (TypeError, ValueError, OverflowError):
         raise ScheduleInvalid(field, f"{value!r} is not an ISO 8601 time") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    if ts > time.time() + MAX_SPAN_S:
+        raise ScheduleInvalid(field, f"{value!r} is more than 100 years ahead")
+    return ts
 
 
 def iso(ts: float | None) -> str | None:
@@ -93,9 +104,11 @@ class ScheduleSpec:
                 raise ScheduleInvalid("cron", f"{cron!r} is not a 5-field cron expression: {exc}") from None
         repeat_count = request.get("repeat_count")
         if repeat_count is not None and (
-            not isinstance(repeat_count, int) or isinstance(repeat_count, bool) or repeat_count < 1
+            not isinstance(repeat_count, int)
+            or isinstance(repeat_count, bool)
+            or not 1 <= repeat_count <= 2**63 - 1  # stored in an SQLite INTEGER
         ):
-            raise ScheduleInvalid("repeat_count", "must be a positive integer")
+            raise ScheduleInvalid("repeat_count", "must be a positive integer (at most 2**63 - 1)")
         repeat_until = request.get("repeat_until")
         until = None if repeat_until is None else parse_instant(repeat_until, "repeat_until")
         if until is not None and until <= now:

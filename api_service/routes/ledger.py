@@ -15,7 +15,15 @@ from shared_store.run_views import run_progress
 
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute
-from ..schemas import LedgerBatchRequest, LedgerBatchResponse, LedgerPage, LedgerQuery, StreamQuery
+from ..schemas import (
+    DoneEvent,
+    LedgerBatchRequest,
+    LedgerBatchResponse,
+    LedgerPage,
+    LedgerQuery,
+    StepEvent,
+    StreamQuery,
+)
 from ..sse import EventStream
 from . import gateway
 
@@ -108,6 +116,7 @@ routes = [
         tags=_TAGS,
         query=StreamQuery,
         stream=True,
+        events={"step": StepEvent, "done": DoneEvent},
         content_type="text/event-stream",
         errors=(404,),
         headers={"Last-Event-ID": "resume after this cursor (wins over `after`)"},

@@ -111,3 +111,18 @@ def test_update_keeps_what_is_not_changed() -> None:
     assert spec.updated({"cron": "0 9 * * *"}, now=NOW).interval_s is None
     with pytest.raises(ScheduleInvalid):
         spec.updated({"bundle_id": "x"}, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"interval": "0.0000001s"}, "interval"),
+        ({"interval": "99999999999999999999d"}, "interval"),
+        ({"start_at": "9999-12-31T00:00:00Z"}, "start_at"),
+        ({"interval": "1h", "repeat_until": "9999-12-31T00:00:00Z"}, "repeat_until"),
+    ],
+)
+def test_absurd_timing_is_refused(request_fields: dict[str, object], field: str) -> None:
+    with pytest.raises(ScheduleInvalid) as caught:
+        ScheduleSpec.parse(request_fields)
+    assert caught.value.field == field
