@@ -7,7 +7,7 @@ FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),$(wildcard ../shared/flows))
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format bench-store bench-runner bench-api clean
+.PHONY: install run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,17 @@ format: install
 # Lint, then the whole suite. pytest exits 5 when it collects no test: that fails here too.
 test: lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
+
+# The long forms of the chaos and fuzz suites (`make test` runs their short CI forms).
+chaos: install
+	CHAOS_TRIALS=$(or $(CHAOS_TRIALS),200) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/chaos -ra
+
+fuzz: install
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),300) FUZZ_STATEFUL_STEPS=20 FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -ra
+
+# Store, runner and API benchmarks into docs/benchmarks.md.
+bench-report: install
+	$(BIN)/python -m bench.report $(BENCH_ARGS)
 
 bench-store: install
 	$(BIN)/python -m bench.bench_store $(BENCH_ARGS)
