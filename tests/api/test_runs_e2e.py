@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
+from shared_store.run_views import ends_with_status_record
+
 from .conftest import TERMINAL, Gateway, read_sse
 
 
@@ -129,7 +131,10 @@ def test_duplicate_command_id_is_not_applied_twice(gateway: Gateway, runner: obj
 
 def test_ledger_paging_with_after_and_next_after(gateway: Gateway, runner: object) -> None:
     run_id = gateway.start("bench-loop", {"n": 10})
-    view = gateway.wait_for(run_id, _terminal)
+    # Terminal, and its ledger closed: the runtime appends the status record just after the final save.
+    view = gateway.wait_for(
+        run_id, lambda v: _terminal(v) and ends_with_status_record(gateway.db, run_id, v["ledger_len"])
+    )
     total = view["ledger_len"]
     assert total > 10
     whole = _ledger(gateway, run_id, limit=1000)["items"]
