@@ -6,6 +6,7 @@ a write transaction only when there is something to claim or dispatch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -81,8 +82,13 @@ class Runner:
             thread.start()
         for thread in threads:
             thread.join()
-        released = self.fence.release_all()
-        runner_stopped(self.db, self.settings.runner_id)
+        try:
+            released = self.fence.release_all()
+            runner_stopped(self.db, self.settings.runner_id)
+        except StoreError as exc:  # a full disk, say: the leases left behind expire after lease_s
+            log.error("runner_stop_incomplete", runner_id=self.settings.runner_id, error=str(exc))
+            self.db.close()
+            return 1
         log.info("runner_stopped", runner_id=self.settings.runner_id, released=released)
         self.db.close()
         return 0
@@ -149,7 +155,15 @@ class Runner:
                     self.fence.release(rest.run_id)
                 break
             log.debug("claimed", run_id=lease.run_id, epoch=lease.epoch)
-            worker.process(lease.run_id)
+            try:
+                worker.process(lease.run_id)
+            except StoreError:
+                # Give the rest of the batch back: held but never processed, the heartbeat would
+                # renew them forever. A release that fails too is forgotten: its lease expires.
+                for rest in leases[index + 1 :]:
+                    with contextlib.suppress(StoreError):
+                        self.fence.release(rest.run_id)
+                raise
         return bool(leases)
 
 

@@ -181,7 +181,7 @@ class Worker:
         try:
             spec = ctx.host.spec(run.workflow_id)
             run = ctx.runtime.tick(workflow=spec, run_id=run_id, max_steps=self.settings.steps_per_tick)
-        except LeaseLost:
+        except StoreError:  # LeaseLost, or the db failing now (full, busy): not the run's fault
             raise
         except Exception as exc:  # a tick that raises fails the run, with the reason in the ledger
             self._fail(ctx, run_id, f"tick raised {type(exc).__name__}: {exc}")
