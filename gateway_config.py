@@ -23,6 +23,7 @@ SETTINGS = {
     "STORE_BACKEND": "sqlite (the only backend of this build)",
     "HOST": "serve: listen address",
     "PORT": "serve: listen port",
+    "WORKERS": "serve: API processes sharing the port (SO_REUSEPORT)",
     "MAX_BODY_BYTES": "largest request body (413 above)",
     "MAX_CONCURRENCY": "concurrent requests per API process (429 above)",
     "MAX_STREAMS": "concurrent SSE streams per API process",

@@ -53,6 +53,14 @@ def _fail(message: str) -> None:
     help="Bind with SO_REUSEPORT: a new API process can serve the same port while the old one drains.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="ABSTRACTGATEWAY_WORKERS",
+    help="API processes sharing the port (SO_REUSEPORT); the runner stays one separate process.",
+)
+@click.option(
     "--insecure-local-no-auth",
     is_flag=True,
     help="Serve without a bearer token (loopback hosts only). Never use on a shared network.",
@@ -66,6 +74,7 @@ def serve(
     no_runner: bool,
     auto_migrate: bool,
     reuse_port: bool,
+    workers: int,
     insecure_local_no_auth: bool,
 ) -> None:
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
@@ -85,20 +94,26 @@ def serve(
             _fail(f"--insecure-local-no-auth serves loopback hosts only, not {host!r}")
         click.echo("WARNING: serving WITHOUT authentication (--insecure-local-no-auth)", err=True)
 
-    from .startup import RunnerProcess, open_store, raise_open_files_limit
+    from .startup import ApiWorkerProcess, ChildProcess, RunnerProcess, open_store, raise_open_files_limit
 
     db, paths = open_store(
         data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
     )
     raise_open_files_limit()
     runner = None if no_runner else RunnerProcess(paths.db_path, settings.flows_dir)
+    # More API processes on the port: they inherit this environment (tokens, origins, limits).
+    insecure = not settings.tokens
+    extra: list[ChildProcess] = [
+        ApiWorkerProcess(host, port, paths.db_path, insecure=insecure) for _ in range(workers - 1)
+    ]
+    children: list[ChildProcess] = [*([runner] if runner is not None else []), *extra]
     try:
-        if runner is not None:
-            runner.start()
-        _run(db, settings, paths.artifacts_dir, host, port, runner, reuse_port=reuse_port)
+        for child in children:
+            child.start()
+        _run(db, settings, paths.artifacts_dir, host, port, runner, reuse_port=reuse_port or workers > 1)
     finally:
-        if runner is not None:
-            runner.stop()
+        for child in reversed(children):
+            child.stop()
         db.close()
 
 

@@ -66,15 +66,13 @@ def raise_open_files_limit() -> None:
         pass
 
 
-class RunnerProcess:
-    """One `abstractgateway runner` child on the same db: the API and the runner stay split."""
+class ChildProcess:
+    """A child process `serve` starts and stops with itself (SIGTERM, then kill if it hangs)."""
 
-    def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
-        # A short idle poll: a command reaches the run within ~10 ms (resume -> done), for one
-        # index probe per poll while idle.
-        self.args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
-        if flows_dir is not None:
-            self.args += ["--flows-dir", str(flows_dir)]
+    name = "child"
+
+    def __init__(self, args: list[str], *, stop_timeout_s: float = 30.0) -> None:
+        self.args = args
         self.stop_timeout_s = stop_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -86,7 +84,7 @@ class RunnerProcess:
         self.process = subprocess.Popen(self.args)
 
     def stop(self) -> None:
-        """SIGTERM (the runner finishes its step and releases its leases), then wait; kill if it hangs."""
+        """SIGTERM (a runner finishes its step and releases its leases), then wait; kill if it hangs."""
         process = self.process
         if process is None or process.poll() is not None:
             return
@@ -95,7 +93,34 @@ class RunnerProcess:
             process.wait(self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             log.warning(
-                "runner pid %s ignored SIGTERM for %.0fs; killing it", process.pid, self.stop_timeout_s
+                "%s pid %s ignored SIGTERM for %.0fs; killing it", self.name, process.pid, self.stop_timeout_s
             )
             process.kill()
             process.wait()
+
+
+class RunnerProcess(ChildProcess):
+    """One `abstractgateway runner` child on the same db: the API and the runner stay split."""
+
+    name = "runner"
+
+    def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
+        # A short idle poll: a command reaches the run within ~10 ms (resume -> done), for one
+        # index probe per poll while idle.
+        args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
+        if flows_dir is not None:
+            args += ["--flows-dir", str(flows_dir)]
+        super().__init__(args, stop_timeout_s=stop_timeout_s)
+
+
+class ApiWorkerProcess(ChildProcess):
+    """One more API process on the same port (SO_REUSEPORT): `serve --workers N` starts N - 1."""
+
+    name = "api worker"
+
+    def __init__(self, host: str, port: int, db_path: Path, *, insecure: bool) -> None:
+        args = [sys.executable, "-m", "gateway_cli", "serve", "--host", host, "--port", str(port)]
+        args += ["--db", str(db_path), "--no-runner", "--reuse-port", "--workers", "1"]
+        if insecure:
+            args.append("--insecure-local-no-auth")
+        super().__init__(args, stop_timeout_s=30.0)

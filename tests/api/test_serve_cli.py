@@ -99,3 +99,35 @@ def test_serve_runs_its_runner_and_stops_both(tmp_path: Path, flows: Path) -> No
             process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_workers_serve_one_port_from_several_processes_and_stop_together(tmp_path: Path) -> None:
+    db_path = tmp_path / "g.sqlite3"
+    database = Database(db_path)
+    migrate(database)
+    database.close()
+    port = free_port()
+    log = tmp_path / "serve.log"
+    args = [*SERVE, "--port", str(port), "--db", str(db_path), "--no-runner", "--workers", "2"]
+    with log.open("ab") as out:
+        process = subprocess.Popen(args, env=_env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN), stderr=out, stdout=out)
+    try:
+        for _ in range(3000):
+            if log.read_text().count("serving on") == 2:
+                break
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.01)
+        assert log.read_text().count("serving on") == 2, log.read_text()
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 1, "one more API process"
+        # Fresh connections land on either listener; every one is served.
+        for _ in range(40):
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                assert client.get("/api/health").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()[-2000:]
+    assert (
+        not Path(f"/proc/{children[0]}").exists()
+        or "zombie" in Path(f"/proc/{children[0]}/status").read_text()
+    )
