@@ -103,7 +103,17 @@ class Runner:
             signal.signal(sig, lambda *_: self.stop())
 
     def capabilities(self) -> dict[str, Any]:
-        return {"workers": len(self.workers), "lease_s": self.settings.lease_s}
+        """Published in the runners table: the API's discovery routes read it (never importing ML)."""
+        published: dict[str, Any] = {"workers": len(self.workers), "lease_s": self.settings.lease_s}
+        try:
+            from .media.capabilities import probe
+        except ImportError:
+            return published
+        try:
+            published.update(probe())
+        except Exception as exc:  # a broken optional stack must not stop the runner
+            log.warning("capability_probe_failed", error=str(exc))
+        return published
 
     def _check_bundles(self) -> None:
         """Compile every catalogued bundle once; failures are recorded (health, listings), not fatal."""

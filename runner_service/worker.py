@@ -32,6 +32,7 @@ from shared_store.starts import start_request
 from .bundle_host import BundleHost, WorkflowUnavailable
 from .commands import CommandContext, apply_command, resume_finished_child
 from .events import make_emit_event_handler
+from .media.jobs import execute_job
 from .schedules import fire_due, start_parent
 
 log = structlog.get_logger("runner")
@@ -126,6 +127,11 @@ class Worker:
         row = self.db.query_one(q.RUN_STATUS, (run_id,))
         if row is None:
             return
+        if row[0] in ("queued", "running"):
+            start = start_request(self.db, run_id) or {}
+            if start.get("media"):  # a media job: executed (or retried after a crash), never ticked
+                execute_job(ctx, run_id, start)
+                return
         if row[0] == "queued" and not self._start(ctx, run_id):
             return
         deadline = time.monotonic() + self.settings.slice_s

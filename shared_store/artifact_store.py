@@ -63,7 +63,10 @@ class SqliteArtifactStore(ArtifactStore):
         metadata: dict[str, Any] | None = None,
         descriptor: ArtifactDescriptor | dict[str, Any] | None = None,
         artifact_id: str | None = None,
+        job_run_id: str | None = None,
     ) -> ArtifactMetadata:
+        """Store bytes + metadata. job_run_id: an artifact of run_id made by a job run this runner
+        holds (media results are artifacts of the parent run): the job's lease is the fence."""
         content = bytes(content)
         artifact_id = artifact_id or compute_artifact_id(content, run_id=run_id)
         validate_artifact_id(artifact_id)
@@ -95,14 +98,20 @@ class SqliteArtifactStore(ArtifactStore):
             "metadata": encode(meta.to_dict()),
         }
         sql = q.STORE_ARTIFACT
-        if self.fence is not None and run_id:
+        fenced_on = job_run_id or run_id
+        if self.fence is not None and job_run_id:
+            sql = q.STORE_ARTIFACT_FOR_JOB
+            params.update(self.fence.params(job_run_id), job_run_id=job_run_id)
+        elif self.fence is not None and run_id:
             sql = q.STORE_ARTIFACT_FENCED
             params.update(self.fence.params(run_id))
         with self.db.write() as conn:
             conn.execute(sql, params)
             if conn.changes() == 0:
                 raise (
-                    self.fence.lost(run_id) if self.fence and run_id else RuntimeError("artifact not stored")
+                    self.fence.lost(fenced_on)
+                    if self.fence and fenced_on
+                    else RuntimeError("artifact not stored")
                 )
         return meta
 

@@ -455,3 +455,13 @@ WAKE_IMPORTED_PARENT = (
     "AND status = 'waiting' AND paused = 0 AND EXISTS (SELECT 1 FROM runs c WHERE c.run_id = :child_id "
     "AND c.status IN ('completed', 'failed', 'cancelled'))"
 )
+
+# --- media jobs -----------------------------------------------------------------------------------
+ARTIFACT_REF = "SELECT artifact_id, run_id, content_type, size_bytes FROM artifacts WHERE artifact_id = ?"
+JOB_STATE = (
+    "SELECT r.status, s.run_json FROM runs r JOIN run_states s ON s.run_id = r.run_id WHERE r.run_id = ?"
+)
+# A job's outputs are artifacts of its parent run, written by the holder of the job's lease.
+STORE_ARTIFACT_FOR_JOB = _ARTIFACT_UPSERT.format(
+    guard="EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :job_run_id AND " + _HELD + ")"
+)

