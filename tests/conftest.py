@@ -53,3 +53,21 @@ def load_spec(flows: Path, bundle: str):
     flow_id = manifest.default_entrypoint
     spec = compile_visualflow(opened.read_json(manifest.flows[flow_id]))
     return dataclasses.replace(spec, workflow_id=f"{manifest.bundle_id}@{manifest.bundle_version}:{flow_id}")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests run only where CUDA is usable (the GPU extra); elsewhere they skip, saying why."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items or _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is False on this machine)")
+    for item in gpu_items:
+        item.add_marker(skip)
