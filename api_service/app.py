@@ -19,7 +19,7 @@ from .middleware.body_limit import BodyLimitMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .openapi import doc_routes, openapi_spec
-from .routes import Gateway, bundles, commands, health, ledger, runs, schedules
+from .routes import Gateway, bundles, commands, discovery, health, kg, ledger, media, runs, schedules
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -39,6 +39,9 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
         *runs.routes,
         *commands.routes,
         *ledger.routes,
+        *media.routes,
+        *discovery.routes,
+        *kg.routes,
     ]
     spec = msgspec.json.encode(openapi_spec(api_routes, title=TITLE, version=health.VERSION))
     middleware = [

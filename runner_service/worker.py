@@ -33,6 +33,9 @@ from .bundle_host import BundleHost, WorkflowUnavailable
 from .commands import CommandContext, apply_command, resume_finished_child
 from .events import make_emit_event_handler
 from .media.jobs import execute_job
+from .media.kg import kg_effect_handlers
+from .media.kg import stack_installed as kg_stack_installed
+from .media.settings import MediaSettings
 from .schedules import fire_due, start_parent
 
 log = structlog.get_logger("runner")
@@ -82,6 +85,8 @@ class Worker:
             self._handlers = self._effect_handlers(artifacts) if self._effect_handlers else None
             handlers: dict[Any, Any] = dict(self._handlers or {})
             handlers[EffectType.EMIT_EVENT] = make_emit_event_handler(self.db)
+            if kg_stack_installed():  # runs' memory KG effects write to the store /kg/query reads
+                handlers.update(kg_effect_handlers(MediaSettings.from_env(), run_store=run_store))
             runtime = Runtime(
                 run_store=run_store,
                 ledger_store=SqliteLedgerStore(self.db, fence=self.fence),
