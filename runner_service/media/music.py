@@ -1,0 +1,197 @@
+"""Music through AbstractMusic's Diffusers text-to-audio backend (AudioLDM-style pipelines), WAV out.
+
+The model is `ABSTRACTGATEWAY_MUSIC_MODEL` (MediaSettings.music_model): a Hugging Face repo id whose
+snapshot is already in the hub cache (`HF_HUB_CACHE`; run with `HF_HUB_OFFLINE=1`), which is what
+AbstractMusic's backend takes, or a local pipeline dir, which this module loads itself and hands to
+the same backend. Nothing downloads. One backend per model per process; generation runs under a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .settings import MediaSettings
+
+MIN_DURATION_S, MAX_DURATION_S = 0.1, 300.0
+DEFAULT_DURATION_S = 10.0
+MAX_STEPS = 200
+MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 50.0
+MAX_PROMPT = 10_000
+PROVIDERS = {"diffusers", "huggingface", "abstractmusic", "local", "audioldm"}
+ROLE = "music_artifact"
+
+_lock = threading.Lock()  # guards the cache and every pipeline call
+_backends: dict[str, Any] = {}  # model id -> abstractmusic DiffusersAudioBackend
+
+
+def _number(request: dict[str, Any], name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+    value = request.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise BadMediaRequest(f"{name} must be {'an integer' if integer else 'a number'}")
+    if not lo <= value <= hi:
+        raise BadMediaRequest(f"{name} must be between {lo} and {hi}")
+    return value if integer else float(value)
+
+
+def _text(request: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = request.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise BadMediaRequest(
+            f"{name} must be a non-empty string" if required else f"{name} must be a string"
+        )
+    if len(value) > MAX_PROMPT:
+        raise BadMediaRequest(f"{name} is longer than {MAX_PROMPT} characters")
+    return value
+
+
+def _stack_installed() -> bool:
+    return all(
+        find_spec(name) is not None for name in ("torch", "diffusers", "transformers", "abstractmusic")
+    )
+
+
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def _is_dir(model: str) -> bool:
+    return model.startswith(("/", ".", "~")) or Path(model).expanduser().is_dir()
+
+
+def _resolvable(model: str) -> bool:
+    """Cheap: a pipeline dir exists, or the repo id has a snapshot in the hub cache."""
+    if _is_dir(model):
+        return (Path(model).expanduser() / "model_index.json").is_file()
+    return (_hub_cache() / ("models--" + model.replace("/", "--")) / "snapshots").is_dir()
+
+
+def _model(request: dict[str, Any]) -> str:
+    configured = MediaSettings.from_env().music_model
+    if not configured:
+        raise Unsupported(
+            "music_unavailable", "no music model is configured (set ABSTRACTGATEWAY_MUSIC_MODEL)"
+        )
+    wanted = request.get("music_model")
+    if wanted is not None and str(wanted).strip() not in {"", configured, Path(configured).name}:
+        raise BadMediaRequest(f"unknown music_model {wanted!r} (this runner has {configured!r})")
+    if not _stack_installed():
+        raise Unsupported("music_unavailable", "music needs torch, diffusers and abstractmusic installed")
+    return configured
+
+
+def _device_and_dtype() -> tuple[str, str]:
+    import torch
+
+    return ("cuda", "float16") if torch.cuda.is_available() else ("cpu", "float32")
+
+
+@contextmanager
+def _offline() -> Iterator[None]:
+    """Hub offline mode while a repo id loads, whatever the process environment says: diffusers would
+    otherwise ask the Hub for the repo's latest revision (and fetch files newer than the cache)."""
+    import huggingface_hub.constants as hub
+
+    old_constant, old_env = hub.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    hub.HF_HUB_OFFLINE, os.environ["HF_HUB_OFFLINE"] = True, "1"
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = old_constant
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
+
+
+def _backend(model: str) -> Any:
+    """AbstractMusic's Diffusers audio backend for `model`, one per process (caller holds _lock)."""
+    backend = _backends.get(model)
+    if backend is not None:
+        return backend
+    from abstractmusic.backends.diffusers_audio import DiffusersAudioBackend, DiffusersAudioBackendConfig
+
+    device, dtype = _device_and_dtype()
+    if not _is_dir(model):  # a repo id: the backend loads it from the hub cache (offline)
+        config = DiffusersAudioBackendConfig(model_id=model, device=device, torch_dtype=dtype)
+        backend = DiffusersAudioBackend(config=config)
+        with _offline():
+            backend.preload()
+    else:  # the backend takes repo ids only: load the dir here and hand it the pipeline
+        import torch
+        from diffusers import DiffusionPipeline
+
+        path = Path(model).expanduser()
+        if not (path / "model_index.json").is_file():
+            raise Unsupported("music_unavailable", f"music model dir {model!r} has no model_index.json")
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path), torch_dtype=getattr(torch, dtype), local_files_only=True
+        ).to(device)
+        name = "local/" + "".join(c if c.isalnum() or c in "-_." else "-" for c in path.name)[:96]
+        config = DiffusersAudioBackendConfig(model_id=name, device=device, torch_dtype=dtype)
+        backend = DiffusersAudioBackend(config=config)
+        backend._pipe, backend._pipe_device = pipe, device
+    pipe = getattr(backend, "_pipe", None)
+    if pipe is not None and callable(getattr(pipe, "set_progress_bar_config", None)):
+        pipe.set_progress_bar_config(disable=True)
+    _backends[model] = backend
+    return backend
+
+
+def generate_music(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
+    """Text to music: one WAV (16-bit PCM) of `duration_s` seconds; same seed, same bytes."""
+    prompt = _text(request, "prompt", required=True)
+    negative = _text(request, "negative_prompt", required=False)
+    duration = _number(request, "duration_s", MIN_DURATION_S, MAX_DURATION_S)
+    steps = _number(request, "steps", 1, MAX_STEPS, integer=True)
+    seed = _number(request, "seed", 0, MAX_SEED, integer=True)
+    guidance = _number(request, "guidance_scale", 0.0, MAX_GUIDANCE)
+    fmt = request.get("format") or "wav"
+    if fmt != "wav":
+        raise BadMediaRequest("format must be wav (this runner has no mp3 encoder)")
+    provider = request.get("music_provider")
+    if provider is not None and str(provider).strip().lower() not in PROVIDERS:
+        raise BadMediaRequest(f"unknown music_provider {provider!r} (this runner has: diffusers)")
+    model = _model(request)
+    from abstractmusic.types import AudioGenerationRequest
+
+    audio_request = AudioGenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative,
+        duration_s=DEFAULT_DURATION_S if duration is None else duration,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        seed=seed,
+        format="wav",
+    )
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # library deprecation chatter is not the job's business
+        asset = _backend(model).generate_audio(audio_request)
+    if not asset.data.startswith(b"RIFF"):
+        raise RuntimeError("the music backend returned no WAV data")
+    return MediaOutput(files=[MediaFile(asset.data, "audio/wav", "music.wav", ROLE)])
+
+
+def catalog() -> dict[str, Any]:
+    """What this runner offers for music (cheap: no ML import, no model load)."""
+    model = MediaSettings.from_env().music_model
+    return {
+        "music_models": [model] if model else [],
+        "available": bool(model) and _stack_installed() and _resolvable(model),
+    }

@@ -1,0 +1,306 @@
+"""Images through AbstractVision's local Diffusers backend; video has no backend here (unsupported).
+
+The model is `ABSTRACTGATEWAY_IMAGE_MODEL` (MediaSettings.image_model): a local diffusers pipeline dir (or
+a repo id already in the Hugging Face cache). Downloads stay off: AbstractVision loads with
+`local_files_only`. One backend per model id per process, loaded on first use; pipelines are not
+thread-safe, so generation runs under a lock. torch / diffusers / abstractvision load on first call.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .settings import MediaSettings
+
+MIN_SIDE, MAX_SIDE = 8, 2048
+MAX_STEPS = 200
+MAX_COUNT = 8
+MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 50.0
+MAX_PROMPT = 10_000
+PROVIDERS = {"diffusers", "huggingface", "huggingface-diffusers", "abstractvision", "local"}
+FORMATS = {
+    "png": ("PNG", "image/png", "png"),
+    "jpeg": ("JPEG", "image/jpeg", "jpg"),
+    "webp": ("WEBP", "image/webp", "webp"),
+}
+ROLE = "image_artifacts"
+
+_lock = threading.Lock()  # guards the cache and every pipeline call
+_backends: dict[str, Any] = {}  # model id -> HuggingFaceDiffusersVisionBackend
+
+
+# --- request checks ------------------------------------------------------------------------------------
+def _int(request: dict[str, Any], name: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    value = request.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadMediaRequest(f"{name} must be an integer")
+    if not lo <= value <= hi:
+        raise BadMediaRequest(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _float(
+    request: dict[str, Any], name: str, lo: float, hi: float, *, open_low: bool = False
+) -> float | None:
+    value = request.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadMediaRequest(f"{name} must be a number")
+    value = float(value)
+    if not (lo < value <= hi if open_low else lo <= value <= hi):
+        raise BadMediaRequest(f"{name} must be {'over' if open_low else 'at least'} {lo} and at most {hi}")
+    return value
+
+
+def _text(request: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = request.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise BadMediaRequest(
+            f"{name} must be a non-empty string" if required else f"{name} must be a string"
+        )
+    if len(value) > MAX_PROMPT:
+        raise BadMediaRequest(f"{name} is longer than {MAX_PROMPT} characters")
+    return value
+
+
+def _side(request: dict[str, Any], name: str) -> int | None:
+    value = _int(request, name, MIN_SIDE, MAX_SIDE)
+    if value is not None and value % 8:
+        raise BadMediaRequest(f"{name} must be a multiple of 8")
+    return value
+
+
+def _format(request: dict[str, Any]) -> tuple[str, str, str]:
+    fmt = request.get("format") or "png"
+    if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+        raise BadMediaRequest(f"format must be one of {', '.join(FORMATS)}")
+    return FORMATS[fmt.lower()]
+
+
+def _common(request: dict[str, Any]) -> dict[str, Any]:
+    """The checks generate and edit share; returns the normalised values."""
+    provider = request.get("image_provider")
+    if provider is not None and str(provider).strip().lower() not in PROVIDERS:
+        raise BadMediaRequest(f"unknown image_provider {provider!r} (this runner has: diffusers)")
+    return {
+        "prompt": _text(request, "prompt", required=True),
+        "negative_prompt": _text(request, "negative_prompt", required=False),
+        "width": _side(request, "width"),
+        "height": _side(request, "height"),
+        "steps": _int(request, "steps", 1, MAX_STEPS),
+        "seed": _int(request, "seed", 0, MAX_SEED),
+        "count": _int(request, "count", 1, MAX_COUNT, default=1),
+        "guidance_scale": _float(request, "guidance_scale", 0.0, MAX_GUIDANCE),
+        "format": _format(request),
+    }
+
+
+def _model(request: dict[str, Any]) -> str:
+    """The configured image model; a requested `image_model` must name it (no arbitrary paths)."""
+    configured = MediaSettings.from_env().image_model
+    if not configured:
+        raise Unsupported(
+            "image_unavailable", "no image model is configured (set ABSTRACTGATEWAY_IMAGE_MODEL)"
+        )
+    wanted = request.get("image_model")
+    if wanted is not None and str(wanted).strip() not in {"", configured, Path(configured).name}:
+        raise BadMediaRequest(f"unknown image_model {wanted!r} (this runner has {configured!r})")
+    if not _stack_installed():
+        raise Unsupported("image_unavailable", "images need torch, diffusers and abstractvision installed")
+    return configured
+
+
+def _stack_installed() -> bool:
+    return all(
+        find_spec(name) is not None for name in ("torch", "diffusers", "transformers", "abstractvision")
+    )
+
+
+def _resolvable(model: str) -> bool:
+    """Cheap: a pipeline dir exists, or the repo id has a snapshot in the hub cache."""
+    path = Path(model).expanduser()
+    if model.startswith(("/", ".", "~")) or path.is_dir():
+        return (path / "model_index.json").is_file()
+    if os.environ.get("HF_HUB_CACHE"):
+        cache = Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    elif os.environ.get("HF_HOME"):
+        cache = Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    else:
+        cache = Path.home() / ".cache" / "huggingface" / "hub"
+    return (cache / ("models--" + model.replace("/", "--")) / "snapshots").is_dir()
+
+
+# --- the backend ---------------------------------------------------------------------------------------
+def _backend(model_id: str) -> Any:
+    """AbstractVision's Diffusers backend for `model_id`, one per process (caller holds _lock)."""
+    backend = _backends.get(model_id)
+    if backend is None:
+        from abstractvision.backends.huggingface_diffusers import (
+            HuggingFaceDiffusersBackendConfig,
+            HuggingFaceDiffusersVisionBackend,
+        )
+
+        config = HuggingFaceDiffusersBackendConfig(model_id=model_id, device="auto", allow_download=False)
+        backend = _backends[model_id] = HuggingFaceDiffusersVisionBackend(config=config)
+    return backend
+
+
+def _encode(png: bytes, fmt: tuple[str, str, str]) -> bytes:
+    if fmt[0] == "PNG":
+        return png
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format=fmt[0])
+        return out.getvalue()
+
+
+def _files(images: list[bytes], fmt: tuple[str, str, str]) -> MediaOutput:
+    _, content_type, ext = fmt
+    return MediaOutput(
+        files=[
+            MediaFile(_encode(data, fmt), content_type, f"image-{i}.{ext}", ROLE)
+            for i, data in enumerate(images, start=1)
+        ]
+    )
+
+
+def _run(model_id: str, call: str, requests: list[Any]) -> list[bytes]:
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # library deprecation chatter is not the job's business
+        backend = _backend(model_id)
+        images = [getattr(backend, call)(req).data for req in requests]
+        for pipe in getattr(backend, "_pipelines", {}).values():  # quiet the runner's log from now on
+            if callable(getattr(pipe, "set_progress_bar_config", None)):
+                pipe.set_progress_bar_config(disable=True)
+        return images
+
+
+def generate_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
+    """Text to image: `count` images; with a seed, image i uses seed + i (same seed, same bytes)."""
+    values = _common(request)
+    model_id = _model(request)
+    from abstractvision.types import ImageGenerationRequest
+
+    seed = values["seed"]
+    requests = [
+        ImageGenerationRequest(
+            prompt=values["prompt"],
+            negative_prompt=values["negative_prompt"],
+            width=values["width"],
+            height=values["height"],
+            seed=None if seed is None else (seed + i) % (MAX_SEED + 1),
+            steps=values["steps"],
+            guidance_scale=values["guidance_scale"],
+        )
+        for i in range(values["count"])
+    ]
+    return _files(_run(model_id, "generate_image", requests), values["format"])
+
+
+def _image_input(inputs: dict[str, MediaInput], name: str, *, required: bool) -> MediaInput | None:
+    item = inputs.get(name)
+    if item is None:
+        if required:
+            raise BadMediaRequest(f"{name} is required")
+        return None
+    if not str(item.content_type or "").lower().startswith("image/"):
+        raise BadMediaRequest(f"{name} must be an image (got {item.content_type!r})")
+    return item
+
+
+def _decode(data: bytes, name: str) -> Any:
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_SIDE * MAX_SIDE * 4:  # checked before decoding the pixels
+            raise BadMediaRequest(f"{name} is too large ({width}x{height})")
+        image.load()
+    except BadMediaRequest:
+        raise
+    except Exception as exc:  # not an image PIL can read
+        raise BadMediaRequest(f"{name} is not a readable image: {exc}") from None
+    return image
+
+
+def _png(image: Any, size: tuple[int, int], mode: str) -> bytes:
+    from PIL import Image
+
+    image = image.convert(mode)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def edit_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
+    """Image to image (inpainting with a mask): the source is resized to width x height when given,
+    else kept (rounded down to a multiple of 8); the output has that size."""
+    values = _common(request)
+    strength = _float(request, "strength", 0.0, 1.0, open_low=True)
+    source = _image_input(inputs, "image_artifact", required=True)
+    mask = _image_input(inputs, "mask_artifact", required=False)
+    model_id = _model(request)
+    image = _decode(source.data, "image_artifact")
+    width = values["width"] or max(MIN_SIDE, min(MAX_SIDE, image.width // 8 * 8))
+    height = values["height"] or max(MIN_SIDE, min(MAX_SIDE, image.height // 8 * 8))
+    if strength is not None and values["steps"] is not None and int(values["steps"] * strength) < 1:
+        raise BadMediaRequest("steps x strength must be at least 1 (no denoising step would run)")
+    image_png = _png(image, (width, height), "RGB")
+    mask_png = _png(_decode(mask.data, "mask_artifact"), (width, height), "L") if mask else None
+    from abstractvision.types import ImageEditRequest
+
+    extra: dict[str, Any] = {"width": width, "height": height}
+    if strength is not None:
+        extra["strength"] = strength
+    seed = values["seed"]
+    requests = [
+        ImageEditRequest(
+            prompt=values["prompt"],
+            image=image_png,
+            mask=mask_png,
+            negative_prompt=values["negative_prompt"],
+            seed=None if seed is None else (seed + i) % (MAX_SEED + 1),
+            steps=values["steps"],
+            guidance_scale=values["guidance_scale"],
+            extra=dict(extra),
+        )
+        for i in range(values["count"])
+    ]
+    return _files(_run(model_id, "edit_image", requests), values["format"])
+
+
+def generate_video(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
+    raise Unsupported("video_unavailable", "no video backend is configured")
+
+
+def video_from_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
+    raise Unsupported("video_unavailable", "no video backend is configured")
+
+
+def catalog() -> dict[str, Any]:
+    """What this runner offers for images (cheap: no ML import, no model load)."""
+    model = MediaSettings.from_env().image_model
+    usable = bool(model) and _stack_installed() and _resolvable(model)
+    return {
+        "vision_models": [model] if model else [],
+        "available": usable,
+        "video": {"available": False},
+    }
