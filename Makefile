@@ -9,11 +9,13 @@ PORT ?= 8080
 
 .PHONY: install run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
 
-# The venv is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The venv is rebuilt when pyproject.toml changes. torch first, pinned to the CPU 2.13.0 build
+# (constraints.txt), then everything: the runner's media stack and the test tools.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,media]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -157,3 +157,15 @@ def test_catalog(image_model: Path) -> None:
         "available": True,
         "video": {"available": False},
     }
+
+
+@pytest.mark.gpu
+def test_generate_on_cuda(image_model: Path) -> None:
+    """The GPU path (device auto picks CUDA): same request, same PNG size; seed-deterministic there too."""
+    import torch
+
+    assert torch.cuda.is_available()
+    first = vision.generate_image({**BASE, "seed": 3}, {})
+    again = vision.generate_image({**BASE, "seed": 3}, {})
+    assert png_size(first.files[0].data) == (32, 48)
+    assert sha(first.files[0].data) == sha(again.files[0].data)
