@@ -27,6 +27,7 @@ SETTINGS = {
     "MAX_BODY_BYTES": "largest request body (413 above)",
     "MAX_CONCURRENCY": "concurrent requests per API process (429 above)",
     "MAX_STREAMS": "concurrent SSE streams per API process",
+    "MAX_WAIT_S": "longest a media / KG request waits for its job before answering 202",
     "LOCKOUT_AFTER": "bad tokens from one client before a lockout",
     "LOCKOUT_S": "lockout length in seconds",
     "AUDIT_LOG": "JSONL file of every write (who, what, when; never the token)",

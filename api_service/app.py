@@ -26,13 +26,9 @@ from .sse import SseHub
 TITLE = "AbstractGateway"
 
 
-def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | None = None) -> Starlette:
-    """The API over an open, migrated db. The caller owns the db (and closes it after the app stops)."""
-    hub = SseHub(
-        db, poll_s=settings.sse_poll_s, buffer=settings.sse_buffer, done_grace_s=settings.done_grace_s
-    )
-    audit = AuditLog(settings.audit_log) if settings.audit_log else None
-    api_routes = [
+def api_routes() -> list:
+    """Every route of the API, in matching order: the app and its OpenAPI document both come from it."""
+    return [
         *health.routes,
         *bundles.routes,
         *schedules.routes,
@@ -43,7 +39,20 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
         *discovery.routes,
         *kg.routes,
     ]
-    spec = msgspec.json.encode(openapi_spec(api_routes, title=TITLE, version=health.VERSION))
+
+
+def openapi_document() -> dict:
+    return openapi_spec(api_routes(), title=TITLE, version=health.VERSION)
+
+
+def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | None = None) -> Starlette:
+    """The API over an open, migrated db. The caller owns the db (and closes it after the app stops)."""
+    hub = SseHub(
+        db, poll_s=settings.sse_poll_s, buffer=settings.sse_buffer, done_grace_s=settings.done_grace_s
+    )
+    audit = AuditLog(settings.audit_log) if settings.audit_log else None
+    routes = api_routes()
+    spec = msgspec.json.encode(openapi_document())
     middleware = [
         *([Middleware(AuditMiddleware, audit_log=audit)] if audit else []),
         Middleware(CorsMiddleware, allowed_origins=settings.allowed_origins),
@@ -67,7 +76,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
                 audit.close()
 
     app = Starlette(
-        routes=[*api_routes, *doc_routes(spec)],
+        routes=[*routes, *doc_routes(spec)],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -102,6 +102,7 @@ class ApiRoute(Route):
         multipart: type | None = None,
         stream: bool = False,
         events: dict[str, type] | None = None,
+        accepted: type | None = None,
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -115,6 +116,7 @@ class ApiRoute(Route):
         self.multipart = multipart
         self.stream = stream
         self.events = dict(events or {})  # SSE event name -> the type of its JSON `data`
+        self.accepted = accepted  # the 202 body of a route that may answer before its work is done
         self.content_type = content_type
         self.header_params = dict(headers or {})
         super().__init__(path, self._endpoint, methods=list(methods), name=handler.__name__)

@@ -152,6 +152,16 @@ class ArtifactOut(Struct):
     sha256: str | None = None
 
 
+class JobPending(Struct):
+    """202: the job is durable but not finished within wait_s; follow child_run_id on the ledger / SSE."""
+
+    ok: bool
+    pending: bool
+    child_run_id: str
+    run_id: str | None = None
+    request_id: str | None = None
+
+
 class MediaResponse(Struct, omit_defaults=True):
     """200: the finished job's output (plus run_id, request_id, child_run_id); `ok: false` with `code`
     and `error` when the modality is unsupported or the job failed. 202: `pending: true` with

@@ -33,7 +33,15 @@ SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
 def _types(routes: list[ApiRoute]) -> list[type]:
     found: dict[type, None] = {ErrorResponse: None}
     for route in routes:
-        for kind in (route.body, route.query, route.response, route.multipart, *route.events.values()):
+        kinds = (
+            route.body,
+            route.query,
+            route.response,
+            route.multipart,
+            route.accepted,
+            *route.events.values(),
+        )
+        for kind in kinds:
             if kind is not None:
                 found[kind] = None
     return list(found)
@@ -113,8 +121,19 @@ def _operation(
     if secured:
         codes |= {401, 403, 429}
     error = {"application/json": {"schema": refs[ErrorResponse]}}
+    accepted = (
+        {
+            "202": {
+                "description": "Accepted: not finished yet",
+                "content": {"application/json": {"schema": refs[route.accepted]}},
+            }
+        }
+        if route.accepted is not None
+        else {}
+    )
     op["responses"] = {
         "200": ok,
+        **accepted,
         **{str(code): {"description": ERRORS[code], "content": error} for code in sorted(codes)},
     }
     op["security"] = [{"bearerAuth": []}] if secured else []

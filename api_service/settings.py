@@ -32,6 +32,8 @@ class ApiSettings:
     sse_retry_ms: int = 2_000
     # A terminal run whose closing status record has not appeared after this long is reported done.
     done_grace_s: float = 1.0
+    # The longest a media / KG request holds its connection waiting for the job (its ?wait_s= is capped).
+    max_wait_s: float = 300.0
     artifacts_dir: Path | None = None
     flows_dir: Path | None = None
 
@@ -61,6 +63,7 @@ class ApiSettings:
             "audit_log": _path(env, "ABSTRACTGATEWAY_AUDIT_LOG"),
             "sse_poll_s": _float(env, "ABSTRACTGATEWAY_SSE_POLL_S", cls.sse_poll_s),
             "sse_buffer": _int(env, "ABSTRACTGATEWAY_SSE_BUFFER", cls.sse_buffer),
+            "max_wait_s": _float(env, "ABSTRACTGATEWAY_MAX_WAIT_S", cls.max_wait_s),
             "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
         }
         values.update(overrides)

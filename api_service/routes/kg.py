@@ -11,7 +11,7 @@ from shared_store.media_jobs import KG_QUERY
 
 from ..errors import ApiError
 from ..http import ApiRoute, json_response
-from ..media_schemas import KgQueryRequest, KgQueryResponse, MediaWaitQuery
+from ..media_schemas import JobPending, KgQueryRequest, KgQueryResponse, MediaWaitQuery
 from .media import job_result, request_dict, submit_job
 
 
@@ -56,6 +56,7 @@ routes = [
         body=KgQueryRequest,
         query=MediaWaitQuery,
         response=KgQueryResponse,
+        accepted=JobPending,
         errors=(400, 404, 409, 413, 422),
     ),
 ]

@@ -28,6 +28,7 @@ from ..media_schemas import (
     ArtifactInput,
     ImageEditRequest,
     ImageGenerateRequest,
+    JobPending,
     MediaResponse,
     MediaWaitQuery,
     MusicGenerateRequest,
@@ -83,7 +84,7 @@ async def wait_for_job(request: Request, db: Database, run_id: str, wait_s: floa
     """Poll the job's row (one indexed read) every 20-50 ms until it is terminal, wait_s passes, or the
     client goes away."""
     state = job_state(db, run_id)
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + min(wait_s, gateway(request).settings.max_wait_s)
     delay = POLL_MIN_S
     next_disconnect_check = time.monotonic() + DISCONNECT_CHECK_S
     while (state is None or not state.finished) and time.monotonic() < deadline:
@@ -241,6 +242,7 @@ def _route(path: str, handler: Any, summary: str, body: type, tag: str) -> ApiRo
         body=body,
         query=MediaWaitQuery,
         response=MediaResponse,
+        accepted=JobPending,
         errors=(400, 404, 409, 413, 422),
     )
 

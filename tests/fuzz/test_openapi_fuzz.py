@@ -33,9 +33,7 @@ from schemathesis.config._health_check import HealthCheck
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from api_service.app import TITLE
-from api_service.openapi import openapi_spec
-from api_service.routes import bundles, commands, health, ledger, runs, schedules
+from api_service.app import openapi_document
 from api_service.schemas import COMMAND_PAYLOADS
 from shared_store.bundles import put_bundle
 
@@ -63,9 +61,7 @@ def served_spec() -> dict[str, Any]:
     """The document /openapi.json serves, built the way create_app builds it (a test below checks that
     the live server serves exactly this). The pytest plugin needs the schema at collection time: its
     fixture-based loader does not work with pytest 9."""
-    routes = [*health.routes, *bundles.routes, *schedules.routes, *runs.routes, *commands.routes]
-    spec = openapi_spec([*routes, *ledger.routes], title=TITLE, version=health.VERSION)
-    return msgspec.json.decode(msgspec.json.encode(spec))
+    return msgspec.json.decode(msgspec.json.encode(openapi_document()))
 
 
 SPEC = served_spec()

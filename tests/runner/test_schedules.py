@@ -40,11 +40,15 @@ def test_interval_times_three_fires_exactly_three_children(gateway: Gateway) -> 
 
 
 def test_start_at_in_the_future_waits_then_fires_once(gateway: Gateway) -> None:
-    start_at = time.time() + 1.0
-    parent = _schedule(gateway, start_at=iso(start_at))
     gateway.runner()
-    gateway.wait(lambda: gateway.run(parent)["status"] == "waiting", "the parent to start")
-    assert _children(gateway, parent) == []
+    warm = gateway.start("bench-echo", {"message": "warm"})
+    gateway.wait_status(warm, "completed")  # the runner is up and serving: timing below is its own
+    start_at = time.time() + 2.0
+    parent = _schedule(gateway, start_at=iso(start_at))
+    gateway.wait(lambda: gateway.run(parent)["status"] != "queued", "the parent to start")
+    assert gateway.run(parent)["status"] == "waiting" or time.time() >= start_at
+    if time.time() < start_at:
+        assert _children(gateway, parent) == [], "nothing fires before start_at"
     gateway.wait_status(parent, "completed")
     children = _children(gateway, parent)
     assert len(children) == 1 and children[0][2] is None, "no shared context: the child has its own session"
