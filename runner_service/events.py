@@ -9,7 +9,6 @@ each run applies its delivery like any other command.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import apsw
 from abstractruntime.core.event_keys import build_event_wait_key
 from abstractruntime.core.models import Effect, RunState
+from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.runtime import EffectOutcome
 
 from shared_store import Database
@@ -149,7 +149,12 @@ def dispatch_pending_events(db: Database, *, limit: int = 100) -> int:
 
 
 def make_emit_event_handler(db: Database):
-    """The EMIT_EVENT effect of a flow, done the durable way: deliveries appended, nothing resumed here."""
+    """The EMIT_EVENT effect of a flow, done the durable way: deliveries appended, nothing resumed here.
+
+    Without an explicit event_id, the event is named by the effect's idempotency key (run, node,
+    payload, issuance counter): a replay after a crash recomputes the same key, so its deliveries
+    (deterministic command ids) are not appended twice."""
+    policy = DefaultEffectPolicy()
 
     def handle(run: RunState, effect: Effect, default_next_node: str | None) -> EffectOutcome:
         payload = effect.payload or {}
@@ -163,8 +168,11 @@ def make_emit_event_handler(db: Database):
         except BadEvent as exc:
             return EffectOutcome.failed(f"emit_event invalid payload: {exc}", retryable=False)
         event_payload = payload.get("payload")
+        event_id = payload.get("event_id") or (
+            f"{run.run_id}:{policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)}"
+        )
         envelope = {
-            "event_id": payload.get("event_id") or str(uuid.uuid4()),
+            "event_id": event_id,
             "name": name,
             "scope": scope,
             "session_id": str(session_id) if scope == "session" else None,
