@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .checks import configured_model, is_dir, resolvable, text_field
 from .settings import MediaSettings
 
 MIN_DURATION_S, MAX_DURATION_S = 0.1, 300.0
@@ -25,7 +26,6 @@ DEFAULT_DURATION_S = 10.0
 MAX_STEPS = 200
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 50.0
-MAX_PROMPT = 10_000
 PROVIDERS = {"diffusers", "huggingface", "abstractmusic", "local", "audioldm"}
 ROLE = "music_artifact"
 
@@ -44,56 +44,22 @@ def _number(request: dict[str, Any], name: str, lo: float, hi: float, *, integer
     return value if integer else float(value)
 
 
-def _text(request: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = request.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise BadMediaRequest(
-            f"{name} must be a non-empty string" if required else f"{name} must be a string"
-        )
-    if len(value) > MAX_PROMPT:
-        raise BadMediaRequest(f"{name} is longer than {MAX_PROMPT} characters")
-    return value
-
-
 def _stack_installed() -> bool:
     return all(
         find_spec(name) is not None for name in ("torch", "diffusers", "transformers", "abstractmusic")
     )
 
 
-def _hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
-
-
-def _is_dir(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or Path(model).expanduser().is_dir()
-
-
-def _resolvable(model: str) -> bool:
-    """Cheap: a pipeline dir exists, or the repo id has a snapshot in the hub cache."""
-    if _is_dir(model):
-        return (Path(model).expanduser() / "model_index.json").is_file()
-    return (_hub_cache() / ("models--" + model.replace("/", "--")) / "snapshots").is_dir()
-
-
 def _model(request: dict[str, Any]) -> str:
-    configured = MediaSettings.from_env().music_model
-    if not configured:
-        raise Unsupported(
-            "music_unavailable", "no music model is configured (set ABSTRACTGATEWAY_MUSIC_MODEL)"
-        )
-    wanted = request.get("music_model")
-    if wanted is not None and str(wanted).strip() not in {"", configured, Path(configured).name}:
-        raise BadMediaRequest(f"unknown music_model {wanted!r} (this runner has {configured!r})")
-    if not _stack_installed():
-        raise Unsupported("music_unavailable", "music needs torch, diffusers and abstractmusic installed")
-    return configured
+    stack = None if _stack_installed() else "music needs torch, diffusers and abstractmusic installed"
+    return configured_model(
+        request,
+        configured=MediaSettings.from_env().music_model,
+        field="music_model",
+        code="music_unavailable",
+        setting="ABSTRACTGATEWAY_MUSIC_MODEL",
+        stack=stack,
+    )
 
 
 def _device_and_dtype() -> tuple[str, str]:
@@ -128,7 +94,7 @@ def _backend(model: str) -> Any:
     from abstractmusic.backends.diffusers_audio import DiffusersAudioBackend, DiffusersAudioBackendConfig
 
     device, dtype = _device_and_dtype()
-    if not _is_dir(model):  # a repo id: the backend loads it from the hub cache (offline)
+    if not is_dir(model):  # a repo id: the backend loads it from the hub cache (offline)
         config = DiffusersAudioBackendConfig(model_id=model, device=device, torch_dtype=dtype)
         backend = DiffusersAudioBackend(config=config)
         with _offline():
@@ -156,8 +122,8 @@ def _backend(model: str) -> Any:
 
 def generate_music(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
     """Text to music: one WAV (16-bit PCM) of `duration_s` seconds; same seed, same bytes."""
-    prompt = _text(request, "prompt", required=True)
-    negative = _text(request, "negative_prompt", required=False)
+    prompt = text_field(request, "prompt", required=True)
+    negative = text_field(request, "negative_prompt", required=False)
     duration = _number(request, "duration_s", MIN_DURATION_S, MAX_DURATION_S)
     steps = _number(request, "steps", 1, MAX_STEPS, integer=True)
     seed = _number(request, "seed", 0, MAX_SEED, integer=True)
@@ -193,5 +159,5 @@ def catalog() -> dict[str, Any]:
     model = MediaSettings.from_env().music_model
     return {
         "music_models": [model] if model else [],
-        "available": bool(model) and _stack_installed() and _resolvable(model),
+        "available": bool(model) and _stack_installed() and resolvable(model),
     }

@@ -9,14 +9,13 @@ thread-safe, so generation runs under a lock. torch / diffusers / abstractvision
 from __future__ import annotations
 
 import io
-import os
 import threading
 import warnings
 from importlib.util import find_spec
-from pathlib import Path
 from typing import Any
 
 from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .checks import configured_model, resolvable, text_field
 from .settings import MediaSettings
 
 MIN_SIDE, MAX_SIDE = 8, 2048
@@ -24,7 +23,6 @@ MAX_STEPS = 200
 MAX_COUNT = 8
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 50.0
-MAX_PROMPT = 10_000
 PROVIDERS = {"diffusers", "huggingface", "huggingface-diffusers", "abstractvision", "local"}
 FORMATS = {
     "png": ("PNG", "image/png", "png"),
@@ -63,19 +61,6 @@ def _float(
     return value
 
 
-def _text(request: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = request.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise BadMediaRequest(
-            f"{name} must be a non-empty string" if required else f"{name} must be a string"
-        )
-    if len(value) > MAX_PROMPT:
-        raise BadMediaRequest(f"{name} is longer than {MAX_PROMPT} characters")
-    return value
-
-
 def _side(request: dict[str, Any], name: str) -> int | None:
     value = _int(request, name, MIN_SIDE, MAX_SIDE)
     if value is not None and value % 8:
@@ -96,8 +81,8 @@ def _common(request: dict[str, Any]) -> dict[str, Any]:
     if provider is not None and str(provider).strip().lower() not in PROVIDERS:
         raise BadMediaRequest(f"unknown image_provider {provider!r} (this runner has: diffusers)")
     return {
-        "prompt": _text(request, "prompt", required=True),
-        "negative_prompt": _text(request, "negative_prompt", required=False),
+        "prompt": text_field(request, "prompt", required=True),
+        "negative_prompt": text_field(request, "negative_prompt", required=False),
         "width": _side(request, "width"),
         "height": _side(request, "height"),
         "steps": _int(request, "steps", 1, MAX_STEPS),
@@ -110,37 +95,21 @@ def _common(request: dict[str, Any]) -> dict[str, Any]:
 
 def _model(request: dict[str, Any]) -> str:
     """The configured image model; a requested `image_model` must name it (no arbitrary paths)."""
-    configured = MediaSettings.from_env().image_model
-    if not configured:
-        raise Unsupported(
-            "image_unavailable", "no image model is configured (set ABSTRACTGATEWAY_IMAGE_MODEL)"
-        )
-    wanted = request.get("image_model")
-    if wanted is not None and str(wanted).strip() not in {"", configured, Path(configured).name}:
-        raise BadMediaRequest(f"unknown image_model {wanted!r} (this runner has {configured!r})")
-    if not _stack_installed():
-        raise Unsupported("image_unavailable", "images need torch, diffusers and abstractvision installed")
-    return configured
+    stack = None if _stack_installed() else "images need torch, diffusers and abstractvision installed"
+    return configured_model(
+        request,
+        configured=MediaSettings.from_env().image_model,
+        field="image_model",
+        code="image_unavailable",
+        setting="ABSTRACTGATEWAY_IMAGE_MODEL",
+        stack=stack,
+    )
 
 
 def _stack_installed() -> bool:
     return all(
         find_spec(name) is not None for name in ("torch", "diffusers", "transformers", "abstractvision")
     )
-
-
-def _resolvable(model: str) -> bool:
-    """Cheap: a pipeline dir exists, or the repo id has a snapshot in the hub cache."""
-    path = Path(model).expanduser()
-    if model.startswith(("/", ".", "~")) or path.is_dir():
-        return (path / "model_index.json").is_file()
-    if os.environ.get("HF_HUB_CACHE"):
-        cache = Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    elif os.environ.get("HF_HOME"):
-        cache = Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    else:
-        cache = Path.home() / ".cache" / "huggingface" / "hub"
-    return (cache / ("models--" + model.replace("/", "--")) / "snapshots").is_dir()
 
 
 # --- the backend ---------------------------------------------------------------------------------------
@@ -298,7 +267,7 @@ def video_from_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> 
 def catalog() -> dict[str, Any]:
     """What this runner offers for images (cheap: no ML import, no model load)."""
     model = MediaSettings.from_env().image_model
-    usable = bool(model) and _stack_installed() and _resolvable(model)
+    usable = bool(model) and _stack_installed() and resolvable(model)
     return {
         "vision_models": [model] if model else [],
         "available": usable,
