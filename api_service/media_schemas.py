@@ -62,8 +62,9 @@ class TranscribeRequest(Struct):
     request_id: Id | None = None
 
 
-class ImageGenerateRequest(Struct):
-    prompt: Prompt
+class _ImageOptions(Struct, kw_only=True):
+    """What image generation and editing share."""
+
     image_provider: Name | None = None
     image_model: Name | None = None
     width: Dimension | None = None
@@ -77,26 +78,20 @@ class ImageGenerateRequest(Struct):
     request_id: Id | None = None
 
 
-class ImageEditRequest(Struct):
+class ImageGenerateRequest(_ImageOptions, kw_only=True):
+    prompt: Prompt
+
+
+class ImageEditRequest(_ImageOptions, kw_only=True):
     prompt: Prompt
     image_artifact: ArtifactInput  # the source image
     mask_artifact: ArtifactInput | None = None
     strength: Strength | None = None
-    image_provider: Name | None = None
-    image_model: Name | None = None
-    width: Dimension | None = None
-    height: Dimension | None = None
-    steps: Steps | None = None
-    seed: Seed | None = None
-    count: Count | None = None
-    negative_prompt: Prompt | None = None
-    guidance_scale: Guidance | None = None
-    format: Literal["png", "jpeg", "webp"] = "png"
-    request_id: Id | None = None
 
 
-class VideoGenerateRequest(Struct):
-    prompt: Prompt
+class _VideoOptions(Struct, kw_only=True):
+    """What both video routes share."""
+
     video_provider: Name | None = None
     video_model: Name | None = None
     width: Dimension | None = None
@@ -112,22 +107,13 @@ class VideoGenerateRequest(Struct):
     request_id: Id | None = None
 
 
-class VideoFromImageRequest(Struct):
+class VideoGenerateRequest(_VideoOptions, kw_only=True):
+    prompt: Prompt
+
+
+class VideoFromImageRequest(_VideoOptions, kw_only=True):
     image_artifact: ArtifactInput  # the first frame
     prompt: Prompt | None = None  # optional: image-to-video models may take none
-    video_provider: Name | None = None
-    video_model: Name | None = None
-    width: Dimension | None = None
-    height: Dimension | None = None
-    steps: Steps | None = None
-    seed: Seed | None = None
-    negative_prompt: Prompt | None = None
-    guidance_scale: Guidance | None = None
-    duration_s: VideoDuration | None = None
-    fps: Fps | None = None
-    num_frames: Frames | None = None
-    format: Literal["mp4", "gif"] = "mp4"
-    request_id: Id | None = None
 
 
 class MusicGenerateRequest(Struct):
