@@ -55,22 +55,16 @@ if __package__ in (None, ""):
     # `python bench/bench_api.py`: make the repo root importable like `python -m` does.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api.common import FULL, QUICK, REPO, RUNNER_POLL_S, BenchFailure, Sizes, report
+from bench.api.common import FULL, QUICK, RUNNER_POLL_S, BenchFailure, Sizes, report
 from bench.api.phase_reads import phase_reads
 from bench.api.phase_writes import phase_writes
 from bench.api.processes import raise_fd_limit
 from bench.api.table import table
-
-
-def default_flows_dir() -> Path:
-    env = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "flows"
+from bench.options import bench_parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a < 60 s smoke run")
-    parser.add_argument("--flows-dir", type=Path, default=default_flows_dir(), help="sample .flow bundles")
+    parser = bench_parser(__doc__, quick_help="small sizes: a < 60 s smoke run")
     parser.add_argument(
         "--serve-runner",
         action="store_true",

@@ -41,6 +41,7 @@ if __package__ in (None, ""):
 
 import apsw
 
+from bench.options import bench_parser
 from shared_store import Database, migrate
 from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.starts import enqueue_run
@@ -328,15 +329,8 @@ def table(cases: list[dict[str, Any]]) -> str:
 
 
 # --- main ---------------------------------------------------------------------------------------------
-def default_flows_dir() -> Path:
-    env = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "flows"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a ~20 s smoke run")
-    parser.add_argument("--flows-dir", type=Path, default=default_flows_dir(), help="sample .flow bundles")
+    parser = bench_parser(__doc__, quick_help="small sizes: a ~20 s smoke run")
     return parser.parse_args(argv)
 
 

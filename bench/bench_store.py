@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import os
 import random
 import statistics
 import sys
@@ -36,6 +35,7 @@ from abstractruntime.storage.sqlite import SqliteRunStore as ArRunStore
 from abstractruntime.visualflow_compiler import compile_visualflow
 from abstractruntime.workflow_bundle import open_workflow_bundle
 
+from bench.options import bench_parser
 from shared_store import Database, LeaseHolder, migrate
 from shared_store.inbox import append_command
 from shared_store.ledger_store import SqliteLedgerStore
@@ -425,15 +425,8 @@ def bench_ticks(tmp: Path, sizes: Sizes, flows_dir: Path) -> dict[str, Any]:
 
 
 # --- main ---------------------------------------------------------------------------------------------
-def default_flows_dir() -> Path:
-    env = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "flows"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a ~20 s smoke run")
-    parser.add_argument("--flows-dir", type=Path, default=default_flows_dir(), help="sample .flow bundles")
+    parser = bench_parser(__doc__, quick_help="small sizes: a ~20 s smoke run")
     return parser.parse_args(argv)
 
 
