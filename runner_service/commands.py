@@ -19,7 +19,7 @@ from abstractruntime.core.runtime import Runtime
 
 from shared_store import Database
 from shared_store import queries as q
-from shared_store.codec import encode
+from shared_store.codec import encode, utc_now_iso
 from shared_store.inbox import Command
 from shared_store.leases import LeaseHolder
 from shared_store.run_store import SqliteRunStore
@@ -45,16 +45,12 @@ class CommandContext:
     host: BundleHost
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 def _outcome(command: Command, status: str, error: str | None, fence: LeaseHolder) -> dict[str, Any]:
     return {
         "seq": command.seq,
         "status": status,
         "error": error,
-        "applied_at": _now_iso(),
+        "applied_at": utc_now_iso(),
         "owner": fence.owner,
         "epoch": fence.epoch(command.run_id),
     }

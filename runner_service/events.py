@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import apsw
@@ -21,7 +20,7 @@ from abstractruntime.core.runtime import EffectOutcome
 
 from shared_store import Database
 from shared_store import queries as q
-from shared_store.codec import encode
+from shared_store.codec import encode, utc_now_iso
 from shared_store.inbox import Command, command_from_row
 
 EVENT_SCOPES = ("session", "run", "workflow", "global")
@@ -30,10 +29,6 @@ DELIVER_EVENT = "deliver_event"
 
 class BadEvent(ValueError):
     """An emit_event whose payload cannot name a wait key."""
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def wait_keys(
@@ -89,7 +84,7 @@ def deliver(
             "run_id": run_id,
             "type": DELIVER_EVENT,
             "payload": encode({"wait_key": wait_key, "event": envelope}),
-            "ts": _now_iso(),
+            "ts": utc_now_iso(),
             "client_id": client_id,
         }
         conn.execute(q.INSERT_COMMAND, params).fetchall()
@@ -143,7 +138,7 @@ def dispatch_pending_events(db: Database, *, limit: int = 100) -> int:
                 status, error = "rejected", str(exc)
             conn.execute(
                 q.RESOLVE_COMMAND_UNLEASED,
-                {"seq": command.seq, "status": status, "error": error, "applied_at": _now_iso()},
+                {"seq": command.seq, "status": status, "error": error, "applied_at": utc_now_iso()},
             )
     return len(commands)
 
@@ -177,7 +172,7 @@ def make_emit_event_handler(db: Database):
             "scope": scope,
             "session_id": str(session_id) if scope == "session" else None,
             "payload": dict(event_payload) if isinstance(event_payload, dict) else {"value": event_payload},
-            "emitted_at": _now_iso(),
+            "emitted_at": utc_now_iso(),
             "emitter": {"run_id": run.run_id, "workflow_id": run.workflow_id, "node_id": run.current_node},
         }
         with db.write() as conn:

@@ -10,22 +10,17 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 
 from shared_store import queries as q
-from shared_store.codec import encode
+from shared_store.codec import encode, utc_now_iso
 from shared_store.schedules import Schedule, ScheduleInvalid, firings_due, get_schedule, iso
 
 from .commands import CommandContext, Rejected
 
 ACTIVE_CHILD = ("queued", "running", "waiting")
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _wait(run_id: str, next_fire_at: float) -> WaitState:
@@ -93,7 +88,7 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
             "workflow_id": schedule.workflow_id,
             "session_id": session,
         }
-        params.update(created_at=_now_iso(), now=now, start_json=encode(start))
+        params.update(created_at=utc_now_iso(), now=now, start_json=encode(start))
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_RUN, params)
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_STATE, params)
     done = firings.next_fire_at is None
@@ -105,14 +100,14 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
         "last_fired_at": chosen[-1] if chosen else None,
         "last_child_run_id": child_id,
         "status": "finished" if done else "active",
-        "updated_at": _now_iso(),
+        "updated_at": utc_now_iso(),
     }
     ctx.run_store.with_next_save(run_id, q.ADVANCE_SCHEDULE, advance)
     if done:
         _finish(run, schedule, len(chosen))
     else:
         run.waiting = _wait(run_id, firings.next_fire_at)
-    run.updated_at = _now_iso()
+    run.updated_at = utc_now_iso()
     ctx.run_store.save(run)
     return len(chosen)
 
@@ -162,19 +157,19 @@ def update_schedule(ctx: CommandContext, run_id: str, changes: dict[str, Any]) -
         "start_at": spec.start_at,
         "next_fire_at": None if done else next_fire_at,
         "status": "finished" if done else "active",
-        "updated_at": _now_iso(),
+        "updated_at": utc_now_iso(),
     }
     ctx.run_store.with_next_save(run_id, q.UPDATE_SCHEDULE_SPEC, params)
     if done:
         _finish(run, schedule, 0)
     else:
         run.waiting = _wait(run_id, next_fire_at)
-    run.updated_at = _now_iso()
+    run.updated_at = utc_now_iso()
     ctx.run_store.save(run)
 
 
 def cancel_schedule_with_run(ctx: CommandContext, run_id: str) -> None:
     """On cancel of a scheduled parent, its schedule stops in the same transaction."""
     params = {"run_id": run_id, "owner": ctx.fence.owner, "epoch": ctx.fence.epoch(run_id)}
-    params.update(status="cancelled", updated_at=_now_iso())
+    params.update(status="cancelled", updated_at=utc_now_iso())
     ctx.run_store.with_next_save(run_id, q.SET_SCHEDULE_STATUS, params)

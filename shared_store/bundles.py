@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import queries as q
 from .bundle_files import BundleError, BundleInvalid, read_bundle, read_manifest, version_key
-from .codec import decode, encode
+from .codec import decode, encode, utc_now_iso
 from .db import Database
 
 __all__ = [
@@ -129,10 +128,6 @@ class BundleInfo:
         }
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 def _row_params(data: bytes, manifest: dict[str, Any], source: str) -> dict[str, Any]:
     return {
         "bundle_id": manifest["bundle_id"],
@@ -142,7 +137,7 @@ def _row_params(data: bytes, manifest: dict[str, Any], source: str) -> dict[str,
         "content": data,
         "manifest": encode(manifest),
         "source": source,
-        "created_at": _now_iso(),
+        "created_at": utc_now_iso(),
     }
 
 
@@ -267,8 +262,8 @@ def delete_bundle(db: Database, bundle_id: str, bundle_version: str | None = Non
     """Remove one version, or every version; returns how many. Runs already started keep working:
     the row stays for runners to compile, hidden from listings and new starts."""
     if bundle_version is None:
-        return db.execute_write(q.REMOVE_BUNDLE_ALL, (_now_iso(), bundle_id))
-    return db.execute_write(q.REMOVE_BUNDLE_VERSION, (_now_iso(), bundle_id, bundle_version))
+        return db.execute_write(q.REMOVE_BUNDLE_ALL, (utc_now_iso(), bundle_id))
+    return db.execute_write(q.REMOVE_BUNDLE_VERSION, (utc_now_iso(), bundle_id, bundle_version))
 
 
 def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reason: str | None = None) -> None:
@@ -278,7 +273,7 @@ def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reaso
         raise UnknownFlow(f"Flow '{flow_id}' not found in bundle '{bundle_id}'")
     db.execute_write(
         q.DEPRECATE,
-        {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": _now_iso()},
+        {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": utc_now_iso()},
     )
 
 
@@ -296,7 +291,7 @@ def record_check(db: Database, info: BundleInfo, compile_error: str | None) -> N
             "bundle_version": info.bundle_version,
             "sha256": info.sha256,
             "compile_error": compile_error,
-            "checked_at": _now_iso(),
+            "checked_at": utc_now_iso(),
         },
     )
 

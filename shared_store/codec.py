@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -18,3 +19,8 @@ def encode(value: Any) -> bytes:
 def decode(data: bytes | str) -> Any:
     """Plain Python values (dicts, lists, str, numbers) from JSON bytes."""
     return _decoder.decode(data)
+
+
+def utc_now_iso() -> str:
+    """Now as ISO 8601 UTC text: how every time shown to clients (and abstractruntime) is written."""
+    return datetime.now(UTC).isoformat()

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from . import queries as q
-from .codec import decode, encode
+from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .leases import LeaseHolder
 
@@ -38,10 +37,6 @@ class Command:
     status: str
     error: str | None
     applied_at: str | None
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def append_command(
@@ -74,7 +69,7 @@ def append_command(
         "run_id": run_id,
         "type": type,
         "payload": payload_json,
-        "ts": ts or _now_iso(),
+        "ts": ts or utc_now_iso(),
         "client_id": client_id,
     }
     with db.write() as conn:
@@ -121,7 +116,12 @@ def resolve_command(
     Returns False when the command was already resolved (or the lease is not held)."""
     if status not in ("applied", "rejected"):
         raise ValueError(f"status must be 'applied' or 'rejected', not {status!r}")
-    params: dict[str, Any] = {"seq": command.seq, "status": status, "error": error, "applied_at": _now_iso()}
+    params: dict[str, Any] = {
+        "seq": command.seq,
+        "status": status,
+        "error": error,
+        "applied_at": utc_now_iso(),
+    }
     sql = q.RESOLVE_COMMAND_UNLEASED
     if fence is not None:
         sql = q.RESOLVE_COMMAND_FENCED

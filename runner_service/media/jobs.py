@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -18,6 +17,7 @@ from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepSta
 
 from shared_store import StoreError
 from shared_store import queries as q
+from shared_store.codec import utc_now_iso
 
 from ..commands import CommandContext
 from .backends import Backend, BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
@@ -38,10 +38,6 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 INPUT_FIELDS = ("audio_artifact", "image_artifact", "mask_artifact")
 UNAVAILABLE = {"tts": "voice", "transcribe": "stt", "music_generate": "music", "kg_query": "kg"}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def backend_for(kind: str) -> Backend:
@@ -103,7 +99,7 @@ def _output(ctx: CommandContext, result: MediaOutput, *, parent: str | None, job
 
 
 def _record(run: RunState, status: StepStatus, kind: str, attempt: int, **fields: Any) -> StepRecord:
-    now = _now()
+    now = utc_now_iso()
     return StepRecord(
         run_id=run.run_id,
         step_id=str(uuid.uuid4()),
@@ -142,7 +138,7 @@ def execute_job(ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None
     if attempt > MAX_ATTEMPTS:
         _finish(ctx, run, kind, attempt, None, f"{kind} job interrupted {MAX_ATTEMPTS} times; giving up")
         return
-    run.updated_at = _now()
+    run.updated_at = utc_now_iso()
     ctx.run_store.save(run)  # the attempt counts before the work: a crash mid-call is retried, bounded
     effect = {"type": "media", "payload": {"kind": kind, "request_id": media.get("request_id")}}
     ctx.runtime.ledger_store.append(_record(run, StepStatus.STARTED, kind, attempt, effect=effect))
@@ -178,7 +174,7 @@ def _finish(
             {"ok": False, "supported": True, "error": error},
             error,
         )
-    run.updated_at = _now()
+    run.updated_at = utc_now_iso()
     ledger = ctx.runtime.ledger_store
     ctx.run_store.with_next_save(run.run_id, q.NOTHING, {})
     ledger.defer_until_save(ctx.run_store, run.run_id)

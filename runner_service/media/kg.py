@@ -23,9 +23,10 @@ import re
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shared_store.codec import utc_now_iso
 
 from .backends import BadMediaRequest, MediaInput, MediaOutput, Unsupported
 from .settings import MediaSettings
@@ -329,8 +330,6 @@ def query(
 
 
 # --- the write path: abstractruntime's memory KG effects ------------------------------------------
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def kg_effect_handlers(
@@ -353,7 +352,7 @@ def kg_effect_handlers(
     return build_memory_kg_effect_handlers(
         store=store,
         run_store=run_store if run_store is not None else _NoRunStore(),
-        now_iso=now_iso or _now_iso,
+        now_iso=now_iso or utc_now_iso,
     )
 
 
