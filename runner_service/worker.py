@@ -117,7 +117,11 @@ class Worker:
                 self.fence.release(held, settle=self._settle(held))
 
     def _settle(self, run_id: str) -> dict[str, Any] | None:
-        """When the run is next due, judged from its stored state (None: leave due_at alone)."""
+        """When the run is next due, judged from its state (None: leave due_at alone). The last save
+        made while holding it already computed that; only a run not saved meanwhile is read back."""
+        saved = self.context().run_store.last_due.pop(run_id, None)
+        if saved is not None:
+            return saved
         try:
             run = self.context().run_store.load(run_id)
         except Exception:  # a state we cannot read: keep it due, the next claim reports it

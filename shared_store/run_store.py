@@ -121,6 +121,9 @@ class SqliteRunStore(RunStore):
         self.clock = clock
         self._with_next_save: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.born: list[str] = []  # runs this store created leased to its fence (to release after)
+        # When each run this store saved is next due, as of that save: what a release settles with,
+        # without reading the run's state back.
+        self.last_due: dict[str, dict[str, Any]] = {}
 
     def with_next_save(self, run_id: str, sql: str, params: dict[str, Any]) -> None:
         """Run a statement in the transaction of the next successful save of run_id (a command's
@@ -185,6 +188,7 @@ class SqliteRunStore(RunStore):
             written = False
         if written:
             self._with_next_save.pop(run.run_id, None)
+            self.last_due[run.run_id] = {k: params[k] for k in ("due_at", "paused", "sub_run_id")}
         if not written:
             if strict:
                 raise self._lost(run.run_id)
