@@ -7,7 +7,7 @@ FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),$(wildcard ../shared/flows))
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
+.PHONY: install test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
 
 # The venv is rebuilt when pyproject.toml changes. torch first, pinned to the CPU 2.13.0 build
 # (constraints.txt), then everything: the runner's media stack and the test tools.
@@ -39,8 +39,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Debian packages the tests drive for real (.ci/apt-packages.txt), installed when missing and root.
+test-deps:
+	@bash .ci/system-deps.sh
+
 # Lint, then the whole suite. pytest exits 5 when it collects no test: that fails here too.
-test: lint
+test: lint test-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 # The long forms of the chaos and fuzz suites (`make test` runs their short CI forms).
