@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared_store.flow_control import FlowControlError, parse_media_requires
+from shared_store.media_jobs import KG_QUERY, MEDIA_KINDS
 
 # Local browser UIs are allowed by default; a request with no Origin (curl, SDKs) is not a browser.
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
@@ -36,6 +39,8 @@ class ApiSettings:
     max_wait_s: float = 300.0
     artifacts_dir: Path | None = None
     flows_dir: Path | None = None
+    # Media kind -> runner labels its jobs require (ABSTRACTGATEWAY_MEDIA_REQUIRES, a JSON object).
+    media_requires: Mapping[str, list[str]] = field(default_factory=dict)
 
     @property
     def auth_required(self) -> bool:
@@ -65,6 +70,7 @@ class ApiSettings:
             "sse_buffer": _int(env, "ABSTRACTGATEWAY_SSE_BUFFER", cls.sse_buffer),
             "max_wait_s": _float(env, "ABSTRACTGATEWAY_MAX_WAIT_S", cls.max_wait_s),
             "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
+            "media_requires": _media_requires(env),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -99,3 +105,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+def _media_requires(env: Mapping[str, str]) -> dict[str, list[str]]:
+    try:
+        return parse_media_requires(env.get("ABSTRACTGATEWAY_MEDIA_REQUIRES"), (*MEDIA_KINDS, KG_QUERY))
+    except FlowControlError as exc:
+        raise SettingsError(f"ABSTRACTGATEWAY_MEDIA_REQUIRES {exc}") from None

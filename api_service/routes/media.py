@@ -73,6 +73,7 @@ async def submit_job(
             request=job_request,
             parent_run_id=parent_run_id,
             request_id=request_id,
+            requires=gateway(request).settings.media_requires.get(kind),
         )
     except UnknownRun:
         raise not_found_run(parent_run_id or "") from None
