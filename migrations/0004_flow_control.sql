@@ -49,9 +49,11 @@ CREATE TABLE flow_keys (
 ALTER TABLE schedules ADD COLUMN flow TEXT;
 
 -- A run holding a slot gives it back when it ends, or when it starts waiting unless its key counts
--- waiting runs ...
+-- waiting runs: a leased run when its lease is released or reclaimed (queries.RELEASE_SETTLED,
+-- RECLAIM_EXPIRED: after the run's last ledger record, so its successor never overlaps it), an
+-- unleased one (a tool's save) here ...
 CREATE TRIGGER flow_slot_released AFTER UPDATE OF status ON runs
-WHEN OLD.slot = 1 AND (NEW.status IN ('completed', 'failed', 'cancelled') OR (NEW.status = 'waiting'
+WHEN OLD.slot = 1 AND NEW.lease_owner IS NULL AND (NEW.status IN ('completed', 'failed', 'cancelled') OR (NEW.status = 'waiting'
     AND NOT EXISTS (SELECT 1 FROM flow_keys WHERE key = NEW.concurrency_key AND count_waiting = 1)))
 BEGIN
     UPDATE runs SET slot = 0 WHERE run_id = NEW.run_id;

@@ -414,6 +414,17 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+def _rate_eligible(db: Database, row: tuple[Any, ...]) -> float | None:
+    """When a queued start of a rate-limited key may begin, if not now: the time a runner deferred it
+    to, or (not yet looked at) when enough of the window's starts age out."""
+    key, due_at, rate_limit, window_s = row[1], row[4], row[8], float(row[9])
+    now = time.time()
+    if due_at is not None and due_at > now:
+        return float(due_at)
+    begun = [float(t) for (t,) in db.query(q.KEY_BEGUN_SINCE, (key, now - window_s))]
+    return begun[len(begun) - rate_limit] + window_s if len(begun) >= rate_limit else None
+
+
 def flow_view(db: Database, run_id: str, label_sets: Callable[[], list[list[str]]]) -> dict[str, Any]:
     """The run's flow-control fields and why it is not running (None when nothing holds it back);
     label_sets() gives the live runners' labels (asked only for a run that requires some)."""
@@ -430,11 +441,11 @@ def flow_view(db: Database, run_id: str, label_sets: Callable[[], list[list[str]
             "detail": f"waiting for one of the {max_concurrent} slots of concurrency key {key!r}",
             "until": None,
         }
-    elif live and status == "queued" and owner is None and rate_limit and due_at and due_at > time.time():
+    elif live and status == "queued" and owner is None and rate_limit and (until := _rate_eligible(db, row)):
         blocked = {
             "reason": "rate_limit",
             "detail": f"concurrency key {key!r} allows {rate_limit} starts per {window_s:g} s",
-            "until": _iso(due_at),
+            "until": _iso(until),
         }
     elif live and requires and owner is None and not any(labels_met(requires, ls) for ls in label_sets()):
         blocked = {

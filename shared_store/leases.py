@@ -98,7 +98,8 @@ class LeaseHolder:
                     "labels": self.labels_json,
                 },
             ).fetchall()
-        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch in rows]
+        rows.sort(key=lambda row: (-row[2], row[3]))
+        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch, _, _ in rows]
         with self._lock:
             for lease in leases:
                 self._epochs[lease.run_id] = lease.epoch

@@ -170,14 +170,24 @@ LABELS_MET = (
 # Claim flips rows out of the claimable set (lease_owner set) in the same statement and bumps the
 # fencing epoch. The subquery walks the runs_claim_order partial index: higher priority first, then
 # claim order (a queued keyed start's fair tag, otherwise its due time); held runs are not in it.
+# RETURNING comes in the UPDATE's row order, not the subquery's: the caller sorts the batch.
 CLAIM_RUNS = (
     "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1 "
     "WHERE run_id IN (SELECT run_id FROM runs INDEXED BY runs_claim_order WHERE lease_owner IS NULL "
     f"AND due_at IS NOT NULL AND hold = 0 AND due_at <= :now AND {LABELS_MET} "
-    "ORDER BY priority DESC, claim_order LIMIT :n) RETURNING run_id, lease_epoch"
+    "ORDER BY priority DESC, claim_order LIMIT :n) RETURNING run_id, lease_epoch, priority, claim_order"
 )
+# Giving a lease back also gives back the run's slot once it ended, or while it waits unless its key
+# counts waiting runs (the flow_slot_freed trigger hands the slot on). Done at release, not at the
+# save that ends the run: the closing ledger records come after that save.
+_SLOT_AFTER_RELEASE = (
+    "CASE WHEN slot = 1 AND (status IN ('completed', 'failed', 'cancelled') OR (status = 'waiting' "
+    "AND NOT EXISTS (SELECT 1 FROM flow_keys WHERE key = runs.concurrency_key AND count_waiting = 1))) "
+    "THEN 0 ELSE slot END"
+)
+# A run whose holder died after ending it (or after it started waiting) gives its slot back here.
 RECLAIM_EXPIRED = (
-    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL "
+    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, slot = {_SLOT_AFTER_RELEASE} "
     "WHERE lease_owner IS NOT NULL AND lease_expires_at < :now"
 )
 RENEW_LEASE = (
@@ -185,18 +195,11 @@ RENEW_LEASE = (
     "AND lease_epoch = :epoch"
 )
 RELEASE_LEASE = (
-    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = :run_id "
-    "AND lease_owner = :owner AND lease_epoch = :epoch"
+    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, slot = {_SLOT_AFTER_RELEASE} "
+    "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 # Giving a run back also settles when it is next due, from its state (the caller's :due_at) and
 # its inbox: a command that changed nothing leaves no stale "due now" behind to be claimed again.
-# A waiting run that took a slot to handle a wake-up (a command, a deadline) gives it back here
-# unless its key counts waiting runs (the flow_slot_freed trigger hands it on).
-_SLOT_AFTER_RELEASE = (
-    "CASE WHEN slot = 1 AND (status IN ('completed', 'failed', 'cancelled') OR (status = 'waiting' "
-    "AND NOT EXISTS (SELECT 1 FROM flow_keys WHERE key = runs.concurrency_key AND count_waiting = 1))) "
-    "THEN 0 ELSE slot END"
-)
 RELEASE_SETTLED = (
     f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, due_at = {_DUE}, "
     f"slot = {_SLOT_AFTER_RELEASE} "
