@@ -431,7 +431,7 @@ def flow_view(db: Database, run_id: str, label_sets: Callable[[], list[list[str]
     row = db.query_one(q.RUN_FLOW_VIEW, (run_id,))
     if row is None:
         return {}
-    priority, key, requires_json, hold, due_at, status, owner, max_concurrent, rate_limit, window_s = row
+    priority, key, requires_json, hold, _due_at, status, owner, max_concurrent, rate_limit, window_s = row
     requires = decode(requires_json) if requires_json else []
     blocked: dict[str, Any] | None = None
     live = status in ("queued", "running", "waiting")

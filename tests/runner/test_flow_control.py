@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from datetime import datetime
@@ -60,7 +61,9 @@ def warm_up(gateway: Gateway, runners: list[RunnerProcess]) -> None:
 
 def test_a_gpu_run_is_never_claimed_by_a_runner_without_the_label(gateway: Gateway) -> None:
     cpu = gateway.runner("cpu")
-    gpu_runs = [gateway.start("bench-echo", {"message": f"g{i}"}, flow=flow(requires=["gpu"])) for i in range(3)]
+    gpu_runs = [
+        gateway.start("bench-echo", {"message": f"g{i}"}, flow=flow(requires=["gpu"])) for i in range(3)
+    ]
     plain = [gateway.start("bench-echo", {"message": f"p{i}"}) for i in range(3)]
     for run_id in plain:
         assert gateway.wait_status(run_id, *TERMINAL)["status"] == "completed"
@@ -86,10 +89,7 @@ def test_a_gpu_run_is_never_claimed_by_a_runner_without_the_label(gateway: Gatew
 
 
 def test_fifty_runs_on_a_key_of_max_two_never_run_more_than_two_at_once(gateway: Gateway) -> None:
-    runs = [
-        gateway.start("bench-loop", {"n": 20, "tenant": "acme"}, flow=key_for("acme"))
-        for _ in range(50)
-    ]
+    runs = [gateway.start("bench-loop", {"n": 20, "tenant": "acme"}, flow=key_for("acme")) for _ in range(50)]
     for i in range(3):
         gateway.runner(f"r{i}")
     gateway.wait(lambda: all_finished(gateway, runs), "all 50 runs to finish", timeout=600)
@@ -140,7 +140,8 @@ def test_a_rate_limit_of_five_per_second_holds_over_a_burst_of_two_hundred_start
     assert {gateway.run(r)["status"] for r in runs} == {"completed"}
     placeholders = ",".join("?" * len(runs))
     begun = sorted(
-        float(t) for (t,) in gateway.db.query(f"SELECT begun_at FROM runs WHERE run_id IN ({placeholders})", runs)
+        float(t)
+        for (t,) in gateway.db.query(f"SELECT begun_at FROM runs WHERE run_id IN ({placeholders})", runs)
     )
     assert len(begun) == 200
     # Count-based: no 6 starts within one second, anywhere in the burst ...
@@ -153,8 +154,14 @@ def test_a_rate_limit_of_five_per_second_holds_over_a_burst_of_two_hundred_start
 
 
 def test_two_keys_with_a_hundred_runs_each_finish_interleaved(gateway: Gateway) -> None:
-    a = [gateway.start("bench-echo", {"message": "a"}, flow=flow(concurrency_key="tenant:a")) for _ in range(100)]
-    b = [gateway.start("bench-echo", {"message": "b"}, flow=flow(concurrency_key="tenant:b")) for _ in range(100)]
+    a = [
+        gateway.start("bench-echo", {"message": "a"}, flow=flow(concurrency_key="tenant:a"))
+        for _ in range(100)
+    ]
+    b = [
+        gateway.start("bench-echo", {"message": "b"}, flow=flow(concurrency_key="tenant:b"))
+        for _ in range(100)
+    ]
     gateway.runner("r1")
     gateway.wait(lambda: all_finished(gateway, a + b), "all 200 runs to finish", timeout=600)
     keys = {r: "a" for r in a} | {r: "b" for r in b}
@@ -162,5 +169,5 @@ def test_two_keys_with_a_hundred_runs_each_finish_interleaved(gateway: Gateway) 
     # b enqueued after all of a, yet half of the first hundred to finish are b's.
     first_half = order[:100]
     assert 40 <= first_half.count("b") <= 60, "".join(order)
-    switches = sum(1 for x, y in zip(order, order[1:], strict=False) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert switches >= 100, "".join(order)
