@@ -89,7 +89,7 @@ class LeaseHolder:
         with self.db.write() as conn:
             conn.execute(q.RECLAIM_EXPIRED, {"now": now})
             rows = conn.execute(
-                q.CLAIM_RUNS,
+                q.CLAIM_RUNS if self.labels else q.CLAIM_RUNS_UNLABELLED,
                 {
                     "owner": self.owner,
                     "expires_at": now + self.lease_s,

@@ -10,6 +10,7 @@ PLANS = [
     (q.FIND_COMPLETED_RESULT, ("r", "k"), "ledger_idempotency"),
     (q.LEDGER_PAGE, ("r", 0, 10), "PRIMARY KEY (run_id=? AND seq>?)"),
     (q.CLAIM_RUNS, {"owner": "o", "expires_at": 1.0, "now": 1.0, "n": 4, "labels": "[]"}, "runs_claim_order"),
+    (q.CLAIM_RUNS_UNLABELLED, {"owner": "o", "expires_at": 1.0, "now": 1.0, "n": 4}, "runs_claim_order"),
     (q.RECLAIM_EXPIRED, {"now": 1.0}, "runs_leased"),
     (q.FEED_SINCE, (0, 10), "runs_feed"),
     (q.LIST_EVENT_WAITERS, ('["k"]', 10), "runs_event_waiters"),
