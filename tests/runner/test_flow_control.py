@@ -171,3 +171,28 @@ def test_two_keys_with_a_hundred_runs_each_finish_interleaved(gateway: Gateway) 
     assert 40 <= first_half.count("b") <= 60, "".join(order)
     switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert switches >= 100, "".join(order)
+
+
+def test_cancel_oldest_and_cancel_newest_make_room_through_cancels(gateway: Gateway) -> None:
+    gateway.runner("r1")
+    asking = flow(concurrency_key="chat", max_concurrent=1, count_waiting=True)
+    oldest = gateway.start("bench-ask", flow=asking)
+    assert (
+        gateway.wait_status(oldest, "waiting")["status"] == "waiting"
+    )  # waiting, and (counted) holding the slot
+    newer = gateway.start(
+        "bench-echo", {"message": "x"}, flow=flow(concurrency_key="chat", overflow="cancel_oldest")
+    )
+    assert gateway.wait_status(oldest, *TERMINAL)["status"] == "cancelled"
+    assert gateway.wait_status(newer, *TERMINAL)["status"] == "completed"
+
+    holder = gateway.start(
+        "bench-ask", flow=flow(concurrency_key="chat2", max_concurrent=1, count_waiting=True)
+    )
+    gateway.wait_status(holder, "waiting")
+    newest = gateway.start(
+        "bench-echo", {"message": "y"}, flow=flow(concurrency_key="chat2", overflow="cancel_newest")
+    )
+    ended = gateway.wait_status(newest, *TERMINAL)
+    assert ended["status"] == "cancelled" and ended["output"] is None
+    assert gateway.run(holder)["status"] == "waiting", "the run holding the slot goes on"
