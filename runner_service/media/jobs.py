@@ -31,8 +31,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "transcribe": ("voice", "transcribe"),
     "image_generate": ("vision", "generate_image"),
     "image_edit": ("vision", "edit_image"),
-    "video_generate": ("vision", "generate_video"),
-    "video_from_image": ("vision", "video_from_image"),
+    "video_generate": ("video", "generate_video"),
+    "video_from_image": ("video", "video_from_image"),
     "music_generate": ("music", "generate_music"),
     "kg_query": ("kg", "query"),
 }
