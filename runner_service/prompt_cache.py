@@ -29,18 +29,9 @@ MAX_MODULES_BYTES = 256_000
 PRINCIPAL_SCOPE = "anonymous"
 
 _lock = threading.Lock()  # one control operation at a time; the cache dicts are the provider's
-_clients: dict[tuple[str, str, str | None], Any] = {}
 
 
 # --- the control client ---------------------------------------------------------------------------------
-def _client(settings: LLMSettings) -> Any:
-    key = (str(settings.provider), str(settings.model), settings.base_url)
-    client = _clients.get(key)
-    if client is None:
-        client = _clients[key] = make_client(settings)
-    return client
-
-
 def _control(provider: str | None, model: str | None) -> tuple[Any, str | None]:
     """(client, None), or (None, why there is no prompt-cache control for provider/model here)."""
     settings = LLMSettings.from_env()
@@ -53,8 +44,8 @@ def _control(provider: str | None, model: str | None) -> tuple[Any, str | None]:
             f"this gateway's runners serve provider {settings.provider!r} model {settings.model!r}; "
             f"{provider!r} / {model!r} has no prompt cache here"
         )
-    try:
-        return _client(settings), None
+    try:  # a thin client over the process's shared provider: cheap once the provider exists
+        return make_client(settings), None
     except Exception as exc:  # abstractcore raises assorted types for an unusable provider
         return None, f"could not set up provider {settings.provider!r}: {type(exc).__name__}: {exc}"
 
