@@ -213,6 +213,9 @@ ARTIFACT_EXISTS = "SELECT 1 FROM artifacts WHERE artifact_id = ?"
 DELETE_ARTIFACT = "DELETE FROM artifacts WHERE artifact_id = ? RETURNING blob_id"
 BLOB_REFERENCED = "SELECT 1 FROM artifacts WHERE blob_id = ? LIMIT 1"
 ARTIFACTS_OF_RUN = "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id"
+ARTIFACTS_PAGE_OF_RUN = (
+    "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id LIMIT ? OFFSET ?"
+)
 ARTIFACTS_ALL = "SELECT metadata FROM artifacts ORDER BY created_at DESC, artifact_id LIMIT ?"
 
 # --- runners --------------------------------------------------------------------------------------
