@@ -64,7 +64,7 @@ def _send(gw: Gateway, method: str, path: str, body: Any, params: dict[str, Any]
         ("POST", f"{SESSION}/prepare", {**T, "modules": [{}] * 13}, {}, 400),
         ("POST", f"{SESSION}/prepare", {**T, "system_prompt": 5}, {}, 422),
         ("POST", "/api/gateway/sessions/%20/prompt_cache/clear", T, {}, 400),
-        ("POST", f"{SESSION}/clear", b"{not json", {}, 400),
+        ("POST", f"{SESSION}/clear", b"{not json", {}, 422),  # as the original answers a non-JSON body
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_and_stores_nothing(
