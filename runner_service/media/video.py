@@ -52,16 +52,30 @@ def _stack_installed() -> bool:
     return all(find_spec(n) is not None for n in ("torch", "diffusers", "transformers", "abstractvision"))
 
 
-def _pipeline_class(model: str) -> str | None:
-    """The pipeline class a local dir's model_index.json names (cheap: no import)."""
+def _model_index(model: str) -> dict[str, Any]:
+    """A local dir's model_index.json (cheap: no import); {} when there is none."""
     if not is_dir(model):
-        return None
+        return {}
     try:
         data = json.loads((Path(model).expanduser() / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    name = data.get("_class_name") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pipeline_class(model: str) -> str | None:
+    name = _model_index(model).get("_class_name")
     return name if isinstance(name, str) else None
+
+
+def _is_video_pipeline(model: str) -> bool:
+    """Whether the pipeline makes video: its class or a component's says so (LTXPipeline's transformer is
+    LTXVideoTransformer3DModel, CogVideoX / Wan / Hunyuan have 3D transformers, AnimateDiff a motion
+    adapter); an image pipeline named as the video model is not reported as video."""
+    index = _model_index(model)
+    names = [str(index.get("_class_name") or "")]
+    names += [str(v[1]) for v in index.values() if isinstance(v, list) and len(v) == 2]
+    return any(word in name for name in names for word in ("Video", "3D", "Motion"))
 
 
 @cache
@@ -97,6 +111,8 @@ def _usable(model: str | None, *, image_to_video: bool) -> str | None:
     if not is_dir(model) or not resolvable(model):
         return f"{model!r} is not a local diffusers pipeline dir (model_index.json missing)"
     pipeline_class = _pipeline_class(model) or ""
+    if not _is_video_pipeline(model):
+        return f"{pipeline_class or model!r} is not a video pipeline"
     if image_to_video:
         sibling = _i2v_class_name(pipeline_class)
         if sibling is None or not _diffusers_has(sibling):

@@ -151,6 +151,17 @@ def test_not_configured_is_unsupported(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert video.catalog()["available"] is False
 
 
+def test_an_image_pipeline_is_not_reported_as_video(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    monkeypatch.setenv("ABSTRACTGATEWAY_VIDEO_MODEL", str(cached("sd", tmp_path_factory)))
+    monkeypatch.delenv("ABSTRACTGATEWAY_IMAGE_TO_VIDEO_MODEL", raising=False)
+    catalog = video.catalog()
+    assert catalog["available"] is False and "not a video pipeline" in catalog["error"]
+    with pytest.raises(Unsupported, match="not a video pipeline"):
+        video.generate_video(dict(BASE), {})
+
+
 @pytest.mark.gpu
 def test_text_and_image_to_video_on_cuda(video_model: Path) -> None:
     """The GPU path (device auto picks CUDA): same frame count and size; seed-deterministic there too."""
