@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared_store.flow_control import FlowControlError, parse_media_requires
-from shared_store.media_jobs import KG_QUERY, MEDIA_KINDS
+from shared_store.media_jobs import KG_QUERY, MEDIA_KINDS, PROMPT_CACHE
 
 # Local browser UIs are allowed by default; a request with no Origin (curl, SDKs) is not a browser.
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
@@ -22,7 +22,7 @@ class SettingsError(ValueError):
 class ApiSettings:
     tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024  # the original gateway's cap: its clients size uploads to it
     max_concurrency: int = 256  # in-flight non-streaming /api/gateway requests
     max_streams: int = 10_000  # open SSE streams
     lockout_after: int = 10  # wrong tokens from one client ip ...
@@ -109,6 +109,8 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 
 def _media_requires(env: Mapping[str, str]) -> dict[str, list[str]]:
     try:
-        return parse_media_requires(env.get("ABSTRACTGATEWAY_MEDIA_REQUIRES"), (*MEDIA_KINDS, KG_QUERY))
+        return parse_media_requires(
+            env.get("ABSTRACTGATEWAY_MEDIA_REQUIRES"), (*MEDIA_KINDS, KG_QUERY, PROMPT_CACHE)
+        )
     except FlowControlError as exc:
         raise SettingsError(f"ABSTRACTGATEWAY_MEDIA_REQUIRES {exc}") from None

@@ -28,7 +28,7 @@ class ScheduleRequest(FlowControlFields, forbid_unknown_fields=True, kw_only=Tru
     timezone: str = "UTC"
     repeat_count: int | None = None
     repeat_until: str | None = None
-    share_context: bool = False
+    share_context: bool = True  # the original's default: firings share the parent's session
     session_id: str | None = None
     catch_up: str = "one"
     overlap: str = "skip"
