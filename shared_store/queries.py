@@ -515,10 +515,11 @@ SET_RUN_FLOW = (
     "fair_tag = :fair_tag, hold = :hold WHERE run_id = :run_id"
 )
 KEY_SLOTS = "SELECT count(*) FROM runs INDEXED BY runs_key_slots WHERE concurrency_key = ? AND slot = 1"
-# cancel_oldest: the oldest run holding a slot of the key.
+# cancel_oldest: the oldest run holding a slot of the key and not already being cancelled.
 KEY_OLDEST_SLOT = (
     "SELECT run_id FROM runs INDEXED BY runs_key_slots WHERE concurrency_key = ? AND slot = 1 "
-    "ORDER BY created_at LIMIT 1"
+    "AND NOT EXISTS (SELECT 1 FROM commands WHERE commands.run_id = runs.run_id "
+    "AND commands.status = 'pending' AND commands.type = 'cancel') ORDER BY created_at LIMIT 1"
 )
 # What the runner needs to admit a claimed run: its key's limits and whether a cancel is pending.
 RUN_FLOW = (

@@ -149,6 +149,13 @@ def test_cancel_oldest_and_cancel_newest_cancel_through_the_inbox(db, start) -> 
     assert row(db, newer) == ("queued", 0, 1)
     (payload,) = db.query_one("SELECT payload FROM commands WHERE run_id = ? AND type = 'cancel'", (oldest,))
     assert b"cancel_oldest" in payload and newer.encode() in payload
+    second = start(concurrency_key="o", max_concurrent=2, overflow="cancel_oldest")
+    # A raised limit makes room at once, for the older held run first; nothing more is cancelled.
+    assert (row(db, newer), row(db, second)) == (("queued", 1, 0), ("queued", 0, 1))
+    third = start(concurrency_key="o", overflow="cancel_oldest")
+    cancelled = db.query("SELECT run_id FROM commands WHERE type = 'cancel' ORDER BY seq")
+    assert cancelled == [(oldest,), (newer,)], "the next oldest not already being cancelled"
+    assert row(db, third) == ("queued", 0, 1)
     start(concurrency_key="n", max_concurrent=1)
     newest = start(concurrency_key="n", overflow="cancel_newest")
     assert db.query_one("SELECT count(*) FROM commands WHERE run_id = ? AND type = 'cancel'", (newest,)) == (
