@@ -78,6 +78,7 @@ def serve(
     insecure_local_no_auth: bool,
 ) -> None:
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
+    owned_metrics_dir = _metrics_dir()
     from .settings import ApiSettings, SettingsError
 
     try:
@@ -115,6 +116,24 @@ def serve(
         for child in reversed(children):
             child.stop()
         db.close()
+        if owned_metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir() -> str | None:
+    """prometheus_client's multiprocess directory, set before it is first imported: a fresh one per
+    `serve` (removed when it stops), inherited by its `--workers` processes so any of them answers
+    /metrics for all. Returns the directory this call created, if it did."""
+    import os
+    import tempfile
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None  # a worker of a serve that made it, or one the operator provides (emptied by them)
+    path = tempfile.mkdtemp(prefix="abstractgateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def _run(
@@ -123,8 +142,12 @@ def _run(
     import asyncio
     import signal
 
+    from . import metrics
     from .app import create_app
+    from .logs import configure_logging
     from .server import hypercorn_config, reuse_port_socket, serve_until
+
+    configure_logging()
 
     app = create_app(db, settings, artifacts_dir=artifacts_dir)
     sock = reuse_port_socket(host, port) if reuse_port else None
@@ -148,11 +171,14 @@ def _run(
         await serve_until(app, hypercorn_config(host, port, sock=sock), stop)
 
     try:
-        import uvloop  # a faster event loop where it is installed (Linux, macOS)
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+        try:
+            import uvloop  # a faster event loop where it is installed (Linux, macOS)
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+    finally:
+        metrics.process_exited()
 
 
 if __name__ == "__main__":

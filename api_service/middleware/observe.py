@@ -1,0 +1,80 @@
+"""The outermost middleware: a request id for every request (X-Request-ID, in every log line), and
+the request's count and latency by route template.
+
+The route template (`/api/gateway/runs/{run_id}`), never the raw path, labels the metrics: ids in
+labels would make a new series per run. A request refused before routing (401, 413, 429) is matched
+against the route table here so it is counted under its template too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import structlog
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import metrics
+from ..request_context import bind_request_id, new_request_id
+from . import header
+
+log = structlog.get_logger("api")
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+UNMATCHED = "(unmatched)"
+
+
+class ObserveMiddleware:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = list(routes)
+
+    def template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if isinstance(route, Route):
+            return route.path
+        for candidate in self.routes:
+            if isinstance(candidate, Route) and candidate.matches(scope)[0] != Match.NONE:
+                return candidate.path
+        return UNMATCHED
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id(header(scope, b"x-request-id"))
+        bind_request_id(request_id)
+        started = time.perf_counter()
+        status = 500
+        streaming = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                streaming = any(
+                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+                )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route, method = self.template(scope), scope["method"]
+            metrics.REQUESTS.labels(route, method, str(status)).inc()
+            if not streaming:
+                metrics.LATENCY.labels(route, method).observe(elapsed)
+            # Writes and failures at info; reads at debug (one line per poll would drown the log).
+            level = log.info if method in WRITES or status >= 500 else log.debug
+            level(
+                "request",
+                method=method,
+                path=scope["path"],
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
