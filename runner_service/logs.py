@@ -18,6 +18,8 @@ def configure_logging(level: str | None = None) -> None:
     )
     structlog.configure(
         processors=[
+            # run_id and request_id bound around the work (the API request that caused it)
+            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

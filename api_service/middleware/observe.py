@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 import structlog
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
@@ -31,11 +31,12 @@ class ObserveMiddleware:
 
     def template(self, scope: Scope) -> str:
         route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
         if isinstance(route, Route):
             return route.path
-        for candidate in self.routes:
-            if isinstance(candidate, Route) and candidate.matches(scope)[0] != Match.NONE:
-                return candidate.path
+        if isinstance(route, Mount):  # the console's files: one series for all of them
+            return f"{route.path}/{{path}}"
         return UNMATCHED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -144,3 +144,52 @@ def test_console_is_static_and_data_needs_the_token(deployment: Deployment) -> N
         )
         assert anon.get("/api/gateway/runs").status_code == 401
         assert anon.get("/console/js/nope.js").status_code == 404
+
+
+def test_pause_and_resume_from_the_page(page: Any, deployment: Deployment) -> None:
+    run_id = deployment.start("bench-tick", {"n": 100_000, "delay": 0.05})
+    deployment.wait_run(run_id, lambda v: v["ledger_len"] > 2)
+    page.goto(f"{deployment.url}/console/#/runs/{run_id}")
+    page.wait_for_selector("#timeline li[data-cursor='2']")
+    page.click("#pause")
+    page.wait_for_function("() => document.getElementById('paused').textContent.startsWith('yes')")
+    assert deployment.run(run_id)["paused"] is True
+    page.click("#resume")
+    page.wait_for_function("() => document.getElementById('paused').textContent === 'no'")
+    paused_at = deployment.run(run_id)["ledger_len"]
+    deployment.wait_run(run_id, lambda v: v["ledger_len"] > paused_at + 2)
+    page.click("#cancel")
+    page.wait_for_selector("#run-header .badge[data-status='cancelled']")
+
+
+def test_schedule_from_the_form_shows_its_next_firing(page: Any, deployment: Deployment) -> None:
+    page.goto(f"{deployment.url}/console/#/bundles")
+    page.click("a[href^='#/start/bench-echo']")
+    page.wait_for_selector("[data-pin='message']")
+    page.fill("[data-pin='message'] textarea", '"hello"')
+    page.check("#schedule-toggle")
+    page.fill("input[name=interval]", "1h")
+    page.click("#start-submit")
+    page.wait_for_url("**/console/#/runs/*")
+    parent = page.url.rsplit("/", 1)[-1]
+    view = deployment.wait_run(parent, lambda v: v["is_scheduled"] and v["schedule"].get("next_fire_at"))
+    assert view["schedule"].get("interval") == "1h" or view["schedule"].get("interval_s") == 3600
+    page.click("a[href='#/schedules']")
+    row = page.wait_for_selector(f"#schedules-table tr[data-run-id='{parent}']")
+    page.wait_for_function(
+        "id => { const c = document.querySelector(`tr[data-run-id='${id}'] .next-firing`);"
+        " return c && c.textContent && c.textContent !== '—'; }",
+        arg=parent,
+    )
+    assert row.query_selector(".every").inner_text() in ("1h", "3600s", "3600.0s")
+    page.click("a[href='#/runs']")
+    page.check("input[name=scheduled]")
+    page.click("#run-filters button[type=submit]")
+    page.wait_for_selector(f"#runs-table tr[data-run-id='{parent}']")
+    rows = page.eval_on_selector_all(
+        "#runs-table tbody tr[data-run-id]", "els => els.map(e => e.dataset.runId)"
+    )
+    assert parent in rows and all(deployment.run(r)["is_scheduled"] for r in rows)
+    with deployment.client() as client:  # stop it: cancel the parent
+        body = {"command_id": f"stop-{parent}", "run_id": parent, "type": "cancel", "payload": {}}
+        assert client.post("/api/gateway/commands", json=body).status_code == 200

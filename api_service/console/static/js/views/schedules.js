@@ -31,7 +31,7 @@ export function render(main) {
       return h("tr", { "data-run-id": r.run_id },
         h("td", {}, link(`#/runs/${encodeURIComponent(r.run_id)}`, r.run_id.slice(0, 8))),
         h("td", {}, s.target_workflow_id || r.workflow_id),
-        h("td", {}, s.interval || s.cron || "once"),
+        h("td", { class: "every" }, s.interval || (s.interval_s ? `${s.interval_s}s` : "") || (s.cron ? `${s.cron} (${s.timezone || "UTC"})` : "once")),
         h("td", { class: "next-firing" }, when(s.next_fire_at) || "—"),
         h("td", {}, String(s.fired_count ?? s.fired ?? "")),
         h("td", {}, badge(r.status)));
