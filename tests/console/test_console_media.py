@@ -3,6 +3,7 @@ here, nothing downloads; the runner has the media extra)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def test_a_generated_image_shows_inline(browser: Any, media_deployment: Deployme
                 f"/api/gateway/runs/{run_id}/images/generate",
                 params={"wait_s": 180},
                 json={"prompt": "a red square", "width": 64, "height": 64, "steps": 2, "seed": 3},
+                headers={"X-Request-ID": "req-image-1"},
                 timeout=200,
             )
         assert made.status_code == 200 and made.json()["ok"] is True, made.text
@@ -55,5 +57,13 @@ def test_a_generated_image_shows_inline(browser: Any, media_deployment: Deployme
         assert image.get_attribute("src").startswith("blob:")  # fetched with the token, not by URL
         page.wait_for_selector(f"#children a[href='#/runs/{made.json()['child_run_id']}']")
         screenshot(page, tmp_path, "run-image")
+        # The job's runner log lines carry the id of the request that asked for it.
+        lines = [
+            json.loads(x) for x in (dep.tmp / "runner.log").read_text().splitlines() if x.startswith("{")
+        ]
+        job = [
+            x for x in lines if x.get("event") == "media_job_started" and x.get("kind") == "image_generate"
+        ]
+        assert job and all(x.get("request_id") == "req-image-1" for x in job)
     finally:
         context.close()
