@@ -79,6 +79,28 @@ def serve(
 ) -> None:
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
     owned_metrics_dir = _metrics_dir()
+    try:
+        _serve(host, port, data_dir, db_file, flows_dir, no_runner, auto_migrate, reuse_port, workers,
+               insecure_local_no_auth)  # fmt: skip
+    finally:
+        if owned_metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
+
+
+def _serve(
+    host: str,
+    port: int,
+    data_dir: str | None,
+    db_file: str | None,
+    flows_dir: str | None,
+    no_runner: bool,
+    auto_migrate: bool,
+    reuse_port: bool,
+    workers: int,
+    insecure_local_no_auth: bool,
+) -> None:
     from .settings import ApiSettings, SettingsError
 
     try:
@@ -116,10 +138,6 @@ def serve(
         for child in reversed(children):
             child.stop()
         db.close()
-        if owned_metrics_dir is not None:
-            import shutil
-
-            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
 
 
 def _metrics_dir() -> str | None:
@@ -140,6 +158,7 @@ def _run(
     db, settings, artifacts_dir: Path, host: str, port: int, runner, *, reuse_port: bool = False
 ) -> None:  # type: ignore[no-untyped-def]
     import asyncio
+    import logging
     import signal
 
     from . import metrics
@@ -168,7 +187,11 @@ def _run(
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
         click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
-        await serve_until(app, hypercorn_config(host, port, sock=sock), stop)
+        config = hypercorn_config(host, port, sock=sock)
+        # Hypercorn's own lines go through the root handler (JSON, with the request id), not its
+        # extra stderr handler (which printed each line twice).
+        config.errorlog = logging.getLogger("hypercorn.error")
+        await serve_until(app, config, stop)
 
     try:
         try:

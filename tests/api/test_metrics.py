@@ -193,3 +193,41 @@ def test_an_operator_may_open_metrics(tmp_path: Path, flows: Path) -> None:
         assert {"abstractgateway_queue_depth", "abstractgateway_runners_live"} <= names
         assert gateway.client.get("/api/gateway/runs").status_code == 200  # the API stays guarded
         assert httpx.get(f"{gateway.url}/api/gateway/runs", timeout=30).status_code == 401
+
+
+def test_sse_subscribers_are_summed_over_workers(served: tuple[str, Path, Path]) -> None:
+    url, _, _ = served
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=30) as client:
+        run_id = client.post("/api/gateway/runs/start", json={"bundle_id": "bench-ask"}).json()["run_id"]
+    clients = [httpx.Client(base_url=url, headers=auth, timeout=30) for _ in range(4)]
+    streams = []
+    lines = []  # each stream's line iterator, kept: a dropped generator closes its response
+    try:
+        for client in clients:  # one connection each: the kernel spreads them over both workers
+            stream = client.stream("GET", f"/api/gateway/runs/{run_id}/ledger/stream")
+            response = stream.__enter__()
+            assert response.status_code == 200
+            lines.append(response.iter_lines())
+            assert next(lines[-1]).startswith("retry:")  # the subscription is registered
+            streams.append(stream)
+        open_count = 0.0
+        for _ in range(100):
+            open_count = total(scrape(url), "abstractgateway_sse_subscribers")
+            if open_count == 4:
+                break
+            time.sleep(0.05)
+        assert open_count == 4
+    finally:
+        for stream in streams:
+            stream.__exit__(None, None, None)
+        for client in clients:
+            client.close()
+    closed = -1.0
+    for _ in range(200):  # a closed stream is noticed at its next write or disconnect
+        closed = total(scrape(url), "abstractgateway_sse_subscribers")
+        if closed == 0:
+            break
+        time.sleep(0.05)
+    assert closed == 0
+    assert ("abstractgateway_change_feed_lag_seconds", ()) in scrape(url)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -110,8 +111,11 @@ class Deployment:
             "127.0.0.1",
         ]
         args += ["--port", str(self.port), "--flows-dir", str(self.flows)]
+        # A metrics directory per start, under the test's tmp: a SIGKILLed serve cannot remove its own.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=self.tmp))
+        env = {**self.env(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         with self.log.open("ab") as log:
-            self.api = subprocess.Popen(args, env=self.env(), stdout=subprocess.DEVNULL, stderr=log)
+            self.api = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
         wait_port(self.port, self.api, self.log)
 
     def start_runner(self) -> None:

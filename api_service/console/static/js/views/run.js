@@ -71,9 +71,16 @@ export function render(main, runId) {
     showAsk(run);
   }
 
+  let askKey = null;
+
   function showAsk(run) {
     const waiting = run.waiting;
-    if (!waiting || waiting.reason !== "user" || run.paused) {
+    const asking = waiting && waiting.reason === "user" && !run.paused;
+    // Re-rendered only when the question changes: a refresh must not wipe an answer being typed.
+    const key = asking ? JSON.stringify([waiting.wait_key, waiting.prompt, waiting.choices]) : null;
+    if (key === askKey) return;
+    askKey = key;
+    if (!asking) {
       ask.replaceChildren();
       return;
     }
