@@ -185,6 +185,7 @@ def test_schedule_from_the_form_shows_its_next_firing(page: Any, deployment: Dep
     page.click("a[href='#/runs']")
     page.check("input[name=scheduled]")
     page.click("#run-filters button[type=submit]")
+    page.wait_for_selector("#runs-table[data-loaded*='\"scheduled\":true']")
     page.wait_for_selector(f"#runs-table tr[data-run-id='{parent}']")
     rows = page.eval_on_selector_all(
         "#runs-table tbody tr[data-run-id]", "els => els.map(e => e.dataset.runId)"

@@ -63,6 +63,7 @@ export function render(main) {
     next.disabled = !following;
     prev.disabled = state.page === 0;
     info.textContent = `page ${state.page + 1}${clientFilter ? " (scheduled filtered here)" : ""}`;
+    table.dataset.loaded = JSON.stringify(f);  // which filters the rows shown answer
   }
 
   form.addEventListener("submit", (event) => {
