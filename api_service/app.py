@@ -20,7 +20,19 @@ from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .middleware.observe import ObserveMiddleware
 from .openapi import doc_routes, openapi_spec
-from .routes import Gateway, bundles, commands, discovery, health, kg, ledger, media, runs, schedules
+from .routes import (
+    Gateway,
+    bundles,
+    commands,
+    discovery,
+    health,
+    kg,
+    ledger,
+    media,
+    prompt_cache,
+    runs,
+    schedules,
+)
 from .routes.operator import operator_routes
 from .settings import ApiSettings
 from .sse import SseHub
@@ -40,6 +52,7 @@ def api_routes() -> list:
         *media.routes,
         *discovery.routes,
         *kg.routes,
+        *prompt_cache.routes,
     ]
 
 
