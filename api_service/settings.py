@@ -41,6 +41,9 @@ class ApiSettings:
     flows_dir: Path | None = None
     # Media kind -> runner labels its jobs require (ABSTRACTGATEWAY_MEDIA_REQUIRES, a JSON object).
     media_requires: Mapping[str, list[str]] = field(default_factory=dict)
+    # /metrics needs the bearer token like /api/gateway unless the operator opens it (a scraper
+    # on a private network without the token).
+    metrics_public: bool = False
 
     @property
     def auth_required(self) -> bool:
@@ -71,6 +74,7 @@ class ApiSettings:
             "max_wait_s": _float(env, "ABSTRACTGATEWAY_MAX_WAIT_S", cls.max_wait_s),
             "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
             "media_requires": _media_requires(env),
+            "metrics_public": _flag(env, "ABSTRACTGATEWAY_METRICS_PUBLIC"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -114,3 +118,12 @@ def _media_requires(env: Mapping[str, str]) -> dict[str, list[str]]:
         )
     except FlowControlError as exc:
         raise SettingsError(f"ABSTRACTGATEWAY_MEDIA_REQUIRES {exc}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (true / false), not {raw!r}")

@@ -40,12 +40,15 @@ def enqueue_run(
     session_id: str | None = None,
     parent_run_id: str | None = None,
     idempotency_key: str | None = None,
+    request_id: str | None = None,
     flow: FlowSettings | None = None,
 ) -> StartResult:
     """Commit a queued run; the same idempotency_key with the same request answers the same run.
 
-    `flow`: its priority, concurrency key and required labels; KeyFull (409) when the key is full
-    and its overflow policy is reject: then nothing is written."""
+    `request_id` (the API request's X-Request-ID) rides in the start request for the runner's log
+    lines; it is not part of what the idempotency key compares. `flow`: its priority, concurrency
+    key and required labels; KeyFull (409) when the key is full and its overflow policy is reject:
+    then nothing is written."""
     start = {
         "workflow_id": resolved.workflow_id,
         "bundle_id": resolved.bundle_id,
@@ -57,7 +60,8 @@ def enqueue_run(
     }
     if flow is not None and not flow.empty:
         start["flow"] = {**flow.request.to_json(), "concurrency_key": flow.concurrency_key}
-    start_json = encode(start)
+    request_sha = hashlib.sha256(encode(start)).hexdigest()
+    start_json = encode({**start, "request_id": request_id} if request_id else start)
     params = {
         "run_id": str(uuid.uuid4()),
         "workflow_id": resolved.workflow_id,
@@ -69,7 +73,6 @@ def enqueue_run(
     }
     with db.write() as conn:
         if idempotency_key is not None:
-            request_sha = hashlib.sha256(start_json).hexdigest()
             row = conn.execute(q.START_KEY, (idempotency_key,)).fetchone()
             if row is not None:
                 if row[1] != request_sha:

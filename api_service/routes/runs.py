@@ -12,9 +12,11 @@ from shared_store.db import Database
 from shared_store.reads import ledger_len
 from shared_store.starts import StartResult, enqueue_run
 
+from .. import metrics
 from ..errors import ApiError, not_found_run
 from ..flow_control import flow_settings
 from ..http import ApiRoute, blocking
+from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
     RUNS_PAGE_MAX,
@@ -34,7 +36,9 @@ from . import gateway
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def _start(db: Database, body: StartRequest, key: str | None) -> tuple[StartResult, bundles.ResolvedWorkflow]:
+def _start(
+    db: Database, body: StartRequest, key: str | None, request_id: str | None
+) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
@@ -45,6 +49,7 @@ def _start(db: Database, body: StartRequest, key: str | None) -> tuple[StartResu
         input_data=body.input_data,
         session_id=body.session_id,
         idempotency_key=key,
+        request_id=request_id,
         flow=flow,
     )
     return started, resolved
@@ -59,7 +64,9 @@ async def start_run(request: Request, body: StartRequest) -> object:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    started, resolved = await blocking(_start, gateway(request).db, body, key)
+    started, resolved = await blocking(_start, gateway(request).db, body, key, current_request_id())
+    if started.created:
+        metrics.STARTS.inc()
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
     return StartResponse(
         started.run_id,
