@@ -145,7 +145,8 @@ def _run(
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
         click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
-        await serve_until(app, hypercorn_config(host, port, sock=sock), stop)
+        config = hypercorn_config(host, port, sock=sock, header_timeout_s=settings.header_timeout_s)
+        await serve_until(app, config, stop)
 
     try:
         import uvloop  # a faster event loop where it is installed (Linux, macOS)

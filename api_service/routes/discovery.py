@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from shared_store.runners import live_runners
 
+from ..access import READ
 from ..http import ApiRoute
 from ..media_schemas import CapabilitiesResponse, CatalogResponse
 from . import gateway
@@ -138,6 +139,8 @@ def _get(path: str, handler: Any, summary: str, response: type) -> ApiRoute:
         summary=summary,
         tags=["discovery"],
         response=response,
+        needs=READ,
+        bound="open",
     )
 
 

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from shared_store.media_jobs import KG_QUERY
 
+from ..access import RUN
 from ..errors import ApiError
 from ..http import ApiRoute, json_response
 from ..media_schemas import JobPending, KgQueryRequest, KgQueryResponse, MediaWaitQuery
@@ -58,5 +59,7 @@ routes = [
         response=KgQueryResponse,
         accepted=JobPending,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
+        bound="handler",
     ),
 ]

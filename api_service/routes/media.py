@@ -22,6 +22,7 @@ from shared_store.errors import UnknownRun
 from shared_store.media_jobs import JobState, UnknownArtifact, artifact_ref, enqueue_media_job, job_state
 from shared_store.reads import ledger_len
 
+from ..access import RUN
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking, json_response
 from ..media_schemas import (
@@ -244,6 +245,7 @@ def _route(path: str, handler: Any, summary: str, body: type, tag: str) -> ApiRo
         response=MediaResponse,
         accepted=JobPending,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
     )
 
 
