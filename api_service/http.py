@@ -138,6 +138,10 @@ def require_input_size(request: Request, input_data: Any) -> None:
         )
 
 
+def _has_body(request: Request) -> bool:
+    return "transfer-encoding" in request.headers or request.headers.get("content-length", "0") != "0"
+
+
 class ApiRoute(Route):
     """A Starlette route plus what OpenAPI needs to describe it (and the wrapper enforces).
 
@@ -203,9 +207,16 @@ class ApiRoute(Route):
         )
 
     async def _endpoint(self, request: Request) -> Response:
-        await self._authorize(request)
         kwargs: dict[str, Any] = {}
-        query = parse_query(request, self.query)
+        try:
+            await self._authorize(request)
+            query = parse_query(request, self.query)
+        except ApiError as exc:
+            # Refused before the body was read: h11 cannot reuse a connection with a request body
+            # left unread, so say so instead of letting the client reuse it and see a disconnect.
+            if _has_body(request):
+                exc.headers.setdefault("Connection", "close")
+            raise
         if self.query is not None:
             kwargs["query"] = query
         if self.body is not None:

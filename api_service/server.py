@@ -29,7 +29,7 @@ def hypercorn_config(
     *,
     graceful_timeout_s: float = 5.0,
     sock: socket.socket | None = None,
-    header_timeout_s: float = 20.0,
+    header_timeout_s: float = 75.0,
 ) -> Config:
     config = Config()
     if sock is not None:

@@ -34,7 +34,9 @@ class ApiSettings:
     body_timeout_s: float = 30.0
     # Headers must arrive within this long of the connection opening or going idle (Hypercorn's
     # keep-alive timer: it runs until a request's headers are complete, then closes the connection).
-    header_timeout_s: float = 20.0
+    # A slow-headers connection holds a socket, never a request slot (the app has not started); a
+    # shorter timer also closes idle keep-alive connections sooner, racing clients that reuse them.
+    header_timeout_s: float = 75.0
     max_input_bytes: int = limits.DEFAULT_MAX_INPUT_BYTES  # a run's input_data, JSON-encoded (413)
     max_batch_records: int = 10_000  # ledger/batch: records in one answer, all runs together ...
     max_batch_bytes: int = 8 * 1024 * 1024  # ... and their bytes (later runs get their next page next time)

@@ -95,7 +95,9 @@ def test_lockout_after_repeated_bad_tokens(tmp_path: Path, flows: Path) -> None:
             locked = client.get("/api/gateway/runs", headers=bad)
             assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
             # Other wrong tokens from the locked client are refused too (counted per client) ...
-            assert client.get("/api/gateway/runs", headers={"Authorization": "Bearer other"}).status_code == 429
+            assert (
+                client.get("/api/gateway/runs", headers={"Authorization": "Bearer other"}).status_code == 429
+            )
         # ... but a valid token from the same address is always served: one bad client behind a
         # shared proxy address must not lock everyone else out.
         assert gw.client.get("/api/gateway/runs").status_code == 200
