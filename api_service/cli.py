@@ -100,6 +100,11 @@ def serve(
         data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
     )
     raise_open_files_limit()
+    if settings.audit_log is None:
+        # Bundle uploads, overwrites and deletes (with their sha256) must leave a trace by default.
+        from dataclasses import replace
+
+        settings = replace(settings, audit_log=paths.data_dir / "audit.jsonl")
     runner = None if no_runner else RunnerProcess(paths.db_path, settings.flows_dir)
     # More API processes on the port: they inherit this environment (tokens, origins, limits).
     insecure = not settings.tokens
