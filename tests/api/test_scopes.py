@@ -169,6 +169,11 @@ def test_a_run_restricted_token_touches_its_run_only(gw: Gateway) -> None:
             assert f"restricted to run '{mine}'" in response.json()["detail"]
         status = client.get(f"/api/gateway/commands/{pause['command_id']}")
         assert status.status_code == 200
+        kg = "/api/gateway/kg/query"
+        everything = client.post(kg, params={"wait_s": 0}, json={"scope": "global"})
+        assert everything.status_code == 403, everything.text
+        own = client.post(kg, params={"wait_s": 0}, json={"scope": "run", "run_id": mine})
+        assert own.status_code == 202, own.text
     other_command = gw.command(other, "pause")
     assert other_command["accepted"]
 
