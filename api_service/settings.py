@@ -21,7 +21,7 @@ class SettingsError(ValueError):
 class ApiSettings:
     tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024  # the original gateway's cap: its clients size uploads to it
     max_concurrency: int = 256  # in-flight non-streaming /api/gateway requests
     # ... of which one client address may hold this many: 300 trickled bodies once held all 256.
     max_client_concurrency: int = 32
@@ -38,7 +38,7 @@ class ApiSettings:
     # shorter timer also closes idle keep-alive connections sooner, racing clients that reuse them.
     header_timeout_s: float = 75.0
     max_input_bytes: int = limits.DEFAULT_MAX_INPUT_BYTES  # a run's input_data, JSON-encoded (413)
-    max_batch_records: int = 10_000  # ledger/batch: records in one answer, all runs together ...
+    max_batch_records: int = 100_000  # ledger/batch: records in one answer, all runs together ...
     max_batch_bytes: int = 8 * 1024 * 1024  # ... and their bytes (later runs get their next page next time)
     allowed_hosts: tuple[str, ...] = ()  # Host names served (globs); empty: any (loopback only without auth)
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client

@@ -21,6 +21,8 @@ from ..http import ApiRoute, reading, require_run
 from ..middleware import client_ip
 from ..middleware.auth import bearer_token, token_fingerprint
 from ..schemas import (
+    LEDGER_BATCH_RECORDS_MAX,
+    LEDGER_PAGE_MAX,
     DoneEvent,
     LedgerBatchRequest,
     LedgerBatchResponse,
@@ -39,7 +41,9 @@ async def ledger(request: Request, query: LedgerQuery) -> object:
     """Records after the cursor, oldest first: one range read on the (run_id, seq) key."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
-    page = await reading(ledger_page, db, run_id, after=query.after, limit=query.limit)
+    # Above the maximum: served up to it (next_after continues), never refused.
+    limit = min(query.limit, LEDGER_PAGE_MAX)
+    page = await reading(ledger_page, db, run_id, after=query.after, limit=limit)
     if not page.records and await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     body = b'{"items":[%s],"next_after":%d}' % (b",".join(page.records), page.next_after)
@@ -49,10 +53,10 @@ async def ledger(request: Request, query: LedgerQuery) -> object:
 async def ledger_batch(request: Request, body: LedgerBatchRequest) -> object:
     """Pages of several runs at once; an unknown run gets an empty page and an error.
 
-    One answer carries at most ABSTRACTGATEWAY_MAX_BATCH_RECORDS records and about
-    ABSTRACTGATEWAY_MAX_BATCH_BYTES of them, all runs together (one batch was once 524 MB): a run
-    reached after the budget is spent gets an empty page whose `next_after` is its own `after`, so
-    the client simply asks again from there."""
+    Each run's page is served up to LEDGER_PAGE_MAX and its share of the batch's record budget
+    (ABSTRACTGATEWAY_MAX_BATCH_RECORDS, at most LEDGER_BATCH_RECORDS_MAX), and the answer stops at about
+    ABSTRACTGATEWAY_MAX_BATCH_BYTES (one batch was once 524 MB): a run reached after the budget is spent
+    gets an empty page whose `next_after` is its own `after`, so the client asks again from there."""
     gw = gateway(request)
     for entry in body.runs:
         await require_run(request, entry.run_id)
@@ -64,10 +68,13 @@ async def ledger_batch(request: Request, body: LedgerBatchRequest) -> object:
 
 def _batch(db: Database, body: LedgerBatchRequest, *, max_records: int, max_bytes: int) -> dict[str, dict]:
     runs: dict[str, dict[str, object]] = {}
-    records_left, bytes_left = max_records, max_bytes
+    budget = min(max_records, LEDGER_BATCH_RECORDS_MAX)
+    share = max(1, budget // max(1, len(body.runs)))
+    limit = min(body.limit, LEDGER_PAGE_MAX, share)
+    records_left, bytes_left = budget, max_bytes
     for entry in body.runs:
         if records_left > 0 and bytes_left > 0:
-            page = ledger_page(db, entry.run_id, after=entry.after, limit=min(body.limit, records_left))
+            page = ledger_page(db, entry.run_id, after=entry.after, limit=min(limit, records_left))
         else:
             page = LedgerPageRows([], entry.after)
         records = page.records
