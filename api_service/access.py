@@ -79,15 +79,27 @@ def load_secret(data_dir: Path, env: dict[str, str] | os._Environ[str] | None = 
     env = os.environ if env is None else env
     configured = env.get("ABSTRACTGATEWAY_TOKEN_SECRET", "").strip()
     if configured:
+        if len(configured) < 32:
+            raise ValueError("ABSTRACTGATEWAY_TOKEN_SECRET must be at least 32 characters")
         return configured.encode()
     path = data_dir / SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as file:
-        file.write(secrets.token_hex(32).encode())
-    return path.read_bytes().strip()
+    if not path.exists():
+        # Written whole under a temporary name, then linked in: API workers starting together never
+        # read a half-written (or empty: forgeable) secret, and the first link wins.
+        tmp = data_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(secrets.token_hex(32).encode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    secret = path.read_bytes().strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path} holds a token secret under 32 bytes: remove it to have a new one made")
+    return secret
 
 
 def sign(secret: bytes, claims: Claims) -> str:

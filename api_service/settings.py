@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,6 +108,11 @@ class ApiSettings:
             "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
         }
         values.update(overrides)
+        try:  # a typo here would otherwise surface at the first request (middleware is built lazily)
+            for proxy in values["trusted_proxies"]:  # type: ignore[union-attr]
+                ipaddress.ip_network(str(proxy).strip(), strict=False)
+        except ValueError as exc:
+            raise SettingsError(f"ABSTRACTGATEWAY_TRUSTED_PROXIES: {exc}") from None
         return cls(**values)  # type: ignore[arg-type]
 
 

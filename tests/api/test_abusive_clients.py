@@ -315,3 +315,20 @@ def test_active_artifacts_are_attachments_and_never_sniffed(lone_gateway: Gatewa
         assert served.headers["x-content-type-options"] == "nosniff"
         disposition = served.headers.get("content-disposition", "")
         assert disposition.startswith("attachment") == active, (content_type, disposition)
+
+
+def test_settings_refuse_a_bad_proxy_or_a_short_secret(tmp_path: Path) -> None:
+    from api_service.access import load_secret
+    from api_service.settings import ApiSettings, SettingsError
+
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES: 'nope'"):
+        ApiSettings.from_env({"ABSTRACTGATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,nope"})
+    assert ApiSettings.from_env({"ABSTRACTGATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, ::1"}).trusted_proxies == (
+        "10.0.0.0/8",
+        "::1",
+    )
+    with pytest.raises(ValueError, match="at least 32"):
+        load_secret(tmp_path, {"ABSTRACTGATEWAY_TOKEN_SECRET": "short"})
+    made = load_secret(tmp_path, {})
+    assert len(made) == 64 and load_secret(tmp_path, {}) == made
+    assert [p.name for p in tmp_path.iterdir()] == ["token_secret"]  # no temporary file left
