@@ -22,6 +22,7 @@ from .middleware.client import ClientMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .middleware.hosts import HostMiddleware
+from .middleware.observe import ObserveMiddleware
 from .openapi import doc_routes, openapi_spec
 from .quotas import StreamQuotas
 from .routes import (
@@ -33,10 +34,12 @@ from .routes import (
     kg,
     ledger,
     media,
+    prompt_cache,
     runs,
     schedules,
     tokens,
 )
+from .routes.operator import operator_routes
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -55,6 +58,7 @@ def api_routes() -> list:
         *media.routes,
         *discovery.routes,
         *kg.routes,
+        *prompt_cache.routes,
         *tokens.routes,
     ]
 
@@ -86,8 +90,11 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
     secret = settings.token_secret
     if secret is None and settings.auth_required:
         secret = load_secret(db.path.parent)
+    pages = operator_routes()
+    check_scopes(pages)
     middleware = [
         Middleware(ClientMiddleware, trusted_proxies=settings.trusted_proxies),
+        Middleware(ObserveMiddleware, routes=[*routes, *pages]),
         Middleware(
             HostMiddleware, allowed_hosts=settings.allowed_hosts, auth_required=settings.auth_required
         ),
@@ -99,6 +106,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
             lockout=Lockout(settings.lockout_after, settings.lockout_window_s, settings.lockout_s),
             secret=secret,
             db=db,
+            also=() if settings.metrics_public else ("/metrics",),
         ),
         Middleware(
             ConcurrencyMiddleware,
@@ -119,7 +127,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
                 audit.close()
 
     app = Starlette(
-        routes=[*routes, *doc_routes(spec)],
+        routes=[*routes, *doc_routes(spec), *pages],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -83,8 +83,10 @@ class AuthMiddleware:
         lockout: Lockout,
         secret: bytes | None = None,
         db: Database | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.also = also  # exact paths outside /api/gateway guarded the same way (/metrics)
         self.tokens = tuple(t.encode() for t in tokens)
         self.lockout = lockout
         self.secret = secret
@@ -124,7 +126,7 @@ class AuthMiddleware:
         if scope["type"] == "http" and scope["path"] == HEALTH:
             await self._health(scope, receive, send)
             return
-        if not protected(scope):
+        if not (protected(scope) or (scope["type"] == "http" and scope["path"] in self.also)):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)

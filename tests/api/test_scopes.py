@@ -52,6 +52,22 @@ EXPECTED_SCOPES = {
     ("GET", "/api/gateway/vision/models"): "read",
     ("GET", "/api/gateway/audio/music/models"): "read",
     ("POST", "/api/gateway/kg/query"): "run",
+    ("GET", "/api/gateway/prompt_cache/stats"): "read",
+    ("GET", "/api/gateway/prompt_cache/capabilities"): "read",
+    ("GET", "/api/gateway/prompt_cache/saved"): "read",
+    ("POST", "/api/gateway/prompt_cache/set"): "run",
+    ("POST", "/api/gateway/prompt_cache/update"): "run",
+    ("POST", "/api/gateway/prompt_cache/fork"): "run",
+    ("POST", "/api/gateway/prompt_cache/clear"): "run",
+    ("POST", "/api/gateway/prompt_cache/prepare_modules"): "run",
+    ("POST", "/api/gateway/prompt_cache/save"): "run",
+    ("POST", "/api/gateway/prompt_cache/load"): "run",
+    ("GET", "/api/gateway/sessions/prompt_cache"): "read",
+    ("GET", "/api/gateway/sessions/{session_id}/prompt_cache/status"): "read",
+    ("POST", "/api/gateway/sessions/{session_id}/prompt_cache/prepare"): "run",
+    ("POST", "/api/gateway/sessions/{session_id}/prompt_cache/clear"): "run",
+    ("POST", "/api/gateway/sessions/{session_id}/prompt_cache/rebuild"): "run",
+    ("POST", "/api/gateway/sessions/{session_id}/prompt_cache/clear_all"): "run",
     ("POST", "/api/gateway/tokens"): "admin",
     ("GET", "/api/gateway/tokens"): "admin",
     ("DELETE", "/api/gateway/tokens/{token_id}"): "admin",
@@ -124,7 +140,7 @@ def test_each_route_refuses_tokens_without_its_scope_and_names_it(gw: Gateway) -
 
 def _no_wait(method: str, path: str) -> dict[str, int] | None:
     """Media and KG jobs answer at once (202) instead of waiting for a runner this server lacks."""
-    job = path.endswith("/kg/query") or ("{run_id}/" in path and method == "POST")
+    job = path.endswith("/kg/query") or "prompt_cache" in path or ("{run_id}/" in path and method == "POST")
     return {"wait_s": 0} if job else None
 
 

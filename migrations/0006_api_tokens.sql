@@ -1,4 +1,4 @@
--- 0005_api_tokens: short-lived tokens an admin mints (scoped, optionally to one run or session).
+-- 0006_api_tokens: short-lived tokens an admin mints (scoped, optionally to one run or session).
 -- The token itself is signed (HMAC) and never stored; this table is what makes one revocable: a token
 -- whose row is missing or revoked is refused, whatever its signature says.
 CREATE TABLE api_tokens (
