@@ -42,6 +42,7 @@ SETTINGS = {
     "TRUSTED_PROXIES": "proxy addresses/CIDRs whose X-Forwarded-For names the client",
     "TOKEN_SECRET": "HMAC key of minted tokens (default: DATA_DIR/token_secret, 0600)",
     "TOKEN_MAX_TTL_S": "longest lifetime of a minted token, in seconds",
+    "METRICS_PUBLIC": "serve /metrics without a token (true/false)",
     "LOCKOUT_AFTER": "bad tokens from one client before a lockout",
     "LOCKOUT_S": "lockout length in seconds",
     "AUDIT_LOG": "JSONL file of every write (who, what, when; never the token)",
