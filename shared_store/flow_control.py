@@ -245,6 +245,7 @@ def _cancel(conn: apsw.Connection, run_id: str, reason: str, now: float) -> None
             "payload": encode({"reason": reason}),
             "ts": utc_now_iso(),
             "client_id": "gateway:flow_control",
+            "request_id": None,
         },
     )
     conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": now})

@@ -11,8 +11,9 @@ from shared_store.db import Database
 from shared_store.flow_control import FlowControlError
 from shared_store.schedules import ScheduleSpec, create_schedule
 
+from ..access import RUN
 from ..flow_control import flow_settings
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, require_input_size, require_session
 from ..schemas import FlowControlFields, ResolvedWorkflow, StartResponse
 from . import gateway
 
@@ -69,6 +70,8 @@ async def schedule_run(request: Request, body: ScheduleRequest) -> object:
         "catch_up": body.catch_up,
         "overlap": body.overlap,
     }
+    require_session(request, body.session_id)
+    require_input_size(request, body.input_data)
     spec = ScheduleSpec.parse(fields)  # ScheduleInvalid -> 422 naming the field
     run_id, resolved = await blocking(_schedule, gateway(request).db, body, spec)
     request.state.audit = {"run_id": run_id, "workflow_id": resolved.workflow_id}
@@ -88,5 +91,7 @@ routes = [
         body=ScheduleRequest,
         response=StartResponse,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
+        bound="handler",
     ),
 ]

@@ -1,4 +1,4 @@
--- 0006_flow_control: runner labels, concurrency keys, priorities, fair claim order and rate limits.
+-- 0007_flow_control: runner labels, concurrency keys, priorities, fair claim order and rate limits.
 --
 -- A run may carry a priority (1-5), a concurrency key and the runner labels it requires. Claims take
 -- higher priority first, then the claim order: for a queued start its fair tag (start-time fair
