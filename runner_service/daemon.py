@@ -44,6 +44,15 @@ class RunnerSettings:
     poll_s: float = 0.05
     workers: int = 1
     claim_batch: int = 4
+    # A run claimed this many times in a row without a release (its ticks killed the runner, or
+    # stalled it past tick_timeout_s) is failed instead of being claimed again.
+    poison_claims: int = 3
+    # A worker busy with one run longer than this stops the runner (exit 70; `serve` restarts it):
+    # a thread cannot be killed, and a stalled tick would otherwise hold its run and worker forever.
+    # Code nodes are bounded by the sandbox's own timeout well before this. 0: no watchdog.
+    tick_timeout_s: float = field(
+        default_factory=lambda: float(os.environ.get("ABSTRACTGATEWAY_TICK_TIMEOUT_S", "900"))
+    )
 
 
 class Runner:
@@ -132,12 +141,24 @@ class Runner:
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.settings.lease_s / 3)
         while not self.stopping.wait(interval):
+            self._watchdog()
             try:
                 for lease in self.fence.heartbeat():
                     log.warning("lease_lost", run_id=lease.run_id, epoch=lease.epoch)
                 runner_heartbeat(self.db, self.settings.runner_id)
             except StoreError as exc:
                 log.error("heartbeat_failed", error=str(exc))
+
+    def _watchdog(self) -> None:
+        limit = self.settings.tick_timeout_s
+        if limit <= 0:
+            return
+        for worker in self.workers:
+            busy = worker.busy
+            if busy is not None and time.monotonic() - busy[1] > limit:
+                # The run's claim ends without a release: it counts towards the poison limit.
+                log.error("tick_timeout", run_id=busy[0], timeout_s=limit, runner_id=self.settings.runner_id)
+                os._exit(70)
 
     def _work_loop(self, worker: Worker) -> None:
         try:
@@ -166,6 +187,10 @@ class Runner:
                 break
             log.debug("claimed", run_id=lease.run_id, epoch=lease.epoch)
             try:
+                if lease.claims > self.settings.poison_claims:
+                    log.error("poison_run", run_id=lease.run_id, unreleased_claims=lease.claims - 1)
+                    worker.fail_poisoned(lease.run_id, lease.claims)
+                    continue
                 worker.process(lease.run_id)
             except StoreError:
                 # Give the rest of the batch back: held but never processed, the heartbeat would

@@ -23,6 +23,7 @@ class Lease:
     run_id: str
     owner: str
     epoch: int
+    claims: int = 1  # this claim included: claims in a row that ended without a release
 
 
 class LeaseHolder:
@@ -80,7 +81,7 @@ class LeaseHolder:
             rows = conn.execute(
                 q.CLAIM_RUNS, {"owner": self.owner, "expires_at": now + self.lease_s, "now": now, "n": n}
             ).fetchall()
-        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch in rows]
+        leases = [Lease(str(run_id), self.owner, int(epoch), int(claims)) for run_id, epoch, claims in rows]
         with self._lock:
             for lease in leases:
                 self._epochs[lease.run_id] = lease.epoch

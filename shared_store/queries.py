@@ -163,10 +163,13 @@ RESOLVE_COMMAND_UNLEASED = (
 # --- leases ---------------------------------------------------------------------------------------
 # Claim flips rows out of the claimable set (lease_owner set) in the same statement and bumps the
 # fencing epoch; the subquery walks the runs_claimable partial index.
+# unreleased_claims counts claims not (yet) ended by a release: a runner killed (or stopped for a
+# stalled tick) while holding the run leaves it raised; the runner fails a run claimed too often so.
 CLAIM_RUNS = (
-    "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1 "
+    "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1, "
+    "unreleased_claims = unreleased_claims + 1 "
     "WHERE run_id IN (SELECT run_id FROM runs WHERE lease_owner IS NULL AND due_at <= :now "
-    "ORDER BY due_at LIMIT :n) RETURNING run_id, lease_epoch"
+    "ORDER BY due_at LIMIT :n) RETURNING run_id, lease_epoch, unreleased_claims"
 )
 RECLAIM_EXPIRED = (
     "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL "
@@ -177,13 +180,13 @@ RENEW_LEASE = (
     "AND lease_epoch = :epoch"
 )
 RELEASE_LEASE = (
-    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = :run_id "
+    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, unreleased_claims = 0 WHERE run_id = :run_id "
     "AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 # Giving a run back also settles when it is next due, from its state (the caller's :due_at) and
 # its inbox: a command that changed nothing leaves no stale "due now" behind to be claimed again.
 RELEASE_SETTLED = (
-    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, due_at = {_DUE} "
+    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, unreleased_claims = 0, due_at = {_DUE} "
     "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
@@ -242,6 +245,9 @@ WORK_PROBE = (
 PENDING_RUN_COMMANDS = (
     f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE run_id = ? AND status = 'pending' "
     "AND type != 'emit_event' ORDER BY seq LIMIT ?"
+)
+CANCEL_PENDING = (
+    "SELECT EXISTS (SELECT 1 FROM commands WHERE run_id = ? AND status = 'pending' AND type = 'cancel')"
 )
 PENDING_EVENTS = (
     f"SELECT {_COMMAND_COLUMNS} FROM commands INDEXED BY commands_pending_events "
