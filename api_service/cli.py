@@ -100,13 +100,21 @@ def serve(
         data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
     )
     raise_open_files_limit()
-    runner = None if no_runner else RunnerProcess(paths.db_path, settings.flows_dir)
+    from . import supervisor
+
+    runner = (
+        None if no_runner else supervisor.RunnerSupervisor(RunnerProcess(paths.db_path, settings.flows_dir))
+    )
+    supervisor.current = runner
     # More API processes on the port: they inherit this environment (tokens, origins, limits).
     insecure = not settings.tokens
     extra: list[ChildProcess] = [
         ApiWorkerProcess(host, port, paths.db_path, insecure=insecure) for _ in range(workers - 1)
     ]
-    children: list[ChildProcess] = [*([runner] if runner is not None else []), *extra]
+    children: list[ChildProcess | supervisor.RunnerSupervisor] = [
+        *([runner] if runner is not None else []),
+        *extra,
+    ]
     try:
         for child in children:
             child.start()

@@ -40,6 +40,16 @@ class RunnerHealth(Struct):
     heartbeat_age_s: float
 
 
+class RunnerSupervision(Struct):
+    """The runner child `serve` supervises (absent with --no-runner or outside `serve`)."""
+
+    alive: bool
+    pid: int | None
+    restarts: int
+    last_exit_code: int | None = None
+    restart_in_s: float | None = None
+
+
 class HealthResponse(Struct):
     status: Literal["healthy", "degraded", "unhealthy"]
     service: str
@@ -48,6 +58,7 @@ class HealthResponse(Struct):
     runners: list[RunnerHealth]
     queue_depth: int | None
     problems: list[str] = []
+    runner_supervisor: RunnerSupervision | None = None
 
 
 # --- bundles ------------------------------------------------------------------------------------------

@@ -105,7 +105,9 @@ class BundleHost:
         for flow_id, document in documents.items():
             code = code_locations(flow_id, document) if self.sandbox.mode == "off" else []
             if code:
-                flows[flow_id] = f"flow {ref}:{flow_id} holds code and {CODE_NODES_ENV}=off: {'; '.join(code)}"
+                flows[flow_id] = (
+                    f"flow {ref}:{flow_id} holds code and {CODE_NODES_ENV}=off: {'; '.join(code)}"
+                )
             else:
                 flows[flow_id] = _compiled(ref, flow_id, document)
         return flows

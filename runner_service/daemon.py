@@ -83,6 +83,7 @@ class Runner:
         log.info("runner_started", runner_id=self.settings.runner_id, workers=len(self.workers))
         heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heart.start()
+        threading.Thread(target=self._guard_loop, name="guard", daemon=True).start()
         threads = [
             threading.Thread(target=self._work_loop, args=(worker,), name=f"worker-{i}")
             for i, worker in enumerate(self.workers)
@@ -141,13 +142,21 @@ class Runner:
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.settings.lease_s / 3)
         while not self.stopping.wait(interval):
-            self._watchdog()
             try:
                 for lease in self.fence.heartbeat():
                     log.warning("lease_lost", run_id=lease.run_id, epoch=lease.epoch)
                 runner_heartbeat(self.db, self.settings.runner_id)
             except StoreError as exc:
                 log.error("heartbeat_failed", error=str(exc))
+
+    def _guard_loop(self) -> None:
+        """Once a second, no db access: a stalled tick stops the runner; so does losing `serve`."""
+        parent = os.environ.get("ABSTRACTGATEWAY_SUPERVISOR_PID")
+        while not self.stopping.wait(1.0):
+            self._watchdog()
+            if parent and os.getppid() != int(parent):  # `serve` is gone (PDEATHSIG is the fast path)
+                log.warning("supervisor_gone", supervisor_pid=parent)
+                self.stop()
 
     def _watchdog(self) -> None:
         limit = self.settings.tick_timeout_s

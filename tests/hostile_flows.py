@@ -45,13 +45,27 @@ def chain_bundle(
         {"id": "end", "type": "on_flow_end",
          "data": {"nodeType": "on_flow_end", "inputs": [EXEC_IN, _pin("result")], "outputs": []}}
     )  # fmt: skip
-    edges.append({"id": "xe", "source": previous, "sourceHandle": "exec-out", "target": "end", "targetHandle": "exec-in"})
+    edges.append(
+        {
+            "id": "xe",
+            "source": previous,
+            "sourceHandle": "exec-out",
+            "target": "end",
+            "targetHandle": "exec-in",
+        }
+    )
     if result_from is None and steps:
         result_from = (f"n{len(steps) - 1}", steps[-1][2][0])
     if result_from is not None:
         edges.append({"id": "r", "source": result_from[0], "sourceHandle": result_from[1],
                       "target": "end", "targetHandle": "result"})  # fmt: skip
-    flow: dict[str, Any] = {"id": "main", "name": bundle_id, "entryNode": "start", "nodes": nodes, "edges": edges}
+    flow: dict[str, Any] = {
+        "id": "main",
+        "name": bundle_id,
+        "entryNode": "start",
+        "nodes": nodes,
+        "edges": edges,
+    }
     if functions:
         flow["functions"] = functions
     manifest = {

@@ -14,8 +14,9 @@ from shared_store.migrate import Migration, applied_versions, known_migrations
 from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
 
+from .. import supervisor
 from ..http import ApiRoute, json_response
-from ..schemas import DbHealth, HealthResponse, RunnerHealth
+from ..schemas import DbHealth, HealthResponse, RunnerHealth, RunnerSupervision
 from . import gateway
 
 SERVICE = "abstractgateway"
@@ -65,10 +66,22 @@ async def health(request: Request) -> object:
         problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
     if not runners:
         problems.append(f"no runner heartbeat within {RUNNER_STALE_S:.0f}s: started runs stay queued")
+    supervised = None
+    if supervisor.current is not None:
+        supervised = RunnerSupervision(**supervisor.current.status())
+        if not supervised.alive:
+            problems.append(f"the runner child is down (restart {supervised.restarts}; backing off)")
     wal = bool(mode) and str(mode[0]).lower() == "wal"
     db_report = DbHealth(str(db.path), wal, current, latest, pending)
     return HealthResponse(
-        "degraded" if problems else "healthy", SERVICE, VERSION, db_report, runners, depth, problems
+        "degraded" if problems else "healthy",
+        SERVICE,
+        VERSION,
+        db_report,
+        runners,
+        depth,
+        problems,
+        runner_supervisor=supervised,
     )
 
 

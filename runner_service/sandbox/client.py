@@ -4,6 +4,7 @@ timeout or when the run is cancelled, and started afresh on the next request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -30,7 +31,7 @@ _BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from runner_s
 CANCEL_POLL_S = 0.2
 
 
-class SandboxStop(BaseException):  # noqa: N818
+class SandboxStop(BaseException):
     """Raised through abstractruntime's `except Exception` blocks: the run, not the node, must end."""
 
 
@@ -156,17 +157,13 @@ class SandboxClient:
         if proc is None:
             return
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait()
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
 
 
 _local = threading.local()

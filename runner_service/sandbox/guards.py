@@ -44,7 +44,7 @@ def vet(value: Any, where: str) -> Any:
     return value
 
 
-def guarded_getattr(obj: Any, name: str, default: Any = None, getattr: Any = getattr) -> Any:  # noqa: A002
+def guarded_getattr(obj: Any, name: str, default: Any = None, getattr: Any = getattr) -> Any:
     """RestrictedPython's safer_getattr, then the vetting of what it returned."""
     value = safer_getattr(obj, name, default, getattr)
     return vet(value, f"attribute {name!r}")
@@ -52,7 +52,7 @@ def guarded_getattr(obj: Any, name: str, default: Any = None, getattr: Any = get
 
 def guarded_import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
-) -> Any:  # noqa: A002
+) -> Any:
     """abstractruntime's import check, then the vetting of each `from name import x` target."""
     module = _ORIGINAL_IMPORT(name, globals, locals, fromlist, level)
     for item in fromlist or ():
