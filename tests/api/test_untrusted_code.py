@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared_store.bundles import import_flows_dir
 from tests.hostile_flows import chain_bundle, code_bundle
 
 from .conftest import TERMINAL, TOKEN, Gateway, make_gateway, start_runner, stop_process
@@ -73,8 +74,11 @@ def test_file_nodes_cannot_read_the_environment_or_export_host_files(served: Gat
 def test_code_nodes_off_refuses_the_upload_with_the_reason(
     tmp_path: Path, flows: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ABSTRACTGATEWAY_CODE_NODES", "off")
     with make_gateway(tmp_path, flows) as gateway:
+        monkeypatch.setenv("ABSTRACTGATEWAY_CODE_NODES", "off")
+        # A flows-dir bundle with code is reported, not imported anew (demo-wait has a code node).
+        problems = import_flows_dir(gateway.db, flows)
+        assert any("demo-wait" in p and "ABSTRACTGATEWAY_CODE_NODES=off" in p for p in problems), problems
         before = gateway.counts()
         response = _upload(gateway, code_bundle("coded", "def transform(_input):\n    return 1"))
         assert response.status_code == 422, response.text
