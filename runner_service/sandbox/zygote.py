@@ -88,16 +88,32 @@ def isolate() -> dict[str, Any]:
     return report
 
 
+# Compiled code-node handlers, kept in the fork server: compiling (RestrictedPython's AST pass,
+# which runs none of the code) is most of a small node's cost, and each fork inherits the cache.
+_compiled: dict[tuple[str, str], Any] = {}
+_COMPILED_MAX = 256
+
+
+def _code_handler(request: dict[str, Any]) -> Any:
+    from abstractruntime.visualflow_compiler.visual import code_executor
+
+    key = (str(request["code"]), str(request.get("function") or "transform"))
+    handler = _compiled.get(key)
+    if handler is None:
+        handler = code_executor.create_code_handler(key[0], key[1], permissions="sandbox")
+        if len(_compiled) >= _COMPILED_MAX:
+            _compiled.clear()
+        _compiled[key] = handler
+    return handler
+
+
 def execute(request: dict[str, Any]) -> Any:
     """Run one request in this (child) process; returns the JSON-able result or raises."""
     from abstractruntime.visualflow_compiler.visual import code_executor, function_library
 
     op = request.get("op")
     if op == "code":
-        handler = code_executor.create_code_handler(
-            str(request["code"]), str(request.get("function") or "transform"), permissions="sandbox"
-        )
-        return handler(request.get("input"))
+        return _code_handler(request)(request.get("input"))
     library = function_library.compile_function_library(request.get("functions"))
     if op == "library_compile":
         return sorted(library)
@@ -146,6 +162,11 @@ def _child(request: dict[str, Any], out_fd: int) -> None:
 
 
 def _run_one(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("op") == "code":
+        try:
+            _code_handler(request)  # compiled here, once, so that every later fork has it
+        except Exception as exc:  # a refusal (syntax, imports, dunders): the node fails with it
+            return {"ok": False, "kind": "error", "error": str(exc) or type(exc).__name__}
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
