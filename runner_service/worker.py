@@ -65,6 +65,7 @@ class Worker:
         *,
         stopping: threading.Event,
         effect_handlers: Callable[[Any], dict[Any, Any]] | None = None,
+        on_park: Callable[[Worker, bool], None] | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
@@ -75,6 +76,9 @@ class Worker:
         self._handlers: Any = None
         self.processed = 0
         self.busy: tuple[str, float] | None = None  # (run id, monotonic start) while processing one
+        self.parked = False  # waiting on a sandboxed code node
+        self.pending: list[Any] = []  # the rest of the claimed batch (Leases), given back when parked
+        self._on_park = on_park
 
     def close(self) -> None:
         """Free what the worker's handlers hold (the LLM provider's connections)."""
@@ -114,7 +118,7 @@ class Worker:
         try:
             with (
                 run_workspace(self.settings.workspaces, run_id),
-                sandbox.run_context(run_id, lambda: self._cancel_pending(run_id)),
+                sandbox.run_context(run_id, lambda: self._cancel_pending(run_id), self._park),
             ):
                 self._process(run_id)
         except LeaseLost as exc:
@@ -131,18 +135,22 @@ class Worker:
             for held in (run_id, *born):
                 self.fence.release(held, settle=self._settle(held))
 
-    def fail_poisoned(self, run_id: str, claims: int) -> None:
-        """A run claimed `claims` times in a row without a release: its ticks killed the runner (or
-        stalled it past the tick timeout). Failed with that reason instead of being claimed forever."""
-        unreleased = claims - 1
+    def fail_poisoned(self, run_id: str, stalled: int) -> None:
+        """A run whose last `stalled` claims ended without a release while a worker was on it: its
+        ticks killed the runner (or stalled it past the tick timeout). Failed with that reason
+        instead of being claimed forever."""
         try:
             self._fail_anyhow(
                 run_id,
-                f"poison run: its tick killed or timed out the runner {unreleased} times "
-                f"({unreleased} claims ended without a release)",
+                f"poison run: its tick killed or timed out the runner {stalled} times "
+                f"({stalled} claims ended mid-tick without a release)",
             )
         finally:
             self.fence.release(run_id, settle=self._settle(run_id))
+
+    def _park(self, parked: bool) -> None:
+        if self._on_park is not None:
+            self._on_park(self, parked)
 
     def _cancel_pending(self, run_id: str) -> bool:
         return bool((self.db.query_one(q.CANCEL_PENDING, (run_id,)) or (0,))[0])

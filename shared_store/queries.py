@@ -163,13 +163,17 @@ RESOLVE_COMMAND_UNLEASED = (
 # --- leases ---------------------------------------------------------------------------------------
 # Claim flips rows out of the claimable set (lease_owner set) in the same statement and bumps the
 # fencing epoch; the subquery walks the runs_claimable partial index.
-# unreleased_claims counts claims not (yet) ended by a release: a runner killed (or stopped for a
-# stalled tick) while holding the run leaves it raised; the runner fails a run claimed too often so.
 CLAIM_RUNS = (
-    "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1, "
-    "unreleased_claims = unreleased_claims + 1 "
+    "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1 "
     "WHERE run_id IN (SELECT run_id FROM runs WHERE lease_owner IS NULL AND due_at <= :now "
-    "ORDER BY due_at LIMIT :n) RETURNING run_id, lease_epoch, unreleased_claims"
+    "ORDER BY due_at LIMIT :n) RETURNING run_id, lease_epoch, stalled_claims"
+)
+# A worker has been on the run across a heartbeat: this claim counts as stalled until a release or a
+# ledger append (the trigger) clears the count. Once per claim (stall_epoch).
+MARK_STALLED = (
+    "UPDATE runs SET stalled_claims = stalled_claims + 1, stall_epoch = lease_epoch "
+    "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch "
+    "AND stall_epoch IS NOT lease_epoch"
 )
 RECLAIM_EXPIRED = (
     "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL "
@@ -180,13 +184,13 @@ RENEW_LEASE = (
     "AND lease_epoch = :epoch"
 )
 RELEASE_LEASE = (
-    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, unreleased_claims = 0 WHERE run_id = :run_id "
+    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, stalled_claims = 0 WHERE run_id = :run_id "
     "AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 # Giving a run back also settles when it is next due, from its state (the caller's :due_at) and
 # its inbox: a command that changed nothing leaves no stale "due now" behind to be claimed again.
 RELEASE_SETTLED = (
-    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, unreleased_claims = 0, due_at = {_DUE} "
+    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, stalled_claims = 0, due_at = {_DUE} "
     "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"

@@ -29,6 +29,9 @@ _BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from runner_s
 # How often a waiting runner looks at the run's inbox for a cancel: a cancel takes effect within
 # this plus the runner's poll, while the look itself is one indexed read.
 CANCEL_POLL_S = 0.2
+# A wait longer than this is "slow": the runner lets other workers serve meanwhile. Most code nodes
+# answer in ~10 ms (bench/bench_sandbox.py), so ordinary flows never trigger it.
+SLOW_S = 1.0
 
 
 class SandboxStop(BaseException):
@@ -102,7 +105,12 @@ class SandboxClient:
             log.info("sandbox_started", **self.isolation)
         return self._proc
 
-    def call(self, request: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
+    def call(
+        self,
+        request: dict[str, Any],
+        cancelled: Callable[[], bool] | None = None,
+        on_slow: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         """The reply ({"ok", "result"} or {"ok": False, "kind", "error"}); raises SandboxStop on a
         wall-clock timeout or a cancel (the process group is killed first)."""
         proc = self._ensure()
@@ -115,16 +123,21 @@ class SandboxClient:
             self.close()
             raise SandboxLimit("the code sandbox died") from None
         deadline = time.monotonic() + self.settings.timeout_s
-        reply = self._read(proc, deadline, cancelled)
+        reply = self._read(proc, deadline, cancelled, on_slow)
         if reply is None:
             self.close()
             raise SandboxLimit("the code sandbox died")
         return reply
 
     def _read(
-        self, proc: subprocess.Popen[bytes], deadline: float, cancelled: Callable[[], bool] | None
+        self,
+        proc: subprocess.Popen[bytes],
+        deadline: float,
+        cancelled: Callable[[], bool] | None,
+        on_slow: Callable[[], None] | None = None,
     ) -> dict[str, Any] | None:
         assert proc.stdout is not None
+        slow_at = time.monotonic() + SLOW_S
         fd = proc.stdout.fileno()
         buffer = b""
         need = _HEADER.size
@@ -137,6 +150,9 @@ class SandboxClient:
                     raise SandboxLimit(f"wall-clock timeout ({self.settings.timeout_s:g} s) exceeded")
                 ready, _, _ = select.select([fd], [], [], min(left, CANCEL_POLL_S))
                 if not ready:
+                    if on_slow is not None and time.monotonic() >= slow_at:
+                        on_slow()
+                        on_slow = None
                     if cancelled is not None and cancelled():
                         self.close()
                         raise SandboxCancelled("the run was cancelled while its code ran")

@@ -40,10 +40,13 @@ _context = threading.local()
 
 
 @contextmanager
-def run_context(run_id: str, cancelled: Callable[[], bool]) -> Iterator[None]:
-    """While a worker ticks `run_id`: sandbox calls look at `cancelled()` as they wait."""
+def run_context(
+    run_id: str, cancelled: Callable[[], bool], park: Callable[[bool], None] | None = None
+) -> Iterator[None]:
+    """While a worker ticks `run_id`: sandbox calls look at `cancelled()` as they wait, and tell
+    `park(True)` when a wait gets slow and `park(False)` when it ends (others are served meanwhile)."""
     previous = getattr(_context, "value", None)
-    _context.value = (run_id, cancelled)
+    _context.value = (run_id, cancelled, park)
     try:
         yield
     finally:
@@ -60,7 +63,21 @@ class SandboxedCode:
         self.settings = settings
 
     def _call(self, request: dict[str, Any]) -> Any:
-        reply = thread_client(self.settings).call(request, _cancelled())
+        value = getattr(_context, "value", None)
+        park = None if value is None else value[2]
+        parked = False
+
+        def slow() -> None:
+            nonlocal parked
+            if park is not None:
+                parked = True
+                park(True)
+
+        try:
+            reply = thread_client(self.settings).call(request, _cancelled(), slow)
+        finally:
+            if parked and park is not None:
+                park(False)
         if reply.get("ok"):
             return reply.get("result")
         if reply.get("kind") == "limit":

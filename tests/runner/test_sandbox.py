@@ -76,6 +76,21 @@ def test_infinite_loop_fails_the_run_and_an_unrelated_run_completes(gateway: Gat
     assert done["status"] == "completed" and done["output"]["result"] == "still served"
 
 
+def test_an_unrelated_run_completes_while_a_code_node_spins(gateway: Gateway) -> None:
+    put_bundle(gateway.db, code_bundle("spin", SPIN))
+    spin = gateway.start("spin")
+    runner = gateway.runner(ABSTRACTGATEWAY_SANDBOX_CPU_S="600", ABSTRACTGATEWAY_SANDBOX_TIMEOUT_S="600")
+    gateway.wait(
+        lambda: any(e.get("event") == "spare_worker_started" for e in runner.events()),
+        "the runner to serve others while the only worker waits on the code node",
+    )
+    echo = gateway.start("bench-echo", {"message": "served meanwhile"})
+    assert gateway.wait_status(echo, "completed")["output"]["result"] == "served meanwhile"
+    assert gateway.run(spin)["status"] == "running", "the spinning node is still running"
+    append_command(gateway.db, command_id="end-spin", run_id=spin, type="cancel", payload={})
+    assert gateway.wait_status(spin, "cancelled", "failed")["status"] == "cancelled"
+
+
 def test_memory_and_wall_clock_limits_fail_the_run_with_the_reason(gateway: Gateway) -> None:
     put_bundle(gateway.db, code_bundle("hog", "def transform(_input):\n    return len('x' * (2 ** 31))"))
     put_bundle(gateway.db, code_bundle("slow", "def transform(_input):\n    total = 0\n    for i in range(10 ** 12):\n        total += i\n    return total"))  # fmt: skip
