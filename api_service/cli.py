@@ -84,6 +84,12 @@ def serve(
         settings = ApiSettings.from_env(flows_dir=Path(flows_dir) if flows_dir else None)
     except SettingsError as exc:
         _fail(str(exc))
+    from shared_store.bundle_code import code_nodes_mode
+
+    try:
+        code_nodes_mode()  # a bad value is refused here, not on the first upload
+    except ValueError as exc:
+        _fail(str(exc))
     if not settings.tokens:
         if not insecure_local_no_auth:
             _fail(

@@ -51,6 +51,13 @@ def runner(
     from .logs import configure_logging
 
     configure_logging()
+    from .sandbox import SandboxSettings
+
+    try:
+        SandboxSettings.from_env()
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     paths = StorePaths.from_env(data_dir)
     db_path = Path(db_file) if db_file else paths.db_path
     try:

@@ -27,6 +27,7 @@ from shared_store.runners import register_runner, runner_heartbeat, runner_stopp
 
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
+from .sandbox import close_thread_client
 from .worker import Worker, WorkerSettings
 
 log = structlog.get_logger("runner")
@@ -148,6 +149,7 @@ class Runner:
             )
             for flow_id, error in errors.items():
                 log.warning("flow_does_not_compile", bundle=info.bundle_ref, flow_id=flow_id, error=error)
+        close_thread_client()  # flow functions compiled here started a sandbox this thread no longer needs
 
     # --- loops ---------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
