@@ -29,9 +29,9 @@ def runner_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a runner gets: no API token or other API-side secret (the LLM key stays)."""
     env = dict(os.environ if environ is None else environ)
     for name in list(env):
-        upper = name.upper()
-        if upper.startswith("ABSTRACTGATEWAY_") and (
-            upper.startswith("ABSTRACTGATEWAY_AUTH_") or "TOKEN" in upper or "SECRET" in upper
+        setting = name.upper().removeprefix("ABSTRACTGATEWAY_")
+        if setting != name.upper() and (
+            setting.startswith("AUTH") or "TOKEN" in setting or "SECRET" in setting
         ):
             del env[name]
     env[SUPERVISOR_PID_ENV] = str(os.getpid())
