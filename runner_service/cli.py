@@ -43,7 +43,13 @@ def runner(
     migrate: bool,
 ) -> None:
     """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
+    import os
+
+    # A runner started by `serve` inherits the API's multiprocess metrics directory: its own metrics
+    # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared_store import Database, StoreError, StorePaths, require_current
+    from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
     from .daemon import Runner, RunnerSettings
@@ -63,8 +69,11 @@ def runner(
     try:
         db = Database(db_path)
         try:
+            # A new db file gets the whole schema; an existing one is migrated only when asked.
             if migrate:
                 apply_migrations(db)
+            else:
+                create_schema_if_new(db)
             require_current(db)
         finally:
             db.close()

@@ -27,6 +27,7 @@ from shared_store.runners import register_runner, runner_heartbeat, runner_stopp
 
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
+from .metrics import RunnerMetrics
 from .sandbox import close_thread_client
 from .worker import Worker, WorkerSettings
 
@@ -65,6 +66,7 @@ class Runner:
         self.db = Database(settings.db_path)
         self.fence = LeaseHolder(self.db, settings.runner_id, lease_s=settings.lease_s)
         self.stopping = threading.Event()
+        self.metrics = RunnerMetrics(self.fence)
         self._worker_settings = WorkerSettings(artifacts_dir=settings.artifacts_dir)
         self._effect_handlers = effect_handlers
         self._spares: list[Worker] = []
@@ -78,6 +80,7 @@ class Runner:
             self._worker_settings,
             stopping=self.stopping,
             effect_handlers=self._effect_handlers,
+            metrics=self.metrics,
             on_park=self._on_park,
         )
 
@@ -92,6 +95,7 @@ class Runner:
             for problem in import_flows_dir(self.db, self.settings.flows_dir):
                 log.warning("bundle_not_loaded", problem=problem)
         self._check_bundles()
+        runner_heartbeat(self.db, self.settings.runner_id, metrics=self.metrics.text())
         log.info("runner_started", runner_id=self.settings.runner_id, workers=len(self.workers))
         heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heart.start()
@@ -153,13 +157,14 @@ class Runner:
 
     # --- loops ---------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        interval = max(0.05, self.settings.lease_s / 3)
+        # Leases need a renewal every lease_s / 3; the published metrics at least every 5 s.
+        interval = max(0.05, min(self.settings.lease_s / 3, 5.0))
         while not self.stopping.wait(interval):
             try:
                 self._mark_stalled(older_than=interval)
                 for lease in self.fence.heartbeat():
                     log.warning("lease_lost", run_id=lease.run_id, epoch=lease.epoch)
-                runner_heartbeat(self.db, self.settings.runner_id)
+                runner_heartbeat(self.db, self.settings.runner_id, metrics=self.metrics.text())
             except StoreError as exc:
                 log.error("heartbeat_failed", error=str(exc))
 

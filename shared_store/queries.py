@@ -133,8 +133,8 @@ FIND_COMPLETED_RESULT = (
 
 # --- commands: abstractruntime CommandStore + outcomes ---------------------------------------------
 INSERT_COMMAND = (
-    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id) "
-    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id) "
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id, request_id) "
+    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id, :request_id) "
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
@@ -143,7 +143,9 @@ NOTHING = "SELECT 1 WHERE 0"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
-_COMMAND_COLUMNS = "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at"
+_COMMAND_COLUMNS = (
+    "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at, request_id"
+)
 COMMANDS_AFTER = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE seq > ? ORDER BY seq LIMIT ?"
 COMMAND_BY_ID = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
 PENDING_COMMANDS = (
@@ -195,6 +197,16 @@ RELEASE_SETTLED = (
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
 QUEUE_DEPTH = "SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= ?"
+# /metrics: six counts in one statement, each served by an index (runs_status_updated, runs_claimable,
+# runs_leased, commands_pending, the runners table is a handful of rows, runs_feed).
+DEPLOYMENT_GAUGES = (
+    "SELECT (SELECT count(*) FROM runs WHERE status = 'queued'), "
+    "(SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= :now), "
+    "(SELECT count(*) FROM runs INDEXED BY runs_leased WHERE lease_owner IS NOT NULL), "
+    "(SELECT count(*) FROM commands WHERE status = 'pending'), "
+    "(SELECT count(*) FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= :since), "
+    "(SELECT COALESCE(MAX(feed_seq), 0) FROM runs)"
+)
 
 # --- change feed ----------------------------------------------------------------------------------
 FEED_HEAD = "SELECT COALESCE(MAX(feed_seq), 0) FROM runs"
@@ -220,6 +232,9 @@ ARTIFACT_EXISTS = "SELECT 1 FROM artifacts WHERE artifact_id = ?"
 DELETE_ARTIFACT = "DELETE FROM artifacts WHERE artifact_id = ? RETURNING blob_id"
 BLOB_REFERENCED = "SELECT 1 FROM artifacts WHERE blob_id = ? LIMIT 1"
 ARTIFACTS_OF_RUN = "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id"
+ARTIFACTS_PAGE_OF_RUN = (
+    "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id LIMIT ? OFFSET ?"
+)
 ARTIFACTS_ALL = "SELECT metadata FROM artifacts ORDER BY created_at DESC, artifact_id LIMIT ?"
 
 # --- runners --------------------------------------------------------------------------------------
@@ -231,6 +246,15 @@ REGISTER_RUNNER = (
     "capabilities = excluded.capabilities"
 )
 RUNNER_HEARTBEAT = "UPDATE runners SET heartbeat_at = :heartbeat_at WHERE runner_id = :runner_id"
+# The heartbeat also publishes the runner's metrics (Prometheus text) when it has them.
+RUNNER_HEARTBEAT_METRICS = (
+    "UPDATE runners SET heartbeat_at = :heartbeat_at, metrics = :metrics WHERE runner_id = :runner_id"
+)
+# Runners whose metrics the API exports: the live ones (a stopped runner's series end with it).
+RUNNER_METRICS = (
+    "SELECT runner_id, metrics FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= ? "
+    "AND metrics IS NOT NULL ORDER BY runner_id"
+)
 RUNNER_STOPPED = "UPDATE runners SET stopped_at = :stopped_at WHERE runner_id = :runner_id"
 LIVE_RUNNERS = (
     "SELECT runner_id, host, pid, version, started_at, heartbeat_at, capabilities FROM runners "
@@ -393,15 +417,17 @@ ARTIFACT_OF = "SELECT run_id, blob_id, content_type, size_bytes FROM artifacts W
 # --- schedules ------------------------------------------------------------------------------------
 INSERT_SCHEDULE = (
     "INSERT INTO schedules (run_id, workflow_id, bundle_id, bundle_version, flow_id, input_data, session_id, "
-    "share_context, start_at, interval_s, cron, timezone, repeat_count, repeat_until, catch_up, overlap, "
-    "next_fire_at, created_at, updated_at) VALUES (:run_id, :workflow_id, :bundle_id, :bundle_version, "
-    ":flow_id, :input_data, :session_id, :share_context, :start_at, :interval_s, :cron, :timezone, "
-    ":repeat_count, :repeat_until, :catch_up, :overlap, :next_fire_at, :created_at, :created_at)"
+    "share_context, start_at, interval_s, interval, cron, timezone, repeat_count, repeat_until, catch_up, "
+    "overlap, next_fire_at, created_at, updated_at) VALUES (:run_id, :workflow_id, :bundle_id, "
+    ":bundle_version, :flow_id, :input_data, :session_id, :share_context, :start_at, :interval_s, :interval, "
+    ":cron, :timezone, :repeat_count, :repeat_until, :catch_up, :overlap, :next_fire_at, :created_at, "
+    ":created_at)"
 )
 SCHEDULE_OF = (
     "SELECT run_id, workflow_id, input_data, session_id, share_context, start_at, interval_s, cron, timezone, "
     "repeat_count, repeat_until, catch_up, overlap, next_fire_at, fired_count, skipped_count, last_fired_at, "
-    "last_child_run_id, status FROM schedules WHERE run_id = ?"
+    "last_child_run_id, status, interval, bundle_id, bundle_version, flow_id, created_at, updated_at "
+    "FROM schedules WHERE run_id = ?"
 )
 # Fenced by the parent's lease: only the runner holding the scheduled parent advances its schedule.
 _HELD_PARENT = "EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :run_id AND " + _HELD + ")"
@@ -412,7 +438,7 @@ ADVANCE_SCHEDULE = (
     f"updated_at = :updated_at WHERE run_id = :run_id AND {_HELD_PARENT}"
 )
 UPDATE_SCHEDULE_SPEC = (
-    "UPDATE schedules SET interval_s = :interval_s, cron = :cron, timezone = :timezone, "
+    "UPDATE schedules SET interval_s = :interval_s, interval = :interval, cron = :cron, timezone = :timezone, "
     "repeat_count = :repeat_count, repeat_until = :repeat_until, catch_up = :catch_up, overlap = :overlap, "
     "start_at = :start_at, next_fire_at = :next_fire_at, status = :status, updated_at = :updated_at "
     f"WHERE run_id = :run_id AND {_HELD_PARENT}"

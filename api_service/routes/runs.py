@@ -12,10 +12,15 @@ from shared_store.db import Database
 from shared_store.reads import ledger_len
 from shared_store.starts import StartResult, enqueue_run
 
+from .. import metrics
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking
+from ..request_context import current_request_id
 from ..schemas import (
+    ARTIFACTS_PAGE_MAX,
+    RUNS_PAGE_MAX,
     ArtifactList,
+    ArtifactQuery,
     HistoryBundle,
     InputDataResponse,
     ResolvedWorkflow,
@@ -30,12 +35,19 @@ from . import gateway
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def _start(db: Database, body: StartRequest, key: str | None) -> tuple[StartResult, bundles.ResolvedWorkflow]:
+def _start(
+    db: Database, body: StartRequest, key: str | None, request_id: str | None
+) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
     started = enqueue_run(
-        db, resolved=resolved, input_data=body.input_data, session_id=body.session_id, idempotency_key=key
+        db,
+        resolved=resolved,
+        input_data=body.input_data,
+        session_id=body.session_id,
+        idempotency_key=key,
+        request_id=request_id,
     )
     return started, resolved
 
@@ -45,7 +57,9 @@ async def start_run(request: Request, body: StartRequest) -> object:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    started, resolved = await blocking(_start, gateway(request).db, body, key)
+    started, resolved = await blocking(_start, gateway(request).db, body, key, current_request_id())
+    if started.created:
+        metrics.STARTS.inc()
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
     return StartResponse(
         started.run_id,
@@ -59,19 +73,20 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
         raise ApiError(
             400, f"unknown status {query.status!r}; one of: {', '.join(run_views.CLIENT_STATUSES)}"
         )
+    limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
     items = run_views.list_run_views(
         gateway(request).db,
-        limit=query.limit,
+        limit=limit,
         offset=query.offset,
         status=query.status,
         workflow_id=query.workflow_id,
         session_id=query.session_id,
         parent_run_id=query.parent_run_id,
     )
-    more = len(items) == query.limit
+    more = len(items) == limit
     return {
         "items": items,
-        "limit": query.limit,
+        "limit": limit,
         "offset": query.offset,
         "next_offset": query.offset + len(items) if more else None,
     }
@@ -105,13 +120,21 @@ async def history_bundle(request: Request) -> object:
     return bundle
 
 
-async def list_artifacts(request: Request) -> object:
-    """The run's artifacts (metadata)."""
+async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
+    """The run's artifacts (metadata), oldest first; `limit` above the maximum is served up to it."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
     if ledger_len(db, run_id) is None:
         raise not_found_run(run_id)
-    return {"items": run_views.run_artifacts(db, run_id)}
+    limit = min(query.limit, ARTIFACTS_PAGE_MAX)
+    items = run_views.run_artifacts(db, run_id, limit=limit, offset=query.offset)
+    more = len(items) == limit
+    return {
+        "items": items,
+        "limit": limit,
+        "offset": query.offset,
+        "next_offset": query.offset + len(items) if more else None,
+    }
 
 
 async def artifact_content(request: Request) -> object:
@@ -182,8 +205,9 @@ routes = [
         methods=["GET"],
         summary="A run's artifacts",
         tags=_TAGS,
+        query=ArtifactQuery,
         response=ArtifactList,
-        errors=(404,),
+        errors=(400, 404, 422),
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",
