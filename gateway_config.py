@@ -35,7 +35,7 @@ SETTINGS = {
     "BODY_TIMEOUT_S": "seconds a request body may take to arrive (408 after)",
     "HEADER_TIMEOUT_S": "seconds request headers may take to arrive (connection closed after)",
     "MAX_INPUT_BYTES": "largest run input_data, JSON-encoded (413 above)",
-    "MAX_OUTPUT_BYTES": "largest stored run output, JSON-encoded (the runner enforces it)",
+    "MAX_OUTPUT_BYTES": "largest run/node output or ledger record the runner stores, JSON (the run fails above)",
     "MAX_BATCH_RECORDS": "ledger records in one ledger/batch answer",
     "MAX_BATCH_BYTES": "bytes of ledger records in one ledger/batch answer",
     "ALLOWED_HOSTS": "Host names served, comma separated globs (without auth: loopback only)",

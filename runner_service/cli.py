@@ -58,6 +58,7 @@ def runner(
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared_store import Database, StoreError, StorePaths, require_current
     from shared_store.flow_control import FlowControlError, parse_labels
+    from shared_store.limits import max_output_bytes
     from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
@@ -73,6 +74,7 @@ def runner(
             [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
         )
         SandboxSettings.from_env()
+        max_output_bytes()  # a malformed cap stops the runner here, with the reason
     except (FlowControlError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -23,6 +23,7 @@ import structlog
 from shared_store import Database, LeaseHolder, StoreError
 from shared_store import queries as q
 from shared_store.bundles import get_bundle, import_flows_dir, list_bundles, record_check
+from shared_store.limits import max_output_bytes
 from shared_store.runners import register_runner, runner_heartbeat, runner_stopped
 
 from .bundle_host import BundleHost
@@ -70,7 +71,9 @@ class Runner:
         )
         self.stopping = threading.Event()
         self.metrics = RunnerMetrics(self.fence)
-        self._worker_settings = WorkerSettings(artifacts_dir=settings.artifacts_dir)
+        self._worker_settings = WorkerSettings(
+            artifacts_dir=settings.artifacts_dir, max_output_bytes=max_output_bytes()
+        )
         self._effect_handlers = effect_handlers
         self._spares: list[Worker] = []
         self._spare_lock = threading.Lock()

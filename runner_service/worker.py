@@ -26,6 +26,7 @@ from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.flow_control import admit
 from shared_store.inbox import command_from_row
 from shared_store.ledger_store import SqliteLedgerStore
+from shared_store.limits import DEFAULT_MAX_OUTPUT_BYTES, OutputTooLarge
 from shared_store.run_store import SqliteRunStore, run_columns
 from shared_store.schedules import get_schedule
 from shared_store.starts import start_request
@@ -52,6 +53,8 @@ class WorkerSettings:
     slice_s: float = 2.0  # then the lease goes back, so one long run cannot starve the others
     commands_per_pass: int = 100
     workspaces_dir: Path | None = None  # default: beside the artifacts (DATA_DIR/workspaces)
+    # ABSTRACTGATEWAY_MAX_OUTPUT_BYTES: a run output, node output or ledger result over it fails the run
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @property
     def workspaces(self) -> Path:
@@ -94,7 +97,8 @@ class Worker:
     def context(self) -> CommandContext:
         """Built lazily in the worker's own thread: the compiled specs belong to it."""
         if self._ctx is None:
-            run_store = SqliteRunStore(self.db, fence=self.fence)
+            cap = self.settings.max_output_bytes
+            run_store = SqliteRunStore(self.db, fence=self.fence, max_output_bytes=cap)
             artifacts = SqliteArtifactStore(self.db, self.settings.artifacts_dir, fence=self.fence)
             host = BundleHost(self.db)
             from abstractruntime.core.models import EffectType
@@ -106,7 +110,7 @@ class Worker:
                 handlers.update(kg_effect_handlers(MediaSettings.from_env(), run_store=run_store))
             runtime = Runtime(
                 run_store=run_store,
-                ledger_store=SqliteLedgerStore(self.db, fence=self.fence),
+                ledger_store=SqliteLedgerStore(self.db, fence=self.fence, max_output_bytes=cap),
                 artifact_store=artifacts,
                 workflow_registry=host,
                 effect_handlers=handlers,
@@ -130,6 +134,9 @@ class Worker:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
         except StoreError:
             raise
+        except OutputTooLarge as exc:  # from a command's resume, say: the run fails, saying why
+            log.error("output_too_large", run_id=run_id, size=exc.size, cap=exc.cap)
+            self._fail_anyhow(run_id, str(exc))
         except Exception as exc:  # anything else about this run fails the run, never the runner
             log.exception("run_error", run_id=run_id)
             self._fail_anyhow(run_id, f"{type(exc).__name__}: {exc}")
@@ -282,6 +289,10 @@ class Worker:
         except StoreError:  # LeaseLost, or the db failing now (full, busy): not the run's fault
             raise
         except sandbox.SandboxLimit as exc:  # a code node over its limit: the run fails, saying which
+            self._fail(ctx, run_id, str(exc))
+            return False
+        except OutputTooLarge as exc:  # refused unwritten; the run fails from its last stored state
+            log.error("output_too_large", run_id=run_id, size=exc.size, cap=exc.cap)
             self._fail(ctx, run_id, str(exc))
             return False
         except sandbox.SandboxCancelled:  # its code node was killed; the pending cancel applies now

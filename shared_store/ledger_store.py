@@ -12,15 +12,21 @@ from .codec import decode, encode
 from .db import Database
 from .errors import LeaseLost, UnknownRun
 from .leases import LeaseHolder
+from .limits import OutputTooLarge, check_output
 from .reads import ledger_len, ledger_page
 
 
 class SqliteLedgerStore(LedgerStore):
     """Append-only journal. Bound to a LeaseHolder, an append checks the lease in its statement."""
 
-    def __init__(self, db: Database, *, fence: LeaseHolder | None = None) -> None:
+    def __init__(
+        self, db: Database, *, fence: LeaseHolder | None = None, max_output_bytes: int | None = None
+    ) -> None:
         self.db = db
         self.fence = fence
+        # A record over this (its result named when that is what is over) raises OutputTooLarge,
+        # unwritten (None: no cap).
+        self.max_output_bytes = max_output_bytes
         self._defer: tuple[Any, str] | None = None  # (run store, run_id)
 
     def defer_until_save(self, run_store: Any, run_id: str | None) -> None:
@@ -41,6 +47,14 @@ class SqliteLedgerStore(LedgerStore):
             "idempotency_key": record.idempotency_key or None,
             "record": encode(record),
         }
+        cap = self.max_output_bytes
+        if cap is not None and len(params["record"]) > cap:
+            # abstractruntime appends a run's closing record (the output inside) before the save that
+            # completes it, and swallows this error there (logged): the save then raises it again,
+            # so the oversized output lands in neither. An effect's record raises out of the tick.
+            check_output(f"the result of node {record.node_id!r}", record.result, cap)
+            # An effect's payload (an answer_user message, an LLM prompt) is in its STARTED record.
+            raise OutputTooLarge(f"a ledger record of node {record.node_id!r}", len(params["record"]), cap)
         if self.fence is None:
             sql = q.APPEND_LEDGER_UNLEASED
         else:

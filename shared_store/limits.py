@@ -2,7 +2,8 @@
 
 One place, so the API and the runner can never disagree: ABSTRACTGATEWAY_MAX_INPUT_BYTES (a run's
 `input_data`, JSON-encoded; start and schedule answer 413 above it) and
-ABSTRACTGATEWAY_MAX_OUTPUT_BYTES (a run's stored output, JSON-encoded; enforced by the runner). Both
+ABSTRACTGATEWAY_MAX_OUTPUT_BYTES (a run's output, one node's output, one ledger record, JSON-encoded;
+the runner's stores refuse them and the run fails). Both
 default well under the 16 MiB request-body cap: 200 starts with a 5 MB input once grew a db by 9.9 GB.
 """
 
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
+
+from .codec import encode
 
 DEFAULT_MAX_INPUT_BYTES = 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -34,3 +38,27 @@ def max_output_bytes(env: Mapping[str, str] | None = None) -> int:
     return _bytes(
         os.environ if env is None else env, "ABSTRACTGATEWAY_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES
     )
+
+
+class OutputTooLarge(Exception):
+    """A value the runner was about to store is over ABSTRACTGATEWAY_MAX_OUTPUT_BYTES.
+
+    Raised by the run and ledger stores before anything is written; the runner fails the run with
+    this message. Not a StoreError (the db is fine) and not a ValueError (a command applying it is
+    not refused: its run fails)."""
+
+    def __init__(self, what: str, size: int, cap: int) -> None:
+        super().__init__(
+            f"{what} is {size} bytes (JSON), over ABSTRACTGATEWAY_MAX_OUTPUT_BYTES={cap}: not stored"
+        )
+        self.size = size
+        self.cap = cap
+
+
+def check_output(what: str, value: Any, cap: int | None) -> None:
+    """Raise OutputTooLarge when value's JSON is longer than cap (None: no cap)."""
+    if cap is None:
+        return
+    size = len(encode(value))
+    if size > cap:
+        raise OutputTooLarge(what, size, cap)

@@ -23,6 +23,7 @@ from .codec import decode, encode
 from .db import Database
 from .errors import LeaseLost
 from .leases import LeaseHolder
+from .limits import check_output
 
 _run_decoder = msgspec.json.Decoder(RunState)
 _DEADLINE_WAITS = (WaitReason.UNTIL, WaitReason.EVENT)
@@ -83,6 +84,20 @@ def awaited_child(run: RunState) -> str | None:
     return key.removeprefix("subworkflow:") if key.startswith("subworkflow:") else None
 
 
+def check_outputs(run: RunState, cap: int) -> None:
+    """Raise OutputTooLarge for a run output, or one node's output, whose JSON is over cap.
+
+    Node outputs too: abstractruntime keeps each visual node's result in vars._temp.node_outputs (and
+    the last one again in vars._last_output), saved after every step - a 200 kB result made a 1 MB
+    state before the run even completed (the value five times over)."""
+    check_output("the run's output", run.output, cap)
+    temp = run.vars.get("_temp") if isinstance(run.vars, dict) else None
+    outputs = temp.get("node_outputs") if isinstance(temp, dict) else None
+    if isinstance(outputs, dict):
+        for node_id, value in outputs.items():
+            check_output(f"the output of node {node_id!r}", value, cap)
+
+
 def run_columns(run: RunState, now: float) -> dict[str, Any]:
     """Column values mirroring a RunState, written in the same statement as its JSON."""
     waiting = run.waiting
@@ -114,11 +129,19 @@ class SqliteRunStore(RunStore):
     """RunStore + QueryableRunStore + event-waiter lookup over the shared SQLite file."""
 
     def __init__(
-        self, db: Database, *, fence: LeaseHolder | None = None, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        *,
+        fence: LeaseHolder | None = None,
+        clock: Callable[[], float] = time.time,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
         self.clock = clock
+        # The runner's cap on outputs (shared_store.limits): a save holding a bigger one raises
+        # OutputTooLarge and writes nothing. None: no cap (the API's writes, tests).
+        self.max_output_bytes = max_output_bytes
         self._with_next_save: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.born: list[str] = []  # runs this store created leased to its fence (to release after)
         # When each run this store saved is next due, as of that save: what a release settles with,
@@ -156,6 +179,10 @@ class SqliteRunStore(RunStore):
     def _write(self, run: RunState, sql: str, *, strict: bool = True) -> bool:
         now = self.clock()
         params = run_columns(run, now)
+        cap = self.max_output_bytes
+        # The whole document bounds every part of it: only a state over the cap is looked into.
+        if cap is not None and len(params["run_json"]) > cap:
+            check_outputs(run, cap)
         fence = self.fence
         if fence is None:
             params.update(born_owner=None, born_expires_at=None, born_epoch=0)
