@@ -77,6 +77,9 @@ class EntrypointItem(Struct):
     name: str | None = None
     description: str | None = None
     deprecated: bool = False
+    workflow_id: str | None = None
+    deprecated_at: str | None = None
+    deprecated_reason: str | None = None
 
 
 class BundleItem(Struct):
@@ -106,6 +109,7 @@ class InputPin(Struct):
     label: str | None
     type: str | None
     default: Any = None
+    required: bool = False
 
 
 class InputSchema(Struct):
@@ -129,6 +133,9 @@ class DeprecationResponse(Struct):
     flow_id: str | None
     deprecated: bool
     reason: str | None = None
+    ok: bool = True  # the original's fields: ok, deprecated_at (deprecate), removed (undeprecate)
+    deprecated_at: str | None = None
+    removed: bool | None = None
 
 
 class RemovedResponse(Struct):
@@ -149,11 +156,15 @@ class ResolvedWorkflow(Struct):
     bundle_id: str
     bundle_version: str
     flow_id: str
+    name: str | None = None  # the entrypoint's name
+    source: str = "client"  # as the original: the workflow the client named (never a server default)
 
 
 class StartResponse(Struct):
     run_id: str
     resolved_workflow: ResolvedWorkflow
+    # As the original: set when no runner is alive to start the run (it stays queued until one is).
+    runner_warning: str | None = None
 
 
 RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
@@ -187,10 +198,13 @@ class RunView(Struct):
     created_at: str
     updated_at: str
     session_id: str | None
+    actor_id: str | None
     parent_run_id: str | None
     error: str | None
     paused: bool
     pause_reason: str | None
+    paused_at: str | None
+    resumed_at: str | None
     waiting: Waiting | None
     output: Any
     is_scheduled: bool
@@ -212,6 +226,7 @@ class InputDataResponse(Struct):
     bundle_version: str | None
     flow_id: str | None
     input_data: dict[str, Any]
+    pin_ids: list[str] = []  # the entry flow's input pins (as the original)
 
 
 class ArtifactItem(Struct):
@@ -235,8 +250,23 @@ class ArtifactList(Struct):
     next_offset: int | None
 
 
+# The original's history_bundle options (abstractruntime's export_run_history_bundle).
+LEDGER_MODES = ("tail", "full")
+DETAILS = ("full", "replay")
+
+
+class HistoryQuery(Struct, forbid_unknown_fields=True):
+    include_subruns: bool = True
+    include_session: bool = False
+    session_turn_limit: Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)] = 200
+    ledger_mode: str = "tail"  # tail | full: what `ledgers` holds (ours, `ledger`, is always full)
+    ledger_max_items: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 2000  # 0: full
+    detail: str = "full"  # full | replay (the runtime's transcript projection of `ledgers`)
+
+
 class HistoryBundle(Struct):
-    """Everything to reconstruct a run offline: its view, input, ledger, descendants and artifacts."""
+    """Everything to reconstruct a run offline: its view, input, ledger, descendants and artifacts;
+    and the original's keys, abstractruntime's RunHistoryBundle v1 (`ledgers`, `timeline`, ...)."""
 
     format: str
     exported_at: str
@@ -245,6 +275,17 @@ class HistoryBundle(Struct):
     ledger: list[dict[str, Any]]
     children: list[dict[str, Any]]
     artifacts: list[ArtifactItem]
+    version: int
+    generated_at: str
+    detail: str
+    root_run_id: str
+    workflow_snapshot: dict[str, Any] | None
+    input_data: dict[str, Any]
+    ledgers: dict[str, dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    resolved_actions: list[dict[str, Any]]
+    session: dict[str, Any] | None
+    warnings: list[dict[str, Any]]
 
 
 # --- commands -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from shared_store import queries as q
 from shared_store.codec import encode, utc_now_iso
 from shared_store.schedules import Schedule, ScheduleInvalid, firings_due, get_schedule, iso
+from shared_store.starts import GATEWAY_ACTOR
 
 from .commands import CommandContext, Rejected
 
@@ -43,7 +44,8 @@ def start_parent(ctx: CommandContext, run_id: str) -> None:
         status=RunStatus.WAITING,
         current_node="schedule",
         waiting=_wait(run_id, schedule.next_fire_at or time.time()),
-        session_id=schedule.session_id,
+        session_id=schedule.session_id or run_id,
+        actor_id=GATEWAY_ACTOR,
     )
     ctx.run_store.create_if_absent(run)
 

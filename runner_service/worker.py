@@ -27,7 +27,7 @@ from shared_store.inbox import command_from_row
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore, run_columns
 from shared_store.schedules import get_schedule
-from shared_store.starts import start_request
+from shared_store.starts import GATEWAY_ACTOR, start_request
 
 from .bundle_host import BundleHost, WorkflowUnavailable
 from .commands import CommandContext, apply_command, resume_finished_child
@@ -174,9 +174,11 @@ class Worker:
         ctx.runtime.start(
             workflow=spec,
             vars=dict(request.get("input_data") or {}),
-            session_id=request.get("session_id"),
+            # As the original: a run without a session is its own session; runs are the gateway's.
+            session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             run_id=run_id,
+            actor_id=GATEWAY_ACTOR,
         )
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
@@ -233,10 +235,11 @@ class Worker:
         run = RunState.new(
             workflow_id=str(request.get("workflow_id") or "unknown"),
             entry_node="",
-            session_id=request.get("session_id"),
+            session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             vars=dict(request.get("input_data") or {}),
             run_id=run_id,
+            actor_id=GATEWAY_ACTOR,
         )
         run.status = RunStatus.FAILED
         run.error = error

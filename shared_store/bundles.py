@@ -67,6 +67,7 @@ class ResolvedWorkflow:
     bundle_id: str
     bundle_version: str
     flow_id: str
+    name: str | None = None  # the entrypoint's name (the original's resolved_workflow.name)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class BundleInfo:
     deprecated: bool = False
     deprecation_reason: str | None = None
     deprecated_flows: dict[str, str | None] = field(default_factory=dict)
+    # When each mark was set, by flow_id ('' for the whole bundle): the original's `deprecated_at`.
+    deprecated_at: dict[str, str] = field(default_factory=dict)
     compile_error: str | None = None
 
     @property
@@ -106,9 +109,20 @@ class BundleInfo:
             item = {"flow_id": flow_id, "name": entry.get("name") or flow_id}
             item["description"] = entry.get("description") or ""
             item["interfaces"] = entry.get("interfaces") or []
+            item["workflow_id"] = f"{self.bundle_ref}:{flow_id}"  # what a start by flow_id names
             item["deprecated"] = flow_id in self.deprecated_flows
             if flow_id in self.deprecated_flows:
                 item["deprecation_reason"] = self.deprecated_flows[flow_id]
+            # The original's view: an entrypoint is deprecated by its own mark or its bundle's.
+            mark = flow_id if flow_id in self.deprecated_flows else ("" if self.deprecated else None)
+            if mark is not None:
+                item["deprecated"] = True
+            item["deprecated_at"] = None if mark is None else self.deprecated_at.get(mark)
+            item["deprecated_reason"] = (
+                None
+                if mark is None
+                else (self.deprecated_flows.get(mark) if mark else self.deprecation_reason)
+            )
             entrypoints.append(item)
         return {
             "bundle_id": self.bundle_id,
@@ -186,8 +200,10 @@ def import_flows_dir(db: Database, path: str | Path) -> list[str]:
 
 def _infos(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[BundleInfo]:
     deprecations: dict[str, dict[str, str | None]] = {}
-    for bundle_id, flow_id, reason in db.query(q.DEPRECATIONS):
+    marked_at: dict[str, dict[str, str]] = {}
+    for bundle_id, flow_id, reason, created_at in db.query(q.DEPRECATIONS):
         deprecations.setdefault(bundle_id, {})[flow_id] = reason
+        marked_at.setdefault(bundle_id, {})[flow_id] = created_at
     checks = {(b, v, s): err for b, v, s, err in db.query(q.BUNDLE_CHECKS)}
     infos = []
     for bundle_id, version, sha, size, manifest, source, created_at in db.query(sql, params):
@@ -204,6 +220,7 @@ def _infos(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[BundleI
                 deprecated="" in marks,
                 deprecation_reason=marks.get(""),
                 deprecated_flows={k: v for k, v in marks.items() if k},
+                deprecated_at=marked_at.get(bundle_id, {}),
                 compile_error=checks.get((bundle_id, version, sha)),
             )
         )
@@ -247,6 +264,12 @@ def bundle_content(db: Database, bundle_id: str, bundle_version: str) -> bytes:
     return bytes(row[0])
 
 
+def flow_documents(db: Database, bundle_id: str, bundle_version: str) -> dict[str, dict[str, Any]]:
+    """Every flow's VisualFlow JSON of a stored bundle, by flow id."""
+    _, documents = read_bundle(bundle_content(db, bundle_id, bundle_version))
+    return documents
+
+
 def flow_json(db: Database, bundle_id: str, bundle_version: str, flow_id: str) -> dict[str, Any]:
     """The VisualFlow JSON of one flow of a stored bundle."""
     data = bundle_content(db, bundle_id, bundle_version)
@@ -266,15 +289,17 @@ def delete_bundle(db: Database, bundle_id: str, bundle_version: str | None = Non
     return db.execute_write(q.REMOVE_BUNDLE_VERSION, (utc_now_iso(), bundle_id, bundle_version))
 
 
-def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reason: str | None = None) -> None:
-    """Refuse new starts of the bundle (or one of its flows) from now on; running runs continue."""
+def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reason: str | None = None) -> str:
+    """Refuse new starts of the bundle (or one of its flows) from now on; running runs continue.
+    Returns when the mark was set."""
     info = get_bundle(db, bundle_id)
     if flow_id and flow_id not in info.manifest.get("flows", {}):
         raise UnknownFlow(f"Flow '{flow_id}' not found in bundle '{bundle_id}'")
+    now = utc_now_iso()
     db.execute_write(
-        q.DEPRECATE,
-        {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": utc_now_iso()},
+        q.DEPRECATE, {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": now}
     )
+    return now
 
 
 def undeprecate(db: Database, bundle_id: str, *, flow_id: str | None = None) -> bool:
@@ -347,4 +372,8 @@ def resolve_workflow(
     if flow_id in info.deprecated_flows:
         reason = info.deprecated_flows[flow_id] or "no reason given"
         raise FlowDeprecated(f"flow '{flow_id}' of bundle '{bundle_id}' is deprecated: {reason}")
-    return ResolvedWorkflow(f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id)
+    entry = next((e for e in info.manifest.get("entrypoints", []) if e.get("flow_id") == flow_id), {})
+    name = str(entry.get("name") or flow_id)
+    return ResolvedWorkflow(
+        f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id, name
+    )

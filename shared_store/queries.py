@@ -308,7 +308,7 @@ REMOVE_BUNDLE_VERSION = (
     "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
 )
 REMOVE_BUNDLE_ALL = "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND removed_at IS NULL"
-DEPRECATIONS = "SELECT bundle_id, flow_id, reason FROM bundle_deprecations"
+DEPRECATIONS = "SELECT bundle_id, flow_id, reason, created_at FROM bundle_deprecations"
 DEPRECATIONS_OF = "SELECT flow_id, reason FROM bundle_deprecations WHERE bundle_id = ?"
 DEPRECATE = (
     "INSERT INTO bundle_deprecations (bundle_id, flow_id, reason, created_at) "

@@ -18,6 +18,7 @@ from . import queries as q
 from .codec import decode
 from .db import Database
 from .schedules import get_schedule
+from .starts import GATEWAY_ACTOR
 
 TERMINAL = ("completed", "failed", "cancelled")
 CLIENT_STATUSES = tuple(q.RUN_VIEW_STATUS)
@@ -28,6 +29,8 @@ STATUS_RECORD_KEY = "system:terminal_status:"
 
 class _Control(msgspec.Struct):
     pause_reason: Any = None
+    paused_at: Any = None
+    resumed_at: Any = None
 
 
 class _Runtime(msgspec.Struct):
@@ -49,6 +52,7 @@ class _Waiting(msgspec.Struct):
 
 
 class _RunDoc(msgspec.Struct):
+    actor_id: str | None = None
     vars: _Vars | None = None
     waiting: _Waiting | None = None
     output: Any = None
@@ -76,7 +80,12 @@ def _decode_doc(data: bytes | None) -> _RunDoc:
             else None,
             output=plain.get("output"),
             error=None if error is None else str(error),
+            actor_id=plain.get("actor_id") if isinstance(plain.get("actor_id"), str) else None,
         )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def client_status(status: str, output_failed: bool) -> str:
@@ -95,6 +104,8 @@ def _view(row: tuple[Any, ...]) -> dict[str, Any]:
     control = run.vars.runtime.control if run.vars and run.vars.runtime else None
     reason = control.pause_reason if control and paused else None
     wait = run.waiting if status == "waiting" else None
+    # A queued run has no RunState yet; the runner starts it as the gateway's actor.
+    actor = GATEWAY_ACTOR if status == "queued" else run.actor_id
     return {
         "run_id": run_id,
         "workflow_id": workflow_id,
@@ -104,10 +115,14 @@ def _view(row: tuple[Any, ...]) -> dict[str, Any]:
         "created_at": created,
         "updated_at": updated,
         "session_id": session,
+        "actor_id": actor,
         "parent_run_id": parent,
         "error": error,
         "paused": bool(paused),
         "pause_reason": None if reason is None else str(reason),
+        # abstractruntime's pause/resume stamps (the original shows them): the last of each.
+        "paused_at": _text(control.paused_at) if control else None,
+        "resumed_at": _text(control.resumed_at) if control else None,
         "waiting": None if wait is None else msgspec.structs.asdict(wait),
         "output": run.output,
         "is_scheduled": False,

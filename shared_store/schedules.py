@@ -258,7 +258,7 @@ def create_schedule(
             {
                 "run_id": run_id,
                 "workflow_id": resolved.workflow_id,
-                "session_id": session_id,
+                "session_id": session_id or run_id,  # its own session when none is given (as the original)
                 "parent_run_id": None,
                 "created_at": created_at,
                 "now": now,

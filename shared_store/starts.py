@@ -18,6 +18,9 @@ from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
 
+# The actor the original gateway records on the runs it starts (RunState.actor_id, each ledger record).
+GATEWAY_ACTOR = "gateway"
+
 
 class IdempotencyConflict(ValueError):
     """The Idempotency-Key was used before for a different request."""
@@ -51,10 +54,13 @@ def enqueue_run(
         "parent_run_id": parent_run_id,
     }
     start_json = encode(start)
+    run_id = str(uuid.uuid4())
     params = {
-        "run_id": str(uuid.uuid4()),
+        "run_id": run_id,
         "workflow_id": resolved.workflow_id,
-        "session_id": session_id,
+        # As the original: a run started without a session is its own session (session-scoped events
+        # address it by its run_id). The request (and its idempotency digest) keeps what was sent.
+        "session_id": session_id or run_id,
         "parent_run_id": parent_run_id,
         "created_at": datetime.now(UTC).isoformat(),
         "now": time.time(),

@@ -7,6 +7,7 @@ child process (`python -m runner_service.bundle_check`): the API never imports a
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 
 from shared_store import bundles
 from shared_store.bundle_files import BundleInvalid
+from shared_store.db import Database
 
 from ..errors import ApiError
 from ..http import ApiRoute, blocking
@@ -54,10 +56,35 @@ async def list_bundles(request: Request, query: BundleListQuery) -> object:
     return {"items": [info.to_json() for info in infos]}
 
 
+def _bundle_detail(db: Database, bundle_id: str, version: str | None) -> dict[str, Any]:
+    info = bundles.get_bundle(db, bundle_id, version)
+    doc = info.to_json()
+    documents = bundles.flow_documents(db, info.bundle_id, info.bundle_version)
+    for entry in doc["entrypoints"]:
+        # As the original's detail: each entrypoint's input pins and its nodes (id -> type, label).
+        flow = documents.get(entry["flow_id"]) or {}
+        entry["inputs"] = [
+            {"id": pin.id, "label": pin.label, "type": pin.type, "required": pin.required}
+            for pin in input_pins(flow)
+        ]
+        entry["node_index"] = {
+            str(node["id"]): {"type": node.get("type"), "label": _node_label(node)}
+            for node in flow.get("nodes") or []
+            if isinstance(node, dict) and node.get("id") is not None
+        }
+    return doc
+
+
+def _node_label(node: dict[str, Any]) -> str | None:
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    label = data.get("label") or node.get("label") or node.get("type")
+    return None if label is None else str(label)
+
+
 async def get_bundle(request: Request, query: BundleVersionQuery) -> object:
-    """One bundle (the newest version unless ?bundle_version=)."""
+    """One bundle (the newest version unless ?bundle_version=), with each entrypoint's inputs."""
     bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
-    return bundles.get_bundle(gateway(request).db, bundle_id, version).to_json()
+    return await asyncio.to_thread(_bundle_detail, gateway(request).db, bundle_id, version)
 
 
 def _entry_node(flow: dict[str, Any]) -> dict[str, Any] | None:
@@ -75,15 +102,25 @@ async def input_schema(request: Request, query: BundleVersionQuery) -> object:
     info = bundles.get_bundle(db, bundle_id, version)
     flow_id = request.path_params["flow_id"]
     flow = bundles.flow_json(db, info.bundle_id, info.bundle_version, flow_id)
+    return InputSchema(info.bundle_id, info.bundle_version, flow_id, input_pins(flow))
+
+
+def input_pins(flow: dict[str, Any]) -> list[InputPin]:
+    """The entry node's data outputs, with their defaults."""
     node = _entry_node(flow) or {}
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
     defaults = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
-    pins = [
-        InputPin(str(pin.get("id")), pin.get("label"), pin.get("type"), defaults.get(pin.get("id")))
+    return [
+        InputPin(
+            str(pin.get("id")),
+            pin.get("label"),
+            pin.get("type"),
+            defaults.get(pin.get("id")),
+            bool(pin.get("required", False)),
+        )
         for pin in data.get("outputs") or []
         if isinstance(pin, dict) and pin.get("type") != "execution"
     ]
-    return InputSchema(info.bundle_id, info.bundle_version, flow_id, pins)
 
 
 def _form_bool(value: object, name: str) -> bool:
@@ -147,17 +184,17 @@ async def delete_bundle(request: Request, query: BundleDeleteQuery) -> object:
 async def deprecate(request: Request, body: DeprecateRequest) -> object:
     """Refuse new starts of the bundle (or one flow) with 409 and the reason; running runs continue."""
     bundle_id = request.path_params["bundle_id"]
-    await blocking(
+    at = await blocking(
         bundles.deprecate, gateway(request).db, bundle_id, flow_id=body.flow_id, reason=body.reason
     )
-    return DeprecationResponse(bundle_id, body.flow_id, True, body.reason)
+    return DeprecationResponse(bundle_id, body.flow_id, True, body.reason, deprecated_at=at)
 
 
 async def undeprecate(request: Request, body: UndeprecateRequest) -> object:
     """Allow new starts again."""
     bundle_id = request.path_params["bundle_id"]
-    await blocking(bundles.undeprecate, gateway(request).db, bundle_id, flow_id=body.flow_id)
-    return DeprecationResponse(bundle_id, body.flow_id, False)
+    removed = await blocking(bundles.undeprecate, gateway(request).db, bundle_id, flow_id=body.flow_id)
+    return DeprecationResponse(bundle_id, body.flow_id, False, removed=removed)
 
 
 _TAGS = ["bundles"]

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
+from typing import Any
 
+import anyio
+import msgspec
 from starlette.requests import Request
 from starlette.responses import FileResponse
 
 from shared_store import bundles, run_views
 from shared_store.db import Database
 from shared_store.reads import ledger_len
+from shared_store.runners import inactive_warning
 from shared_store.starts import StartResult, enqueue_run
 
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
+    DETAILS,
+    LEDGER_MODES,
     RUNS_PAGE_MAX,
     ArtifactList,
     ArtifactQuery,
     HistoryBundle,
+    HistoryQuery,
     InputDataResponse,
     ResolvedWorkflow,
     RunList,
@@ -29,6 +38,7 @@ from ..schemas import (
     StartResponse,
 )
 from . import gateway
+from .bundles import input_pins
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -48,11 +58,29 @@ async def start_run(request: Request, body: StartRequest) -> object:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    started, resolved = await blocking(_start, gateway(request).db, body, key)
+    db = gateway(request).db
+    started, resolved = await blocking(_start, db, body, key)
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
+    return await start_response(db, started.run_id, resolved)
+
+
+# Per database (tests run several in one process): (when read, the warning).
+_warnings: dict[int, tuple[float, str | None]] = {}
+
+
+async def start_response(db: Database, run_id: str, resolved: bundles.ResolvedWorkflow) -> StartResponse:
+    """The start answer (also a schedule's): the run, what it runs and, as the original, a
+    `runner_warning` when no runner is alive (read at most once a second: starts are a hot path)."""
+    checked_at, warning = _warnings.get(id(db), (0.0, None))
+    if time.monotonic() - checked_at > 1.0:
+        warning = await asyncio.to_thread(inactive_warning, db)
+        _warnings[id(db)] = (time.monotonic(), warning)
     return StartResponse(
-        started.run_id,
-        ResolvedWorkflow(resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id),
+        run_id,
+        ResolvedWorkflow(
+            resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id, resolved.name
+        ),
+        warning,
     )
 
 
@@ -93,20 +121,69 @@ async def get_run(request: Request) -> object:
 async def get_input_data(request: Request) -> object:
     """What the run was started with."""
     run_id = request.path_params["run_id"]
-    data = run_views.input_data(gateway(request).db, run_id)
+    data = await asyncio.to_thread(_input_data, gateway(request).db, run_id)
     if data is None:
         raise not_found_run(run_id)
     return data
 
 
-async def history_bundle(request: Request) -> object:
-    """The run, its ledger, its descendants (with theirs) and its artifacts index, in one document."""
+def _input_data(db: Database, run_id: str) -> dict[str, Any] | None:
+    data = run_views.input_data(db, run_id)
+    if data is None:
+        return None
+    # As the original: the ids of the entry flow's input pins (empty when its bundle is gone).
+    pins: list[str] = []
+    if data["bundle_id"] and data["bundle_version"] and data["flow_id"]:
+        try:
+            flow = bundles.flow_json(db, data["bundle_id"], data["bundle_version"], data["flow_id"])
+        except (bundles.UnknownBundle, bundles.UnknownFlow):
+            flow = {}
+        pins = [pin.id for pin in input_pins(flow)]
+    data["pin_ids"] = pins
+    return data
+
+
+HISTORY_TIMEOUT_S = 120.0
+
+
+async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[str, Any]:
+    """abstractruntime's RunHistoryBundle of the run, exported in a child process (the API never
+    imports abstractruntime): see shared_store/history_export.py."""
+    options = msgspec.json.encode(query)
+    command = [
+        sys.executable,
+        "-m",
+        "shared_store.history_export",
+        str(gw.db.path),
+        str(gw.artifacts_dir),
+        run_id,
+    ]
+    with anyio.fail_after(HISTORY_TIMEOUT_S):
+        done = await anyio.run_process(command, input=options, check=False)
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip()[-2000:] or f"exit status {done.returncode}"
+        raise ApiError(503, f"the history export failed: {reason}")
+    return msgspec.json.decode(done.stdout)
+
+
+async def history_bundle(request: Request, query: HistoryQuery) -> object:
+    """The run, its ledger, its descendants (with theirs) and its artifacts index, in one document:
+    ours (`ledger`, `children`, `artifacts`, `input`) and the original's (`ledgers`, `timeline`,
+    `session`, `workflow_snapshot`, ...: abstractruntime's RunHistoryBundle v1)."""
     run_id = request.path_params["run_id"]
+    if query.ledger_mode not in LEDGER_MODES:
+        raise ApiError(400, f"ledger_mode must be one of: {', '.join(LEDGER_MODES)}")
+    if query.detail not in DETAILS:
+        raise ApiError(400, f"detail must be one of: {', '.join(DETAILS)}")
+    gw = gateway(request)
     # A long read: a worker thread, not the writer thread.
-    bundle = await asyncio.to_thread(run_views.history_bundle, gateway(request).db, run_id)
-    if bundle is None:
+    ours = await asyncio.to_thread(run_views.history_bundle, gw.db, run_id)
+    if ours is None:
         raise not_found_run(run_id)
-    return bundle
+    original = await _runtime_history(gw, run_id, query)
+    # The original's keys (abstractruntime's RunHistoryBundle) beside ours; `run` stays our view, which
+    # carries every field of the runtime's `run` summary (status as the client reads it) and more.
+    return {**original, **ours}
 
 
 async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
@@ -185,8 +262,9 @@ routes = [
         methods=["GET"],
         summary="Export a run",
         tags=_TAGS,
+        query=HistoryQuery,
         response=HistoryBundle,
-        errors=(404,),
+        errors=(400, 404, 422),
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts",

@@ -12,8 +12,9 @@ from shared_store.db import Database
 from shared_store.schedules import ScheduleSpec, create_schedule
 
 from ..http import ApiRoute, blocking
-from ..schemas import ResolvedWorkflow, StartResponse
+from ..schemas import StartResponse
 from . import gateway
+from .runs import start_response
 
 
 class ScheduleRequest(Struct, forbid_unknown_fields=True):
@@ -66,10 +67,7 @@ async def schedule_run(request: Request, body: ScheduleRequest) -> object:
     spec = ScheduleSpec.parse(fields)  # ScheduleInvalid -> 422 naming the field
     run_id, resolved = await blocking(_schedule, gateway(request).db, body, spec)
     request.state.audit = {"run_id": run_id, "workflow_id": resolved.workflow_id}
-    return StartResponse(
-        run_id,
-        ResolvedWorkflow(resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id),
-    )
+    return await start_response(gateway(request).db, run_id, resolved)
 
 
 routes = [
