@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
 from abstractruntime.core.runtime import Runtime
+from abstractruntime.history_bundle import persist_workflow_snapshot
 
 from shared_store import Database, LeaseHolder, LeaseLost, StoreError
 from shared_store import queries as q
@@ -180,8 +181,39 @@ class Worker:
             run_id=run_id,
             actor_id=GATEWAY_ACTOR,
         )
+        self._snapshot(ctx, run_id, workflow_id)
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
+
+    def _snapshot(self, ctx: CommandContext, run_id: str, workflow_id: str) -> None:
+        """As the original: the workflow the run started with, kept as an artifact of the run and
+        referenced from vars._runtime.workflow_snapshot (history_bundle's `workflow_snapshot`), so a
+        run can be replayed offline even after its bundle is replaced. abstractruntime writes both."""
+        document = ctx.host.document(workflow_id)
+        if document is None:
+            return
+        bundle_ref, _, flow_id = workflow_id.rpartition(":")
+        snapshot = {
+            "kind": "visualflow_json",
+            "bundle_ref": bundle_ref,
+            "flow_id": flow_id,
+            "visualflow": document,
+        }
+        try:
+            persist_workflow_snapshot(
+                run_store=ctx.run_store,
+                artifact_store=ctx.runtime.artifact_store,
+                run_id=run_id,
+                workflow_id=workflow_id,
+                snapshot=snapshot,
+                format="visualflow_json",
+            )
+        except StoreError:  # LeaseLost, or the db failing: not to be swallowed
+            raise
+        except Exception as exc:  # a snapshot is a convenience; the run goes on without one
+            if isinstance(exc.__cause__, StoreError):  # the runtime wraps a failed save in RuntimeError
+                raise exc.__cause__ from None
+            log.warning("workflow_snapshot_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
 
     def _apply_commands(self, ctx: CommandContext, run_id: str) -> None:
         rows = self.db.query(q.PENDING_RUN_COMMANDS, (run_id, self.settings.commands_per_pass))

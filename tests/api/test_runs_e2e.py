@@ -67,6 +67,7 @@ def test_echo_start_ledger_and_sse_done(gateway: Gateway, runner: object) -> Non
         "bundle_version": "1.0.0",
         "flow_id": "echo",
         "input_data": {"message": "hello"},
+        "pin_ids": ["message"],
     }
     history = gateway.client.get(f"/api/gateway/runs/{run_id}/history_bundle").json()
     assert history["run"]["run_id"] == run_id and len(history["ledger"]) == len(steps)
