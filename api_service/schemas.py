@@ -110,6 +110,7 @@ class InputPin(Struct):
     type: str | None
     default: Any = None
     required: bool = False
+    schema: dict[str, Any] = {}  # the pin's JSON Schema (as the original)
 
 
 class InputSchema(Struct):
@@ -117,6 +118,13 @@ class InputSchema(Struct):
     bundle_version: str
     flow_id: str
     inputs: list[InputPin]
+    # The original's fields: the workflow, a version of this document, defaults by pin, and the
+    # input_data JSON Schema a client can build a form from.
+    bundle_ref: str = ""
+    workflow_id: str = ""
+    version: int = 1
+    defaults: dict[str, Any] = {}
+    input_data_schema: dict[str, Any] = {}
 
 
 class DeprecateRequest(Struct):
@@ -403,8 +411,9 @@ class StepEvent(Struct):
 class DoneEvent(Struct):
     """`data` of the closing SSE `done` event: the run ended and every record was sent."""
 
-    status: RunStatus
+    status: RunStatus  # the run's status (the original sends the constant "terminal")
     cursor: int
+    run_id: str
 
 
 class LedgerBatchRun(Struct):

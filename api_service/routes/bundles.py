@@ -68,17 +68,17 @@ def _bundle_detail(db: Database, bundle_id: str, version: str | None) -> dict[st
             for pin in input_pins(flow)
         ]
         entry["node_index"] = {
-            str(node["id"]): {"type": node.get("type"), "label": _node_label(node)}
+            str(node["id"]): _node_entry(node)
             for node in flow.get("nodes") or []
             if isinstance(node, dict) and node.get("id") is not None
         }
     return doc
 
 
-def _node_label(node: dict[str, Any]) -> str | None:
+def _node_entry(node: dict[str, Any]) -> dict[str, str]:
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
-    label = data.get("label") or node.get("label") or node.get("type")
-    return None if label is None else str(label)
+    kind = str(data.get("nodeType") or node.get("type") or "unknown")
+    return {"type": kind, "label": str(data.get("label") or node.get("label") or node["id"])}
 
 
 async def get_bundle(request: Request, query: BundleVersionQuery) -> object:
@@ -102,11 +102,60 @@ async def input_schema(request: Request, query: BundleVersionQuery) -> object:
     info = bundles.get_bundle(db, bundle_id, version)
     flow_id = request.path_params["flow_id"]
     flow = bundles.flow_json(db, info.bundle_id, info.bundle_version, flow_id)
-    return InputSchema(info.bundle_id, info.bundle_version, flow_id, input_pins(flow))
+    node = _entry_node(flow) or {}
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    given = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
+    pins = input_pins(flow)
+    document: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {pin.id: pin.schema for pin in pins},
+    }
+    required = [pin.id for pin in pins if pin.required]
+    if required:
+        document["required"] = required
+    return InputSchema(
+        info.bundle_id,
+        info.bundle_version,
+        flow_id,
+        pins,
+        bundle_ref=info.bundle_ref,
+        workflow_id=f"{info.bundle_ref}:{flow_id}",
+        defaults={pin.id: given[pin.id] for pin in pins if pin.id in given},
+        input_data_schema=document,
+    )
+
+
+# VisualFlow pin types -> JSON Schema types (the rest, "any" included, take any value).
+_JSON_TYPES = {
+    **dict.fromkeys(
+        ("string", "text", "markdown", "path", "file", "directory", "provider", "model"), "string"
+    ),
+    **dict.fromkeys(("number", "float", "double"), "number"),
+    **dict.fromkeys(("integer", "int"), "integer"),
+    **dict.fromkeys(("boolean", "bool"), "boolean"),
+    **dict.fromkeys(("array", "list"), "array"),
+    **dict.fromkeys(("object", "dict", "map", "json"), "object"),
+}
+
+
+def _pin_schema(pin: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    raw = str(pin.get("type") or "").strip()
+    schema: dict[str, Any] = {}
+    if raw.lower() in _JSON_TYPES:
+        schema["type"] = _JSON_TYPES[raw.lower()]
+    if raw:
+        schema["x-abstract-type"] = raw
+    label, pin_id = pin.get("label"), str(pin.get("id"))
+    if label and label != pin_id:
+        schema["title"] = str(label)
+    if pin_id in defaults:
+        schema["default"] = defaults[pin_id]
+    return schema
 
 
 def input_pins(flow: dict[str, Any]) -> list[InputPin]:
-    """The entry node's data outputs, with their defaults."""
+    """The entry node's data outputs, with their defaults and JSON Schemas."""
     node = _entry_node(flow) or {}
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
     defaults = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
@@ -116,7 +165,8 @@ def input_pins(flow: dict[str, Any]) -> list[InputPin]:
             pin.get("label"),
             pin.get("type"),
             defaults.get(pin.get("id")),
-            bool(pin.get("required", False)),
+            pin.get("required") is True,
+            _pin_schema(pin, defaults),
         )
         for pin in data.get("outputs") or []
         if isinstance(pin, dict) and pin.get("type") != "execution"

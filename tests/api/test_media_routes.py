@@ -97,7 +97,7 @@ def _fill(value: Any, artifacts: dict[str, str]) -> Any:
         ("voice/tts", {"text": "hi", "request_id": ""}, 422, "$.request_id"),
         ("audio/transcribe", {}, 422, "audio_artifact"),
         ("audio/transcribe", {"audio_artifact": "x"}, 422, "$.audio_artifact"),
-        ("audio/transcribe", {"audio_artifact": {"$artifact": "nope"}}, 400, "artifact 'nope' not found"),
+        ("audio/transcribe", {"audio_artifact": {"$artifact": "nope"}}, 404, "artifact 'nope' not found"),
         ("audio/transcribe", {"audio_artifact": {"$artifact": "@image"}}, 400, "expected audio/*"),
         ("audio/transcribe", {"audio_artifact": {"$artifact": "@text"}}, 400, "text/plain"),
         ("images/generate", {"prompt": ""}, 400, "prompt"),
@@ -111,7 +111,7 @@ def _fill(value: Any, artifacts: dict[str, str]) -> Any:
         ("images/edit", {"prompt": "x"}, 422, "image_artifact"),
         ("images/edit", {"prompt": "", "image_artifact": {"$artifact": "@image"}}, 400, "prompt"),
         ("images/edit", {"prompt": "x", "image_artifact": {"$artifact": "@audio"}}, 400, "expected image/*"),
-        ("images/edit", {"prompt": "x", "image_artifact": {"$artifact": "nope"}}, 400, "not found"),
+        ("images/edit", {"prompt": "x", "image_artifact": {"$artifact": "nope"}}, 404, "not found"),
         (
             "images/edit",
             {"prompt": "x", "image_artifact": {"$artifact": "@image"}, "mask_artifact": {"$artifact": "@text"}},

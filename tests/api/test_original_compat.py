@@ -124,9 +124,9 @@ def test_history_bundle_options_as_the_original(gateway: Gateway, runner: object
     assert replay["detail"] == "replay" and replay["timeline"] == []
     assert replay["session"]["session_id"] == run_id and isinstance(replay["session"]["turns"], list)
 
-    for bad in ({"ledger_mode": "middle"}, {"detail": "short"}):
-        refused = gateway.client.get(url, params=bad)
-        assert refused.status_code == 400 and list(bad)[0] in refused.json()["detail"]
+    for name, bad in (("ledger_mode", "middle"), ("detail", "short")):
+        refused = gateway.client.get(url, params={name: bad})
+        assert refused.status_code == 400 and name in refused.json()["detail"]
     assert gateway.client.get(url, params={"session_turn_limit": 0}).status_code == 422
     assert gateway.client.get(url, params={"nope": 1}).status_code == 400
     assert gateway.client.get("/api/gateway/runs/nope/history_bundle").status_code == 404
@@ -198,6 +198,22 @@ def test_bundle_entrypoints_and_deprecation_as_the_original(lone_gateway: Gatewa
     assert (tick["deprecated"], tick["deprecated_reason"]) == (True, "f")
     assert tick["deprecated_at"] == flow.json()["deprecated_at"]
     client.post("/api/gateway/bundles/bench-tick/undeprecate", json={"flow_id": "tick"})
+
+
+def test_input_schema_has_the_original_json_schema(lone_gateway: Gateway) -> None:
+    schema = lone_gateway.client.get("/api/gateway/bundles/bench-tick/flows/tick/input_schema").json()
+    assert (schema["bundle_ref"], schema["workflow_id"], schema["version"]) == (
+        "bench-tick@1.0.0",
+        "bench-tick@1.0.0:tick",
+        1,
+    )
+    assert schema["input_data_schema"] == {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {"n": {"x-abstract-type": "any"}, "delay": {"x-abstract-type": "any"}},
+    }
+    assert [pin["schema"] for pin in schema["inputs"]] == [{"x-abstract-type": "any"}] * 2
+    assert schema["defaults"] == {}
 
 
 def test_input_data_names_the_entry_pins(lone_gateway: Gateway) -> None:
