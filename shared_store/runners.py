@@ -43,9 +43,14 @@ def register_runner(
         )
 
 
-def runner_heartbeat(db: Database, runner_id: str) -> None:
+def runner_heartbeat(db: Database, runner_id: str, *, metrics: str | None = None) -> None:
+    """Mark the runner alive; `metrics` (Prometheus text) is published in the same statement."""
+    params = {"runner_id": runner_id, "heartbeat_at": time.time()}
     with db.write() as conn:
-        conn.execute(q.RUNNER_HEARTBEAT, {"runner_id": runner_id, "heartbeat_at": time.time()})
+        if metrics is None:
+            conn.execute(q.RUNNER_HEARTBEAT, params)
+        else:
+            conn.execute(q.RUNNER_HEARTBEAT_METRICS, {**params, "metrics": metrics})
 
 
 def runner_stopped(db: Database, runner_id: str) -> None:
@@ -68,3 +73,8 @@ def inactive_warning(db: Database, *, within_s: float = 30.0) -> str | None:
         f"no runner has heartbeated within {within_s:.0f}s: the run is stored and queued, and starts when "
         "a runner does (`abstractgateway runner`)"
     )
+
+
+def runner_metrics(db: Database, *, within_s: float = 60.0) -> list[tuple[str, str]]:
+    """(runner_id, Prometheus text) of the live runners that published metrics."""
+    return [(str(r[0]), str(r[1])) for r in db.query(q.RUNNER_METRICS, (time.time() - within_s,))]
