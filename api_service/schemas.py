@@ -256,6 +256,7 @@ class ArtifactList(Struct):
     limit: int
     offset: int
     next_offset: int | None
+    has_more: bool = False  # as the original: a next page exists
 
 
 # The original's history_bundle options (abstractruntime's export_run_history_bundle).

@@ -76,7 +76,8 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
     child_id = None
     for fire_at in chosen:
         child_id = str(uuid.uuid4())
-        session = (schedule.session_id or run_id) if schedule.share_context else None
+        # Shared context: the parent's session; otherwise the child is its own (as the original).
+        session = (schedule.session_id or run_id) if schedule.share_context else child_id
         start = {
             "workflow_id": schedule.workflow_id,
             "input_data": schedule.input_data,

@@ -204,13 +204,16 @@ async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
     if ledger_len(db, run_id) is None:
         raise not_found_run(run_id)
     limit = min(query.limit, ARTIFACTS_PAGE_MAX)
-    items = run_views.run_artifacts(db, run_id, limit=limit, offset=query.offset)
-    more = len(items) == limit
+    # One more than asked: whether a next page exists (the original's `has_more`), not a guess.
+    items = run_views.run_artifacts(db, run_id, limit=limit + 1, offset=query.offset)
+    more = len(items) > limit
+    items = items[:limit]
     return {
         "items": items,
         "limit": limit,
         "offset": query.offset,
         "next_offset": query.offset + len(items) if more else None,
+        "has_more": more,
     }
 
 
