@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -19,8 +18,10 @@ from shared_store.runners import inactive_warning
 from shared_store.starts import StartResult, enqueue_run
 
 from .. import metrics
+from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
-from ..http import ApiRoute, blocking
+from ..flow_control import flow_settings
+from ..http import ApiRoute, blocking, reading, require_input_size, require_session
 from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
@@ -43,6 +44,20 @@ from . import gateway
 from .bundles import input_pins
 
 MAX_IDEMPOTENCY_KEY = 200
+# Types a browser would render or run when opened from the API's origin (stored XSS with the
+# viewer's token in reach): served as downloads, never inline.
+ACTIVE_TYPES = ("html", "svg", "javascript", "ecmascript", "xml", "xhtml")
+
+
+def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, str]:
+    """nosniff always (a browser must not guess `text/html` from the bytes); attachment for active types."""
+    headers = {"X-Content-Type-Options": "nosniff"}
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if any(active in kind for active in ACTIVE_TYPES):
+        safe = "".join(c for c in artifact_id if c.isalnum() or c in "-_.")[:100] or "artifact"
+        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        headers["Content-Security-Policy"] = "sandbox"
+    return headers
 
 
 def _start(
@@ -51,6 +66,7 @@ def _start(
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
+    flow = flow_settings(db, body, resolved, body.input_data)
     started = enqueue_run(
         db,
         resolved=resolved,
@@ -58,15 +74,22 @@ def _start(
         session_id=body.session_id,
         idempotency_key=key,
         request_id=request_id,
+        flow=flow,
     )
     return started, resolved
 
 
 async def start_run(request: Request, body: StartRequest) -> object:
-    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run.
+
+    Flow control: `priority` 1-5, `requires` runner labels, `concurrency_key` (a template over the
+    input) with `max_concurrent`, `overflow` and `rate_limit`. 409 when the key is full and its
+    overflow is `reject` (nothing is written)."""
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    require_session(request, body.session_id)
+    require_input_size(request, body.input_data)
     db = gateway(request).db
     started, resolved = await blocking(_start, db, body, key, current_request_id())
     if started.created:
@@ -84,7 +107,7 @@ async def start_response(db: Database, run_id: str, resolved: bundles.ResolvedWo
     `runner_warning` when no runner is alive (read at most once a second: starts are a hot path)."""
     checked_at, warning = _warnings.get(id(db), (0.0, None))
     if time.monotonic() - checked_at > 1.0:
-        warning = await asyncio.to_thread(inactive_warning, db)
+        warning = await reading(inactive_warning, db)
         _warnings[id(db)] = (time.monotonic(), warning)
     return StartResponse(
         run_id,
@@ -123,7 +146,7 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
 async def get_run(request: Request) -> object:
     """One run: status, wait, pause, output (a queued run reads running with queued: true)."""
     run_id = request.path_params["run_id"]
-    view = run_views.run_view(gateway(request).db, run_id)
+    view = await reading(run_views.run_view, gateway(request).db, run_id)
     if view is None:
         raise not_found_run(run_id)
     return view
@@ -132,7 +155,7 @@ async def get_run(request: Request) -> object:
 async def get_input_data(request: Request) -> object:
     """What the run was started with."""
     run_id = request.path_params["run_id"]
-    data = await asyncio.to_thread(_input_data, gateway(request).db, run_id)
+    data = await reading(_input_data, gateway(request).db, run_id)
     if data is None:
         raise not_found_run(run_id)
     return data
@@ -188,7 +211,7 @@ async def history_bundle(request: Request, query: HistoryQuery) -> object:
         raise ApiError(400, f"detail must be one of: {', '.join(DETAILS)}")
     gw = gateway(request)
     # A long read: a worker thread, not the writer thread.
-    ours = await asyncio.to_thread(run_views.history_bundle, gw.db, run_id)
+    ours = await reading(run_views.history_bundle, gw.db, run_id)
     if ours is None:
         raise not_found_run(run_id)
     original = await _runtime_history(gw, run_id, query)
@@ -201,11 +224,11 @@ async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
     """The run's artifacts (metadata), oldest first; `limit` above the maximum is served up to it."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
-    if ledger_len(db, run_id) is None:
+    if await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     limit = min(query.limit, ARTIFACTS_PAGE_MAX)
     # One more than asked: whether a next page exists (the original's `has_more`), not a guess.
-    items = run_views.run_artifacts(db, run_id, limit=limit + 1, offset=query.offset)
+    items = await reading(run_views.run_artifacts, db, run_id, limit=limit + 1, offset=query.offset)
     more = len(items) > limit
     items = items[:limit]
     return {
@@ -221,13 +244,15 @@ async def artifact_content(request: Request) -> object:
     """The artifact's bytes, with its content type."""
     run_id, artifact_id = request.path_params["run_id"], request.path_params["artifact_id"]
     gw = gateway(request)
-    blob = run_views.artifact_blob(gw.db, artifact_id)
+    blob = await reading(run_views.artifact_blob, gw.db, artifact_id)
     if blob is None or blob.run_id != run_id:
         raise ApiError(404, f"Artifact '{artifact_id}' not found in run '{run_id}'")
     path = gw.artifacts_dir / blob.blob_id[:2] / blob.blob_id
     if not path.is_file():
         raise ApiError(404, f"Artifact '{artifact_id}' has no content on this server")
-    return FileResponse(path, media_type=blob.content_type)
+    return FileResponse(
+        path, media_type=blob.content_type, headers=artifact_headers(blob.content_type, artifact_id)
+    )
 
 
 _TAGS = ["runs"]
@@ -242,6 +267,8 @@ routes = [
         response=StartResponse,
         errors=(400, 404, 409, 413, 422),
         headers={"Idempotency-Key": "the same key answers the same run_id (409 if reused differently)"},
+        needs=RUN,
+        bound="handler",
     ),
     ApiRoute(
         "/api/gateway/runs",
@@ -251,6 +278,7 @@ routes = [
         tags=_TAGS,
         query=RunListQuery,
         response=RunList,
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}",
@@ -260,6 +288,7 @@ routes = [
         tags=_TAGS,
         response=RunView,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/input_data",
@@ -269,6 +298,7 @@ routes = [
         tags=_TAGS,
         response=InputDataResponse,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/history_bundle",
@@ -279,6 +309,7 @@ routes = [
         query=HistoryQuery,
         response=HistoryBundle,
         errors=(400, 404, 422),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts",
@@ -289,6 +320,7 @@ routes = [
         query=ArtifactQuery,
         response=ArtifactList,
         errors=(400, 404, 422),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",
@@ -298,5 +330,6 @@ routes = [
         tags=_TAGS,
         content_type="application/octet-stream",
         errors=(404,),
+        needs=READ,
     ),
 ]
