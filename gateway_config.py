@@ -64,6 +64,12 @@ SETTINGS = {
     "MUSIC_MODEL": "runner: diffusers AudioLDM pipeline dir (or a repo id in the HF cache) for music",
     "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
     "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",
+    "CODE_NODES": "sandbox (code nodes run in the runner's sandbox process) | off (bundles with code refused)",
+    "SANDBOX_CPU_S": "runner: CPU seconds one code node may use (over: the run fails)",
+    "SANDBOX_MEMORY_MB": "runner: memory (address space, MB) one code node may use",
+    "SANDBOX_TIMEOUT_S": "runner: wall-clock seconds one code node may take",
+    "TICK_TIMEOUT_S": "runner: a worker on one run longer than this stops the runner (0: never)",
+    "SUPERVISOR_PID": "set by serve for its runner child (the runner stops when serve is gone); never set",
 }
 SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY", "TOKEN_SECRET")
 
