@@ -78,7 +78,9 @@ def test_history_bundle_has_the_original_keys_beside_ours(gateway: Gateway, runn
     assert [c["run"]["run_id"] for c in doc["children"]] == [child["run_id"]]
     # The original's: abstractruntime's RunHistoryBundle v1.
     assert (doc["version"], doc["root_run_id"], doc["detail"]) == (1, run_id, "full")
-    assert doc["input_data"] == {"x": 5} and doc["session"] is None and doc["warnings"] == []
+    # The runtime's input_data is the run's public vars: the input, and what the gateway added (as the
+    # original, its workspace_root).
+    assert doc["input_data"]["x"] == 5 and doc["session"] is None and doc["warnings"] == []
     assert set(doc["ledgers"]) == {run_id, child["run_id"]}
     for rid, ledger in doc["ledgers"].items():
         records = _records(gateway, rid)
