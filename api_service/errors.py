@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
+from shared_store.run_filter import FilterInvalid
 from shared_store.schedules import ScheduleInvalid
 from shared_store.starts import IdempotencyConflict
 
@@ -91,6 +92,7 @@ EXCEPTION_HANDLERS = {
     BodyTooLarge: _too_large,
     BundleError: _classified,
     IdempotencyConflict: _classified,
+    FilterInvalid: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,

@@ -7,7 +7,7 @@ are generated from this module: change a field here and the spec follows.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct
 
@@ -129,12 +129,21 @@ class RemovedResponse(Struct):
 
 
 # --- runs ---------------------------------------------------------------------------------------------
+Tags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=32)]
+TtlS = Annotated[float, Meta(gt=0, le=100 * 365.25 * 86400)]
+WebhookUrl = Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
 class StartRequest(Struct):
     input_data: dict[str, Any] = {}
     bundle_id: str | None = None
     flow_id: str | None = None
     bundle_version: str | None = None
     session_id: str | None = None
+    tags: Tags | None = None
+    metadata: dict[str, Any] | None = None  # small (4 KiB as JSON, 32 keys); scalars are filterable
+    ttl_s: TtlS | None = None  # deleted this long after it ended (retention)
+    webhook_url: WebhookUrl | None = None  # told when the run ends or waits for a user
 
 
 class ResolvedWorkflow(Struct):
@@ -153,12 +162,25 @@ RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 
 
 class RunListQuery(Struct, forbid_unknown_fields=True):
-    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+    """Filters combine with AND; `status` and `tag` repeat (a run with any of the statuses, with
+    every tag); `metadata.<key>=<value>` matches a metadata value. A `limit` above the page maximum
+    is served up to it. Page on with `cursor=<next_cursor>` (stable while runs arrive) or `offset`."""
+
+    QUERY_PREFIXES: ClassVar[tuple[str, ...]] = ("metadata.",)
+
+    limit: Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)] = 50
     offset: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
-    status: str | None = None
+    status: list[str] = []
     workflow_id: str | None = None
     session_id: str | None = None
     parent_run_id: str | None = None
+    cursor: Annotated[str, Meta(max_length=2048)] | None = None
+    tag: list[str] = []
+    created_after: str | None = None
+    created_before: str | None = None
+    ended_after: str | None = None
+    ended_before: str | None = None
+    q: str | None = None
 
 
 class Waiting(Struct):
@@ -189,13 +211,42 @@ class RunView(Struct):
     is_scheduled: bool
     schedule: dict[str, Any] | None
     ledger_len: int
+    tags: list[str] = []
+    metadata: dict[str, Any] = {}
+    rerun_of: str | None = None
+    reruns: list[str] = []
+
+
+class RunSummary(Struct):
+    """A run in a list: the run view without its output (GET /runs/{id} has it)."""
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    queued: bool
+    current_node: str | None
+    created_at: str
+    updated_at: str
+    session_id: str | None
+    parent_run_id: str | None
+    error: str | None
+    paused: bool
+    pause_reason: str | None
+    waiting: Waiting | None
+    is_scheduled: bool
+    schedule: dict[str, Any] | None
+    ledger_len: int
+    tags: list[str]
+    metadata: dict[str, Any]
+    rerun_of: str | None
 
 
 class RunList(Struct):
-    items: list[RunView]
+    items: list[RunSummary]
     limit: int
     offset: int
     next_offset: int | None
+    next_cursor: str | None = None
 
 
 class InputDataResponse(Struct):

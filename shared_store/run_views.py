@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from . import queries as q
+from . import run_labels as labels
 from .codec import decode
 from .db import Database
 from .schedules import get_schedule
@@ -127,7 +128,18 @@ def _with_schedule(db: Database, view: dict[str, Any]) -> dict[str, Any]:
 def run_view(db: Database, run_id: str) -> dict[str, Any] | None:
     """The contract's run detail, or None for an unknown run."""
     row = db.query_one(q.RUN_VIEW, (run_id,))
-    return None if row is None else _with_schedule(db, _view(row))
+    return None if row is None else _with_labels(db, _with_schedule(db, _view(row)))
+
+
+def _with_labels(db: Database, view: dict[str, Any]) -> dict[str, Any]:
+    """Tags, metadata and the rerun links, both ways."""
+    row = db.query_one(labels.RUN_LABELS, (view["run_id"],))
+    tags, metadata, rerun_of = row if row else (None, None, None)
+    view["tags"] = decode(tags) if tags else []
+    view["metadata"] = decode(metadata) if metadata else {}
+    view["rerun_of"] = rerun_of
+    view["reruns"] = [run_id for (run_id,) in db.query(labels.RERUNS_OF, (view["run_id"],))]
+    return view
 
 
 def list_run_views(

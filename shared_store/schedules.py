@@ -21,6 +21,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .run_labels import Labels, write_labels
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -237,8 +238,10 @@ def create_schedule(
     input_data: dict[str, Any],
     session_id: str | None = None,
     share_context: bool = False,
+    labels: Labels | None = None,
 ) -> str:
-    """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id."""
+    """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id.
+    labels (tags, metadata, ttl, webhook target) are the parent's, inherited by every child."""
     run_id = str(uuid.uuid4())
     now = time.time()
     created_at = datetime.now(UTC).isoformat()
@@ -272,6 +275,8 @@ def create_schedule(
                 "created_at": created_at,
             },
         )
+        if labels is not None:
+            write_labels(conn, run_id, created_at, labels)
     return run_id
 
 
@@ -310,8 +315,11 @@ class Schedule:
 
 def get_schedule(db: Database, run_id: str) -> Schedule | None:
     row = db.query_one(q.SCHEDULE_OF, (run_id,))
-    if row is None:
-        return None
+    return None if row is None else schedule_from_row(row)
+
+
+def schedule_from_row(row: tuple[Any, ...]) -> Schedule:
+    """A Schedule from the columns of q.SCHEDULE_OF (also selected by the runs list's join)."""
     (run_id, workflow_id, input_data, session_id, share, start_at, interval_s, cron, tz, count, until) = row[
         :11
     ]

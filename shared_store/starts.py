@@ -17,6 +17,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .run_labels import Labels, write_labels
 
 
 class IdempotencyConflict(ValueError):
@@ -39,8 +40,11 @@ def enqueue_run(
     session_id: str | None = None,
     parent_run_id: str | None = None,
     idempotency_key: str | None = None,
+    labels: Labels | None = None,
 ) -> StartResult:
-    """Commit a queued run; the same idempotency_key with the same request answers the same run."""
+    """Commit a queued run; the same idempotency_key with the same request answers the same run.
+
+    labels: tags, metadata, rerun link, ttl and webhook target, written in the same transaction."""
     start = {
         "workflow_id": resolved.workflow_id,
         "bundle_id": resolved.bundle_id,
@@ -50,6 +54,8 @@ def enqueue_run(
         "session_id": session_id,
         "parent_run_id": parent_run_id,
     }
+    if labels is not None and not labels.is_empty():  # part of the request an Idempotency-Key covers
+        start["labels"] = {k: v for k, v in vars(labels).items() if v not in (None, ())}
     start_json = encode(start)
     params = {
         "run_id": str(uuid.uuid4()),
@@ -81,6 +87,8 @@ def enqueue_run(
             )
         conn.execute(q.ENQUEUE_RUN, params)
         conn.execute(q.ENQUEUE_RUN_STATE, params)
+        if labels is not None:
+            write_labels(conn, params["run_id"], params["created_at"], labels)
     return StartResult(params["run_id"], created=True)
 
 

@@ -10,6 +10,10 @@ from starlette.responses import FileResponse
 from shared_store import bundles, run_views
 from shared_store.db import Database
 from shared_store.reads import ledger_len
+from shared_store.run_filter import FilterInvalid, RunFilter
+from shared_store.run_labels import Labels
+from shared_store.run_list import PAGE_MAX
+from shared_store.run_list import list_runs as list_runs_page
 from shared_store.starts import StartResult, enqueue_run
 
 from ..errors import ApiError, not_found_run
@@ -30,22 +34,45 @@ from . import gateway
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def _start(db: Database, body: StartRequest, key: str | None) -> tuple[StartResult, bundles.ResolvedWorkflow]:
+def _labels(body: StartRequest) -> Labels:
+    """Tags, metadata, ttl and webhook target of a start or schedule request (422 when too large)."""
+    try:
+        return Labels.checked(
+            tags=body.tags, metadata=body.metadata, ttl_s=body.ttl_s, webhook_url=body.webhook_url
+        )
+    except FilterInvalid as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def _start(
+    db: Database, body: StartRequest, key: str | None, labels: Labels
+) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
     started = enqueue_run(
-        db, resolved=resolved, input_data=body.input_data, session_id=body.session_id, idempotency_key=key
+        db,
+        resolved=resolved,
+        input_data=body.input_data,
+        session_id=body.session_id,
+        idempotency_key=key,
+        labels=labels,
     )
     return started, resolved
 
 
-async def start_run(request: Request, body: StartRequest) -> object:
-    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    started, resolved = await blocking(_start, gateway(request).db, body, key)
+    return key
+
+
+async def start_run(request: Request, body: StartRequest) -> object:
+    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+    key = idempotency_key(request)
+    labels = _labels(body)
+    started, resolved = await blocking(_start, gateway(request).db, body, key, labels)
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
     return StartResponse(
         started.run_id,
@@ -53,27 +80,43 @@ async def start_run(request: Request, body: StartRequest) -> object:
     )
 
 
-async def list_runs(request: Request, query: RunListQuery) -> object:
-    """Run summaries, newest first, filtered by status / workflow_id / session_id / parent_run_id."""
-    if query.status is not None and query.status not in run_views.CLIENT_STATUSES:
-        raise ApiError(
-            400, f"unknown status {query.status!r}; one of: {', '.join(run_views.CLIENT_STATUSES)}"
-        )
-    items = run_views.list_run_views(
-        gateway(request).db,
-        limit=query.limit,
-        offset=query.offset,
-        status=query.status,
-        workflow_id=query.workflow_id,
-        session_id=query.session_id,
-        parent_run_id=query.parent_run_id,
+def run_filter(request: Request, query: RunListQuery) -> RunFilter:
+    """The list's filters, with the `metadata.<key>` parameters the query Struct does not declare."""
+    params = request.query_params
+    return RunFilter.parse(
+        {
+            "status": query.status,
+            "tag": query.tag,
+            "workflow_id": query.workflow_id,
+            "session_id": query.session_id,
+            "parent_run_id": query.parent_run_id,
+            "created_after": query.created_after,
+            "created_before": query.created_before,
+            "ended_after": query.ended_after,
+            "ended_before": query.ended_before,
+            "q": query.q,
+            **{k: params[k] for k in params if k.startswith("metadata.")},
+        }
     )
-    more = len(items) == query.limit
+
+
+async def list_runs(request: Request, query: RunListQuery) -> object:
+    """Run summaries (no output), newest first, filtered; paged by `cursor` (keyset) or `offset`."""
+    if query.cursor is not None and query.offset:
+        raise ApiError(400, "give cursor or offset, not both")
+    filters = run_filter(request, query)
+    limit = min(query.limit, PAGE_MAX)
+    # A page read leaves the event loop (it may read thousands of rows); reads need no writer thread.
+    page = await asyncio.to_thread(
+        list_runs_page, gateway(request).db, filters, limit=limit, offset=query.offset, cursor=query.cursor
+    )
+    more = page.next_cursor is not None
     return {
-        "items": items,
-        "limit": query.limit,
+        "items": page.items,
+        "limit": limit,
         "offset": query.offset,
-        "next_offset": query.offset + len(items) if more else None,
+        "next_offset": query.offset + len(page.items) if more and query.cursor is None else None,
+        "next_cursor": page.next_cursor,
     }
 
 
