@@ -19,7 +19,7 @@ from .middleware.body_limit import BodyLimitMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .openapi import doc_routes, openapi_spec
-from .routes import Gateway, bundles, commands, discovery, health, kg, ledger, media, runs, schedules
+from .routes import Gateway, bulk, bundles, commands, discovery, health, kg, ledger, media, runs, schedules
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -33,6 +33,7 @@ def api_routes() -> list:
         *bundles.routes,
         *schedules.routes,
         *runs.routes,
+        *bulk.routes,
         *commands.routes,
         *ledger.routes,
         *media.routes,

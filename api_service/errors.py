@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared_store.bulk_ops import BulkConflict
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
 from shared_store.run_filter import FilterInvalid
@@ -93,6 +94,7 @@ EXCEPTION_HANDLERS = {
     BundleError: _classified,
     IdempotencyConflict: _classified,
     FilterInvalid: _classified,
+    BulkConflict: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,

@@ -27,6 +27,7 @@ from shared_store.runners import register_runner, runner_heartbeat, runner_stopp
 
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
+from .maintenance import Maintenance
 from .worker import Worker, WorkerSettings
 
 log = structlog.get_logger("runner")
@@ -59,6 +60,7 @@ class Runner:
             )
             for _ in range(max(1, settings.workers))
         ]
+        self.maintenance = Maintenance(self.db, self.stopping)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -74,6 +76,8 @@ class Runner:
         log.info("runner_started", runner_id=self.settings.runner_id, workers=len(self.workers))
         heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heart.start()
+        maintenance = threading.Thread(target=self.maintenance.loop, name="maintenance")
+        maintenance.start()
         threads = [
             threading.Thread(target=self._work_loop, args=(worker,), name=f"worker-{i}")
             for i, worker in enumerate(self.workers)
@@ -82,6 +86,7 @@ class Runner:
             thread.start()
         for thread in threads:
             thread.join()
+        maintenance.join()
         try:
             released = self.fence.release_all()
             runner_stopped(self.db, self.settings.runner_id)

@@ -47,7 +47,17 @@ class Page:
     next_cursor: str | None
 
 
-def page_sql(f: RunFilter, params: dict[str, Any], *, cursor: tuple[str, str] | None, offset: int) -> str:
+def page_sql(
+    f: RunFilter,
+    params: dict[str, Any],
+    *,
+    cursor: tuple[str, str] | None,
+    offset: int,
+    columns: str = _COLUMNS,
+    created_pos: int = 5,
+) -> str:
+    """A page's query (params filled in; :limit is the caller's). `columns` must have r.run_id first
+    and r.created_at at `created_pos`: a page split by status is ordered by those positions."""
     source, conditions = where_sql(f, params)
     created, run_id = order_columns(f)
     if cursor is not None:
@@ -59,7 +69,7 @@ def page_sql(f: RunFilter, params: dict[str, Any], *, cursor: tuple[str, str] | 
     if not arms:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return (
-            f"SELECT {_COLUMNS} FROM {source} LEFT JOIN schedules sc ON sc.run_id = r.run_id{where} "
+            f"SELECT {columns} FROM {source} LEFT JOIN schedules sc ON sc.run_id = r.run_id{where} "
             f"{order} LIMIT :limit OFFSET :offset"
         )
     # Statuses: one arm per stored status, each walking its own index in page order and reading at
@@ -74,11 +84,11 @@ def page_sql(f: RunFilter, params: dict[str, Any], *, cursor: tuple[str, str] | 
             wanted.append(f"r.output_failed = {failed}")
         where = " AND ".join([*wanted, *conditions])
         selects.append(
-            f"SELECT * FROM (SELECT {_COLUMNS} FROM runs r INDEXED BY {index} LEFT JOIN schedules sc "
+            f"SELECT * FROM (SELECT {columns} FROM runs r INDEXED BY {index} LEFT JOIN schedules sc "
             f"ON sc.run_id = r.run_id WHERE {where} {order} LIMIT :arm_limit)"
         )
-    # Ordinals: created_at is the 5th column, run_id the 1st (the schedule's run_id repeats the name).
-    return f"{' UNION ALL '.join(selects)} ORDER BY 5 DESC, 1 LIMIT :limit OFFSET :offset"
+    # Ordinals, not names: the schedule's run_id repeats the name.
+    return f"{' UNION ALL '.join(selects)} ORDER BY {created_pos} DESC, 1 LIMIT :limit OFFSET :offset"
 
 
 def list_runs(
