@@ -19,7 +19,20 @@ from .middleware.body_limit import BodyLimitMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .openapi import doc_routes, openapi_spec
-from .routes import Gateway, bulk, bundles, commands, discovery, health, kg, ledger, media, runs, schedules
+from .routes import (
+    Gateway,
+    bulk,
+    bundles,
+    commands,
+    discovery,
+    health,
+    kg,
+    ledger,
+    media,
+    reruns,
+    runs,
+    schedules,
+)
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -33,6 +46,7 @@ def api_routes() -> list:
         *bundles.routes,
         *schedules.routes,
         *runs.routes,
+        *reruns.routes,
         *bulk.routes,
         *commands.routes,
         *ledger.routes,

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from shared_store.bulk_ops import BulkConflict
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
+from shared_store.reruns import RerunRefused, UnknownRun
 from shared_store.run_filter import FilterInvalid
 from shared_store.schedules import ScheduleInvalid
 from shared_store.starts import IdempotencyConflict
@@ -95,6 +96,8 @@ EXCEPTION_HANDLERS = {
     IdempotencyConflict: _classified,
     FilterInvalid: _classified,
     BulkConflict: _classified,
+    RerunRefused: _classified,
+    UnknownRun: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,

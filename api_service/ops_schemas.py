@@ -40,3 +40,9 @@ class RerunRequest(Struct):
 
     input_data: dict[str, Any] | None = None
     latest: bool = False
+
+
+class RerunResponse(Struct):
+    run_id: str
+    rerun_of: str
+    resolved_workflow: dict[str, str]
