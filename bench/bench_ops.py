@@ -1,5 +1,9 @@
 """Operations benchmark: the runs list's filters over 100,000 runs, and retention.
 
+Retention: 20,000 expired runs (2,000 with --quick), 5 ledger records and a command each, deleted by
+shared_store.retention while a thread commits small writes; runs deleted per second and the longest
+commit meanwhile (the writer stall).
+
 Run from the repo root: `python -m bench.bench_ops [--quick]`. Seeds a fresh db with synthetic runs
 (shared_store.run_seed: 90% completed, 5% failed, 3% waiting, 2% running; 5 workflows; every run
 tagged `env:prod` or `env:dev`, one of 20 `team:` tags, 0.5% tagged `rare`; metadata `customer` one of
@@ -10,6 +14,7 @@ the API runs — and reports p50 / p99 per filter. Prints one JSON line last (be
 from __future__ import annotations
 
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -140,6 +145,94 @@ def bench_filters(tmp: Path, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def _writer(path: str, stop: Any, ready: Any, queue: Any) -> None:
+    """Commit small writes (command appends) until told to stop; (unix time, ms) of each commit."""
+    from shared_store.inbox import append_command
+
+    db = Database(path, checkpoint_every_s=None)
+    samples = []
+    ready.set()
+    i = 0
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        append_command(db, command_id=f"w{i}", run_id="live", type="pause", payload={})
+        samples.append((time.time(), (time.perf_counter() - t0) * 1000))
+        i += 1
+        time.sleep(0.001)
+    db.close()
+    queue.put(samples)
+
+
+def bench_retention(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """Expired runs (5 ledger records and 1 command each) deleted by the runner's retention job while
+    another thread commits small writes (command appends) as fast as it can: runs deleted per second,
+    and the longest any of those commits waited (the writer stall retention caused)."""
+    from shared_store.retention import Retention
+
+    db = Database(tmp / "retention.sqlite3", checkpoint_every_s=0.5)
+    migrate(db)
+    old = datetime.now(UTC) - timedelta(days=90)
+    n = sizes.runs // 5
+    seed_runs(
+        db,
+        (
+            SeedRun(
+                run_id=f"old-{i:08d}",
+                workflow_id="bundle@1.0.0:main",
+                status="completed",
+                created_at=(old + timedelta(seconds=i)).isoformat(),
+                updated_at=(old + timedelta(seconds=i + 1)).isoformat(),
+                tags=("t",),
+                ledger=5,
+                commands=1,
+            )
+            for i in range(n)
+        ),
+    )
+    # The writer is another process (as the API is): one process's threads would also share its GIL.
+    ctx = multiprocessing.get_context("spawn")
+    stop, ready = ctx.Event(), ctx.Event()
+    queue = ctx.Queue()
+    writer = ctx.Process(target=_writer, args=(str(db.path), stop, ready, queue))
+    writer.start()
+    ready.wait(60)
+    time.sleep(0.5)  # a baseline of the writer's commits before retention starts
+    retention = Retention(db, tmp / "artifacts", retention_days=30)
+    started = time.time()
+    t0 = time.perf_counter()
+    while retention.step():
+        pass
+    elapsed = time.perf_counter() - t0
+    ended = time.time()
+    stop.set()
+    samples = queue.get(timeout=60)
+    writer.join(30)
+    baseline = sorted(ms for at, ms in samples if at < started)
+    stalls = sorted(ms for at, ms in samples if started <= at <= ended)
+    remaining = db.query_one("SELECT count(*) FROM runs WHERE run_id LIMIT 1")
+    integrity = db.query_one("PRAGMA integrity_check")
+    db.close()
+    stalls.sort()
+    result = {
+        "runs": n,
+        "deleted": retention.stats.runs_deleted,
+        "runs_per_s": retention.stats.runs_deleted / elapsed,
+        "pages_vacuumed": retention.stats.pages_vacuumed,
+        "writer_commits": len(stalls),
+        "writer_stall_max_ms": stalls[-1] if stalls else None,
+        "writer_stall_p99_ms": stalls[int(len(stalls) * 0.99)] if stalls else None,
+        "writer_baseline_max_ms": baseline[-1] if baseline else None,
+        "left": int(remaining[0]) if remaining else None,
+        "integrity": integrity[0] if integrity else None,
+    }
+    report(
+        f"retention: {result['deleted']} runs in {elapsed:.1f} s ({result['runs_per_s']:.0f}/s), "
+        f"writer stall max {result['writer_stall_max_ms']:.1f} ms p99 {result['writer_stall_p99_ms']:.1f} ms "
+        f"(baseline max {result['writer_baseline_max_ms']:.1f} ms), integrity {result['integrity']}"
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = bench_parser(__doc__, quick_help="10,000 runs").parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -148,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_ops_") as tmp_name:
         tmp = Path(tmp_name)
         results["filters"] = bench_filters(tmp, sizes)
+        results["retention"] = bench_retention(tmp, sizes)
     results["total_s"] = time.perf_counter() - started
     print(json.dumps(results), flush=True)
     return 0

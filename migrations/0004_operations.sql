@@ -8,6 +8,7 @@ ALTER TABLE runs ADD COLUMN metadata BLOB;    -- JSON object
 ALTER TABLE runs ADD COLUMN rerun_of TEXT;    -- the run this one reruns
 ALTER TABLE runs ADD COLUMN ttl_s REAL;       -- per-run retention (seconds after it ended)
 ALTER TABLE runs ADD COLUMN webhook_url TEXT; -- per-start webhook target
+ALTER TABLE runs ADD COLUMN expires_at REAL;  -- unix seconds: ended + ttl_s (set when it ends)
 
 CREATE INDEX runs_rerun_of ON runs(rerun_of) WHERE rerun_of IS NOT NULL;
 -- Runs list pages (newest first, ties by run_id) walk these in order: a page of LIMIT rows reads
@@ -53,3 +54,17 @@ CREATE TABLE bulk_ops (
     updated_at       TEXT NOT NULL
 );
 CREATE INDEX bulk_ops_expanding ON bulk_ops(created_at) WHERE status = 'expanding';
+
+-- Retention. A run with a ttl expires ttl_s after it ends: set in the statement that ends it.
+CREATE TRIGGER run_expiry AFTER UPDATE OF status ON runs
+WHEN NEW.ttl_s IS NOT NULL
+    AND NEW.status IN ('completed', 'failed', 'cancelled')
+    AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+BEGIN
+    UPDATE runs SET expires_at = (julianday('now') - 2440587.5) * 86400.0 + NEW.ttl_s
+    WHERE run_id = NEW.run_id;
+END;
+CREATE INDEX runs_expiry ON runs(expires_at) WHERE expires_at IS NOT NULL;
+-- What deleting a run touches, by run: without these each delete would scan the table.
+CREATE INDEX commands_run ON commands(run_id);
+CREATE INDEX run_start_keys_run ON run_start_keys(run_id);

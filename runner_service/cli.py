@@ -31,6 +31,13 @@ import click
 @click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Worker threads."
 )
+@click.option(
+    "--retention-days",
+    envvar="ABSTRACTGATEWAY_RETENTION_DAYS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Delete finished runs (ledgers, commands, child runs, artifacts) this long after they ended.",
+)
 @click.option("--migrate/--no-migrate", default=False, help="Apply pending migrations first.")
 def runner(
     data_dir: str | None,
@@ -40,6 +47,7 @@ def runner(
     lease_s: float,
     poll_s: float,
     workers: int,
+    retention_days: float | None,
     migrate: bool,
 ) -> None:
     """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
@@ -71,6 +79,7 @@ def runner(
         lease_s=lease_s,
         poll_s=poll_s,
         workers=workers,
+        retention_days=retention_days,
     )
     if runner_id:
         settings.runner_id = runner_id

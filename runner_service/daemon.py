@@ -23,6 +23,7 @@ import structlog
 from shared_store import Database, LeaseHolder, StoreError
 from shared_store import queries as q
 from shared_store.bundles import get_bundle, import_flows_dir, list_bundles, record_check
+from shared_store.retention import Retention
 from shared_store.runners import register_runner, runner_heartbeat, runner_stopped
 
 from .bundle_host import BundleHost
@@ -45,6 +46,7 @@ class RunnerSettings:
     poll_s: float = 0.05
     workers: int = 1
     claim_batch: int = 4
+    retention_days: float | None = None  # finished runs older than this are deleted (None: kept)
 
 
 class Runner:
@@ -61,6 +63,8 @@ class Runner:
             for _ in range(max(1, settings.workers))
         ]
         self.maintenance = Maintenance(self.db, self.stopping)
+        self.retention = Retention(self.db, settings.artifacts_dir, retention_days=settings.retention_days)
+        self.maintenance.add("retention", self.retention.step)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def run(self) -> int:

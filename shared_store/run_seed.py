@@ -13,8 +13,18 @@ from .run_labels import Labels, write_labels
 
 _INSERT_RUN = (
     "INSERT INTO runs (run_id, workflow_id, status, current_node, wait_reason, wait_key, created_at, "
-    "updated_at, output_failed, ledger_len, feed_seq) VALUES (:run_id, :workflow_id, :status, 'end', "
-    ":wait_reason, :wait_key, :created_at, :updated_at, 0, 0, 0)"
+    "updated_at, output_failed, ledger_len, feed_seq, parent_run_id, expires_at) VALUES (:run_id, "
+    ":workflow_id, :status, 'end', :wait_reason, :wait_key, :created_at, :updated_at, 0, 0, 0, "
+    ":parent_run_id, :expires_at)"
+)
+# The ledger_appended trigger advances ledger_len as on any append.
+_INSERT_RECORD = (
+    "INSERT INTO ledger (run_id, seq, step_status, record) SELECT run_id, ledger_len + 1, 'completed', "
+    ":record FROM runs WHERE run_id = :run_id"
+)
+_INSERT_COMMAND = (
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, status) "
+    "VALUES (:command_id, :run_id, 'pause', '{}', :ts, 'applied')"
 )
 _INSERT_STATE = "INSERT INTO run_states (run_id, run_json) VALUES (:run_id, :run_json)"
 
@@ -30,6 +40,10 @@ class SeedRun:
     metadata: dict[str, Any] = field(default_factory=dict)
     output: Any = None
     ttl_s: float | None = None
+    expires_at: float | None = None  # what a ttl run that ended gets (unix seconds)
+    parent_run_id: str | None = None
+    ledger: int = 0  # synthetic ledger records
+    commands: int = 0  # applied commands
 
 
 def seed_runs(db: Database, runs: Iterable[SeedRun], *, batch: int = 5_000) -> int:
@@ -51,8 +65,23 @@ def seed_runs(db: Database, runs: Iterable[SeedRun], *, batch: int = 5_000) -> i
                         "wait_key": f"ask:{run.run_id}" if waiting else None,
                         "created_at": run.created_at,
                         "updated_at": run.updated_at,
+                        "parent_run_id": run.parent_run_id,
+                        "expires_at": run.expires_at,
                     },
                 )
+                for seq in range(run.ledger):
+                    record = {
+                        "run_id": run.run_id,
+                        "step_id": f"s{seq}",
+                        "node_id": "n",
+                        "status": "completed",
+                    }
+                    conn.execute(_INSERT_RECORD, {"run_id": run.run_id, "record": encode(record)})
+                for i in range(run.commands):
+                    conn.execute(
+                        _INSERT_COMMAND,
+                        {"command_id": f"seed:{run.run_id}:{i}", "run_id": run.run_id, "ts": run.created_at},
+                    )
                 document = {
                     "run_id": run.run_id,
                     "workflow_id": run.workflow_id,
