@@ -32,6 +32,7 @@ from .routes import (
     reruns,
     runs,
     schedules,
+    webhooks,
 )
 from .settings import ApiSettings
 from .sse import SseHub
@@ -53,6 +54,7 @@ def api_routes() -> list:
         *media.routes,
         *discovery.routes,
         *kg.routes,
+        *webhooks.routes,
     ]
 
 

@@ -22,6 +22,7 @@ from shared_store.reruns import RerunRefused, UnknownRun
 from shared_store.run_filter import FilterInvalid
 from shared_store.schedules import ScheduleInvalid
 from shared_store.starts import IdempotencyConflict
+from shared_store.webhooks import StillPending
 
 log = logging.getLogger("abstractgateway.api")
 
@@ -98,6 +99,7 @@ EXCEPTION_HANDLERS = {
     BulkConflict: _classified,
     RerunRefused: _classified,
     UnknownRun: _classified,
+    StillPending: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,

@@ -29,6 +29,7 @@ from shared_store.runners import register_runner, runner_heartbeat, runner_stopp
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
 from .maintenance import Maintenance
+from .webhooks import WebhookSender, WebhookSettings
 from .worker import Worker, WorkerSettings
 
 log = structlog.get_logger("runner")
@@ -65,6 +66,9 @@ class Runner:
         self.maintenance = Maintenance(self.db, self.stopping)
         self.retention = Retention(self.db, settings.artifacts_dir, retention_days=settings.retention_days)
         self.maintenance.add("retention", self.retention.step)
+        # Deliveries wait on the network (up to the timeout): their own thread, never delaying the rest.
+        self.webhooks = WebhookSender(self.db, WebhookSettings.from_env())
+        self.delivery = Maintenance(self.db, self.stopping, jobs=[("webhooks", self.webhooks.step)])
 
     # --- lifecycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -82,6 +86,8 @@ class Runner:
         heart.start()
         maintenance = threading.Thread(target=self.maintenance.loop, name="maintenance")
         maintenance.start()
+        delivery = threading.Thread(target=self.delivery.loop, name="webhooks")
+        delivery.start()
         threads = [
             threading.Thread(target=self._work_loop, args=(worker,), name=f"worker-{i}")
             for i, worker in enumerate(self.workers)
@@ -91,6 +97,8 @@ class Runner:
         for thread in threads:
             thread.join()
         maintenance.join()
+        delivery.join()
+        self.webhooks.close()
         try:
             released = self.fence.release_all()
             runner_stopped(self.db, self.settings.runner_id)

@@ -21,11 +21,20 @@ Job = Callable[[], int]
 
 
 class Maintenance:
-    def __init__(self, db: Database, stopping: threading.Event, *, idle_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        db: Database,
+        stopping: threading.Event,
+        *,
+        idle_s: float = 0.1,
+        jobs: list[tuple[str, Job]] | None = None,
+    ) -> None:
         self.db = db
         self.stopping = stopping
         self.idle_s = idle_s
-        self.jobs: list[tuple[str, Job]] = [("bulk_expand", lambda: expand_some(db))]
+        self.jobs: list[tuple[str, Job]] = (
+            jobs if jobs is not None else [("bulk_expand", lambda: expand_some(db))]
+        )
 
     def add(self, name: str, job: Job) -> None:
         self.jobs.append((name, job))
@@ -41,8 +50,8 @@ class Maintenance:
                 except StoreError as exc:  # busy or unavailable now: the next pass retries
                     log.error("maintenance_failed", job=name, error=str(exc))
                     done = 0
-                except Exception:  # a bug in one job must not stop the others (or the runner)
-                    log.exception("maintenance_error", job=name)
+                except Exception as exc:  # a bug in one job must not stop the others (or the runner)
+                    log.exception("maintenance_error", job=name, error=f"{type(exc).__name__}: {exc}")
                     done = 0
                 if done:
                     log.debug("maintenance", job=name, done=done)

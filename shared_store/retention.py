@@ -56,6 +56,7 @@ _DELETE = (
     f"DELETE FROM run_metadata INDEXED BY run_metadata_run WHERE run_id IN {_IDS}",
     f"DELETE FROM run_start_keys INDEXED BY run_start_keys_run WHERE run_id IN {_IDS}",
     f"DELETE FROM schedules WHERE run_id IN {_IDS}",
+    f"DELETE FROM webhook_deliveries INDEXED BY webhook_deliveries_run WHERE run_id IN {_IDS}",
 )
 _DELETE_ARTIFACTS = f"DELETE FROM artifacts WHERE run_id IN {_IDS} RETURNING blob_id"
 # The runs themselves, guarded again: only finished, unheld ones (the check above ran in this

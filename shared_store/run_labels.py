@@ -9,7 +9,8 @@ from typing import Any
 import apsw
 
 from .codec import decode, encode
-from .run_filter import check_metadata, check_tags, metadata_text
+from .run_filter import FilterInvalid, check_metadata, check_tags, metadata_text
+from .webhooks import check_url
 
 SET_LABELS = (
     "UPDATE runs SET tags = :tags, metadata = :metadata, rerun_of = :rerun_of, ttl_s = :ttl_s, "
@@ -42,7 +43,13 @@ class Labels:
 
     @classmethod
     def checked(cls, *, tags: Any = None, metadata: Any = None, **rest: Any) -> Labels:
-        """Validated tags/metadata (FilterInvalid names the field)."""
+        """Validated tags/metadata and webhook URL (FilterInvalid names the field)."""
+        url = rest.get("webhook_url")
+        if url is not None:
+            try:
+                check_url(url)
+            except ValueError as exc:
+                raise FilterInvalid(f"webhook_url: {exc}") from None
         return cls(
             tags=check_tags(tags) if tags is not None else (),
             metadata=check_metadata(metadata) if metadata is not None else None,
