@@ -66,7 +66,9 @@ BEGIN
 END;
 CREATE INDEX runs_expiry ON runs(expires_at) WHERE expires_at IS NOT NULL;
 -- What deleting a run touches, by run: without these each delete would scan the table.
-CREATE INDEX commands_run ON commands(run_id);
+-- (Finished commands only: a full commands(run_id) index would win the planner over commands_pending
+-- for the runner's hot pending-commands read; pending ones are found through commands_pending.)
+CREATE INDEX commands_done_run ON commands(run_id) WHERE status != 'pending';
 CREATE INDEX run_start_keys_run ON run_start_keys(run_id);
 
 -- Webhooks. A subscription names events (run.completed | run.failed | run.cancelled | run.waiting),

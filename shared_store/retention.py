@@ -42,15 +42,17 @@ _EXPIRED_BY_TTL = (
 )
 # The run and its descendants, deepest first, and whether any is unfinished or held.
 _TREE = (
-    "WITH RECURSIVE tree(run_id, depth) AS (SELECT :root, 0 UNION ALL SELECT r.run_id, t.depth + 1 "
-    "FROM runs r JOIN tree t ON r.parent_run_id = t.run_id WHERE t.depth < 64) "
-    "SELECT t.run_id, r.status, r.lease_owner FROM tree t JOIN runs r ON r.run_id = t.run_id "
-    "ORDER BY t.depth DESC"
+    "WITH RECURSIVE tree(run_id, status, lease_owner, depth) AS ("
+    "SELECT run_id, status, lease_owner, 0 FROM runs WHERE run_id = :root "
+    "UNION ALL SELECT r.run_id, r.status, r.lease_owner, t.depth + 1 FROM tree t "
+    "JOIN runs r INDEXED BY runs_parent ON r.parent_run_id = t.run_id WHERE t.depth < 64) "
+    "SELECT run_id, status, lease_owner FROM tree ORDER BY depth DESC"
 )
 _IDS = "(SELECT value FROM json_each(:ids))"
 _DELETE = (
     f"DELETE FROM ledger WHERE run_id IN {_IDS}",
-    f"DELETE FROM commands INDEXED BY commands_run WHERE run_id IN {_IDS}",
+    f"DELETE FROM commands INDEXED BY commands_done_run WHERE status != 'pending' AND run_id IN {_IDS}",
+    f"DELETE FROM commands INDEXED BY commands_pending WHERE status = 'pending' AND run_id IN {_IDS}",
     f"DELETE FROM run_states WHERE run_id IN {_IDS}",
     f"DELETE FROM run_tags INDEXED BY run_tags_run WHERE run_id IN {_IDS}",
     f"DELETE FROM run_metadata INDEXED BY run_metadata_run WHERE run_id IN {_IDS}",
@@ -60,10 +62,10 @@ _DELETE = (
 )
 _DELETE_ARTIFACTS = f"DELETE FROM artifacts WHERE run_id IN {_IDS} RETURNING blob_id"
 # The runs themselves, guarded again: only finished, unheld ones (the check above ran in this
-# same transaction, so this removes exactly those).
+# same transaction, so this removes exactly those). `+`: by primary key, never walking a status index.
 _DELETE_RUNS = (
-    f"DELETE FROM runs WHERE run_id IN {_IDS} AND status IN ('completed', 'failed', 'cancelled') "
-    "AND lease_owner IS NULL"
+    f"DELETE FROM runs WHERE run_id IN {_IDS} AND +status IN ('completed', 'failed', 'cancelled') "
+    "AND +lease_owner IS NULL"
 )
 _BLOB_REFERENCED = "SELECT 1 FROM artifacts INDEXED BY artifacts_blob WHERE blob_id = ? LIMIT 1"
 
