@@ -21,8 +21,6 @@ from .db import Database
 from .schedules import get_schedule
 
 TERMINAL = ("completed", "failed", "cancelled")
-CLIENT_STATUSES = tuple(q.RUN_VIEW_STATUS)
-FILTER_COLUMNS = ("workflow_id", "session_id", "parent_run_id")
 # abstractruntime's closing `abstract.status` record carries this idempotency key prefix.
 STATUS_RECORD_KEY = "system:terminal_status:"
 
@@ -142,21 +140,6 @@ def _with_labels(db: Database, view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def list_run_views(
-    db: Database, *, limit: int = 50, offset: int = 0, status: str | None = None, **filters: str | None
-) -> list[dict[str, Any]]:
-    """Run views, newest first; `status` is a client status, filters are FILTER_COLUMNS = value."""
-    if status is not None and status not in q.RUN_VIEW_STATUS:
-        raise ValueError(f"unknown status {status!r}; one of: {', '.join(CLIENT_STATUSES)}")
-    unknown = set(filters) - set(FILTER_COLUMNS)
-    if unknown:
-        raise ValueError(f"cannot filter runs on {', '.join(sorted(unknown))}")
-    chosen = [(column, value) for column, value in filters.items() if value is not None]
-    sql = q.list_run_views(status, [column for column, _ in chosen])
-    rows = db.query(sql, (*[value for _, value in chosen], limit, offset))
-    return [_with_schedule(db, _view(row)) for row in rows]
-
-
 def _split_workflow(workflow_id: str) -> tuple[str | None, str | None, str | None]:
     """`bundle@version:flow` -> (bundle, version, flow); parts that are not there are None."""
     ref, sep, flow = workflow_id.rpartition(":")
@@ -196,10 +179,10 @@ def input_data(db: Database, run_id: str) -> dict[str, Any] | None:
     }
 
 
-def run_artifacts(db: Database, run_id: str) -> list[dict[str, Any]]:
-    """The run's artifacts index (metadata only), oldest first."""
+def run_artifacts(db: Database, run_id: str, *, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """The run's artifacts index (metadata only), oldest first; limit -1: all of them."""
     items = []
-    for (metadata,) in db.query(q.ARTIFACTS_OF_RUN, (run_id,)):
+    for (metadata,) in db.query(q.ARTIFACTS_PAGE_OF_RUN, (run_id, limit, offset)):
         meta = decode(metadata)
         items.append(
             {

@@ -12,14 +12,16 @@ from shared_store.db import Database
 from shared_store.reads import ledger_len
 from shared_store.run_filter import FilterInvalid, RunFilter
 from shared_store.run_labels import Labels
-from shared_store.run_list import PAGE_MAX
 from shared_store.run_list import list_runs as list_runs_page
 from shared_store.starts import StartResult, enqueue_run
 
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking
 from ..schemas import (
+    ARTIFACTS_PAGE_MAX,
+    RUNS_PAGE_MAX,
     ArtifactList,
+    ArtifactQuery,
     HistoryBundle,
     InputDataResponse,
     ResolvedWorkflow,
@@ -105,7 +107,7 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
     if query.cursor is not None and query.offset:
         raise ApiError(400, "give cursor or offset, not both")
     filters = run_filter(request, query)
-    limit = min(query.limit, PAGE_MAX)
+    limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
     # A page read leaves the event loop (it may read thousands of rows); reads need no writer thread.
     page = await asyncio.to_thread(
         list_runs_page, gateway(request).db, filters, limit=limit, offset=query.offset, cursor=query.cursor
@@ -148,13 +150,21 @@ async def history_bundle(request: Request) -> object:
     return bundle
 
 
-async def list_artifacts(request: Request) -> object:
-    """The run's artifacts (metadata)."""
+async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
+    """The run's artifacts (metadata), oldest first; `limit` above the maximum is served up to it."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
     if ledger_len(db, run_id) is None:
         raise not_found_run(run_id)
-    return {"items": run_views.run_artifacts(db, run_id)}
+    limit = min(query.limit, ARTIFACTS_PAGE_MAX)
+    items = run_views.run_artifacts(db, run_id, limit=limit, offset=query.offset)
+    more = len(items) == limit
+    return {
+        "items": items,
+        "limit": limit,
+        "offset": query.offset,
+        "next_offset": query.offset + len(items) if more else None,
+    }
 
 
 async def artifact_content(request: Request) -> object:
@@ -225,8 +235,9 @@ routes = [
         methods=["GET"],
         summary="A run's artifacts",
         tags=_TAGS,
+        query=ArtifactQuery,
         response=ArtifactList,
-        errors=(404,),
+        errors=(400, 404, 422),
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",
