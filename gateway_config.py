@@ -45,6 +45,10 @@ SETTINGS = {
     "MUSIC_MODEL": "runner: diffusers AudioLDM pipeline dir (or a repo id in the HF cache) for music",
     "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
     "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",
+    "RETENTION_DAYS": "runner: delete finished runs this many days after they ended (unset: keep)",
+    "WEBHOOK_ALLOW_NETWORKS": "runner: CIDRs webhooks may call despite being non-public (e.g. 10.0.0.0/8)",
+    "WEBHOOK_RETRY_BASE_S": "runner: first webhook retry after this many seconds (doubling, for a day)",
+    "WEBHOOK_TIMEOUT_S": "runner: seconds a webhook delivery may take",
 }
 SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY")
 
