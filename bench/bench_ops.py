@@ -47,6 +47,11 @@ def report(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def run_id(i: int) -> str:
+    """Random-looking like the uuid4s runs get (a prefix's runs are spread over time), repeatable."""
+    return f"{(i * 2654435761) % 2**32:08x}-{i:08x}"
+
+
 def synthetic(n: int) -> list[SeedRun]:
     runs = []
     for i in range(n):
@@ -58,7 +63,7 @@ def synthetic(n: int) -> list[SeedRun]:
         tags = ("env:prod" if i % 2 else "env:dev", f"team:{i % 20}", *(("rare",) if i % 200 == 7 else ()))
         runs.append(
             SeedRun(
-                run_id=f"{i:08x}-{(i * 2654435761) % 2**32:08x}",
+                run_id=run_id(i),
                 workflow_id=f"bundle{i % 5}@1.0.0:main",
                 status=status,
                 created_at=created.isoformat(),
@@ -90,7 +95,10 @@ def filter_cases(n: int) -> dict[str, dict[str, Any]]:
         },
         "ended in the last hour": {"ended_after": (end - timedelta(hours=1)).isoformat()},
         "q=workflow prefix": {"q": "bundle3@"},
-        "q=run id prefix": {"q": "0000a"},
+        "q=run id prefix (one run)": {"q": run_id(n // 3)[:8]},
+        "q=run id prefix (1/256 of runs)": {"q": run_id(n // 3)[:2]},
+        "q=run id prefix (1/16 of runs)": {"q": run_id(n // 3)[:1]},
+        "q=no match": {"q": "zz"},
         "workflow_id & status=waiting": {"workflow_id": "bundle2@1.0.0:main", "status": ["waiting"]},
     }
 

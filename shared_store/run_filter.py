@@ -185,7 +185,14 @@ def _prefix_end(prefix: str) -> str:
     return prefix + "\U0010ffff"
 
 
-def where_sql(f: RunFilter, params: dict[str, Any]) -> tuple[str, list[str]]:
+# What a `q` prefix matches, probed before the page (run_list.q_scope): which condition to write.
+Q_SCOPES = ("both", "workflow", "run", "none")
+# A run id prefix over the primary key (then the few matches sorted): walking the page order for an id
+# prefix that only old runs have read 60k rows (70 ms over 100k runs, measured).
+BY_RUN_ID = "runs r INDEXED BY sqlite_autoindex_runs_1"
+
+
+def where_sql(f: RunFilter, params: dict[str, Any], q_scope: str = "both") -> tuple[str, list[str]]:
     """(FROM clause, WHERE conditions) for a filter; values go into params (names f_*).
 
     The first tag (or metadata pair) drives the scan: `d` is its table, ordered like a page."""
@@ -200,6 +207,8 @@ def where_sql(f: RunFilter, params: dict[str, Any]) -> tuple[str, list[str]]:
         params["f_key0"], params["f_value0"] = f.metadata[0]
         conditions.append("d.key = :f_key0 AND d.value = :f_value0")
         rest_tags, pairs = (), f.metadata[1:]
+    elif f.q is not None and q_scope == "run":
+        source, rest_tags, pairs = BY_RUN_ID, (), ()
     else:
         source, rest_tags, pairs = "runs r", (), ()
     for i, tag in enumerate(rest_tags, 1):
@@ -239,8 +248,15 @@ def where_sql(f: RunFilter, params: dict[str, Any]) -> tuple[str, list[str]]:
         conditions.append(f"{TERMINAL_SQL} AND +r.updated_at < :f_ended_before")
     if f.q is not None:  # the same for a prefix (measured over 100k runs: 76 ms sorted, 2 ms walked)
         params["f_q"], params["f_q_end"] = f.q, _prefix_end(f.q)
+        workflow = "(+r.workflow_id >= :f_q AND +r.workflow_id < :f_q_end)"
+        run = "(r.run_id >= :f_q AND r.run_id < :f_q_end)"
         conditions.append(
-            "((+r.workflow_id >= :f_q AND +r.workflow_id < :f_q_end) OR (+r.run_id >= :f_q AND +r.run_id < :f_q_end))"
+            {
+                "both": f"({workflow} OR (+r.run_id >= :f_q AND +r.run_id < :f_q_end))",
+                "workflow": workflow,
+                "run": run,
+                "none": "0",
+            }[q_scope]
         )
     return source, conditions
 
