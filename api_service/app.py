@@ -29,6 +29,7 @@ from .routes import (
     kg,
     ledger,
     media,
+    prompt_cache,
     reruns,
     runs,
     schedules,
@@ -54,6 +55,7 @@ def api_routes() -> list:
         *media.routes,
         *discovery.routes,
         *kg.routes,
+        *prompt_cache.routes,
         *webhooks.routes,
     ]
 

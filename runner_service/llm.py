@@ -4,6 +4,11 @@ Every llm_call a runner executes goes to the provider/model named here; the prov
 pinned in a flow are ignored (abstractruntime's single-provider client drops them). Tool calls are
 passed through to the caller (the run waits for their results), never executed on the runner.
 abstractcore is imported on first use, so importing this module stays cheap.
+
+The provider instance is one per process (`shared_provider`), whatever the number of workers: a
+local provider (`huggingface`: transformers in this process) holds the model weights and its
+prompt caches, so every worker's client and the prompt-cache control jobs
+(runner_service.prompt_cache) must reach the same one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,6 +75,45 @@ class LLMSettings:
         return kwargs
 
 
+_providers_lock = threading.Lock()
+_providers: dict[
+    tuple[str, str, str | None], Any
+] = {}  # (provider, model, base_url) -> abstractcore provider
+
+
+def shared_provider(settings: LLMSettings, **kwargs: Any) -> Any:
+    """This process's abstractcore provider for `settings`, created on first use."""
+    key = (str(settings.provider), str(settings.model), settings.base_url)
+    with _providers_lock:
+        provider = _providers.get(key)
+        if provider is None:
+            from abstractcore import create_llm
+
+            provider = _providers[key] = create_llm(
+                str(settings.provider), model=str(settings.model), **kwargs
+            )
+        return provider
+
+
+def prompt_cache_export_dir() -> str:
+    """Where saved prompt caches go: DATA_DIR/prompt_cache (the runner's data dir)."""
+    return str(Path(os.environ.get("ABSTRACTGATEWAY_DATA_DIR", "").strip() or "data") / "prompt_cache")
+
+
+def make_client(settings: LLMSettings, artifact_store: Any = None) -> Any:
+    """An abstractruntime client over this process's shared provider."""
+    from abstractruntime.integrations.abstractcore.llm_client import LocalAbstractCoreLLMClient
+
+    return LocalAbstractCoreLLMClient(
+        provider=str(settings.provider),
+        model=str(settings.model),
+        llm_kwargs=settings.llm_kwargs(),
+        artifact_store=artifact_store,
+        prompt_cache_export_root_dir=prompt_cache_export_dir(),
+        llm_factory=lambda model, **kwargs: shared_provider(settings, **kwargs),
+    )
+
+
 class LLMHandlers(dict[Any, "EffectHandler"]):
     """EffectType -> handler, as `Runtime(effect_handlers=...)` takes it; close() frees the provider."""
 
@@ -117,24 +162,24 @@ class _LazyLLMCall:
         with self._lock:
             if self._handler is None:
                 from abstractruntime.integrations.abstractcore.effect_handlers import make_llm_call_handler
-                from abstractruntime.integrations.abstractcore.llm_client import LocalAbstractCoreLLMClient
 
-                s = self._settings
-                self._client = LocalAbstractCoreLLMClient(
-                    provider=str(s.provider),
-                    model=str(s.model),
-                    llm_kwargs=s.llm_kwargs(),
-                    artifact_store=self._artifact_store,
-                )
+                self._client = make_client(self._settings, self._artifact_store)
                 self._handler = make_llm_call_handler(llm=self._client, artifact_store=self._artifact_store)
             return self._handler
 
     def close(self) -> None:
         with self._lock:
-            client, self._client, self._handler = self._client, None, None
-        http = getattr(getattr(client, "_llm", None), "client", None)  # the provider's httpx.Client
-        if callable(getattr(http, "close", None)):
-            http.close()
+            self._client, self._handler = None, None
+        release_provider(self._settings)
+
+
+def release_provider(settings: LLMSettings) -> None:
+    """Forget this process's provider for `settings` and close its HTTP connections (runner stop)."""
+    with _providers_lock:
+        provider = _providers.pop((str(settings.provider), str(settings.model), settings.base_url), None)
+    http = getattr(provider, "client", None)  # the provider's httpx.Client
+    if callable(getattr(http, "close", None)):
+        http.close()
 
 
 def _no_provider(run: RunState, effect: Effect, default_next_node: str | None) -> EffectOutcome:
