@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
+import anyio.to_thread
 import msgspec
 from starlette.types import Receive, Scope, Send
 
@@ -29,6 +32,7 @@ from shared_store.feed import ChangeFeed, FeedEntry
 from shared_store.reads import ledger_page
 from shared_store.run_views import RunProgress, client_status, ends_with_status_record, run_progress
 
+from . import metrics
 from .middleware import send_error
 
 log = logging.getLogger("abstractgateway.sse")
@@ -90,6 +94,7 @@ class SseHub:
         self.subscribers = 0
         self.closed = False
         self._cursor = 0
+        self._last_poll = time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -128,6 +133,7 @@ class SseHub:
         sub = Subscriber(run_id, self.buffer)
         track.subscribers.add(sub)
         self.subscribers += 1
+        metrics.SSE_SUBSCRIBERS.inc()
         self._wake.set()
         if self.closed:
             sub.close("server shutting down")
@@ -139,6 +145,7 @@ class SseHub:
             return
         track.subscribers.discard(sub)
         self.subscribers -= 1
+        metrics.SSE_SUBSCRIBERS.dec()
         if not track.subscribers:
             del self.runs[sub.run_id]
 
@@ -162,13 +169,15 @@ class SseHub:
         """Read what changed since the cursor and broadcast it to the watched runs."""
         while True:
             entries, self._cursor = self.feed.poll(self._cursor)
+            if entries:  # a change read now committed at most this long ago (metrics)
+                metrics.FEED_LAG.set(time.monotonic() - self._last_poll)
             for entry in entries:
                 track = self.runs.get(entry.run_id)
                 if track is not None:
                     self._advance(entry, track)
             if len(entries) < 10_000:
                 break
-        now = time.monotonic()
+        now = self._last_poll = time.monotonic()
         for track in list(self.runs.values()):
             since = track.terminal_since
             if since is not None and not track.final and now - since >= self.done_grace_s:
@@ -229,14 +238,31 @@ def _older_than(iso: str | None, seconds: float) -> bool:
 class EventStream:
     """The ASGI response of one SSE subscription: catch up from the db, then follow the hub."""
 
-    def __init__(self, hub: SseHub, run_id: str, *, after: int, heartbeat_s: float, retry_ms: int) -> None:
+    def __init__(
+        self,
+        hub: SseHub,
+        run_id: str,
+        *,
+        after: int,
+        heartbeat_s: float,
+        retry_ms: int,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.run_id = run_id
         self.cursor = after
         self.heartbeat_s = heartbeat_s
         self.retry_ms = retry_ms
+        self.on_close = on_close  # gives back the stream's quota (reserved by the route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Read the run's row and subscribe with no await in between: the poller cannot run in the
         # gap, so every change after this read reaches the subscription.
         progress = run_progress(self.hub.db, self.run_id)
@@ -307,8 +333,15 @@ class EventStream:
     async def _fill(self, send: Send, upto: int) -> None:
         """Send records (cursor, upto] from the db: the backlog, or a gap the queue did not carry."""
         while self.cursor < upto:
-            page = ledger_page(
-                self.hub.db, self.run_id, after=self.cursor, limit=min(PAGE, upto - self.cursor)
+            # Off the event loop: a backlog page of large records must not stall every other stream.
+            page = await anyio.to_thread.run_sync(
+                functools.partial(
+                    ledger_page,
+                    self.hub.db,
+                    self.run_id,
+                    after=self.cursor,
+                    limit=min(PAGE, upto - self.cursor),
+                )
             )
             if not page.records:
                 return

@@ -133,8 +133,8 @@ FIND_COMPLETED_RESULT = (
 
 # --- commands: abstractruntime CommandStore + outcomes ---------------------------------------------
 INSERT_COMMAND = (
-    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id) "
-    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id) "
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id, request_id) "
+    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id, :request_id) "
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
@@ -143,7 +143,9 @@ NOTHING = "SELECT 1 WHERE 0"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
-_COMMAND_COLUMNS = "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at"
+_COMMAND_COLUMNS = (
+    "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at, request_id"
+)
 COMMANDS_AFTER = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE seq > ? ORDER BY seq LIMIT ?"
 COMMAND_BY_ID = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
 PENDING_COMMANDS = (
@@ -188,6 +190,16 @@ RELEASE_SETTLED = (
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
 QUEUE_DEPTH = "SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= ?"
+# /metrics: six counts in one statement, each served by an index (runs_status_updated, runs_claimable,
+# runs_leased, commands_pending, the runners table is a handful of rows, runs_feed).
+DEPLOYMENT_GAUGES = (
+    "SELECT (SELECT count(*) FROM runs WHERE status = 'queued'), "
+    "(SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= :now), "
+    "(SELECT count(*) FROM runs INDEXED BY runs_leased WHERE lease_owner IS NOT NULL), "
+    "(SELECT count(*) FROM commands WHERE status = 'pending'), "
+    "(SELECT count(*) FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= :since), "
+    "(SELECT COALESCE(MAX(feed_seq), 0) FROM runs)"
+)
 
 # --- change feed ----------------------------------------------------------------------------------
 FEED_HEAD = "SELECT COALESCE(MAX(feed_seq), 0) FROM runs"
@@ -227,6 +239,15 @@ REGISTER_RUNNER = (
     "capabilities = excluded.capabilities"
 )
 RUNNER_HEARTBEAT = "UPDATE runners SET heartbeat_at = :heartbeat_at WHERE runner_id = :runner_id"
+# The heartbeat also publishes the runner's metrics (Prometheus text) when it has them.
+RUNNER_HEARTBEAT_METRICS = (
+    "UPDATE runners SET heartbeat_at = :heartbeat_at, metrics = :metrics WHERE runner_id = :runner_id"
+)
+# Runners whose metrics the API exports: the live ones (a stopped runner's series end with it).
+RUNNER_METRICS = (
+    "SELECT runner_id, metrics FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= ? "
+    "AND metrics IS NOT NULL ORDER BY runner_id"
+)
 RUNNER_STOPPED = "UPDATE runners SET stopped_at = :stopped_at WHERE runner_id = :runner_id"
 LIVE_RUNNERS = (
     "SELECT runner_id, host, pid, version, started_at, heartbeat_at, capabilities FROM runners "
@@ -454,3 +475,25 @@ JOB_STATE = (
 STORE_ARTIFACT_FOR_JOB = _ARTIFACT_UPSERT.format(
     guard="EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :job_run_id AND " + _HELD + ")"
 )
+
+# --- minted API tokens (revocation list) -----------------------------------------------------------
+INSERT_API_TOKEN = (
+    "INSERT INTO api_tokens (token_id, scopes, run_id, session_id, label, issued_by, issued_at, expires_at) "
+    "VALUES (:token_id, :scopes, :run_id, :session_id, :label, :issued_by, :issued_at, :expires_at)"
+)
+API_TOKEN_ACTIVE = "SELECT 1 FROM api_tokens WHERE token_id = ? AND revoked_at IS NULL AND expires_at > ?"
+REVOKE_API_TOKEN = "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL"
+API_TOKEN_EXISTS = "SELECT revoked_at FROM api_tokens WHERE token_id = ?"
+LIST_API_TOKENS = (
+    "SELECT token_id, scopes, run_id, session_id, label, issued_at, expires_at, revoked_at "
+    "FROM api_tokens WHERE expires_at > ? ORDER BY issued_at DESC LIMIT ?"
+)
+# Rows of tokens long expired carry no information a request could need.
+PRUNE_API_TOKENS = "DELETE FROM api_tokens WHERE expires_at < ?"
+RUN_SESSION = "SELECT session_id FROM runs WHERE run_id = ?"
+BUNDLE_SHA = (
+    "SELECT bundle_version, sha256 FROM bundles WHERE bundle_id = ? AND removed_at IS NULL "
+    "AND (? IS NULL OR bundle_version = ?)"
+)
+# The sha256 an upload replaces (a removed version included: re-uploading it changes what its runs compile).
+BUNDLE_SHA_ANY = "SELECT sha256 FROM bundles WHERE bundle_id = ? AND bundle_version = ?"

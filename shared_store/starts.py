@@ -41,10 +41,13 @@ def enqueue_run(
     parent_run_id: str | None = None,
     idempotency_key: str | None = None,
     labels: Labels | None = None,
+    request_id: str | None = None,
 ) -> StartResult:
     """Commit a queued run; the same idempotency_key with the same request answers the same run.
 
-    labels: tags, metadata, rerun link, ttl and webhook target, written in the same transaction."""
+    labels: tags, metadata, rerun link, ttl and webhook target, written in the same transaction.
+    `request_id` (the API request's X-Request-ID) rides in the start request for the runner's log
+    lines; it is not part of what the idempotency key compares."""
     start = {
         "workflow_id": resolved.workflow_id,
         "bundle_id": resolved.bundle_id,
@@ -56,7 +59,8 @@ def enqueue_run(
     }
     if labels is not None and not labels.is_empty():  # part of the request an Idempotency-Key covers
         start["labels"] = {k: v for k, v in vars(labels).items() if v not in (None, ())}
-    start_json = encode(start)
+    request_sha = hashlib.sha256(encode(start)).hexdigest()
+    start_json = encode({**start, "request_id": request_id} if request_id else start)
     params = {
         "run_id": str(uuid.uuid4()),
         "workflow_id": resolved.workflow_id,
@@ -68,7 +72,6 @@ def enqueue_run(
     }
     with db.write() as conn:
         if idempotency_key is not None:
-            request_sha = hashlib.sha256(start_json).hexdigest()
             row = conn.execute(q.START_KEY, (idempotency_key,)).fetchone()
             if row is not None:
                 if row[1] != request_sha:

@@ -9,6 +9,7 @@ from shared_store.bulk_ops import BulkOp, bulk_counts, create_bulk, get_bulk
 from shared_store.codec import decode
 from shared_store.run_filter import FilterInvalid, RunFilter
 
+from ..access import ADMIN
 from ..errors import ApiError
 from ..http import ApiRoute, blocking
 from ..ops_schemas import BulkRequest, BulkStatus
@@ -66,6 +67,7 @@ routes = [
         body=BulkRequest,
         response=BulkStatus,
         errors=(409, 413, 422),
+        needs=ADMIN,
     ),
     ApiRoute(
         "/api/gateway/commands/bulk/{bulk_id}",
@@ -75,5 +77,6 @@ routes = [
         tags=_TAGS,
         response=BulkStatus,
         errors=(404,),
+        needs=ADMIN,
     ),
 ]

@@ -6,6 +6,7 @@ from starlette.requests import Request
 
 from shared_store.reruns import rerun
 
+from ..access import RUN
 from ..http import ApiRoute, blocking
 from ..ops_schemas import RerunRequest, RerunResponse
 from . import gateway
@@ -49,5 +50,6 @@ routes = [
         response=RerunResponse,
         errors=(404, 409, 413, 422),
         headers={"Idempotency-Key": "the same key answers the same rerun (409 if reused differently)"},
+        needs=RUN,
     ),
 ]

@@ -15,8 +15,11 @@ from shared_store.run_labels import Labels
 from shared_store.run_list import list_runs as list_runs_page
 from shared_store.starts import StartResult, enqueue_run
 
+from .. import metrics
+from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, reading, require_input_size, require_session
+from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
     RUNS_PAGE_MAX,
@@ -34,6 +37,9 @@ from ..schemas import (
 from . import gateway
 
 MAX_IDEMPOTENCY_KEY = 200
+# Types a browser would render or run when opened from the API's origin (stored XSS with the
+# viewer's token in reach): served as downloads, never inline.
+ACTIVE_TYPES = ("html", "svg", "javascript", "ecmascript", "xml", "xhtml")
 
 
 def _labels(body: StartRequest) -> Labels:
@@ -46,8 +52,19 @@ def _labels(body: StartRequest) -> Labels:
         raise ApiError(422, str(exc)) from None
 
 
+def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, str]:
+    """nosniff always (a browser must not guess `text/html` from the bytes); attachment for active types."""
+    headers = {"X-Content-Type-Options": "nosniff"}
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if any(active in kind for active in ACTIVE_TYPES):
+        safe = "".join(c for c in artifact_id if c.isalnum() or c in "-_.")[:100] or "artifact"
+        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        headers["Content-Security-Policy"] = "sandbox"
+    return headers
+
+
 def _start(
-    db: Database, body: StartRequest, key: str | None, labels: Labels
+    db: Database, body: StartRequest, key: str | None, labels: Labels, request_id: str | None
 ) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
@@ -59,6 +76,7 @@ def _start(
         session_id=body.session_id,
         idempotency_key=key,
         labels=labels,
+        request_id=request_id,
     )
     return started, resolved
 
@@ -74,7 +92,11 @@ async def start_run(request: Request, body: StartRequest) -> object:
     """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
     key = idempotency_key(request)
     labels = _labels(body)
-    started, resolved = await blocking(_start, gateway(request).db, body, key, labels)
+    require_session(request, body.session_id)
+    require_input_size(request, body.input_data)
+    started, resolved = await blocking(_start, gateway(request).db, body, key, labels, current_request_id())
+    if started.created:
+        metrics.STARTS.inc()
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
     return StartResponse(
         started.run_id,
@@ -109,7 +131,7 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
     filters = run_filter(request, query)
     limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
     # A page read leaves the event loop (it may read thousands of rows); reads need no writer thread.
-    page = await asyncio.to_thread(
+    page = await reading(
         list_runs_page, gateway(request).db, filters, limit=limit, offset=query.offset, cursor=query.cursor
     )
     more = page.next_cursor is not None
@@ -125,7 +147,7 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
 async def get_run(request: Request) -> object:
     """One run: status, wait, pause, output (a queued run reads running with queued: true)."""
     run_id = request.path_params["run_id"]
-    view = run_views.run_view(gateway(request).db, run_id)
+    view = await reading(run_views.run_view, gateway(request).db, run_id)
     if view is None:
         raise not_found_run(run_id)
     return view
@@ -134,7 +156,7 @@ async def get_run(request: Request) -> object:
 async def get_input_data(request: Request) -> object:
     """What the run was started with."""
     run_id = request.path_params["run_id"]
-    data = run_views.input_data(gateway(request).db, run_id)
+    data = await reading(run_views.input_data, gateway(request).db, run_id)
     if data is None:
         raise not_found_run(run_id)
     return data
@@ -154,10 +176,10 @@ async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
     """The run's artifacts (metadata), oldest first; `limit` above the maximum is served up to it."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
-    if ledger_len(db, run_id) is None:
+    if await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     limit = min(query.limit, ARTIFACTS_PAGE_MAX)
-    items = run_views.run_artifacts(db, run_id, limit=limit, offset=query.offset)
+    items = await reading(run_views.run_artifacts, db, run_id, limit=limit, offset=query.offset)
     more = len(items) == limit
     return {
         "items": items,
@@ -171,13 +193,15 @@ async def artifact_content(request: Request) -> object:
     """The artifact's bytes, with its content type."""
     run_id, artifact_id = request.path_params["run_id"], request.path_params["artifact_id"]
     gw = gateway(request)
-    blob = run_views.artifact_blob(gw.db, artifact_id)
+    blob = await reading(run_views.artifact_blob, gw.db, artifact_id)
     if blob is None or blob.run_id != run_id:
         raise ApiError(404, f"Artifact '{artifact_id}' not found in run '{run_id}'")
     path = gw.artifacts_dir / blob.blob_id[:2] / blob.blob_id
     if not path.is_file():
         raise ApiError(404, f"Artifact '{artifact_id}' has no content on this server")
-    return FileResponse(path, media_type=blob.content_type)
+    return FileResponse(
+        path, media_type=blob.content_type, headers=artifact_headers(blob.content_type, artifact_id)
+    )
 
 
 _TAGS = ["runs"]
@@ -192,6 +216,8 @@ routes = [
         response=StartResponse,
         errors=(400, 404, 409, 413, 422),
         headers={"Idempotency-Key": "the same key answers the same run_id (409 if reused differently)"},
+        needs=RUN,
+        bound="handler",
     ),
     ApiRoute(
         "/api/gateway/runs",
@@ -201,6 +227,7 @@ routes = [
         tags=_TAGS,
         query=RunListQuery,
         response=RunList,
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}",
@@ -210,6 +237,7 @@ routes = [
         tags=_TAGS,
         response=RunView,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/input_data",
@@ -219,6 +247,7 @@ routes = [
         tags=_TAGS,
         response=InputDataResponse,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/history_bundle",
@@ -228,6 +257,7 @@ routes = [
         tags=_TAGS,
         response=HistoryBundle,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts",
@@ -238,6 +268,7 @@ routes = [
         query=ArtifactQuery,
         response=ArtifactList,
         errors=(400, 404, 422),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",
@@ -247,5 +278,6 @@ routes = [
         tags=_TAGS,
         content_type="application/octet-stream",
         errors=(404,),
+        needs=READ,
     ),
 ]

@@ -13,8 +13,9 @@ from shared_store.run_filter import FilterInvalid
 from shared_store.run_labels import Labels
 from shared_store.schedules import ScheduleSpec, create_schedule
 
+from ..access import RUN
 from ..errors import ApiError
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, require_input_size, require_session
 from ..schemas import ResolvedWorkflow, StartResponse, Tags, TtlS, WebhookUrl
 from . import gateway
 
@@ -71,6 +72,8 @@ async def schedule_run(request: Request, body: ScheduleRequest) -> object:
         "catch_up": body.catch_up,
         "overlap": body.overlap,
     }
+    require_session(request, body.session_id)
+    require_input_size(request, body.input_data)
     spec = ScheduleSpec.parse(fields)  # ScheduleInvalid -> 422 naming the field
     try:
         labels = Labels.checked(
@@ -96,5 +99,7 @@ routes = [
         body=ScheduleRequest,
         response=StartResponse,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
+        bound="handler",
     ),
 ]

@@ -6,6 +6,7 @@ from starlette.requests import Request
 
 from shared_store import webhooks as store
 
+from ..access import ADMIN
 from ..errors import ApiError
 from ..http import ApiRoute, blocking
 from ..ops_schemas import (
@@ -106,18 +107,18 @@ _TAGS = ["webhooks"]
 _BASE = "/api/gateway/webhooks"
 routes = [
     ApiRoute(_BASE, create_webhook, methods=["POST"], summary="Subscribe to run events", tags=_TAGS,
-             body=WebhookRequest, response=Webhook, errors=(413, 422)),
+             body=WebhookRequest, response=Webhook, errors=(413, 422), needs=ADMIN),
     ApiRoute(_BASE, list_webhooks, methods=["GET"], summary="List webhook subscriptions", tags=_TAGS,
-             response=WebhookList),
+             response=WebhookList, needs=ADMIN),
     ApiRoute(f"{_BASE}/{{webhook_id}}", get_webhook, methods=["GET"], summary="A webhook subscription",
-             tags=_TAGS, response=Webhook, errors=(404,)),
+             tags=_TAGS, response=Webhook, errors=(404,), needs=ADMIN),
     ApiRoute(f"{_BASE}/{{webhook_id}}", delete_webhook, methods=["DELETE"], summary="Unsubscribe",
-             tags=_TAGS, response=WebhookDeleted, errors=(404,)),
+             tags=_TAGS, response=WebhookDeleted, errors=(404,), needs=ADMIN),
     ApiRoute(f"{_BASE}/{{webhook_id}}/rotate", rotate_secret, methods=["POST"],
-             summary="Rotate a webhook's signing secret", tags=_TAGS, response=WebhookSecret, errors=(404,)),
+             summary="Rotate a webhook's signing secret", tags=_TAGS, response=WebhookSecret, errors=(404,), needs=ADMIN),
     ApiRoute(f"{_BASE}/{{webhook_id}}/deliveries", list_deliveries, methods=["GET"],
              summary="A webhook's delivery log", tags=_TAGS, query=DeliveryQuery, response=DeliveryList,
-             errors=(404,)),
+             errors=(404,), needs=ADMIN),
     ApiRoute(f"{_BASE}/{{webhook_id}}/deliveries/{{delivery_id}}/redeliver", redeliver, methods=["POST"],
-             summary="Send a delivery again", tags=_TAGS, response=Delivery, errors=(404, 409)),
+             summary="Send a delivery again", tags=_TAGS, response=Delivery, errors=(404, 409), needs=ADMIN),
 ]  # fmt: skip
