@@ -153,6 +153,7 @@ def expand_some(db: Database, *, batch: int = BATCH) -> int:
                 "payload": payload,
                 "ts": ts,
                 "client_id": f"bulk:{op.bulk_id}",
+                "request_id": None,
             }
             if conn.execute(q.INSERT_COMMAND, command).fetchone() is not None:
                 conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": now})
