@@ -20,6 +20,7 @@ from starlette.responses import Response
 from shared_store.bulk_ops import BulkConflict
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
+from shared_store.flow_control import FlowControlError
 from shared_store.reruns import RerunRefused, UnknownRun
 from shared_store.run_filter import FilterInvalid
 from shared_store.schedules import ScheduleInvalid
@@ -114,6 +115,7 @@ EXCEPTION_HANDLERS = {
     RerunRefused: _classified,
     UnknownRun: _classified,
     StillPending: _classified,
+    FlowControlError: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,13 @@ import click
     default=None,
     help="Delete finished runs (ledgers, commands, child runs, artifacts) this long after they ended.",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="A label this runner has (repeatable: --label gpu --label region=eu); runs requiring labels "
+    "are claimed only by runners that have them all. Added to ABSTRACTGATEWAY_RUNNER_LABELS (comma-separated).",
+)
 @click.option("--migrate/--no-migrate", default=False, help="Apply pending migrations first.")
 def runner(
     data_dir: str | None,
@@ -48,15 +56,16 @@ def runner(
     poll_s: float,
     workers: int,
     retention_days: float | None,
+    labels: tuple[str, ...],
     migrate: bool,
 ) -> None:
     """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
-    import os
 
     # A runner started by `serve` inherits the API's multiprocess metrics directory: its own metrics
     # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared_store import Database, StoreError, StorePaths, require_current
+    from shared_store.flow_control import FlowControlError, parse_labels
     from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
@@ -65,6 +74,13 @@ def runner(
     from .logs import configure_logging
 
     configure_logging()
+    try:
+        runner_labels = parse_labels(
+            [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
+        )
+    except FlowControlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     paths = StorePaths.from_env(data_dir)
     db_path = Path(db_file) if db_file else paths.db_path
     try:
@@ -89,6 +105,7 @@ def runner(
         poll_s=poll_s,
         workers=workers,
         retention_days=retention_days,
+        labels=runner_labels,
     )
     if runner_id:
         settings.runner_id = runner_id

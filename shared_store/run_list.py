@@ -19,6 +19,7 @@ import msgspec
 from . import queries as q
 from .codec import decode
 from .db import Database
+from .flow_control import flow_from_row, live_label_sets
 from .run_filter import (
     BY_RUN_ID,
     STATUS_SQL,
@@ -37,6 +38,8 @@ PAGE_MAX = 10_000  # a larger `limit` is served up to this (CONTRACT: never refu
 _SCHEDULE_COLUMNS = ", ".join(
     f"sc.{column.strip()}" for column in q.SCHEDULE_OF.split("SELECT ", 1)[1].split(" FROM ", 1)[0].split(",")
 )
+# Flow control (issue 18's view: priority, key, labels, why it is held), as q.RUN_FLOW_VIEW selects it.
+_FLOW_COLUMNS = q.RUN_FLOW_VIEW.split("SELECT ", 1)[1].split(" FROM ", 1)[0].replace("k.", "fk.")
 _DETAIL_PATHS = "'$.waiting', '$.error', '$.output.error', '$.vars._runtime.control.pause_reason'"
 _COLUMNS = (
     "r.run_id, r.workflow_id, r.status, r.current_node, r.created_at, r.updated_at, r.session_id, "
@@ -45,8 +48,10 @@ _COLUMNS = (
     "CASE WHEN r.status IN ('waiting', 'failed') OR r.paused = 1 OR r.output_failed = 1 THEN "
     f"(SELECT json_extract(CAST(s.run_json AS TEXT), {_DETAIL_PATHS}) FROM run_states s "
     "WHERE s.run_id = r.run_id) END, "
-    f"sc.run_id, {_SCHEDULE_COLUMNS}"
+    f"sc.run_id, {_SCHEDULE_COLUMNS}, {_FLOW_COLUMNS}"
 )
+_N_FLOW = len(_FLOW_COLUMNS.split(","))
+_JOINS = "LEFT JOIN schedules sc ON sc.run_id = r.run_id LEFT JOIN flow_keys fk ON fk.key = r.concurrency_key"
 _N_RUN = 18  # columns before the schedule's
 
 
@@ -80,10 +85,7 @@ def page_sql(
         conditions.append("(" + " OR ".join(STATUS_SQL[s] for s in f.statuses) + ")")
     if not arms:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return (
-            f"SELECT {columns} FROM {source} LEFT JOIN schedules sc ON sc.run_id = r.run_id{where} "
-            f"{order} LIMIT :limit OFFSET :offset"
-        )
+        return f"SELECT {columns} FROM {source} {_JOINS}{where} {order} LIMIT :limit OFFSET :offset"
     # Statuses: one arm per stored status, each walking its own index in page order and reading at
     # most limit + offset rows; the union of a few short lists is then ordered. One index range with
     # an OR (or IN) over statuses would be sorted whole first (54 ms for 5% of 100k runs, measured).
@@ -96,8 +98,8 @@ def page_sql(
             wanted.append(f"r.output_failed = {failed}")
         where = " AND ".join([*wanted, *conditions])
         selects.append(
-            f"SELECT * FROM (SELECT {columns} FROM runs r INDEXED BY {index} LEFT JOIN schedules sc "
-            f"ON sc.run_id = r.run_id WHERE {where} {order} LIMIT :arm_limit)"
+            f"SELECT * FROM (SELECT {columns} FROM runs r INDEXED BY {index} {_JOINS} "
+            f"WHERE {where} {order} LIMIT :arm_limit)"
         )
     # Ordinals, not names: the schedule's run_id repeats the name.
     return f"{' UNION ALL '.join(selects)} ORDER BY {created_pos} DESC, 1 LIMIT :limit OFFSET :offset"
@@ -111,7 +113,8 @@ def list_runs(
     at = None if cursor is None else decode_cursor(cursor)
     sql = page_sql(f, params, cursor=at, offset=offset, q_scope=q_scope(db, f.q))
     rows = db.query(sql, params)
-    items = [_summary(row) for row in rows]
+    label_sets = live_label_sets(db)
+    items = [{**_summary(row), **flow_from_row(db, row[-_N_FLOW:], label_sets)} for row in rows]
     last = items[-1] if len(items) == params["limit"] else None
     return Page(items, None if last is None else encode_cursor(last["created_at"], last["run_id"]))
 
@@ -179,7 +182,7 @@ def _summary(row: tuple[Any, ...]) -> dict[str, Any]:
         waiting.update(reason=doc.get("reason") or wait_reason or "", wait_key=doc.get("wait_key", wait_key))
         waiting["until"] = doc.get("until", wait_until)
         waiting["allow_free_text"] = bool(doc.get("allow_free_text", True))
-    schedule = schedule_from_row(row[_N_RUN + 1 :]) if row[_N_RUN] is not None else None
+    schedule = schedule_from_row(row[_N_RUN + 1 : -_N_FLOW]) if row[_N_RUN] is not None else None
     reason = detail.pause_reason if paused else None
     return {
         "run_id": run_id,

@@ -8,6 +8,7 @@ map to client ones: a queued run reads "running" with `queued: true`; COMPLETED 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from . import queries as q
 from . import run_labels as labels
 from .codec import decode
 from .db import Database
+from .flow_control import flow_view, live_label_sets
 from .schedules import get_schedule
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -123,10 +125,22 @@ def _with_schedule(db: Database, view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _with_flow(
+    db: Database, view: dict[str, Any], label_sets: Callable[[], list[list[str]]]
+) -> dict[str, Any]:
+    """Priority, concurrency key, required labels and why the run is not running (flow_control)."""
+    view.update(flow_view(db, view["run_id"], label_sets))
+    return view
+
+
 def run_view(db: Database, run_id: str) -> dict[str, Any] | None:
     """The contract's run detail, or None for an unknown run."""
     row = db.query_one(q.RUN_VIEW, (run_id,))
-    return None if row is None else _with_labels(db, _with_schedule(db, _view(row)))
+    return (
+        None
+        if row is None
+        else _with_labels(db, _with_flow(db, _with_schedule(db, _view(row)), live_label_sets(db)))
+    )
 
 
 def _with_labels(db: Database, view: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .flow_control import FlowSettings, store_key_limits
 from .run_labels import Labels, write_labels
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -248,9 +249,11 @@ def create_schedule(
     session_id: str | None = None,
     share_context: bool = True,
     labels: Labels | None = None,
+    flow: FlowSettings | None = None,
 ) -> str:
     """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id.
-    labels (tags, metadata, ttl, webhook target) are the parent's, inherited by every child."""
+    labels (tags, metadata, ttl, webhook target) are the parent's, inherited by every child;
+    `flow`: what each firing's child gets (priority, labels, concurrency key and its limits)."""
     run_id = str(uuid.uuid4())
     now = time.time()
     created_at = datetime.now(UTC).isoformat()
@@ -286,6 +289,15 @@ def create_schedule(
         )
         if labels is not None:
             write_labels(conn, run_id, created_at, labels)
+        if flow is not None and not flow.empty:
+            if flow.concurrency_key is not None:
+                store_key_limits(conn, flow)
+            stored = {
+                "priority": flow.priority,
+                "concurrency_key": flow.concurrency_key,
+                "requires": flow.requires,
+            }
+            conn.execute(q.SET_SCHEDULE_FLOW, {"run_id": run_id, "flow": encode(stored).decode()})
     return run_id
 
 

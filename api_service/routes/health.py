@@ -14,6 +14,7 @@ from starlette.requests import Request
 from shared_store.bundles import compile_failures, shadowed_flow_files
 from shared_store.db import Database
 from shared_store.errors import StoreError
+from shared_store.flow_control import live_labels, unmet_requirements
 from shared_store.migrate import Migration, applied_versions, known_migrations
 from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
@@ -48,8 +49,8 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
 
 
 async def health(request: Request) -> object:
-    """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending or a
-    bundle does not compile. Detail (db, runners, problems) for token holders only."""
+    """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending, a
+    bundle does not compile, or runs require runner labels that no live runner has. Detail (db, runners, problems) for token holders only."""
     gw = gateway(request)
     report, status = await reading(_report, gw.db, gw.settings.flows_dir)
     if not principal_of(request.scope).scopes:
@@ -62,18 +63,27 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         mode = db.query_one("PRAGMA journal_mode")
         current, latest, pending = _schema(db)
         now = time.time()
+        live = live_runners(db, within_s=RUNNER_STALE_S)
         runners = [
-            RunnerHealth(r.runner_id, r.version, r.host, r.pid, round(now - r.heartbeat_at, 3))
-            for r in live_runners(db, within_s=RUNNER_STALE_S)
+            RunnerHealth(
+                r.runner_id,
+                r.version,
+                r.host,
+                r.pid,
+                round(now - r.heartbeat_at, 3),
+                labels=list(r.capabilities.get("labels") or []),
+            )
+            for r in live
         ]
         depth = queue_depth(db)
         broken = compile_failures(db)
+        unmet = unmet_requirements(db, live_labels(live))
     except StoreError as exc:
         db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
         report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
         return report, 503
     shadowed = shadowed_flow_files(db, flows_dir) if flows_dir is not None else []
-    problems = list(broken)
+    problems = list(broken) + unmet
     if pending:
         problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
     if not runners:

@@ -18,6 +18,7 @@ from shared_store.starts import StartResult, enqueue_run
 from .. import metrics
 from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
+from ..flow_control import flow_settings
 from ..http import ApiRoute, blocking, reading, require_input_size, require_session
 from ..request_context import current_request_id
 from ..schemas import (
@@ -69,6 +70,7 @@ def _start(
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
+    flow = flow_settings(db, body, resolved, body.input_data)
     started = enqueue_run(
         db,
         resolved=resolved,
@@ -77,6 +79,7 @@ def _start(
         idempotency_key=key,
         labels=labels,
         request_id=request_id,
+        flow=flow,
     )
     return started, resolved
 
