@@ -48,6 +48,16 @@ class RunnerHealth(Struct):
     labels: list[str] = []
 
 
+class RunnerSupervision(Struct):
+    """The runner child `serve` supervises (absent with --no-runner or outside `serve`)."""
+
+    alive: bool
+    pid: int | None
+    restarts: int
+    last_exit_code: int | None = None
+    restart_in_s: float | None = None
+
+
 class HealthResponse(Struct):
     status: Literal["healthy", "degraded", "unhealthy"]
     service: str
@@ -58,6 +68,7 @@ class HealthResponse(Struct):
     problems: list[str] = []
     # Flows-dir files whose id@version is served from an upload with other content.
     shadowed_flow_files: list[str] = []
+    runner_supervisor: RunnerSupervision | None = None
 
 
 class HealthBrief(Struct):

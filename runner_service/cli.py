@@ -74,11 +74,14 @@ def runner(
     from .logs import configure_logging
 
     configure_logging()
+    from .sandbox import SandboxSettings
+
     try:
         runner_labels = parse_labels(
             [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
         )
-    except FlowControlError as exc:
+        SandboxSettings.from_env()
+    except (FlowControlError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     paths = StorePaths.from_env(data_dir)
