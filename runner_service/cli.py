@@ -33,6 +33,13 @@ import click
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Worker threads."
 )
 @click.option(
+    "--retention-days",
+    envvar="ABSTRACTGATEWAY_RETENTION_DAYS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Delete finished runs (ledgers, commands, child runs, artifacts) this long after they ended.",
+)
+@click.option(
     "--label",
     "labels",
     multiple=True,
@@ -48,6 +55,7 @@ def runner(
     lease_s: float,
     poll_s: float,
     workers: int,
+    retention_days: float | None,
     labels: tuple[str, ...],
     migrate: bool,
 ) -> None:
@@ -99,6 +107,7 @@ def runner(
         lease_s=lease_s,
         poll_s=poll_s,
         workers=workers,
+        retention_days=retention_days,
         labels=runner_labels,
     )
     if runner_id:

@@ -409,23 +409,7 @@ _RUN_VIEW = (
     "FROM runs r LEFT JOIN run_states s ON s.run_id = r.run_id"
 )
 RUN_VIEW = f"{_RUN_VIEW} WHERE r.run_id = ?"
-# Client statuses over stored ones: a queued run reads "running", COMPLETED with a failed output "failed".
-RUN_VIEW_STATUS = {
-    "running": "r.status IN ('running', 'queued')",
-    "queued": "r.status = 'queued'",
-    "waiting": "r.status = 'waiting'",
-    "completed": "r.status = 'completed' AND r.output_failed = 0",
-    "failed": "(r.status = 'failed' OR (r.status = 'completed' AND r.output_failed = 1))",
-    "cancelled": "r.status = 'cancelled'",
-}
-
-
-def list_run_views(status: str | None, filters: list[str]) -> str:
-    """Runs, newest first: `status` a RUN_VIEW_STATUS key, `filters` columns from a fixed allowlist."""
-    where = [RUN_VIEW_STATUS[status]] if status else []
-    where += [f"r.{column} = ?" for column in filters]
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"{_RUN_VIEW}{clause} ORDER BY r.created_at DESC, r.run_id LIMIT ? OFFSET ?"
+# The runs list (filters, pages) is shared_store/run_list.py.
 
 
 RUN_INPUT = (
