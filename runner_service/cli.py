@@ -44,10 +44,12 @@ def runner(
 ) -> None:
     """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
     from shared_store import Database, StoreError, StorePaths, require_current
+    from shared_store.artifact_store import SqliteArtifactStore
+    from shared_store.capability_defaults import default_for
     from shared_store.migrate import migrate as apply_migrations
 
     from .daemon import Runner, RunnerSettings
-    from .llm import LLMSettings, llm_effect_handlers
+    from .llm import LLMHandlers, LLMSettings, llm_effect_handlers
     from .logs import configure_logging
 
     configure_logging()
@@ -75,8 +77,10 @@ def runner(
     if runner_id:
         settings.runner_id = runner_id
     llm = LLMSettings.from_env()
-    sys.exit(
-        Runner(
-            settings, effect_handlers=lambda artifacts: llm_effect_handlers(llm, artifact_store=artifacts)
-        ).run()
-    )
+
+    def handlers(artifacts: SqliteArtifactStore) -> LLMHandlers:
+        # The output.text default is read from the db on every call: a change reaches running runners.
+        text_default = lambda: default_for(artifacts.db, "output.text")  # noqa: E731
+        return llm_effect_handlers(llm, artifact_store=artifacts, defaults=text_default)
+
+    sys.exit(Runner(settings, effect_handlers=handlers).run())
