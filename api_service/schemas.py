@@ -48,6 +48,8 @@ class HealthResponse(Struct):
     runners: list[RunnerHealth]
     queue_depth: int | None
     problems: list[str] = []
+    # The output.text capability default: {"route", "provider", "answers": bool | None}; None: no default.
+    llm: dict[str, Any] | None = None
 
 
 # --- bundles ------------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 
+from shared_store.capability_defaults import list_defaults
 from shared_store.runners import live_runners
 
 from ..http import ApiRoute
+from ..llm_probe import text_endpoint
 from ..media_schemas import CapabilitiesResponse, CatalogResponse
 from . import gateway
 
@@ -62,11 +64,18 @@ def merged_capabilities(request: Request) -> tuple[dict[str, Any], list[str]]:
 
 async def capabilities(request: Request) -> object:
     """The merged capabilities of the live runners (a modality is available if any live runner has
-    it), and their ids. No live runner: empty capabilities, `available: false` and a `detail`."""
+    it), and their ids, plus `capability_defaults` (config set-default) and `llm` (the output.text
+    default's endpoint: answers, served models). No live runner: `available: false` and a `detail`."""
     caps, runner_ids = merged_capabilities(request)
+    db = gateway(request).db
+    # What the operator routed where (config set-default), and whether the text endpoint answers.
+    configured = {
+        "capability_defaults": [d.to_json() for d in list_defaults(db)],
+        "llm": await text_endpoint(db, detailed=True),
+    }
     if not runner_ids:
-        return CapabilitiesResponse({}, [], False, NO_RUNNER)
-    return CapabilitiesResponse(caps, runner_ids, True)
+        return CapabilitiesResponse(configured, [], False, NO_RUNNER)
+    return CapabilitiesResponse({**caps, **configured}, runner_ids, True)
 
 
 # path -> (modality section, catalog key, the flags (`<flag>: bool` or `<flag>: {"available"}`) that say

@@ -15,6 +15,7 @@ from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
 
 from ..http import ApiRoute, json_response
+from ..llm_probe import text_endpoint
 from ..schemas import DbHealth, HealthResponse, RunnerHealth
 from . import gateway
 
@@ -43,8 +44,8 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
 
 
 async def health(request: Request) -> object:
-    """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending or a
-    bundle does not compile."""
+    """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending, a
+    bundle does not compile or the output.text default's LLM endpoint does not answer."""
     db = gateway(request).db
     try:
         mode = db.query_one("PRAGMA journal_mode")
@@ -61,6 +62,12 @@ async def health(request: Request) -> object:
         report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
         return json_response(report, 503)
     problems = list(broken)
+    try:
+        llm = await text_endpoint(db, detailed=False)
+    except StoreError:
+        llm = None
+    if llm is not None and llm["answers"] is False:
+        problems.append(f"the output.text LLM endpoint ({llm['provider']}) does not answer")
     if pending:
         problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
     if not runners:
@@ -68,7 +75,7 @@ async def health(request: Request) -> object:
     wal = bool(mode) and str(mode[0]).lower() == "wal"
     db_report = DbHealth(str(db.path), wal, current, latest, pending)
     return HealthResponse(
-        "degraded" if problems else "healthy", SERVICE, VERSION, db_report, runners, depth, problems
+        "degraded" if problems else "healthy", SERVICE, VERSION, db_report, runners, depth, problems, llm
     )
 
 
