@@ -22,7 +22,7 @@ SETTINGS = {
     "ALLOWED_ORIGINS": "browser origins allowed, comma separated globs (e.g. http://localhost:*)",
     "DATA_DIR": "data directory: the SQLite db and the artifacts",
     "DB_PATH": "the SQLite file (default DATA_DIR/gateway.sqlite3)",
-    "FLOWS_DIR": "a .flow file or a folder of them, imported at start",
+    "FLOWS_DIR": "a .flow bundle, a VisualFlow .json, or a folder of them, imported at start",
     "STORE_BACKEND": "sqlite (the only backend of this build)",
     "HOST": "serve: listen address",
     "PORT": "serve: listen port",

@@ -17,7 +17,9 @@ import click
     help="SQLite file (default DATA_DIR/gateway.sqlite3).",
 )
 @click.option(
-    "--flows-dir", envvar="ABSTRACTGATEWAY_FLOWS_DIR", help="A .flow file or a folder of them to load."
+    "--flows-dir",
+    envvar="ABSTRACTGATEWAY_FLOWS_DIR",
+    help="A .flow bundle, a VisualFlow .json, or a folder of them, to load.",
 )
 @click.option(
     "--runner-id", envvar="ABSTRACTGATEWAY_RUNNER_ID", help="Lease owner id (default host-pid-random)."
