@@ -406,6 +406,8 @@ def test_docker_compose_config(tmp_path: Path) -> None:
         base = ["docker-compose", "-f", str(copy), "--project-directory", str(DOCKER)]
         command = [*base, "config", "--quiet"]
         profiles = [*base, "--profile", "gpu", "config", "--services"]
+    elif os.environ.get("CI"):
+        pytest.fail("docker-compose is missing: CI installs it (.ci/apt-packages.txt, make test-deps)")
     else:
         pytest.skip("neither `docker compose` (v2 plugin) nor docker-compose is installed")
     done = subprocess.run(
