@@ -62,6 +62,23 @@ def llm_flow(flow_id: str = "ask_llm", pins: dict[str, str] | None = None) -> di
     }
 
 
+def caller_flow(flow_id: str, subflow_id: str) -> dict[str, Any]:
+    """start -> subflow(subflow_id) -> end: the called flow is found by its id."""
+    sub = {"nodeType": "subflow", "subflowId": subflow_id, "inputs": [EXEC_IN],
+           "outputs": [EXEC_OUT, {"id": "result", "label": "result", "type": "any"}]}  # fmt: skip
+    return {
+        "id": flow_id,
+        "name": flow_id,
+        "nodes": [_start(), {"id": "sub", "type": "subflow", "data": sub}, _end("result")],
+        "edges": [
+            _edge("start", "exec-out", "sub", "exec-in"),
+            _edge("sub", "exec-out", "end", "exec-in"),
+            _edge("sub", "result", "end", "result"),
+        ],
+        "entryNode": "start",
+    }
+
+
 def write(folder: Path, name: str, document: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

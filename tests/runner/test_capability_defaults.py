@@ -11,7 +11,7 @@ from shared_store.bundles import compile_failures, get_bundle, import_flows_dir,
 from shared_store.capability_defaults import clear_default, set_default
 from tests.runner.conftest import Gateway
 from tests.runner.fake_openai import FAKE_MODEL, running_fake_openai
-from tests.visualflows import echo_flow, llm_flow, write
+from tests.visualflows import caller_flow, echo_flow, llm_flow, write
 
 
 def test_a_visualflow_directory_is_served_and_run(gateway: Gateway, tmp_path: Path) -> None:
@@ -20,6 +20,7 @@ def test_a_visualflow_directory_is_served_and_run(gateway: Gateway, tmp_path: Pa
     write(folder, "named by file.json", {**echo_flow(), "id": "not a valid id!"})
     write(folder, "broken.json", {"id": "broken_json", "nodes": [], "edges": []})  # valid JSON, no flow
     write(folder, "garbage.json", "{ not json")
+    write(folder, "caller.json", caller_flow("caller_json", "echo_json"))  # calls echo.json's flow
     problems = import_flows_dir(gateway.db, folder)
     assert len(problems) == 1 and problems[0].startswith("garbage.json: not a readable VisualFlow")
     info = get_bundle(gateway.db, "echo_json")
@@ -27,15 +28,21 @@ def test_a_visualflow_directory_is_served_and_run(gateway: Gateway, tmp_path: Pa
         "0.0.0", "flows_dir", "visualflow",
     )  # fmt: skip
     assert {"echo_json", "named-by-file", "broken_json"} <= {b.bundle_id for b in list_bundles(gateway.db)}
+    # The flow a file calls as a subflow travels in its bundle, found by id in the same folder.
+    assert sorted(get_bundle(gateway.db, "caller_json").manifest["flows"]) == ["caller_json", "echo_json"]
     # Unchanged files import to the same bytes: nothing is replaced, the id stays.
     assert import_flows_dir(gateway.db, folder) == problems
     assert get_bundle(gateway.db, "echo_json").sha256 == info.sha256
 
     echo = gateway.start("echo_json", {"message": "from a json file"})
     by_file = gateway.start("named-by-file", {"message": "named by its file"})
+    caller = gateway.start("caller_json")
     runner = gateway.runner()
     assert gateway.wait_status(echo, "completed")["output"]["result"] == "from a json file"
     assert gateway.wait_status(by_file, "completed")["output"]["result"] == "named by its file"
+    gateway.wait_status(caller, "completed")
+    children = gateway.db.query("SELECT workflow_id, status FROM runs WHERE parent_run_id = ?", (caller,))
+    assert children == [("caller_json@0.0.0:echo_json", "completed")]
     # The file that does not compile is reported (health / bundle listing), the runner goes on.
     assert any("broken_json@0.0.0 does not compile" in p for p in compile_failures(gateway.db))
     assert runner.stop() == 0
