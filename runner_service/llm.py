@@ -44,7 +44,8 @@ TEXT_ROUTE = "output.text"
 
 @dataclass(frozen=True)
 class LLMSettings:
-    """Which abstractcore provider serves llm_call.
+    """The runner's own LLM settings (environment): with a provider and a model, every llm_call of the
+    runner goes there; the api_key also serves the output.text default's provider.
 
     base_url and api_key left as None fall back to what the provider itself reads (for
     "openai-compatible" and "openai": OPENAI_BASE_URL, OPENAI_API_KEY; "anthropic":
