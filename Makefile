@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= $(or $(ABSTRACTGATEWAY_DATA_DIR),data)
-FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),$(wildcard ../shared/flows))
+# The repository's sample workflows (examples/flows), built by `make flows`, unless the env names others.
+FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),build/flows)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
+.PHONY: install flows test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
 
 # The venv is rebuilt when pyproject.toml changes. torch first, pinned to the CPU 2.13.0 build
 # (constraints.txt), then everything: the runner's media stack and the test tools.
@@ -20,8 +21,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# Set up the venv and the embedded SQLite db, make a token if none is set, serve on 127.0.0.1.
-run: install
+# Pack examples/flows/* into build/flows/*.flow with abstractruntime's packer (skipped when current).
+flows: install
+	$(BIN)/abstractgateway flows build
+
+# Set up the venv, the sample flows and the embedded SQLite db (migrated: this is a developer's own
+# data dir), make a token if none is set, serve on 127.0.0.1.
+run: install flows
 	@mkdir -p "$(DATA_DIR)"
 	@$(BIN)/abstractgateway migrate --data-dir "$(DATA_DIR)"
 	@if [ -z "$$ABSTRACTGATEWAY_AUTH_TOKEN" ] && [ ! -s "$(DATA_DIR)/auth_token" ]; then \
@@ -68,4 +74,4 @@ bench-api: install
 	$(BIN)/python -m bench.bench_api $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build

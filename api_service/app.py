@@ -19,7 +19,19 @@ from .middleware.body_limit import BodyLimitMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
 from .openapi import doc_routes, openapi_spec
-from .routes import Gateway, bundles, commands, discovery, health, kg, ledger, media, runs, schedules
+from .routes import (
+    Gateway,
+    bundles,
+    commands,
+    discovery,
+    health,
+    kg,
+    ledger,
+    media,
+    prompt_cache,
+    runs,
+    schedules,
+)
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -38,6 +50,7 @@ def api_routes() -> list:
         *media.routes,
         *discovery.routes,
         *kg.routes,
+        *prompt_cache.routes,
     ]
 
 

@@ -1,7 +1,8 @@
 """Every error leaves as JSON `{"detail": ...}` with the status the contract documents.
 
-400 bad value (and malformed JSON), 401 token, 403 origin, 404 unknown thing, 409 conflict, 413 body
-over the cap, 422 invalid shape (names the field), 429 busy / locked out, 503 store unavailable.
+400 bad value, 401 token, 403 origin, 404 unknown thing, 409 conflict, 413 body over the cap,
+422 invalid shape (names the field) or a body that is not JSON (the original's status, which its clients
+expect), 429 busy / locked out, 503 store unavailable.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Routes that declare their body, query and response types, so validation and OpenAPI share one source.
 
 An `ApiRoute` decodes the query string and JSON body with msgspec before the handler runs (400 for an
-unknown query parameter or malformed JSON, 422 naming the field for a wrong shape) and encodes what the
+unknown query parameter, 422 for malformed JSON and, naming the field, for a wrong shape) and encodes what the
 handler returns with msgspec (a Struct, a dict, or `msgspec.Raw` pieces spliced in as stored).
 """
 
@@ -54,7 +54,8 @@ def parse_query(request: Request, kind: type[T] | None) -> T | None:
 
 
 def decode_json(data: bytes, kind: type[T]) -> T:
-    """A JSON body as `kind`: malformed JSON is 400, a wrong shape 422 naming the field.
+    """A JSON body as `kind`: malformed JSON is 422 (as the original answers: its clients branch on it),
+    a wrong shape 422 naming the field.
 
     msgspec reports invalid UTF-8 as UnicodeDecodeError and nesting past the recursion limit as
     RecursionError, not DecodeError: both are malformed input, never a 500."""
@@ -63,9 +64,9 @@ def decode_json(data: bytes, kind: type[T]) -> T:
     except msgspec.ValidationError as exc:
         raise ApiError(422, str(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}") from None
+        raise ApiError(422, f"malformed JSON body: {exc}") from None
     except RecursionError:
-        raise ApiError(400, "malformed JSON body: nested too deeply") from None
+        raise ApiError(422, "malformed JSON body: nested too deeply") from None
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -1,15 +1,19 @@
 """OpenAPI 3.1 generated from the route table and the msgspec Structs (nothing hand-written to drift),
-and the Swagger UI page at /docs (bearer "Authorize" button)."""
+and the Swagger UI page at /docs (bearer "Authorize" button), its assets served from the installed
+swagger-ui-py package so the page works on a host with no internet."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from .http import ApiRoute
 from .middleware import PROTECTED
@@ -17,17 +21,17 @@ from .schemas import ErrorResponse
 
 REF = "#/components/schemas/{name}"
 ERRORS = {
-    400: "Bad value (malformed JSON, unknown query parameter, ...)",
+    400: "Bad value (unknown query parameter, ...)",
     401: "Missing or invalid bearer token",
     403: "Origin not allowed",
     404: "Unknown id",
     409: "Conflict",
     413: "Body over the size cap",
-    422: "Invalid shape (the detail names the field)",
+    422: "Invalid shape (the detail names the field), or a body that is not JSON",
     429: "Too many concurrent requests, or locked out after bad tokens (see Retry-After)",
     503: "Store unavailable",
 }
-SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+SWAGGER_UI = "/docs/assets"  # served by this API (swagger_ui_assets()), never a CDN
 
 
 def _types(routes: list[ApiRoute]) -> list[type]:
@@ -177,7 +181,19 @@ persistAuthorization: true}});</script>
 </body></html>"""
 
 
-def doc_routes(spec: bytes) -> list[Route]:
+def swagger_ui_assets() -> Path:
+    """swagger-ui-py's copy of Swagger UI 5 (OpenAPI 3.1), found without importing the package (which
+    would pull in its framework handlers)."""
+    found = importlib.util.find_spec("swagger_ui")
+    locations = list(found.submodule_search_locations or []) if found else []
+    static = [Path(location) / "static" for location in locations]
+    for folder in static:
+        if (folder / "swagger-ui-bundle.js").is_file():
+            return folder
+    raise RuntimeError("swagger-ui-py is not installed: /docs needs its Swagger UI assets")
+
+
+def doc_routes(spec: bytes) -> list[BaseRoute]:
     """/openapi.json (the document encoded once) and /docs: open, no token needed."""
 
     async def openapi_json(_: Request) -> Response:
@@ -189,4 +205,5 @@ def doc_routes(spec: bytes) -> list[Route]:
     return [
         Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
         Route("/docs", docs, methods=["GET"], include_in_schema=False),
+        Mount("/docs/assets", app=StaticFiles(directory=swagger_ui_assets()), name="swagger-ui"),
     ]

@@ -12,8 +12,15 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct
 
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
-Limit = Annotated[int, Meta(ge=1, le=5_000)]
 SQLITE_MAX_INT = 2**63 - 1  # a larger int cannot be bound to a query (it would be a 500, not a 422)
+# A page `limit` above the server's maximum is served up to that maximum, never refused (clients of the
+# original ask `limit=10000` or more and read `items`); below 1 is a 422.
+Limit = Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)]
+LEDGER_PAGE_MAX = 10_000  # ledger records per page (measured: a 10,000-record page of ~300 B records
+# is ~3 MB, read in one range scan)
+LEDGER_BATCH_RECORDS_MAX = 100_000  # records per ledger batch, shared by its runs (500 runs x 200)
+RUNS_PAGE_MAX = 500
+ARTIFACTS_PAGE_MAX = 10_000
 Cursor = Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)]
 
 
@@ -155,7 +162,7 @@ RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 
 
 class RunListQuery(Struct, forbid_unknown_fields=True):
-    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+    limit: Limit = 50  # served up to RUNS_PAGE_MAX
     offset: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
     status: str | None = None
     workflow_id: str | None = None
@@ -218,8 +225,16 @@ class ArtifactItem(Struct):
     tags: dict[str, str]
 
 
+class ArtifactQuery(Struct, forbid_unknown_fields=True):
+    limit: Limit = ARTIFACTS_PAGE_MAX  # served up to ARTIFACTS_PAGE_MAX
+    offset: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
+
+
 class ArtifactList(Struct):
     items: list[ArtifactItem]
+    limit: int
+    offset: int
+    next_offset: int | None
 
 
 class HistoryBundle(Struct):

@@ -19,7 +19,7 @@ class SettingsError(ValueError):
 class ApiSettings:
     tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024  # the original gateway's cap: its clients size uploads to it
     max_concurrency: int = 256  # in-flight non-streaming /api/gateway requests
     max_streams: int = 10_000  # open SSE streams
     lockout_after: int = 10  # wrong tokens from one client ip ...

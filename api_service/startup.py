@@ -14,7 +14,7 @@ from typing import NoReturn
 from shared_store import Database, StorePaths
 from shared_store.bundles import import_flows_dir
 from shared_store.errors import StoreError
-from shared_store.migrate import migrate, require_current
+from shared_store.migrate import create_schema_if_new, migrate, require_current
 
 log = logging.getLogger("abstractgateway.serve")
 
@@ -27,7 +27,8 @@ def open_store(
     flows_dir: Path | None,
     fail: Callable[[str], NoReturn],
 ) -> tuple[Database, StorePaths]:
-    """Open the db, migrate it if asked, refuse a schema this code does not match, import flows."""
+    """Open the db (a new one gets the whole schema), migrate it if asked, refuse a schema this code
+    does not match, import flows."""
     paths = StorePaths.from_env(data_dir)
     if db_file:
         db_path = Path(db_file).expanduser()
@@ -42,6 +43,8 @@ def open_store(
     try:
         if auto_migrate:
             migrate(db)
+        elif create_schema_if_new(db):
+            log.info("created the database %s at the latest schema", paths.db_path)
         require_current(db)
     except StoreError as exc:
         db.close()

@@ -6,12 +6,15 @@ import argparse
 import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def default_flows_dir() -> Path:
+    """ABSTRACTGATEWAY_FLOWS_DIR when set, else the repository's own samples (built if stale)."""
     env = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "flows"
+    if env:
+        return Path(env)
+    from sample_flows import ensure_built
+
+    return ensure_built()
 
 
 def bench_parser(doc: str, *, quick_help: str) -> argparse.ArgumentParser:

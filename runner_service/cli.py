@@ -48,6 +48,7 @@ def runner(
     from shared_store import Database, StoreError, StorePaths, require_current
     from shared_store.artifact_store import SqliteArtifactStore
     from shared_store.capability_defaults import default_for
+    from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
     from .daemon import Runner, RunnerSettings
@@ -60,8 +61,11 @@ def runner(
     try:
         db = Database(db_path)
         try:
+            # A new db file gets the whole schema; an existing one is migrated only when asked.
             if migrate:
                 apply_migrations(db)
+            else:
+                create_schema_if_new(db)
             require_current(db)
         finally:
             db.close()

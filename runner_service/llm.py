@@ -9,6 +9,11 @@ Who decides, first match wins:
 Nothing: the run fails with the variables to set. Tool calls are passed through to the caller (the run
 waits for their results), never executed on the runner. abstractcore is imported on first use, so
 importing this module stays cheap.
+
+The provider instance is one per process and target (`shared_provider`), whatever the number of
+workers: a local provider (`huggingface`: transformers in this process) holds the model weights and its
+prompt caches, so every worker's client and the prompt-cache control jobs
+(runner_service.prompt_cache) must reach the same one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -79,6 +85,45 @@ class LLMSettings:
         if self.api_key:
             kwargs["api_key"] = self.api_key
         return kwargs
+
+
+_providers_lock = threading.Lock()
+_providers: dict[
+    tuple[str, str, str | None], Any
+] = {}  # (provider, model, base_url) -> abstractcore provider
+
+
+def shared_provider(settings: LLMSettings, **kwargs: Any) -> Any:
+    """This process's abstractcore provider for `settings`, created on first use."""
+    key = (str(settings.provider), str(settings.model), settings.base_url)
+    with _providers_lock:
+        provider = _providers.get(key)
+        if provider is None:
+            from abstractcore import create_llm
+
+            provider = _providers[key] = create_llm(
+                str(settings.provider), model=str(settings.model), **kwargs
+            )
+        return provider
+
+
+def prompt_cache_export_dir() -> str:
+    """Where saved prompt caches go: DATA_DIR/prompt_cache (the runner's data dir)."""
+    return str(Path(os.environ.get("ABSTRACTGATEWAY_DATA_DIR", "").strip() or "data") / "prompt_cache")
+
+
+def make_client(settings: LLMSettings, artifact_store: Any = None) -> Any:
+    """An abstractruntime client over this process's shared provider."""
+    from abstractruntime.integrations.abstractcore.llm_client import LocalAbstractCoreLLMClient
+
+    return LocalAbstractCoreLLMClient(
+        provider=str(settings.provider),
+        model=str(settings.model),
+        llm_kwargs=settings.llm_kwargs(),
+        artifact_store=artifact_store,
+        prompt_cache_export_root_dir=prompt_cache_export_dir(),
+        llm_factory=lambda model, **kwargs: shared_provider(settings, **kwargs),
+    )
 
 
 class LLMHandlers(dict[Any, "EffectHandler"]):
@@ -168,28 +213,28 @@ class _RoutedLLMCall:
             handler = self._handlers.get(target)
             if handler is None:
                 from abstractruntime.integrations.abstractcore.effect_handlers import make_llm_call_handler
-                from abstractruntime.integrations.abstractcore.llm_client import LocalAbstractCoreLLMClient
 
-                provider, model, base_url, api_key = target
-                client = LocalAbstractCoreLLMClient(
-                    provider=provider,
-                    model=model,
-                    llm_kwargs=LLMSettings(provider, model, base_url, api_key).llm_kwargs(),
-                    artifact_store=self._artifact_store,
-                )
+                client = make_client(LLMSettings(*target), self._artifact_store)
                 handler = make_llm_call_handler(llm=client, artifact_store=self._artifact_store)
                 self._clients[target], self._handlers[target] = client, handler
             return handler
 
     def close(self) -> None:
         with self._lock:
-            clients = list(self._clients.values())
+            targets = list(self._clients)
             self._clients.clear()
             self._handlers.clear()
-        for client in clients:
-            http = getattr(getattr(client, "_llm", None), "client", None)  # the provider's httpx.Client
-            if callable(getattr(http, "close", None)):
-                http.close()
+        for target in targets:
+            release_provider(LLMSettings(*target))
+
+
+def release_provider(settings: LLMSettings) -> None:
+    """Forget this process's provider for `settings` and close its HTTP connections (runner stop)."""
+    with _providers_lock:
+        provider = _providers.pop((str(settings.provider), str(settings.model), settings.base_url), None)
+    http = getattr(provider, "client", None)  # the provider's httpx.Client
+    if callable(getattr(http, "close", None)):
+        http.close()
 
 
 def llm_effect_handlers(

@@ -148,6 +148,7 @@ def update_schedule(ctx: CommandContext, run_id: str, changes: dict[str, Any]) -
         "owner": ctx.fence.owner,
         "epoch": ctx.fence.epoch(run_id),
         "interval_s": spec.interval_s,
+        "interval": spec.interval,
         "cron": spec.cron,
         "timezone": spec.timezone,
         "repeat_count": spec.repeat_count,

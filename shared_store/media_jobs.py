@@ -1,8 +1,9 @@
 """Media jobs: the API appends one as a queued child run of the target run; a runner executes it.
 
-API-safe (no abstractruntime, no ML). A job is a run with workflow_id `media:<kind>` (or `kg:query`),
-parent_run_id = the target run, and the request in run_states.start_json; its results are artifacts
-of the parent run and its output (`ok`, artifact refs, ...) is what the API answers.
+API-safe (no abstractruntime, no ML). A job is a run with workflow_id `media:<kind>` (or `kg:query`,
+`llm:prompt_cache`), parent_run_id = the target run (if any), and the request in run_states.start_json;
+its results are artifacts of the parent run and its output (`ok`, artifact refs, ...) is what the API
+answers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MEDIA_KINDS = (
     "music_generate",
 )
 KG_QUERY = "kg_query"
+PROMPT_CACHE = "prompt_cache"  # a prompt-cache control operation, run where the LLM lives
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -46,7 +48,7 @@ class ArtifactRef:
 
 
 def workflow_id_of(kind: str) -> str:
-    return "kg:query" if kind == KG_QUERY else f"media:{kind}"
+    return {KG_QUERY: "kg:query", PROMPT_CACHE: "llm:prompt_cache"}.get(kind, f"media:{kind}")
 
 
 def artifact_ref(db: Database, artifact_id: str) -> ArtifactRef:
@@ -65,7 +67,7 @@ def enqueue_media_job(
     request_id: str | None = None,
 ) -> StartResult:
     """Commit a queued job run (child of parent_run_id when given); idempotent by request_id."""
-    if kind not in (*MEDIA_KINDS, KG_QUERY):
+    if kind not in (*MEDIA_KINDS, KG_QUERY, PROMPT_CACHE):
         raise ValueError(f"unknown media kind {kind!r}")
     now = time.time()
     created_at = datetime.now(UTC).isoformat()

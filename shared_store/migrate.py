@@ -107,6 +107,18 @@ def migrate(db: Database, source: Traversable | Path | None = None) -> list[int]
     return done
 
 
+def create_schema_if_new(db: Database, source: Traversable | Path | None = None) -> list[int]:
+    """Apply every migration to a db that holds no table yet (a file just created); returns them.
+
+    A db with any table is left as it is, whatever its version: migrating a live db stays an explicit
+    act (`migrate` or `--migrate`), so a rolling upgrade never migrates by surprise. Two processes
+    starting on the same new file at once are safe: `migrate` re-reads the applied versions under the
+    write lock, so the second one finds nothing pending."""
+    if db.query_one("SELECT 1 FROM sqlite_master LIMIT 1") is not None:
+        return []
+    return migrate(db, source)
+
+
 def require_current(db: Database, source: Traversable | Path | None = None) -> int:
     """Refuse to run on a db this code does not match; returns the schema version."""
     status = schema_status(db, source)

@@ -213,6 +213,9 @@ ARTIFACT_EXISTS = "SELECT 1 FROM artifacts WHERE artifact_id = ?"
 DELETE_ARTIFACT = "DELETE FROM artifacts WHERE artifact_id = ? RETURNING blob_id"
 BLOB_REFERENCED = "SELECT 1 FROM artifacts WHERE blob_id = ? LIMIT 1"
 ARTIFACTS_OF_RUN = "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id"
+ARTIFACTS_PAGE_OF_RUN = (
+    "SELECT metadata FROM artifacts WHERE run_id = ? ORDER BY created_at, artifact_id LIMIT ? OFFSET ?"
+)
 ARTIFACTS_ALL = "SELECT metadata FROM artifacts ORDER BY created_at DESC, artifact_id LIMIT ?"
 
 # --- runners --------------------------------------------------------------------------------------
@@ -383,15 +386,17 @@ ARTIFACT_OF = "SELECT run_id, blob_id, content_type, size_bytes FROM artifacts W
 # --- schedules ------------------------------------------------------------------------------------
 INSERT_SCHEDULE = (
     "INSERT INTO schedules (run_id, workflow_id, bundle_id, bundle_version, flow_id, input_data, session_id, "
-    "share_context, start_at, interval_s, cron, timezone, repeat_count, repeat_until, catch_up, overlap, "
-    "next_fire_at, created_at, updated_at) VALUES (:run_id, :workflow_id, :bundle_id, :bundle_version, "
-    ":flow_id, :input_data, :session_id, :share_context, :start_at, :interval_s, :cron, :timezone, "
-    ":repeat_count, :repeat_until, :catch_up, :overlap, :next_fire_at, :created_at, :created_at)"
+    "share_context, start_at, interval_s, interval, cron, timezone, repeat_count, repeat_until, catch_up, "
+    "overlap, next_fire_at, created_at, updated_at) VALUES (:run_id, :workflow_id, :bundle_id, "
+    ":bundle_version, :flow_id, :input_data, :session_id, :share_context, :start_at, :interval_s, :interval, "
+    ":cron, :timezone, :repeat_count, :repeat_until, :catch_up, :overlap, :next_fire_at, :created_at, "
+    ":created_at)"
 )
 SCHEDULE_OF = (
     "SELECT run_id, workflow_id, input_data, session_id, share_context, start_at, interval_s, cron, timezone, "
     "repeat_count, repeat_until, catch_up, overlap, next_fire_at, fired_count, skipped_count, last_fired_at, "
-    "last_child_run_id, status FROM schedules WHERE run_id = ?"
+    "last_child_run_id, status, interval, bundle_id, bundle_version, flow_id, created_at, updated_at "
+    "FROM schedules WHERE run_id = ?"
 )
 # Fenced by the parent's lease: only the runner holding the scheduled parent advances its schedule.
 _HELD_PARENT = "EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :run_id AND " + _HELD + ")"
@@ -402,7 +407,7 @@ ADVANCE_SCHEDULE = (
     f"updated_at = :updated_at WHERE run_id = :run_id AND {_HELD_PARENT}"
 )
 UPDATE_SCHEDULE_SPEC = (
-    "UPDATE schedules SET interval_s = :interval_s, cron = :cron, timezone = :timezone, "
+    "UPDATE schedules SET interval_s = :interval_s, interval = :interval, cron = :cron, timezone = :timezone, "
     "repeat_count = :repeat_count, repeat_until = :repeat_until, catch_up = :catch_up, overlap = :overlap, "
     "start_at = :start_at, next_fire_at = :next_fire_at, status = :status, updated_at = :updated_at "
     f"WHERE run_id = :run_id AND {_HELD_PARENT}"

@@ -184,10 +184,10 @@ def input_data(db: Database, run_id: str) -> dict[str, Any] | None:
     }
 
 
-def run_artifacts(db: Database, run_id: str) -> list[dict[str, Any]]:
-    """The run's artifacts index (metadata only), oldest first."""
+def run_artifacts(db: Database, run_id: str, *, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """The run's artifacts index (metadata only), oldest first; limit -1: all of them."""
     items = []
-    for (metadata,) in db.query(q.ARTIFACTS_OF_RUN, (run_id,)):
+    for (metadata,) in db.query(q.ARTIFACTS_PAGE_OF_RUN, (run_id, limit, offset)):
         meta = decode(metadata)
         items.append(
             {

@@ -81,6 +81,7 @@ class ScheduleSpec:
     repeat_until: float | None = None
     catch_up: str = "one"
     overlap: str = "skip"
+    interval: str | None = None  # as the client sent it ("2s"): shown back unchanged
 
     @classmethod
     def parse(cls, request: dict[str, Any], *, now: float | None = None) -> ScheduleSpec:
@@ -130,6 +131,7 @@ class ScheduleSpec:
             repeat_until=until,
             catch_up=catch_up,
             overlap=overlap,
+            interval=interval,
         )
 
     def updated(self, changes: dict[str, Any], *, now: float) -> ScheduleSpec:
@@ -141,7 +143,7 @@ class ScheduleSpec:
         merged: dict[str, Any] = {"start_at": iso(self.start_at), "timezone": self.timezone}
         merged.update(catch_up=self.catch_up, overlap=self.overlap, repeat_count=self.repeat_count)
         if self.interval_s is not None and "cron" not in changes:
-            merged["interval"] = f"{self.interval_s}s"
+            merged["interval"] = self.interval_text()
         if self.cron is not None and "interval" not in changes:
             merged["cron"] = self.cron
         if self.repeat_until is not None:
@@ -154,6 +156,12 @@ class ScheduleSpec:
         )
         until = merged.get("repeat_until")
         return replace(parsed, repeat_until=None if until is None else parse_instant(until, "repeat_until"))
+
+    def interval_text(self) -> str | None:
+        """The interval as sent; for a row stored before the text was kept, from interval_s."""
+        if self.interval is not None or self.interval_s is None:
+            return self.interval
+        return f"{self.interval_s:g}s"
 
     def is_recurring(self) -> bool:
         return self.interval_s is not None or self.cron is not None
@@ -185,6 +193,7 @@ class ScheduleSpec:
         data = asdict(self)
         data["start_at"] = iso(self.start_at)
         data["repeat_until"] = iso(self.repeat_until)
+        data["interval"] = self.interval_text()
         return data
 
 
@@ -236,7 +245,7 @@ def create_schedule(
     spec: ScheduleSpec,
     input_data: dict[str, Any],
     session_id: str | None = None,
-    share_context: bool = False,
+    share_context: bool = True,
 ) -> str:
     """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id."""
     run_id = str(uuid.uuid4())
@@ -289,12 +298,24 @@ class Schedule:
     last_fired_at: float | None
     last_child_run_id: str | None
     status: str
+    bundle_ref: str
+    flow_id: str
+    created_at: str
+    updated_at: str
 
     def to_json(self) -> dict[str, Any]:
         remaining = (
             None if self.spec.repeat_count is None else max(0, self.spec.repeat_count - self.fired_count)
         )
         return {
+            # The original gateway's fields, which its clients read ...
+            "kind": "scheduled_run",
+            "target_workflow_id": self.workflow_id,
+            "target_bundle_ref": self.bundle_ref,
+            "target_flow_id": self.flow_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            # ... and ours (interval, repeat_count, repeat_until, start_at, share_context are both).
             **self.spec.to_json(),
             "status": self.status,
             "next_fire_at": iso(self.next_fire_at),
@@ -315,9 +336,11 @@ def get_schedule(db: Database, run_id: str) -> Schedule | None:
     (run_id, workflow_id, input_data, session_id, share, start_at, interval_s, cron, tz, count, until) = row[
         :11
     ]
-    catch_up, overlap, next_fire_at, fired, skipped, last_fired, last_child, status = row[11:]
-    spec = ScheduleSpec(start_at, interval_s, cron, tz, count, until, catch_up, overlap)
+    catch_up, overlap, next_fire_at, fired, skipped, last_fired, last_child, status = row[11:19]
+    interval, bundle_id, bundle_version, flow_id, created_at, updated_at = row[19:]
+    spec = ScheduleSpec(start_at, interval_s, cron, tz, count, until, catch_up, overlap, interval)
     return Schedule(
         run_id, workflow_id, decode(input_data), session_id, bool(share), spec,
         next_fire_at, int(fired), int(skipped), last_fired, last_child, status,
+        f"{bundle_id}@{bundle_version}", flow_id, created_at, updated_at,
     )  # fmt: skip

@@ -16,8 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def flows_dir() -> Path:
+    """ABSTRACTGATEWAY_FLOWS_DIR when set, else the repository's own samples (built if stale)."""
     configured = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
-    return Path(configured) if configured else REPO.parent / "shared" / "flows"
+    if configured:
+        return Path(configured)
+    from sample_flows import ensure_built
+
+    return ensure_built()
 
 
 @pytest.fixture(scope="session")

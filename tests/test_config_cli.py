@@ -151,3 +151,29 @@ def test_unknown_routes_and_providers_are_refused_listing_the_valid_ones(tmp_pat
     assert clear.returncode == 2 and "unknown capability route" in clear.stderr
     status = _cli("config", "status", "--data-dir", data, cwd=tmp_path)
     assert "capability defaults: (none)" in status.stdout  # nothing was written by the refusals
+
+
+def test_abstractgateway_config_is_installed_beside_abstractgateway_config(tmp_path: Path) -> None:
+    """The original's command name: `abstractgateway-config init|status|...` runs the same group."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["abstractgateway-config"].split(":")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTGATEWAY_")}
+    # What the installed console script runs: the entry point's function, as its own program.
+    code = (
+        f"import sys; from {module} import {function}; sys.argv[0] = 'abstractgateway-config'; {function}()"
+    )
+    env_file = tmp_path / ".env"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "init", "--env-file", str(env_file), "--data-dir", str(tmp_path / "d")],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert read_env_file(env_file)["ABSTRACTGATEWAY_AUTH_TOKEN"]
+    helped = subprocess.run(
+        [sys.executable, "-c", code, "--help"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "Usage: abstractgateway-config" in helped.stdout
+    assert {"init", "status", "set-default"} <= set(re.findall(r"^  (\S+)", helped.stdout, re.M))

@@ -16,6 +16,8 @@ from shared_store.run_views import run_progress
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute
 from ..schemas import (
+    LEDGER_BATCH_RECORDS_MAX,
+    LEDGER_PAGE_MAX,
     DoneEvent,
     LedgerBatchRequest,
     LedgerBatchResponse,
@@ -34,7 +36,8 @@ async def ledger(request: Request, query: LedgerQuery) -> object:
     """Records after the cursor, oldest first: one range read on the (run_id, seq) key."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
-    page = ledger_page(db, run_id, after=query.after, limit=query.limit)
+    # Above the maximum: served up to it (next_after continues), never refused.
+    page = ledger_page(db, run_id, after=query.after, limit=min(query.limit, LEDGER_PAGE_MAX))
     if not page.records and ledger_len(db, run_id) is None:
         raise not_found_run(run_id)
     body = b'{"items":[%s],"next_after":%d}' % (b",".join(page.records), page.next_after)
@@ -42,11 +45,16 @@ async def ledger(request: Request, query: LedgerQuery) -> object:
 
 
 async def ledger_batch(request: Request, body: LedgerBatchRequest) -> object:
-    """Pages of several runs at once; an unknown run gets an empty page and an error."""
+    """Pages of several runs at once; an unknown run gets an empty page and an error.
+
+    Each run's page is served up to LEDGER_PAGE_MAX, and up to its share of LEDGER_BATCH_RECORDS_MAX so
+    one batch stays bounded; next_after continues each."""
     db = gateway(request).db
+    share = max(1, LEDGER_BATCH_RECORDS_MAX // max(1, len(body.runs)))
+    limit = min(body.limit, LEDGER_PAGE_MAX, share)
     runs: dict[str, dict[str, object]] = {}
     for entry in body.runs:
-        page = ledger_page(db, entry.run_id, after=entry.after, limit=body.limit)
+        page = ledger_page(db, entry.run_id, after=entry.after, limit=limit)
         item: dict[str, object] = {
             "items": [msgspec.Raw(r) for r in page.records],
             "next_after": page.next_after,

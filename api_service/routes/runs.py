@@ -15,7 +15,10 @@ from shared_store.starts import StartResult, enqueue_run
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking
 from ..schemas import (
+    ARTIFACTS_PAGE_MAX,
+    RUNS_PAGE_MAX,
     ArtifactList,
+    ArtifactQuery,
     HistoryBundle,
     InputDataResponse,
     ResolvedWorkflow,
@@ -59,19 +62,20 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
         raise ApiError(
             400, f"unknown status {query.status!r}; one of: {', '.join(run_views.CLIENT_STATUSES)}"
         )
+    limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
     items = run_views.list_run_views(
         gateway(request).db,
-        limit=query.limit,
+        limit=limit,
         offset=query.offset,
         status=query.status,
         workflow_id=query.workflow_id,
         session_id=query.session_id,
         parent_run_id=query.parent_run_id,
     )
-    more = len(items) == query.limit
+    more = len(items) == limit
     return {
         "items": items,
-        "limit": query.limit,
+        "limit": limit,
         "offset": query.offset,
         "next_offset": query.offset + len(items) if more else None,
     }
@@ -105,13 +109,21 @@ async def history_bundle(request: Request) -> object:
     return bundle
 
 
-async def list_artifacts(request: Request) -> object:
-    """The run's artifacts (metadata)."""
+async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
+    """The run's artifacts (metadata), oldest first; `limit` above the maximum is served up to it."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
     if ledger_len(db, run_id) is None:
         raise not_found_run(run_id)
-    return {"items": run_views.run_artifacts(db, run_id)}
+    limit = min(query.limit, ARTIFACTS_PAGE_MAX)
+    items = run_views.run_artifacts(db, run_id, limit=limit, offset=query.offset)
+    more = len(items) == limit
+    return {
+        "items": items,
+        "limit": limit,
+        "offset": query.offset,
+        "next_offset": query.offset + len(items) if more else None,
+    }
 
 
 async def artifact_content(request: Request) -> object:
@@ -182,8 +194,9 @@ routes = [
         methods=["GET"],
         summary="A run's artifacts",
         tags=_TAGS,
+        query=ArtifactQuery,
         response=ArtifactList,
-        errors=(404,),
+        errors=(400, 404, 422),
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",

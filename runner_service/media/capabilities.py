@@ -95,6 +95,8 @@ def probe(settings: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = dict(packages)
     for name in MODALITIES:
         out[name] = _modality(name)
-    out["video"] = {"available": False, "code": "video_unavailable", "error": "no video backend"}
+    vision = out["vision"]
+    video = vision.get("video") if isinstance(vision, dict) else None
+    out["video"] = video if isinstance(video, dict) else {"available": False, "code": "video_unavailable"}
     out["kg"] = _kg(packages, settings)
     return out

@@ -33,19 +33,27 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "transcribe": ("voice", "transcribe"),
     "image_generate": ("vision", "generate_image"),
     "image_edit": ("vision", "edit_image"),
-    "video_generate": ("vision", "generate_video"),
-    "video_from_image": ("vision", "video_from_image"),
+    "video_generate": ("video", "generate_video"),
+    "video_from_image": ("video", "video_from_image"),
     "music_generate": ("music", "generate_music"),
     "kg_query": ("kg", "query"),
+    "prompt_cache": ("runner_service.prompt_cache", "execute"),  # where the LLM lives, not media
 }
 INPUT_FIELDS = ("audio_artifact", "image_artifact", "mask_artifact")
-UNAVAILABLE = {"tts": "voice", "transcribe": "stt", "music_generate": "music", "kg_query": "kg"}
+UNAVAILABLE = {
+    "tts": "voice",
+    "transcribe": "stt",
+    "music_generate": "music",
+    "kg_query": "kg",
+    "prompt_cache": "prompt_cache",
+}
 
 
 def backend_for(kind: str) -> Backend:
     module_name, function = BACKENDS[kind]
     try:
-        module = importlib.import_module(f"runner_service.media.{module_name}")
+        name = module_name if "." in module_name else f"runner_service.media.{module_name}"
+        module = importlib.import_module(name)
     except ImportError as exc:  # the media extra is not installed in this runner
         prefix = UNAVAILABLE.get(kind, "image" if kind.startswith("image") else kind.split("_")[0])
         raise Unsupported(f"{prefix}_unavailable", f"{kind} needs the media extra: {exc}") from None

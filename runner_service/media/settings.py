@@ -36,6 +36,8 @@ class MediaSettings:
     tts_model: str | None  # piper .onnx (its .onnx.json beside it)
     stt_model: str | None  # faster-whisper (CTranslate2) model dir
     image_model: str | None  # diffusers pipeline dir (text-to-image / image-to-image)
+    video_model: str | None  # diffusers text-to-video pipeline dir
+    image_to_video_model: str | None  # diffusers image-to-video pipeline dir (unset: the video model's)
     music_model: str | None  # diffusers AudioLDM pipeline: a dir, or a hub repo id present in the HF cache
     kg_dir: Path  # AbstractMemory LanceDB triple store
     embedder_model: str | None  # sentence-transformers dir for KG query_text
@@ -54,6 +56,8 @@ class MediaSettings:
             tts_model=get("ABSTRACTGATEWAY_TTS_MODEL"),
             stt_model=get("ABSTRACTGATEWAY_STT_MODEL"),
             image_model=get("ABSTRACTGATEWAY_IMAGE_MODEL"),
+            video_model=get("ABSTRACTGATEWAY_VIDEO_MODEL"),
+            image_to_video_model=get("ABSTRACTGATEWAY_IMAGE_TO_VIDEO_MODEL"),
             music_model=get("ABSTRACTGATEWAY_MUSIC_MODEL"),
             kg_dir=Path(get("ABSTRACTGATEWAY_KG_DIR") or data_dir / "kg"),
             embedder_model=get("ABSTRACTGATEWAY_EMBEDDER_MODEL"),

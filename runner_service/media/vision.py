@@ -1,4 +1,4 @@
-"""Images through AbstractVision's local Diffusers backend; video has no backend here (unsupported).
+"""Images through AbstractVision's local Diffusers backend (video: runner_service.media.video).
 
 The model is `ABSTRACTGATEWAY_IMAGE_MODEL` (MediaSettings.image_model): a local diffusers pipeline dir (or
 a repo id already in the Hugging Face cache). Downloads stay off: AbstractVision loads with
@@ -14,7 +14,7 @@ import warnings
 from importlib.util import find_spec
 from typing import Any
 
-from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput
 from .checks import configured_model, resolvable, text_field
 from .settings import MediaSettings
 
@@ -256,20 +256,17 @@ def edit_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaO
     return _files(_run(model_id, "edit_image", requests), values["format"])
 
 
-def generate_video(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
-    raise Unsupported("video_unavailable", "no video backend is configured")
-
-
-def video_from_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
-    raise Unsupported("video_unavailable", "no video backend is configured")
-
-
 def catalog() -> dict[str, Any]:
-    """What this runner offers for images (cheap: no ML import, no model load)."""
+    """What this runner offers for images and video (cheap: no model load). `vision_models` lists the
+    image model and the video models that really work; `video` says which video tasks do."""
+    from .video import catalog as video_catalog
+
     model = MediaSettings.from_env().image_model
     usable = bool(model) and _stack_installed() and resolvable(model)
+    video = video_catalog()
     return {
-        "vision_models": [model] if model else [],
-        "available": usable,
-        "video": {"available": False},
+        "vision_models": list(dict.fromkeys([*([model] if model else []), *video["video_models"]])),
+        "available": usable or video["available"],
+        "image_available": usable,
+        "video": video,
     }

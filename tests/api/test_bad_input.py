@@ -30,9 +30,9 @@ def _check(response: Any, status: int, *words: str) -> None:
     ["/api/gateway/runs/start", "/api/gateway/commands", "/api/gateway/runs/ledger/batch",
      "/api/gateway/bundles/bench-echo/deprecate"],
 )  # fmt: skip
-def test_malformed_json_is_400(gw: Gateway, path: str) -> None:
+def test_malformed_json_is_422_as_in_the_original(gw: Gateway, path: str) -> None:
     response = gw.client.post(path, content=b'{"bundle_id": ', headers={"content-type": "application/json"})
-    _check(response, 400, "malformed JSON")
+    _check(response, 422, "malformed JSON")
 
 
 @pytest.mark.parametrize(
@@ -96,12 +96,29 @@ def test_unknown_status_filter_is_400_listing_statuses(gw: Gateway) -> None:
     _check(gw.client.get("/api/gateway/runs?status=sleeping"), 400, "sleeping", "running", "cancelled")
 
 
-def test_huge_body_is_413(gw: Gateway) -> None:
-    body = b'{"bundle_id": "bench-echo", "input_data": {"x": "' + b"a" * (17 * 1024 * 1024) + b'"}}'
-    response = gw.client.post(
-        "/api/gateway/runs/start", content=body, headers={"content-type": "application/json"}
+def _body_of(size: int) -> bytes:
+    head, tail = b'{"bundle_id": "bench-echo", "input_data": {"x": "', b'"}}'
+    return head + b"a" * (size - len(head) - len(tail)) + tail
+
+
+def test_body_over_the_default_10_mib_cap_is_413_and_writes_nothing(lone_gateway: Gateway) -> None:
+    """The original's default cap (ABSTRACTGATEWAY_MAX_BODY_BYTES unset): 10 MiB; a body at it is served."""
+    gw = lone_gateway
+    assert gw.settings.max_body_bytes == 10 * 1024 * 1024
+    before = gw.counts()
+    over = gw.client.post(
+        "/api/gateway/runs/start",
+        content=_body_of(10 * 1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
     )
-    _check(response, 413, "limit")
+    _check(over, 413, "10485760 byte limit")
+    assert gw.counts() == before
+    at_cap = gw.client.post(
+        "/api/gateway/runs/start",
+        content=_body_of(10 * 1024 * 1024),
+        headers={"content-type": "application/json"},
+    )
+    assert at_cap.status_code == 200, at_cap.text
 
 
 @pytest.mark.parametrize(

@@ -150,7 +150,7 @@ def test_unknown_run_is_404_and_bad_wait_is_refused(
         content=b'{"text": ',
         headers={"content-type": "application/json"},
     )
-    _check(response, 400, "malformed JSON")
+    _check(response, 422, "malformed JSON")
 
 
 # --- accepted: a durable child job -----------------------------------------------------------------------

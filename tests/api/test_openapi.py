@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from api_service.http import ApiRoute
@@ -45,3 +47,18 @@ def test_docs_page_points_at_the_spec(anon: httpx.Client) -> None:
     page = anon.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'url: "/openapi.json"' in page.text and "SwaggerUIBundle" in page.text
+
+
+def test_docs_works_offline_its_assets_come_from_this_server(anon: httpx.Client) -> None:
+    """Every script and stylesheet /docs loads is served by the API itself (no CDN: a host without
+    internet still gets a working page)."""
+    page = anon.get("/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets, page
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} would be fetched from another host"
+        response = anon.get(asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
+    bundle = anon.get("/docs/assets/swagger-ui-bundle.js")
+    assert "javascript" in bundle.headers["content-type"] and b"SwaggerUIBundle" in bundle.content
+    assert anon.get("/docs/assets/nope.js").status_code == 404

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import httpx
 
 from shared_store import Database, migrate
+from shared_store.migrate import known_migrations, schema_status
 
 from .conftest import TOKEN, free_port, read_sse
 
@@ -37,11 +40,102 @@ def test_refuses_without_a_token_or_on_a_public_host_without_auth(tmp_path: Path
     assert "loopback" in _refused([*db, "--insecure-local-no-auth", "--host", "0.0.0.0"], _env())
 
 
-def test_refuses_an_unmigrated_db_with_the_command_to_run(tmp_path: Path) -> None:
-    message = _refused(
-        ["--db", str(tmp_path / "g.sqlite3"), "--no-runner"], _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN)
-    )
+def _db_one_migration_behind(tmp_path: Path) -> Path:
+    source = tmp_path / "migrations"
+    shutil.copytree(Path(str(resources.files("migrations"))), source)
+    known = known_migrations(source)
+    (source / known[-1].name).unlink()
+    db_path = tmp_path / "old.sqlite3"
+    database = Database(db_path)
+    migrate(database, source)
+    database.close()
+    return db_path
+
+
+def test_refuses_a_db_one_migration_behind_with_the_command_to_run(tmp_path: Path) -> None:
+    """Migrating a live db stays explicit: a rolling upgrade must never migrate by surprise."""
+    db_path = _db_one_migration_behind(tmp_path)
+    message = _refused(["--db", str(db_path), "--no-runner"], _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN))
     assert "abstractgateway migrate" in message and "--migrate" in message
+    runner = subprocess.run(
+        [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path)],
+        env=_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert runner.returncode == 2 and "abstractgateway migrate" in runner.stderr, runner.stderr
+    database = Database(db_path)
+    assert schema_status(database).pending == [known_migrations()[-1].version], "nothing was applied"
+    database.close()
+
+
+def test_first_start_on_a_new_data_dir_creates_and_migrates_the_db(tmp_path: Path) -> None:
+    """The original's quick start: `serve` on a data dir that does not exist yet, no --migrate."""
+    data_dir = tmp_path / "new" / "data"
+    port = free_port()
+    args = [*SERVE, "--port", str(port), "--host", "127.0.0.1", "--data-dir", str(data_dir)]
+    process = subprocess.Popen(args, env=_env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN), stderr=subprocess.PIPE)
+    try:
+        health = _wait_healthy(f"http://127.0.0.1:{port}", process)
+        assert health.get("runners"), "the runner child started on the new db too"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        assert process.stderr is not None
+        process.stderr.close()
+    database = Database(data_dir / "gateway.sqlite3")
+    status = schema_status(database)
+    assert status.current == status.latest and status.pending == []
+    database.close()
+
+
+def test_runner_alone_creates_a_new_db(tmp_path: Path) -> None:
+    db_path = tmp_path / "fresh" / "g.sqlite3"
+    db_path.parent.mkdir()
+    log_path = tmp_path / "runner.log"
+    with log_path.open("wb") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.05"],
+            env=_env(), stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        for _ in range(3_000):
+            if runner.poll() is not None or "runner_started" in log_path.read_text():
+                break
+            time.sleep(0.02)
+        assert runner.poll() is None, log_path.read_text()
+        assert _registered_runners(db_path) == 1
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(60) == 0, log_path.read_text()
+
+
+def _registered_runners(db_path: Path) -> int:
+    if not db_path.exists():
+        return 0
+    database = Database(db_path)
+    try:
+        if schema_status(database).pending:
+            return 0
+        row = database.query_one("SELECT count(*) FROM runners")
+        return int(row[0]) if row else 0
+    finally:
+        database.close()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> dict:
+    health: dict = {}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(3_000):
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                response = client.get("/api/health")
+            except httpx.TransportError:
+                time.sleep(0.02)
+                continue
+            health = response.json()
+            if response.status_code == 200 and health.get("runners"):
+                return health
+            time.sleep(0.02)
+    raise AssertionError(f"serve never became healthy with a runner: {health}")
 
 
 def test_refuses_bad_settings(tmp_path: Path) -> None:

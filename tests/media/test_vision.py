@@ -1,5 +1,5 @@
 """Images through AbstractVision's Diffusers backend on a tiny random Stable Diffusion pipeline (built
-here, ~0.5 MB, a few seconds; nothing downloads); video answers unsupported."""
+here, ~0.5 MB, a few seconds; nothing downloads). Video: test_video.py."""
 
 from __future__ import annotations
 
@@ -138,25 +138,25 @@ def test_bad_edit_inputs_are_rejected(image_model: Path) -> None:
 
 def test_no_model_configured_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ABSTRACTGATEWAY_IMAGE_MODEL", raising=False)
+    monkeypatch.delenv("ABSTRACTGATEWAY_VIDEO_MODEL", raising=False)
+    monkeypatch.delenv("ABSTRACTGATEWAY_IMAGE_TO_VIDEO_MODEL", raising=False)
     with pytest.raises(Unsupported) as exc:
         vision.generate_image(dict(BASE), {})
     assert exc.value.code == "image_unavailable"
-    assert vision.catalog() == {"vision_models": [], "available": False, "video": {"available": False}}
+    catalog = vision.catalog()
+    assert (catalog["vision_models"], catalog["available"], catalog["image_available"]) == ([], False, False)
+    assert catalog["video"]["available"] is False and catalog["video"]["code"] == "video_unavailable"
 
 
-@pytest.mark.parametrize("call", [vision.generate_video, vision.video_from_image])
-def test_video_is_unsupported(call) -> None:
-    with pytest.raises(Unsupported) as exc:
-        call({"prompt": "a wave"}, {})
-    assert exc.value.code == "video_unavailable"
-
-
-def test_catalog(image_model: Path) -> None:
-    assert vision.catalog() == {
-        "vision_models": [str(image_model)],
-        "available": True,
-        "video": {"available": False},
-    }
+def test_catalog(image_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ABSTRACTGATEWAY_VIDEO_MODEL", raising=False)
+    catalog = vision.catalog()
+    assert (catalog["vision_models"], catalog["available"], catalog["image_available"]) == (
+        [str(image_model)],
+        True,
+        True,
+    )
+    assert catalog["video"]["available"] is False
 
 
 @pytest.mark.gpu

@@ -4,6 +4,9 @@
   a CLIP BPE tokenizer over a byte-level character vocabulary, DDIMScheduler), `save_pretrained(dir)`.
 - `build_tiny_audioldm(dir)`: an AudioLDM pipeline (UNet, 1-channel VAE, ClapTextModelWithProjection,
   a RoBERTa BPE tokenizer, SpeechT5HifiGan vocoder).
+- `build_tiny_ltx(dir)`: an LTX-Video pipeline (LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, a
+  T5 encoder with a character-level Unigram tokenizer, FlowMatchEulerDiscreteScheduler): text→video,
+  and image→video through diffusers' LTXImageToVideoPipeline on the same components.
 - `install_in_hub_cache(src, cache, repo_id)`: copy a saved pipeline into an offline hub-cache layout
   (`models--org--name/snapshots/<40 zeros>/` + `refs/main`), for loaders that take only repo ids.
 
@@ -226,6 +229,85 @@ def build_tiny_audioldm(directory: Path, *, seed: int = 0) -> Path:
     return directory
 
 
+def _t5_tokenizer():
+    from transformers import T5TokenizerFast
+
+    # One Unigram piece per printable ASCII character (+ the word-start marker): no merges to learn.
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    pieces += [(chr(c), -1.0) for c in range(32, 127)]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=64)
+
+
+def build_tiny_ltx(directory: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random LTX-Video pipeline to `directory` (sizes as in diffusers' own LTX tests: 4x
+    temporal and 4x spatial VAE compression, so 9 frames at 32x32 is 3 latent frames of 8x8)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    directory = Path(directory)
+    tokenizer = _t5_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=32,
+    )
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    pipe = LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(str(directory))
+    return directory
+
+
 def install_in_hub_cache(source: Path, cache: Path, repo_id: str) -> Path:
     """Copy a saved pipeline into `cache` as an offline hub snapshot of `repo_id`; returns the snapshot."""
     repo_dir = Path(cache) / ("models--" + repo_id.replace("/", "--"))
@@ -242,10 +324,10 @@ _built: dict[str, Path] = {}  # per test session: kind -> saved pipeline dir
 
 
 def cached(kind: str, factory) -> Path:
-    """The tiny pipeline of `kind` ("sd" or "audioldm"), built once per session under pytest's
+    """The tiny pipeline of `kind` ("sd", "audioldm" or "ltx"), built once per session under pytest's
     `tmp_path_factory` (pass it as `factory`)."""
     path = _built.get(kind)
     if path is None or not (path / "model_index.json").is_file():
-        build = {"sd": build_tiny_sd, "audioldm": build_tiny_audioldm}[kind]
+        build = {"sd": build_tiny_sd, "audioldm": build_tiny_audioldm, "ltx": build_tiny_ltx}[kind]
         path = _built[kind] = build(factory.mktemp(f"tiny-{kind}") / "pipeline")
     return path

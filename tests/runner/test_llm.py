@@ -156,3 +156,62 @@ def test_tool_calls_are_passed_through_not_executed(tmp_path: Path) -> None:
     assert outcome.wait is not None and outcome.wait.reason == WaitReason.EVENT
     assert outcome.wait.details == {"mode": "passthrough", "tool_calls": [call]}
     assert not target.exists()
+
+
+def test_a_provider_without_prompt_cache_control_answers_unavailable(
+    fake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The runner's LLM is an Ollama server (the loopback stand-in answers for it): abstractcore says that
+    provider has no prompt-cache control, so every operation answers supported=false,
+    prompt_cache_unavailable; so does a gateway with no LLM configured."""
+    from runner_service import prompt_cache
+
+    monkeypatch.setenv("ABSTRACTGATEWAY_PROVIDER", "ollama")
+    monkeypatch.setenv("ABSTRACTGATEWAY_MODEL", FAKE_MODEL)
+    monkeypatch.setenv("ABSTRACTGATEWAY_BASE_URL", fake.base_url.removesuffix("/v1"))
+    monkeypatch.setenv("ABSTRACTGATEWAY_DATA_DIR", str(tmp_path))
+    target = {"provider": "ollama", "model": FAKE_MODEL}
+    for operation, extra in (("capabilities", {}), ("set", {"key": "k"}), ("stats", {}), ("saved", {})):
+        answer = prompt_cache.run_operation(operation, {**target, **extra})
+        assert (answer["ok"], answer["supported"], answer["code"]) == (
+            False,
+            False,
+            "prompt_cache_unavailable",
+        )
+        assert answer["capabilities"]["supported"] is False
+    session = prompt_cache.run_operation(
+        "session_prepare", {**target, "session_id": "s1", "system_prompt": "x"}
+    )
+    assert session["supported"] is False and session["code"] == "prompt_cache_unavailable"
+    assert session["prompt_cache_key"].endswith(":session") and session["mode"] == "unsupported"
+    monkeypatch.delenv("ABSTRACTGATEWAY_PROVIDER")
+    nothing = prompt_cache.run_operation("capabilities", target)
+    assert nothing["code"] == "prompt_cache_unavailable" and "ABSTRACTGATEWAY_PROVIDER" in nothing["error"]
+    listed = prompt_cache.run_operation("sessions_list", {})
+    assert listed["ok"] is False and listed["code"] == "session_caches_unavailable" and listed["caches"] == []
+
+
+def test_a_keyed_provider_selects_keys_but_has_no_local_control_plane(
+    fake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An OpenAI-compatible server takes `prompt_cache_key` (mode keyed: set / clear / stats) but abstractcore
+    has no update, fork, module preparation, save or load for it: those answer prompt_cache_unsupported."""
+    from runner_service import prompt_cache
+
+    monkeypatch.setenv("ABSTRACTGATEWAY_PROVIDER", "openai-compatible")
+    monkeypatch.setenv("ABSTRACTGATEWAY_MODEL", FAKE_MODEL)
+    monkeypatch.setenv("ABSTRACTGATEWAY_BASE_URL", fake.base_url)
+    monkeypatch.setenv("ABSTRACTGATEWAY_DATA_DIR", str(tmp_path))
+    target = {"provider": "openai-compatible", "model": FAKE_MODEL}
+    caps = prompt_cache.run_operation("capabilities", target)
+    assert caps["supported"] is True and caps["capabilities"]["mode"] == "keyed"
+    assert prompt_cache.run_operation("set", {**target, "key": "k"})["ok"] is True
+    for operation, extra in (
+        ("update", {"key": "k", "prompt": "hi"}),
+        ("fork", {"from_key": "k", "to_key": "k2"}),
+        ("prepare_modules", {"namespace": "n", "modules": [{"module_id": "system", "system_prompt": "x"}]}),
+        ("save", {"name": "snap", "key": "k"}),
+    ):
+        answer = prompt_cache.run_operation(operation, {**target, **extra})
+        assert answer["ok"] is False and answer["supported"] is False, (operation, answer)
+    assert fake.chat_requests == []  # control operations never generate

@@ -29,6 +29,7 @@ PLANS = [
     ),
     (q.ACTIVE_CHILDREN, ("r",), "runs_parent"),
     (q.SESSION_KINDS, ("s",), "runs_session_created"),
+    (q.ARTIFACTS_PAGE_OF_RUN, ("r", 10, 0), "artifacts_run"),
 ]
 
 
