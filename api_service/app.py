@@ -18,6 +18,7 @@ from .middleware.auth import AuthMiddleware, Lockout
 from .middleware.body_limit import BodyLimitMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
+from .middleware.observe import ObserveMiddleware
 from .openapi import doc_routes, openapi_spec
 from .routes import (
     Gateway,
@@ -32,6 +33,7 @@ from .routes import (
     runs,
     schedules,
 )
+from .routes.operator import operator_routes
 from .settings import ApiSettings
 from .sse import SseHub
 
@@ -66,13 +68,16 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
     audit = AuditLog(settings.audit_log) if settings.audit_log else None
     routes = api_routes()
     spec = msgspec.json.encode(openapi_document())
+    pages = operator_routes()
     middleware = [
+        Middleware(ObserveMiddleware, routes=[*routes, *pages]),
         *([Middleware(AuditMiddleware, audit_log=audit)] if audit else []),
         Middleware(CorsMiddleware, allowed_origins=settings.allowed_origins),
         Middleware(
             AuthMiddleware,
             tokens=settings.tokens,
             lockout=Lockout(settings.lockout_after, settings.lockout_window_s, settings.lockout_s),
+            also=() if settings.metrics_public else ("/metrics",),
         ),
         Middleware(ConcurrencyMiddleware, max_requests=settings.max_concurrency),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
@@ -89,7 +94,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
                 audit.close()
 
     app = Starlette(
-        routes=[*routes, *doc_routes(spec)],
+        routes=[*routes, *doc_routes(spec), *pages],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

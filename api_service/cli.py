@@ -80,6 +80,29 @@ def serve(
     insecure_local_no_auth: bool,
 ) -> None:
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
+    owned_metrics_dir = _metrics_dir()
+    try:
+        _serve(host, port, data_dir, db_file, flows_dir, no_runner, auto_migrate, reuse_port, workers,
+               insecure_local_no_auth)  # fmt: skip
+    finally:
+        if owned_metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
+
+
+def _serve(
+    host: str,
+    port: int,
+    data_dir: str | None,
+    db_file: str | None,
+    flows_dir: str | None,
+    no_runner: bool,
+    auto_migrate: bool,
+    reuse_port: bool,
+    workers: int,
+    insecure_local_no_auth: bool,
+) -> None:
     from .settings import ApiSettings, SettingsError
 
     try:
@@ -119,14 +142,33 @@ def serve(
         db.close()
 
 
+def _metrics_dir() -> str | None:
+    """prometheus_client's multiprocess directory, set before it is first imported: a fresh one per
+    `serve` (removed when it stops), inherited by its `--workers` processes so any of them answers
+    /metrics for all. Returns the directory this call created, if it did."""
+    import os
+    import tempfile
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None  # a worker of a serve that made it, or one the operator provides (emptied by them)
+    path = tempfile.mkdtemp(prefix="abstractgateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
 def _run(
     db, settings, artifacts_dir: Path, host: str, port: int, runner, *, reuse_port: bool = False
 ) -> None:  # type: ignore[no-untyped-def]
     import asyncio
+    import logging
     import signal
 
+    from . import metrics
     from .app import create_app
+    from .logs import configure_logging
     from .server import hypercorn_config, reuse_port_socket, serve_until
+
+    configure_logging()
 
     app = create_app(db, settings, artifacts_dir=artifacts_dir)
     sock = reuse_port_socket(host, port) if reuse_port else None
@@ -147,14 +189,21 @@ def _run(
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
         click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
-        await serve_until(app, hypercorn_config(host, port, sock=sock), stop)
+        config = hypercorn_config(host, port, sock=sock)
+        # Hypercorn's own lines go through the root handler (JSON, with the request id), not its
+        # extra stderr handler (which printed each line twice).
+        config.errorlog = logging.getLogger("hypercorn.error")
+        await serve_until(app, config, stop)
 
     try:
-        import uvloop  # a faster event loop where it is installed (Linux, macOS)
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+        try:
+            import uvloop  # a faster event loop where it is installed (Linux, macOS)
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+    finally:
+        metrics.process_exited()
 
 
 if __name__ == "__main__":

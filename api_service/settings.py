@@ -36,6 +36,9 @@ class ApiSettings:
     max_wait_s: float = 300.0
     artifacts_dir: Path | None = None
     flows_dir: Path | None = None
+    # /metrics needs the bearer token like /api/gateway unless the operator opens it (a scraper
+    # on a private network without the token).
+    metrics_public: bool = False
 
     @property
     def auth_required(self) -> bool:
@@ -65,6 +68,7 @@ class ApiSettings:
             "sse_buffer": _int(env, "ABSTRACTGATEWAY_SSE_BUFFER", cls.sse_buffer),
             "max_wait_s": _float(env, "ABSTRACTGATEWAY_MAX_WAIT_S", cls.max_wait_s),
             "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
+            "metrics_public": _flag(env, "ABSTRACTGATEWAY_METRICS_PUBLIC"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -99,3 +103,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (true / false), not {raw!r}")

@@ -29,6 +29,7 @@ from shared_store.feed import ChangeFeed, FeedEntry
 from shared_store.reads import ledger_page
 from shared_store.run_views import RunProgress, client_status, ends_with_status_record, run_progress
 
+from . import metrics
 from .middleware import send_error
 
 log = logging.getLogger("abstractgateway.sse")
@@ -90,6 +91,7 @@ class SseHub:
         self.subscribers = 0
         self.closed = False
         self._cursor = 0
+        self._last_poll = time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -128,6 +130,7 @@ class SseHub:
         sub = Subscriber(run_id, self.buffer)
         track.subscribers.add(sub)
         self.subscribers += 1
+        metrics.SSE_SUBSCRIBERS.inc()
         self._wake.set()
         if self.closed:
             sub.close("server shutting down")
@@ -139,6 +142,7 @@ class SseHub:
             return
         track.subscribers.discard(sub)
         self.subscribers -= 1
+        metrics.SSE_SUBSCRIBERS.dec()
         if not track.subscribers:
             del self.runs[sub.run_id]
 
@@ -162,13 +166,15 @@ class SseHub:
         """Read what changed since the cursor and broadcast it to the watched runs."""
         while True:
             entries, self._cursor = self.feed.poll(self._cursor)
+            if entries:  # a change read now committed at most this long ago (metrics)
+                metrics.FEED_LAG.set(time.monotonic() - self._last_poll)
             for entry in entries:
                 track = self.runs.get(entry.run_id)
                 if track is not None:
                     self._advance(entry, track)
             if len(entries) < 10_000:
                 break
-        now = time.monotonic()
+        now = self._last_poll = time.monotonic()
         for track in list(self.runs.values()):
             since = track.terminal_since
             if since is not None and not track.final and now - since >= self.done_grace_s:

@@ -45,6 +45,11 @@ def runner(
     migrate: bool,
 ) -> None:
     """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
+    import os
+
+    # A runner started by `serve` inherits the API's multiprocess metrics directory: its own metrics
+    # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared_store import Database, StoreError, StorePaths, require_current
     from shared_store.artifact_store import SqliteArtifactStore
     from shared_store.capability_defaults import default_for

@@ -205,6 +205,7 @@ def cascade(db: Database, command: Command) -> int:
                 "payload": encode({**command.payload, "cascaded_from": command.run_id}),
                 "ts": now.isoformat(),
                 "client_id": command.client_id,
+                "request_id": command.request_id,
             }
             conn.execute(q.INSERT_COMMAND, params).fetchall()
             conn.execute(q.WAKE_RUN, {"run_id": child, "now": now.timestamp()})

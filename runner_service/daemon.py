@@ -27,6 +27,7 @@ from shared_store.runners import register_runner, runner_heartbeat, runner_stopp
 
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
+from .metrics import RunnerMetrics
 from .worker import Worker, WorkerSettings
 
 log = structlog.get_logger("runner")
@@ -52,10 +53,16 @@ class Runner:
         self.db = Database(settings.db_path)
         self.fence = LeaseHolder(self.db, settings.runner_id, lease_s=settings.lease_s)
         self.stopping = threading.Event()
+        self.metrics = RunnerMetrics(self.fence)
         worker_settings = WorkerSettings(artifacts_dir=settings.artifacts_dir)
         self.workers = [
             Worker(
-                self.db, self.fence, worker_settings, stopping=self.stopping, effect_handlers=effect_handlers
+                self.db,
+                self.fence,
+                worker_settings,
+                stopping=self.stopping,
+                effect_handlers=effect_handlers,
+                metrics=self.metrics,
             )
             for _ in range(max(1, settings.workers))
         ]
@@ -71,6 +78,7 @@ class Runner:
             for problem in import_flows_dir(self.db, self.settings.flows_dir):
                 log.warning("bundle_not_loaded", problem=problem)
         self._check_bundles()
+        runner_heartbeat(self.db, self.settings.runner_id, metrics=self.metrics.text())
         log.info("runner_started", runner_id=self.settings.runner_id, workers=len(self.workers))
         heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heart.start()
@@ -130,12 +138,13 @@ class Runner:
 
     # --- loops ---------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        interval = max(0.05, self.settings.lease_s / 3)
+        # Leases need a renewal every lease_s / 3; the published metrics at least every 5 s.
+        interval = max(0.05, min(self.settings.lease_s / 3, 5.0))
         while not self.stopping.wait(interval):
             try:
                 for lease in self.fence.heartbeat():
                     log.warning("lease_lost", run_id=lease.run_id, epoch=lease.epoch)
-                runner_heartbeat(self.db, self.settings.runner_id)
+                runner_heartbeat(self.db, self.settings.runner_id, metrics=self.metrics.text())
             except StoreError as exc:
                 log.error("heartbeat_failed", error=str(exc))
 

@@ -71,6 +71,7 @@ def deliver(
     target: EventTarget,
     envelope: dict[str, Any],
     client_id: str | None,
+    request_id: str | None = None,
 ) -> list[str]:
     """Append a deliver_event command to every unpaused run the event reaches; their run ids."""
     delivered: list[str] = []
@@ -86,6 +87,7 @@ def deliver(
             "payload": encode({"wait_key": wait_key, "event": envelope}),
             "ts": utc_now_iso(),
             "client_id": client_id,
+            "request_id": request_id,
         }
         conn.execute(q.INSERT_COMMAND, params).fetchall()
         conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": now})
@@ -133,6 +135,7 @@ def dispatch_pending_events(db: Database, *, limit: int = 100) -> int:
                     target=target,
                     envelope=envelope,
                     client_id=command.client_id,
+                    request_id=command.request_id,
                 )
             except BadEvent as exc:
                 status, error = "rejected", str(exc)

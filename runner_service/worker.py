@@ -36,6 +36,7 @@ from .media.jobs import execute_job
 from .media.kg import kg_effect_handlers
 from .media.kg import stack_installed as kg_stack_installed
 from .media.settings import MediaSettings
+from .metrics import RunnerMetrics
 from .schedules import fire_due, start_parent
 
 log = structlog.get_logger("runner")
@@ -58,9 +59,11 @@ class Worker:
         *,
         stopping: threading.Event,
         effect_handlers: Callable[[Any], dict[Any, Any]] | None = None,
+        metrics: RunnerMetrics | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
+        self.metrics = metrics or RunnerMetrics(fence)
         self.settings = settings
         self.stopping = stopping
         self._effect_handlers = effect_handlers
@@ -102,7 +105,8 @@ class Worker:
         """Do what the run is due for, then release its lease (and those of runs it created)."""
         run_store = self.context().run_store
         try:
-            self._process(run_id)
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                self._process(run_id)
         except LeaseLost as exc:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
         except StoreError:
@@ -139,10 +143,32 @@ class Worker:
         if row[0] in ("queued", "running"):
             start = start_request(self.db, run_id) or {}
             if start.get("media"):  # a media job: executed (or retried after a crash), never ticked
-                execute_job(ctx, run_id, start)
+                self._media_job(ctx, run_id, start)
                 return
-        if row[0] == "queued" and not self._start(ctx, run_id):
+        if row[0] == "queued":
+            # The start's work carries the id of the API request that asked for it (its log lines).
+            request_id = (start_request(self.db, run_id) or {}).get("request_id")
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                if not self._start(ctx, run_id):
+                    return
+                self._work(ctx, run_id)
             return
+        self._work(ctx, run_id)
+
+    def _media_job(self, ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None:
+        kind = str((start.get("media") or {}).get("kind") or "unknown")
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            with structlog.contextvars.bound_contextvars(request_id=start.get("request_id")):
+                execute_job(ctx, run_id, start)
+            run = ctx.run_store.load(run_id)
+            outcome = run.status.value if run is not None else "unknown"
+        finally:
+            self.metrics.media_job.labels(kind, outcome).observe(time.perf_counter() - started)
+
+    def _work(self, ctx: CommandContext, run_id: str) -> None:
+        """Commands, schedule firings, a finished child, ticks: until the slice ends or the run waits."""
         deadline = time.monotonic() + self.settings.slice_s
         while True:
             self._apply_commands(ctx, run_id)
@@ -178,6 +204,7 @@ class Worker:
             parent_run_id=request.get("parent_run_id"),
             run_id=run_id,
         )
+        self.metrics.starts.inc()
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
 
@@ -185,17 +212,25 @@ class Worker:
         rows = self.db.query(q.PENDING_RUN_COMMANDS, (run_id, self.settings.commands_per_pass))
         for row in rows:
             command = command_from_row(row)
-            status, error = apply_command(ctx, command)
-            log.info("command", run_id=run_id, seq=command.seq, type=command.type, status=status, error=error)
+            with structlog.contextvars.bound_contextvars(request_id=command.request_id):
+                status, error = apply_command(ctx, command)
+                log.info(
+                    "command", run_id=run_id, seq=command.seq, type=command.type, status=status, error=error
+                )
+            self.metrics.commands.labels(command.type, status).inc()
+            if command.type == "cancel" and status == "applied":
+                self._observe_end(ctx.run_store.load(run_id))
 
     def _tick(self, ctx: CommandContext, run_id: str) -> bool:
         """One tick of up to steps_per_tick steps; True when the run is still RUNNING afterwards."""
         run = ctx.run_store.load(run_id)
         if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
             return False
+        started = time.perf_counter()
         try:
             spec = ctx.host.spec(run.workflow_id)
             run = ctx.runtime.tick(workflow=spec, run_id=run_id, max_steps=self.settings.steps_per_tick)
+            self.metrics.tick.observe(time.perf_counter() - started)
         except StoreError:  # LeaseLost, or the db failing now (full, busy): not the run's fault
             raise
         except Exception as exc:  # a tick that raises fails the run, with the reason in the ledger
@@ -203,7 +238,18 @@ class Worker:
             return False
         if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
             log.info("run_finished", run_id=run_id, status=run.status.value, error=run.error)
+            self._observe_end(run)
         return run.status == RunStatus.RUNNING
+
+    def _observe_end(self, run: RunState | None) -> None:
+        """A run's duration, creation to end, once it reached a terminal status."""
+        if run is None or run.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            return
+        try:
+            elapsed = time.time() - datetime.fromisoformat(run.created_at).timestamp()
+        except (TypeError, ValueError):
+            return
+        self.metrics.run_duration.labels(run.workflow_id, run.status.value).observe(max(0.0, elapsed))
 
     # --- failures ------------------------------------------------------------------------------
     def _fail_anyhow(self, run_id: str, error: str) -> None:
@@ -246,6 +292,7 @@ class Worker:
 
     def _record_failure(self, ctx: CommandContext, run: RunState, error: str) -> None:
         ctx.run_store.save(run)
+        self._observe_end(run)
         now = datetime.now(UTC).isoformat()
         record = StepRecord(
             run_id=run.run_id,

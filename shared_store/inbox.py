@@ -37,6 +37,7 @@ class Command:
     status: str
     error: str | None
     applied_at: str | None
+    request_id: str | None = None  # the X-Request-ID of the API request that appended it
 
 
 def append_command(
@@ -48,6 +49,7 @@ def append_command(
     payload: dict[str, Any],
     client_id: str | None = None,
     ts: str | None = None,
+    request_id: str | None = None,
 ) -> AppendResult:
     """Append a command unless its command_id exists; committed when this returns.
 
@@ -71,6 +73,7 @@ def append_command(
         "payload": payload_json,
         "ts": ts or utc_now_iso(),
         "client_id": client_id,
+        "request_id": request_id,
     }
     with db.write() as conn:
         row = conn.execute(q.INSERT_COMMAND, params).fetchone()
@@ -83,9 +86,19 @@ def append_command(
 
 
 def command_from_row(row: tuple[Any, ...]) -> Command:
-    seq, command_id, run_id, type_, payload, ts, client_id, status, error, applied_at = row
+    seq, command_id, run_id, type_, payload, ts, client_id, status, error, applied_at, request_id = row
     return Command(
-        int(seq), command_id, run_id, type_, decode(payload), ts, client_id, status, error, applied_at
+        int(seq),
+        command_id,
+        run_id,
+        type_,
+        decode(payload),
+        ts,
+        client_id,
+        status,
+        error,
+        applied_at,
+        request_id,
     )
 
 

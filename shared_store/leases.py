@@ -41,6 +41,11 @@ class LeaseHolder:
         self.clock = clock
         self._epochs: dict[str, int] = {}
         self._lock = threading.Lock()
+        # Counts the runner's metrics export: leases claimed, expired leases taken back (takeovers
+        # of another runner's runs), and leases found lost (a write or renewal fenced out).
+        self.claims = 0
+        self.takeovers = 0
+        self.lost_leases = 0
 
     # --- what the stores ask -------------------------------------------------------------------
     def epoch(self, run_id: str) -> int | None:
@@ -63,6 +68,7 @@ class LeaseHolder:
         """Forget `run_id` after a rejected write and return the error to raise."""
         with self._lock:
             epoch = self._epochs.pop(run_id, None)
+            self.lost_leases += 1
         return LeaseLost(run_id, self.owner, epoch)
 
     def held(self) -> list[Lease]:
@@ -77,6 +83,7 @@ class LeaseHolder:
         now = self.clock()
         with self.db.write() as conn:
             conn.execute(q.RECLAIM_EXPIRED, {"now": now})
+            reclaimed = conn.changes()
             rows = conn.execute(
                 q.CLAIM_RUNS, {"owner": self.owner, "expires_at": now + self.lease_s, "now": now, "n": n}
             ).fetchall()
@@ -84,6 +91,8 @@ class LeaseHolder:
         with self._lock:
             for lease in leases:
                 self._epochs[lease.run_id] = lease.epoch
+            self.claims += len(leases)
+            self.takeovers += reclaimed
         return leases
 
     def heartbeat(self) -> list[Lease]:
@@ -110,6 +119,7 @@ class LeaseHolder:
             for lease in lost:
                 if self._epochs.get(lease.run_id) == lease.epoch:
                     del self._epochs[lease.run_id]
+            self.lost_leases += len(lost)
         return lost
 
     def release(self, run_id: str, *, settle: dict[str, object] | None = None) -> bool:

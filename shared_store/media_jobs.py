@@ -65,8 +65,12 @@ def enqueue_media_job(
     request: dict[str, Any],
     parent_run_id: str | None,
     request_id: str | None = None,
+    http_request_id: str | None = None,
 ) -> StartResult:
-    """Commit a queued job run (child of parent_run_id when given); idempotent by request_id."""
+    """Commit a queued job run (child of parent_run_id when given); idempotent by request_id.
+
+    `http_request_id` (the API request's X-Request-ID) rides along for the runner's log lines; it is
+    not part of what request_id's idempotency compares."""
     if kind not in (*MEDIA_KINDS, KG_QUERY, PROMPT_CACHE):
         raise ValueError(f"unknown media kind {kind!r}")
     now = time.time()
@@ -85,10 +89,10 @@ def enqueue_media_job(
             "session_id": session_id,
             "parent_run_id": parent_run_id,
         }
-        start_json = encode(start)
+        digest = hashlib.sha256(encode(start)).hexdigest()
+        start_json = encode({**start, "request_id": http_request_id} if http_request_id else start)
         if request_id is not None:
             key = f"media:{parent_run_id}:{kind}:{request_id}"
-            digest = hashlib.sha256(start_json).hexdigest()
             row = conn.execute(q.START_KEY, (key,)).fetchone()
             if row is not None:
                 if row[1] != digest:

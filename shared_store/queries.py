@@ -133,8 +133,8 @@ FIND_COMPLETED_RESULT = (
 
 # --- commands: abstractruntime CommandStore + outcomes ---------------------------------------------
 INSERT_COMMAND = (
-    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id) "
-    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id) "
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id, request_id) "
+    "VALUES (:command_id, :run_id, :type, :payload, :ts, :client_id, :request_id) "
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
@@ -143,7 +143,9 @@ NOTHING = "SELECT 1 WHERE 0"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
-_COMMAND_COLUMNS = "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at"
+_COMMAND_COLUMNS = (
+    "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at, request_id"
+)
 COMMANDS_AFTER = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE seq > ? ORDER BY seq LIMIT ?"
 COMMAND_BY_ID = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
 PENDING_COMMANDS = (
@@ -188,6 +190,16 @@ RELEASE_SETTLED = (
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
 QUEUE_DEPTH = "SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= ?"
+# /metrics: six counts in one statement, each served by an index (runs_status_updated, runs_claimable,
+# runs_leased, commands_pending, the runners table is a handful of rows, runs_feed).
+DEPLOYMENT_GAUGES = (
+    "SELECT (SELECT count(*) FROM runs WHERE status = 'queued'), "
+    "(SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at <= :now), "
+    "(SELECT count(*) FROM runs INDEXED BY runs_leased WHERE lease_owner IS NOT NULL), "
+    "(SELECT count(*) FROM commands WHERE status = 'pending'), "
+    "(SELECT count(*) FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= :since), "
+    "(SELECT COALESCE(MAX(feed_seq), 0) FROM runs)"
+)
 
 # --- change feed ----------------------------------------------------------------------------------
 FEED_HEAD = "SELECT COALESCE(MAX(feed_seq), 0) FROM runs"
@@ -227,6 +239,15 @@ REGISTER_RUNNER = (
     "capabilities = excluded.capabilities"
 )
 RUNNER_HEARTBEAT = "UPDATE runners SET heartbeat_at = :heartbeat_at WHERE runner_id = :runner_id"
+# The heartbeat also publishes the runner's metrics (Prometheus text) when it has them.
+RUNNER_HEARTBEAT_METRICS = (
+    "UPDATE runners SET heartbeat_at = :heartbeat_at, metrics = :metrics WHERE runner_id = :runner_id"
+)
+# Runners whose metrics the API exports: the live ones (a stopped runner's series end with it).
+RUNNER_METRICS = (
+    "SELECT runner_id, metrics FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= ? "
+    "AND metrics IS NOT NULL ORDER BY runner_id"
+)
 RUNNER_STOPPED = "UPDATE runners SET stopped_at = :stopped_at WHERE runner_id = :runner_id"
 LIVE_RUNNERS = (
     "SELECT runner_id, host, pid, version, started_at, heartbeat_at, capabilities FROM runners "

@@ -43,9 +43,14 @@ def register_runner(
         )
 
 
-def runner_heartbeat(db: Database, runner_id: str) -> None:
+def runner_heartbeat(db: Database, runner_id: str, *, metrics: str | None = None) -> None:
+    """Mark the runner alive; `metrics` (Prometheus text) is published in the same statement."""
+    params = {"runner_id": runner_id, "heartbeat_at": time.time()}
     with db.write() as conn:
-        conn.execute(q.RUNNER_HEARTBEAT, {"runner_id": runner_id, "heartbeat_at": time.time()})
+        if metrics is None:
+            conn.execute(q.RUNNER_HEARTBEAT, params)
+        else:
+            conn.execute(q.RUNNER_HEARTBEAT_METRICS, {**params, "metrics": metrics})
 
 
 def runner_stopped(db: Database, runner_id: str) -> None:
@@ -57,3 +62,8 @@ def live_runners(db: Database, *, within_s: float = 60.0) -> list[RunnerInfo]:
     """Runners that heartbeated within `within_s` seconds and did not announce a stop."""
     rows = db.query(q.LIVE_RUNNERS, (time.time() - within_s,))
     return [RunnerInfo(r[0], r[1], int(r[2]), r[3], r[4], float(r[5]), decode(r[6])) for r in rows]
+
+
+def runner_metrics(db: Database, *, within_s: float = 60.0) -> list[tuple[str, str]]:
+    """(runner_id, Prometheus text) of the live runners that published metrics."""
+    return [(str(r[0]), str(r[1])) for r in db.query(q.RUNNER_METRICS, (time.time() - within_s,))]

@@ -39,8 +39,12 @@ def enqueue_run(
     session_id: str | None = None,
     parent_run_id: str | None = None,
     idempotency_key: str | None = None,
+    request_id: str | None = None,
 ) -> StartResult:
-    """Commit a queued run; the same idempotency_key with the same request answers the same run."""
+    """Commit a queued run; the same idempotency_key with the same request answers the same run.
+
+    `request_id` (the API request's X-Request-ID) rides in the start request for the runner's log
+    lines; it is not part of what the idempotency key compares."""
     start = {
         "workflow_id": resolved.workflow_id,
         "bundle_id": resolved.bundle_id,
@@ -50,7 +54,8 @@ def enqueue_run(
         "session_id": session_id,
         "parent_run_id": parent_run_id,
     }
-    start_json = encode(start)
+    request_sha = hashlib.sha256(encode(start)).hexdigest()
+    start_json = encode({**start, "request_id": request_id} if request_id else start)
     params = {
         "run_id": str(uuid.uuid4()),
         "workflow_id": resolved.workflow_id,
@@ -62,7 +67,6 @@ def enqueue_run(
     }
     with db.write() as conn:
         if idempotency_key is not None:
-            request_sha = hashlib.sha256(start_json).hexdigest()
             row = conn.execute(q.START_KEY, (idempotency_key,)).fetchone()
             if row is not None:
                 if row[1] != request_sha:

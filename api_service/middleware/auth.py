@@ -62,10 +62,13 @@ class Lockout:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, tokens: tuple[str, ...], lockout: Lockout) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: tuple[str, ...], lockout: Lockout, also: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.tokens = tuple(t.encode() for t in tokens)
         self.lockout = lockout
+        self.also = also  # exact paths outside /api/gateway guarded the same way (/metrics)
 
     def valid(self, token: str) -> bool:
         presented = token.encode()
@@ -75,7 +78,8 @@ class AuthMiddleware:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not protected(scope) or not self.tokens:
+        guarded = protected(scope) or (scope["type"] == "http" and scope["path"] in self.also)
+        if not guarded or not self.tokens:
             await self.app(scope, receive, send)
             return
         ip = client_ip(scope)

@@ -12,8 +12,10 @@ from starlette.requests import Request
 from shared_store.inbox import append_command, get_command
 from shared_store.reads import ledger_len
 
+from .. import metrics
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking
+from ..request_context import current_request_id
 from ..schemas import COMMAND_PAYLOADS, CommandRequest, CommandResponse, CommandStatus
 from . import gateway
 
@@ -44,7 +46,9 @@ async def post_command(request: Request, body: CommandRequest) -> object:
         type=body.type,
         payload=body.payload,
         client_id=body.client_id,
+        request_id=current_request_id(),
     )
+    metrics.COMMANDS.labels(body.type, "duplicate" if result.duplicate else "accepted").inc()
     return CommandResponse(result.accepted, result.duplicate, result.seq)
 
 

@@ -37,6 +37,7 @@ from ..media_schemas import (
     VideoFromImageRequest,
     VideoGenerateRequest,
 )
+from ..request_context import current_request_id
 from . import gateway
 
 POLL_MIN_S = 0.02
@@ -73,6 +74,7 @@ async def submit_job(
             request=job_request,
             parent_run_id=parent_run_id,
             request_id=request_id,
+            http_request_id=current_request_id(),
         )
     except UnknownRun:
         raise not_found_run(parent_run_id or "") from None

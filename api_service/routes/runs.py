@@ -12,8 +12,10 @@ from shared_store.db import Database
 from shared_store.reads import ledger_len
 from shared_store.starts import StartResult, enqueue_run
 
+from .. import metrics
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking
+from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
     RUNS_PAGE_MAX,
@@ -33,12 +35,19 @@ from . import gateway
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def _start(db: Database, body: StartRequest, key: str | None) -> tuple[StartResult, bundles.ResolvedWorkflow]:
+def _start(
+    db: Database, body: StartRequest, key: str | None, request_id: str | None
+) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
     started = enqueue_run(
-        db, resolved=resolved, input_data=body.input_data, session_id=body.session_id, idempotency_key=key
+        db,
+        resolved=resolved,
+        input_data=body.input_data,
+        session_id=body.session_id,
+        idempotency_key=key,
+        request_id=request_id,
     )
     return started, resolved
 
@@ -48,7 +57,9 @@ async def start_run(request: Request, body: StartRequest) -> object:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    started, resolved = await blocking(_start, gateway(request).db, body, key)
+    started, resolved = await blocking(_start, gateway(request).db, body, key, current_request_id())
+    if started.created:
+        metrics.STARTS.inc()
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
     return StartResponse(
         started.run_id,
