@@ -34,6 +34,7 @@ SETTINGS = {
     "LOCKOUT_AFTER": "bad tokens from one client before a lockout",
     "LOCKOUT_S": "lockout length in seconds",
     "AUDIT_LOG": "JSONL file of every write (who, what, when; never the token)",
+    "METRICS_PUBLIC": "1: /metrics answers without a token (default: it needs one)",
     "SSE_POLL_S": "change-feed poll interval of the SSE hub",
     "SSE_BUFFER": "records buffered per SSE client before it is closed",
     "RUNNER_ID": "runner: lease owner id",
