@@ -31,10 +31,24 @@ SETTINGS = {
     "MAX_CONCURRENCY": "concurrent requests per API process (429 above)",
     "MAX_STREAMS": "concurrent SSE streams per API process",
     "MAX_WAIT_S": "longest a media / KG request waits for its job before answering 202",
+    "MAX_CLIENT_CONCURRENCY": "concurrent requests one client address may hold (429 above)",
+    "MAX_STREAMS_PER_CLIENT": "concurrent SSE streams one client address may hold (429 above)",
+    "MAX_STREAMS_PER_TOKEN": "concurrent SSE streams one token may hold (429 above)",
+    "MIN_HEARTBEAT_S": "a stream's heartbeat_s below this is raised to it",
+    "BODY_TIMEOUT_S": "seconds a request body may take to arrive (408 after)",
+    "HEADER_TIMEOUT_S": "seconds request headers may take to arrive (connection closed after)",
+    "MAX_INPUT_BYTES": "largest run input_data, JSON-encoded (413 above)",
+    "MAX_OUTPUT_BYTES": "largest stored run output, JSON-encoded (the runner enforces it)",
+    "MAX_BATCH_RECORDS": "ledger records in one ledger/batch answer",
+    "MAX_BATCH_BYTES": "bytes of ledger records in one ledger/batch answer",
+    "ALLOWED_HOSTS": "Host names served, comma separated globs (without auth: loopback only)",
+    "TRUSTED_PROXIES": "proxy addresses/CIDRs whose X-Forwarded-For names the client",
+    "TOKEN_SECRET": "HMAC key of minted tokens (default: DATA_DIR/token_secret, 0600)",
+    "TOKEN_MAX_TTL_S": "longest lifetime of a minted token, in seconds",
+    "METRICS_PUBLIC": "serve /metrics without a token (true/false)",
     "LOCKOUT_AFTER": "bad tokens from one client before a lockout",
     "LOCKOUT_S": "lockout length in seconds",
     "AUDIT_LOG": "JSONL file of every write (who, what, when; never the token)",
-    "METRICS_PUBLIC": "1: /metrics answers without a token (default: it needs one)",
     "SSE_POLL_S": "change-feed poll interval of the SSE hub",
     "SSE_BUFFER": "records buffered per SSE client before it is closed",
     "RUNNER_ID": "runner: lease owner id",
@@ -52,7 +66,7 @@ SETTINGS = {
     "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
     "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",
 }
-SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY")
+SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY", "TOKEN_SECRET")
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -12,14 +12,19 @@ from starlette.middleware import Middleware
 
 from shared_store.db import Database
 
+from .access import load_secret
 from .errors import EXCEPTION_HANDLERS
+from .http import ApiRoute
 from .middleware.audit import AuditLog, AuditMiddleware
 from .middleware.auth import AuthMiddleware, Lockout
 from .middleware.body_limit import BodyLimitMiddleware
+from .middleware.client import ClientMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
+from .middleware.hosts import HostMiddleware
 from .middleware.observe import ObserveMiddleware
 from .openapi import doc_routes, openapi_spec
+from .quotas import StreamQuotas
 from .routes import (
     Gateway,
     bundles,
@@ -32,6 +37,7 @@ from .routes import (
     prompt_cache,
     runs,
     schedules,
+    tokens,
 )
 from .routes.operator import operator_routes
 from .settings import ApiSettings
@@ -53,7 +59,19 @@ def api_routes() -> list:
         *discovery.routes,
         *kg.routes,
         *prompt_cache.routes,
+        *tokens.routes,
     ]
+
+
+def check_scopes(routes: list) -> None:
+    """Every /api/gateway route must declare the scope it needs: a route added without one would
+    otherwise be open to every token. Refused here, at app build, naming the route."""
+    for route in routes:
+        path = getattr(route, "path", "")
+        if not path.startswith("/api/gateway"):
+            continue
+        if not isinstance(route, ApiRoute) or route.needs is None:
+            raise RuntimeError(f"route {path} declares no scope (ApiRoute(needs=read|run|admin))")
 
 
 def openapi_document() -> dict:
@@ -67,20 +85,35 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
     )
     audit = AuditLog(settings.audit_log) if settings.audit_log else None
     routes = api_routes()
+    check_scopes(routes)
     spec = msgspec.json.encode(openapi_document())
+    secret = settings.token_secret
+    if secret is None and settings.auth_required:
+        secret = load_secret(db.path.parent)
     pages = operator_routes()
+    check_scopes(pages)
     middleware = [
+        Middleware(ClientMiddleware, trusted_proxies=settings.trusted_proxies),
         Middleware(ObserveMiddleware, routes=[*routes, *pages]),
+        Middleware(
+            HostMiddleware, allowed_hosts=settings.allowed_hosts, auth_required=settings.auth_required
+        ),
         *([Middleware(AuditMiddleware, audit_log=audit)] if audit else []),
         Middleware(CorsMiddleware, allowed_origins=settings.allowed_origins),
         Middleware(
             AuthMiddleware,
             tokens=settings.tokens,
             lockout=Lockout(settings.lockout_after, settings.lockout_window_s, settings.lockout_s),
+            secret=secret,
+            db=db,
             also=() if settings.metrics_public else ("/metrics",),
         ),
-        Middleware(ConcurrencyMiddleware, max_requests=settings.max_concurrency),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(
+            ConcurrencyMiddleware,
+            max_requests=settings.max_concurrency,
+            max_per_client=settings.max_client_concurrency,
+        ),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s),
     ]
 
     @asynccontextmanager
@@ -99,5 +132,8 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
-    app.state.gateway = Gateway(db, hub, settings, artifacts_dir or db.path.parent / "artifacts")
+    streams = StreamQuotas(settings.max_streams_per_client, settings.max_streams_per_token)
+    app.state.gateway = Gateway(
+        db, hub, settings, artifacts_dir or db.path.parent / "artifacts", streams, secret
+    )
     return app

@@ -125,6 +125,11 @@ def _serve(
         data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
     )
     raise_open_files_limit()
+    if settings.audit_log is None:
+        # Bundle uploads, overwrites and deletes (with their sha256) must leave a trace by default.
+        from dataclasses import replace
+
+        settings = replace(settings, audit_log=paths.data_dir / "audit.jsonl")
     runner = None if no_runner else RunnerProcess(paths.db_path, settings.flows_dir)
     # More API processes on the port: they inherit this environment (tokens, origins, limits).
     insecure = not settings.tokens
@@ -189,7 +194,7 @@ def _run(
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
         click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
-        config = hypercorn_config(host, port, sock=sock)
+        config = hypercorn_config(host, port, sock=sock, header_timeout_s=settings.header_timeout_s)
         # Hypercorn's own lines go through the root handler (JSON, with the request id), not its
         # extra stderr handler (which printed each line twice).
         config.errorlog = logging.getLogger("hypercorn.error")

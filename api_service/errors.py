@@ -1,8 +1,9 @@
 """Every error leaves as JSON `{"detail": ...}` with the status the contract documents.
 
-400 bad value, 401 token, 403 origin, 404 unknown thing, 409 conflict, 413 body over the cap,
-422 invalid shape (names the field) or a body that is not JSON (the original's status, which its clients
-expect), 429 busy / locked out, 503 store unavailable.
+400 bad value (and a Host not served), 401 token, 403 origin or missing scope, 404 unknown thing,
+408 body too slow, 409 conflict, 413 body over the cap, 422 invalid shape (names the field) or a body
+that is not JSON (the original's status, which its clients expect), 429 busy / locked out, 503 store
+unavailable.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive within the deadline."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"request body not received within {timeout_s:g} s")
+
+
 def error_body(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
     return Response(_encode({"detail": detail}), status, headers, media_type="application/json")
 
@@ -64,6 +72,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 async def _too_large(_: Request, exc: Exception) -> Response:
     return error_body(413, str(exc), {"Connection": "close"})
+
+
+async def _body_timeout(_: Request, exc: Exception) -> Response:
+    return error_body(408, str(exc), {"Connection": "close"})
 
 
 async def _classified(_: Request, exc: Exception) -> Response:
@@ -90,6 +102,7 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_error,
     BodyTooLarge: _too_large,
+    BodyTimeout: _body_timeout,
     BundleError: _classified,
     IdempotencyConflict: _classified,
     ScheduleInvalid: _schedule_invalid,

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+import anyio.to_thread
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from shared_store.db import Database
+from shared_store.reads import run_session
 
+from .access import SCOPES, Principal, principal_of
 from .errors import ApiError
 from .writer import GroupWriter
 
@@ -85,8 +88,66 @@ async def blocking(fn: Callable[..., T], db: Database, *args: Any, **kwargs: Any
     return await writer.submit(db, functools.partial(fn, db, *args, **kwargs))
 
 
+async def reading(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a store read in a worker thread: a slow read never stalls the event loop (and every
+    stream and request on it)."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+# How a token restricted to one run or session may use a route:
+#   "path"    the route's {run_id} must be that run (or a run of that session) — checked here;
+#   "handler" the handler checks the run ids it is given (require_run);
+#   "open"    the route shows nothing of any run (discovery, bundle reads);
+#   "none"    restricted tokens are refused (lists, bundle writes, token minting).
+Bound = Literal["path", "handler", "open", "none"]
+
+
+async def require_run(request: Request, run_id: str | None) -> None:
+    """403 unless the caller may touch `run_id` (always, for an unrestricted token)."""
+    principal = principal_of(request.scope)
+    if not principal.restricted:
+        return
+    if run_id is None:
+        raise ApiError(403, f"this token is restricted to {principal.describe_restriction()}")
+    if principal.run_id is not None:
+        if run_id != principal.run_id:
+            raise ApiError(403, f"this token is restricted to {principal.describe_restriction()}")
+        return
+    exists, session = await reading(run_session, request.app.state.gateway.db, run_id)
+    if not exists or session != principal.session_id:
+        raise ApiError(
+            403,
+            f"this token is restricted to {principal.describe_restriction()}; run '{run_id}' is not in it",
+        )
+
+
+def require_session(request: Request, session_id: str | None) -> None:
+    """403 unless the caller may create runs in `session_id`: an unrestricted token anywhere, a
+    session-restricted one in its own session only, a run-restricted one nowhere."""
+    principal = principal_of(request.scope)
+    if principal.restricted and (principal.session_id is None or session_id != principal.session_id):
+        raise ApiError(403, f"this token is restricted to {principal.describe_restriction()}")
+
+
+def require_input_size(request: Request, input_data: Any) -> None:
+    """413 when a run's input_data, JSON-encoded, is over ABSTRACTGATEWAY_MAX_INPUT_BYTES."""
+    cap = request.app.state.gateway.settings.max_input_bytes
+    size = len(_encode(input_data))
+    if size > cap:
+        raise ApiError(
+            413, f"input_data is {size} bytes encoded; the limit is {cap} (ABSTRACTGATEWAY_MAX_INPUT_BYTES)"
+        )
+
+
+def _has_body(request: Request) -> bool:
+    return "transfer-encoding" in request.headers or request.headers.get("content-length", "0") != "0"
+
+
 class ApiRoute(Route):
-    """A Starlette route plus what OpenAPI needs to describe it (and the wrapper enforces)."""
+    """A Starlette route plus what OpenAPI needs to describe it (and the wrapper enforces).
+
+    `needs` is the scope a token must hold (read, run, admin); every /api/gateway route declares one
+    (create_app refuses a route table where one does not). `bound`: see Bound."""
 
     def __init__(
         self,
@@ -106,7 +167,13 @@ class ApiRoute(Route):
         accepted: type | None = None,
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
+        needs: str | None = None,
+        bound: Bound | None = None,
     ) -> None:
+        if needs is not None and needs not in SCOPES:
+            raise ValueError(f"{path}: unknown scope {needs!r} (one of {', '.join(SCOPES)})")
+        self.needs = needs
+        self.bound: Bound = bound or ("path" if "{run_id}" in path else "none")
         self.handler = handler
         self.body = body
         self.query = query
@@ -122,9 +189,35 @@ class ApiRoute(Route):
         self.header_params = dict(headers or {})
         super().__init__(path, self._endpoint, methods=list(methods), name=handler.__name__)
 
+    async def _authorize(self, request: Request) -> None:
+        if self.needs is None:
+            return  # an open route (health); create_app refuses a gateway route without a scope
+        principal: Principal = principal_of(request.scope)
+        if self.needs not in principal.scopes:
+            raise ApiError(
+                403,
+                f"this token lacks the '{self.needs}' scope ({request.method} {self.path} needs it)",
+            )
+        if not principal.restricted or self.bound in ("open", "handler"):
+            return
+        if self.bound == "path":
+            await require_run(request, request.path_params.get("run_id"))
+            return
+        raise ApiError(
+            403, f"this token is restricted to {principal.describe_restriction()} and cannot use this route"
+        )
+
     async def _endpoint(self, request: Request) -> Response:
         kwargs: dict[str, Any] = {}
-        query = parse_query(request, self.query)
+        try:
+            await self._authorize(request)
+            query = parse_query(request, self.query)
+        except ApiError as exc:
+            # Refused before the body was read: h11 cannot reuse a connection with a request body
+            # left unread, so say so instead of letting the client reuse it and see a disconnect.
+            if _has_body(request):
+                exc.headers.setdefault("Connection", "close")
+            raise
         if self.query is not None:
             kwargs["query"] = query
         if self.body is not None:

@@ -1,7 +1,7 @@
 """Does the LLM endpoint of the output.text capability default answer? (health and discovery)
 
 One `GET {base_url}/models` (the OpenAI-compatible listing vLLM, LM Studio and llama.cpp servers serve),
-with a short timeout, in a worker thread, remembered for PROBE_TTL_S so a polled /api/health costs no
+with a short timeout, from the worker thread the route's store reads run in, remembered for PROBE_TTL_S so a polled /api/health costs no
 request most of the time. Plain urllib: the API process imports no LLM client library.
 """
 
@@ -14,8 +14,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
-
-import anyio
 
 from shared_store.capability_defaults import CapabilityDefault, default_for
 from shared_store.db import Database
@@ -72,18 +70,15 @@ def _base_url(default: CapabilityDefault) -> str | None:
     return default.base_url or LOCAL_BASE_URLS.get(default.provider)
 
 
-async def text_endpoint(db: Database, *, detailed: bool) -> dict[str, Any] | None:
+def text_endpoint(db: Database, *, detailed: bool) -> dict[str, Any] | None:
     """The output.text default and whether its endpoint answers; None when there is no default.
-    `detailed` adds the URL and the served models (discovery, behind auth; health is open)."""
+    Blocking (a store read, maybe one HTTP probe): callers run it in a worker thread (`reading`).
+    `detailed` adds the URL and the served models (discovery; health leaves them out)."""
     default = default_for(db, "output.text")
     if default is None:
         return None
     base_url = _base_url(default)
-    found = (
-        await anyio.to_thread.run_sync(probe, base_url)
-        if base_url
-        else Probe(None, "a hosted provider: not probed")
-    )
+    found = probe(base_url) if base_url else Probe(None, "a hosted provider: not probed")
     out: dict[str, Any] = {"route": "output.text", "provider": default.provider, "answers": found.answers}
     if detailed:
         out.update(model=default.model, base_url=base_url, detail=found.detail, served_models=found.models)

@@ -55,8 +55,17 @@ class HealthResponse(Struct):
     runners: list[RunnerHealth]
     queue_depth: int | None
     problems: list[str] = []
+    # Flows-dir files whose id@version is served from an upload with other content.
+    shadowed_flow_files: list[str] = []
     # The output.text capability default: {"route", "provider", "answers": bool | None}; None: no default.
     llm: dict[str, Any] | None = None
+
+
+class HealthBrief(Struct):
+    """What /api/health tells a caller without a valid token: no path, host or pid."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    service: str
 
 
 # --- bundles ------------------------------------------------------------------------------------------

@@ -24,7 +24,12 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def hypercorn_config(
-    host: str, port: int, *, graceful_timeout_s: float = 5.0, sock: socket.socket | None = None
+    host: str,
+    port: int,
+    *,
+    graceful_timeout_s: float = 5.0,
+    sock: socket.socket | None = None,
+    header_timeout_s: float = 75.0,
 ) -> Config:
     config = Config()
     if sock is not None:
@@ -34,7 +39,10 @@ def hypercorn_config(
     config.accesslog = None  # the audit log records writes; per-request logging costs throughput
     config.graceful_timeout = graceful_timeout_s
     config.backlog = 4096  # thousands of SSE clients may connect at once
-    config.keep_alive_timeout = 75
+    # Hypercorn's keep-alive timer runs from a connection's start (or its last response) until a
+    # request's headers are complete, whatever trickles in meanwhile: it is the header deadline too
+    # (a slow-headers client is disconnected when it fires). Body deadlines: middleware/body_limit.
+    config.keep_alive_timeout = header_timeout_s
     config.keep_alive_max_requests = 100_000  # clients polling on one connection need not reconnect
     config.include_server_header = False
     return config

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
+import anyio.to_thread
 import msgspec
 from starlette.types import Receive, Scope, Send
 
@@ -235,14 +238,31 @@ def _older_than(iso: str | None, seconds: float) -> bool:
 class EventStream:
     """The ASGI response of one SSE subscription: catch up from the db, then follow the hub."""
 
-    def __init__(self, hub: SseHub, run_id: str, *, after: int, heartbeat_s: float, retry_ms: int) -> None:
+    def __init__(
+        self,
+        hub: SseHub,
+        run_id: str,
+        *,
+        after: int,
+        heartbeat_s: float,
+        retry_ms: int,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.run_id = run_id
         self.cursor = after
         self.heartbeat_s = heartbeat_s
         self.retry_ms = retry_ms
+        self.on_close = on_close  # gives back the stream's quota (reserved by the route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Read the run's row and subscribe with no await in between: the poller cannot run in the
         # gap, so every change after this read reaches the subscription.
         progress = run_progress(self.hub.db, self.run_id)
@@ -313,8 +333,15 @@ class EventStream:
     async def _fill(self, send: Send, upto: int) -> None:
         """Send records (cursor, upto] from the db: the backlog, or a gap the queue did not carry."""
         while self.cursor < upto:
-            page = ledger_page(
-                self.hub.db, self.run_id, after=self.cursor, limit=min(PAGE, upto - self.cursor)
+            # Off the event loop: a backlog page of large records must not stall every other stream.
+            page = await anyio.to_thread.run_sync(
+                functools.partial(
+                    ledger_page,
+                    self.hub.db,
+                    self.run_id,
+                    after=self.cursor,
+                    limit=min(PAGE, upto - self.cursor),
+                )
             )
             if not page.records:
                 return

@@ -374,3 +374,47 @@ def resolve_workflow(
         reason = info.deprecated_flows[flow_id] or "no reason given"
         raise FlowDeprecated(f"flow '{flow_id}' of bundle '{bundle_id}' is deprecated: {reason}")
     return ResolvedWorkflow(f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id)
+
+
+def bundle_shas(db: Database, bundle_id: str, bundle_version: str | None) -> dict[str, str]:
+    """version -> sha256 of the live versions a delete would remove (audit: what was there)."""
+    return {str(v): str(s) for v, s in db.query(q.BUNDLE_SHA, (bundle_id, bundle_version, bundle_version))}
+
+
+def bundle_sha(db: Database, bundle_id: str, bundle_version: str) -> str | None:
+    """The stored sha256 of id@version (removed or not), or None."""
+    row = db.query_one(q.BUNDLE_SHA_ANY, (bundle_id, bundle_version))
+    return None if row is None else str(row[0])
+
+
+# (path, mtime_ns, size) -> (bundle_id, bundle_version, sha256): health asks often, files rarely change.
+_FLOW_FILE_IDS: dict[tuple[str, int, int], tuple[str, str, str]] = {}
+
+
+def shadowed_flow_files(db: Database, path: str | Path) -> list[str]:
+    """Flows-dir files whose id@version is served from an upload with other content: the operator's
+    file is not what runs (reported by health, so an upload that replaced it cannot go unnoticed)."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(root.glob("*.flow")) if root.is_dir() else []
+    shadowed = []
+    for file in files:
+        try:
+            stat = file.stat()
+            key = (str(file), stat.st_mtime_ns, stat.st_size)
+            ids = _FLOW_FILE_IDS.get(key)
+            if ids is None:
+                data = file.read_bytes()
+                manifest = read_manifest(data)
+                ids = (manifest["bundle_id"], manifest["bundle_version"], hashlib.sha256(data).hexdigest())
+                if len(_FLOW_FILE_IDS) > 10_000:
+                    _FLOW_FILE_IDS.clear()
+                _FLOW_FILE_IDS[key] = ids
+        except (OSError, BundleError):
+            continue  # unreadable files are reported at import, not here
+        row = db.query_one(q.BUNDLE_SOURCE, (ids[0], ids[1]))
+        if row is not None and row[0] != "flows_dir" and row[1] != ids[2]:
+            shadowed.append(
+                f"{file.name}: {ids[0]}@{ids[1]} is served from an upload "
+                f"(sha256 {str(row[1])[:12]}), not this file (sha256 {ids[2][:12]})"
+            )
+    return shadowed

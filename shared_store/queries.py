@@ -503,3 +503,25 @@ SET_CAPABILITY_DEFAULT = (
 CLEAR_CAPABILITY_DEFAULT = "DELETE FROM capability_defaults WHERE route = ?"
 CAPABILITY_DEFAULT = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults WHERE route = ?"
 CAPABILITY_DEFAULTS = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults ORDER BY route"
+
+# --- minted API tokens (revocation list) -----------------------------------------------------------
+INSERT_API_TOKEN = (
+    "INSERT INTO api_tokens (token_id, scopes, run_id, session_id, label, issued_by, issued_at, expires_at) "
+    "VALUES (:token_id, :scopes, :run_id, :session_id, :label, :issued_by, :issued_at, :expires_at)"
+)
+API_TOKEN_ACTIVE = "SELECT 1 FROM api_tokens WHERE token_id = ? AND revoked_at IS NULL AND expires_at > ?"
+REVOKE_API_TOKEN = "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL"
+API_TOKEN_EXISTS = "SELECT revoked_at FROM api_tokens WHERE token_id = ?"
+LIST_API_TOKENS = (
+    "SELECT token_id, scopes, run_id, session_id, label, issued_at, expires_at, revoked_at "
+    "FROM api_tokens WHERE expires_at > ? ORDER BY issued_at DESC LIMIT ?"
+)
+# Rows of tokens long expired carry no information a request could need.
+PRUNE_API_TOKENS = "DELETE FROM api_tokens WHERE expires_at < ?"
+RUN_SESSION = "SELECT session_id FROM runs WHERE run_id = ?"
+BUNDLE_SHA = (
+    "SELECT bundle_version, sha256 FROM bundles WHERE bundle_id = ? AND removed_at IS NULL "
+    "AND (? IS NULL OR bundle_version = ?)"
+)
+# The sha256 an upload replaces (a removed version included: re-uploading it changes what its runs compile).
+BUNDLE_SHA_ANY = "SELECT sha256 FROM bundles WHERE bundle_id = ? AND bundle_version = ?"

@@ -39,3 +39,9 @@ def queue_depth(db: Database, *, now: float | None = None) -> int:
     """Runs due and waiting for a runner to claim them."""
     row = db.query_one(q.QUEUE_DEPTH, (time.time() if now is None else now,))
     return int(row[0]) if row else 0
+
+
+def run_session(db: Database, run_id: str) -> tuple[bool, str | None]:
+    """(the run exists, its session id)."""
+    row = db.query_one(q.RUN_SESSION, (run_id,))
+    return (False, None) if row is None else (True, row[0])

@@ -1,7 +1,9 @@
 """Pure ASGI middleware guarding /api/gateway/* (one concern per module).
 
-Order, outermost first: audit (sees every write, even refused ones), cors (origin allowlist and
-preflight), auth (lockout, bearer token), concurrency (429), body_limit (413).
+Order, outermost first: client (the address a request comes from, X-Forwarded-For from trusted
+proxies only), hosts (Host allowlist; loopback names only without auth), audit (sees every write, even
+refused ones), cors (origin allowlist and preflight), auth (lockout, bearer token, scopes' caller),
+concurrency (429, per process and per client), body_limit (413, and 408 for a body read too slowly).
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+CLIENT_KEY = "gateway.client_ip"
+
+
 def client_ip(scope: Scope) -> str:
+    """The client's address: the peer, or what a trusted proxy forwarded (middleware.client)."""
+    resolved = scope.get(CLIENT_KEY)
+    if resolved:
+        return str(resolved)
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

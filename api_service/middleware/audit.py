@@ -8,6 +8,7 @@ method, path, status, and the ids involved (path parameters plus those a handler
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +25,17 @@ log = logging.getLogger("abstractgateway.audit")
 
 
 class AuditLog:
-    """The JSONL file, opened once (append, line-buffered: each record reaches it as one write)."""
+    """The JSONL file, opened once (append, line-buffered: each record reaches it as one write).
+
+    Created 0600 (it names clients, token fingerprints and what they changed); an existing file with
+    wider permissions is narrowed."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.file = path.open("a", buffering=1, encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        self.file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
     def write(self, entry: dict[str, Any]) -> None:
         try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import Request
 
 from shared_store.db import Database
 
+from ..quotas import StreamQuotas
 from ..settings import ApiSettings
 from ..sse import SseHub
 
@@ -21,6 +22,8 @@ class Gateway:
     hub: SseHub
     settings: ApiSettings
     artifacts_dir: Path
+    streams: StreamQuotas = field(default_factory=lambda: StreamQuotas(1_000, 2_000))
+    token_secret: bytes | None = None
 
 
 def gateway(request: Request) -> Gateway:

@@ -7,6 +7,7 @@ child process (`python -m runner_service.bundle_check`): the API never imports a
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from typing import Any
 
@@ -16,9 +17,11 @@ from starlette.requests import Request
 
 from shared_store import bundles
 from shared_store.bundle_files import BundleInvalid
+from shared_store.db import Database
 
+from ..access import ADMIN, READ
 from ..errors import ApiError
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, reading
 from ..schemas import (
     BundleDeleteQuery,
     BundleItem,
@@ -48,8 +51,11 @@ def _ref(bundle_id: str, bundle_version: str | None) -> tuple[str, str | None]:
 
 async def list_bundles(request: Request, query: BundleListQuery) -> object:
     """Bundles: the newest version of each unless all_versions; deprecated ones hidden by default."""
-    infos = bundles.list_bundles(
-        gateway(request).db, all_versions=query.all_versions, include_deprecated=query.include_deprecated
+    infos = await reading(
+        bundles.list_bundles,
+        gateway(request).db,
+        all_versions=query.all_versions,
+        include_deprecated=query.include_deprecated,
     )
     return {"items": [info.to_json() for info in infos]}
 
@@ -57,7 +63,7 @@ async def list_bundles(request: Request, query: BundleListQuery) -> object:
 async def get_bundle(request: Request, query: BundleVersionQuery) -> object:
     """One bundle (the newest version unless ?bundle_version=)."""
     bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
-    return bundles.get_bundle(gateway(request).db, bundle_id, version).to_json()
+    return (await reading(bundles.get_bundle, gateway(request).db, bundle_id, version)).to_json()
 
 
 def _entry_node(flow: dict[str, Any]) -> dict[str, Any] | None:
@@ -72,9 +78,9 @@ async def input_schema(request: Request, query: BundleVersionQuery) -> object:
     """The entry flow's input pins: the start node's data outputs, with their defaults."""
     db = gateway(request).db
     bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
-    info = bundles.get_bundle(db, bundle_id, version)
+    info = await reading(bundles.get_bundle, db, bundle_id, version)
     flow_id = request.path_params["flow_id"]
-    flow = bundles.flow_json(db, info.bundle_id, info.bundle_version, flow_id)
+    flow = await reading(bundles.flow_json, db, info.bundle_id, info.bundle_version, flow_id)
     node = _entry_node(flow) or {}
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
     defaults = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
@@ -119,10 +125,17 @@ async def upload_bundle(request: Request) -> object:
         data = await upload.read()
     manifest = bundles.read_manifest(data)
     db = gateway(request).db
-    request.state.audit = {"bundle_ref": f"{manifest['bundle_id']}@{manifest['bundle_version']}"}
+    new_sha = hashlib.sha256(data).hexdigest()
+    # The audit line (api_service.middleware.audit) names the bundle and both hashes, refused or not.
+    audit = {
+        "bundle_ref": f"{manifest['bundle_id']}@{manifest['bundle_version']}",
+        "action": "overwrite" if overwrite else "upload",
+        "new_sha256": new_sha,
+    }
+    request.state.audit = audit
     if not overwrite:  # refuse before paying for the compile
         try:
-            bundles.get_bundle(db, manifest["bundle_id"], manifest["bundle_version"])
+            await reading(bundles.get_bundle, db, manifest["bundle_id"], manifest["bundle_version"])
         except bundles.UnknownBundle:
             pass
         else:
@@ -130,14 +143,30 @@ async def upload_bundle(request: Request) -> object:
                 f"bundle {manifest['bundle_id']}@{manifest['bundle_version']} exists; upload with overwrite=true"
             )
     await compile_check(data)
-    info = await blocking(bundles.put_bundle, db, data, overwrite=overwrite)
+    info, old_sha = await blocking(_put, db, data, overwrite=overwrite)
+    audit["old_sha256"] = old_sha
     return info.to_json()
+
+
+def _put(db: Database, data: bytes, *, overwrite: bool) -> tuple[bundles.BundleInfo, str | None]:
+    """Store the bundle and say what it replaced, in one transaction (the writer's group commit)."""
+    manifest = bundles.read_manifest(data)
+    with db.write():
+        old = bundles.bundle_sha(db, manifest["bundle_id"], manifest["bundle_version"])
+        return bundles.put_bundle(db, data, overwrite=overwrite), old
+
+
+def _delete(db: Database, bundle_id: str, version: str | None) -> tuple[int, dict[str, str]]:
+    with db.write():
+        old = bundles.bundle_shas(db, bundle_id, version)
+        return bundles.delete_bundle(db, bundle_id, version), old
 
 
 async def delete_bundle(request: Request, query: BundleDeleteQuery) -> object:
     """Remove one version (or all); runs already started keep working."""
     bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
-    removed = await blocking(bundles.delete_bundle, gateway(request).db, bundle_id, version)
+    removed, old = await blocking(_delete, gateway(request).db, bundle_id, version)
+    request.state.audit = {"action": "delete", "old_sha256": old}
     if not removed:
         shown = f"{bundle_id}@{version}" if version else bundle_id
         raise ApiError(404, f"Bundle '{shown}' not found")
@@ -170,6 +199,8 @@ routes = [
         tags=_TAGS,
         query=BundleListQuery,
         response=BundleList,
+        needs=READ,
+        bound="open",
     ),
     ApiRoute(
         "/api/gateway/bundles/upload",
@@ -180,6 +211,7 @@ routes = [
         multipart=UploadForm,
         response=BundleItem,
         errors=(400, 409, 413, 422),
+        needs=ADMIN,
     ),
     ApiRoute(
         "/api/gateway/bundles/{bundle_id}",
@@ -190,6 +222,8 @@ routes = [
         query=BundleVersionQuery,
         response=BundleItem,
         errors=(404,),
+        needs=READ,
+        bound="open",
     ),
     ApiRoute(
         "/api/gateway/bundles/{bundle_id}",
@@ -200,6 +234,7 @@ routes = [
         query=BundleDeleteQuery,
         response=RemovedResponse,
         errors=(404,),
+        needs=ADMIN,
     ),
     ApiRoute(
         "/api/gateway/bundles/{bundle_id}/flows/{flow_id}/input_schema",
@@ -210,6 +245,8 @@ routes = [
         query=BundleVersionQuery,
         response=InputSchema,
         errors=(404,),
+        needs=READ,
+        bound="open",
     ),
     ApiRoute(
         "/api/gateway/bundles/{bundle_id}/deprecate",
@@ -220,6 +257,7 @@ routes = [
         body=DeprecateRequest,
         response=DeprecationResponse,
         errors=(404,),
+        needs=ADMIN,
     ),
     ApiRoute(
         "/api/gateway/bundles/{bundle_id}/undeprecate",
@@ -230,5 +268,6 @@ routes = [
         body=UndeprecateRequest,
         response=DeprecationResponse,
         errors=(404,),
+        needs=ADMIN,
     ),
 ]

@@ -13,8 +13,9 @@ from shared_store.inbox import append_command, get_command
 from shared_store.reads import ledger_len
 
 from .. import metrics
+from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, reading, require_run
 from ..request_context import current_request_id
 from ..schemas import COMMAND_PAYLOADS, CommandRequest, CommandResponse, CommandStatus
 from . import gateway
@@ -34,8 +35,9 @@ async def post_command(request: Request, body: CommandRequest) -> object:
             where = str(exc).replace("`$", "`$.payload")
             where += "" if "- at `" in where else " - at `$.payload`"
             raise ApiError(422, f"invalid payload for {body.type}: {where}") from None
+    await require_run(request, body.run_id)
     db = gateway(request).db
-    if body.type != "emit_event" and ledger_len(db, body.run_id) is None:
+    if body.type != "emit_event" and await reading(ledger_len, db, body.run_id) is None:
         raise not_found_run(body.run_id)
     request.state.audit = {"run_id": body.run_id, "command_id": body.command_id, "type": body.type}
     result = await blocking(
@@ -55,9 +57,10 @@ async def post_command(request: Request, body: CommandRequest) -> object:
 async def command_status(request: Request) -> object:
     """What became of a command: pending, applied or rejected (with the reason)."""
     command_id = request.path_params["command_id"]
-    command = get_command(gateway(request).db, command_id)
+    command = await reading(get_command, gateway(request).db, command_id)
     if command is None:
         raise ApiError(404, f"Command '{command_id}' not found")
+    await require_run(request, command.run_id)
     return CommandStatus(
         command.command_id,
         command.seq,
@@ -80,6 +83,8 @@ routes = [
         body=CommandRequest,
         response=CommandResponse,
         errors=(400, 404, 413, 422),
+        needs=RUN,
+        bound="handler",
     ),
     ApiRoute(
         "/api/gateway/commands/{command_id}",
@@ -89,5 +94,7 @@ routes = [
         tags=_TAGS,
         response=CommandStatus,
         errors=(404,),
+        needs=READ,
+        bound="handler",
     ),
 ]

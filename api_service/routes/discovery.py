@@ -18,7 +18,8 @@ from starlette.requests import Request
 from shared_store.capability_defaults import list_defaults
 from shared_store.runners import live_runners
 
-from ..http import ApiRoute
+from ..access import READ
+from ..http import ApiRoute, reading
 from ..llm_probe import text_endpoint
 from ..media_schemas import CapabilitiesResponse, CatalogResponse
 from . import gateway
@@ -53,8 +54,8 @@ def _key(item: Any) -> bytes:
         return repr(item).encode()
 
 
-def merged_capabilities(request: Request) -> tuple[dict[str, Any], list[str]]:
-    runners = live_runners(gateway(request).db)
+async def merged_capabilities(request: Request) -> tuple[dict[str, Any], list[str]]:
+    runners = await reading(live_runners, gateway(request).db)
     merged: dict[str, Any] = {}
     for runner in runners:
         if isinstance(runner.capabilities, dict):
@@ -66,12 +67,12 @@ async def capabilities(request: Request) -> object:
     """The merged capabilities of the live runners (a modality is available if any live runner has
     it), and their ids, plus `capability_defaults` (config set-default) and `llm` (the output.text
     default's endpoint: answers, served models). No live runner: `available: false` and a `detail`."""
-    caps, runner_ids = merged_capabilities(request)
+    caps, runner_ids = await merged_capabilities(request)
     db = gateway(request).db
     # What the operator routed where (config set-default), and whether the text endpoint answers.
     configured = {
-        "capability_defaults": [d.to_json() for d in list_defaults(db)],
-        "llm": await text_endpoint(db, detailed=True),
+        "capability_defaults": [d.to_json() for d in await reading(list_defaults, db)],
+        "llm": await reading(text_endpoint, db, detailed=True),
     }
     if not runner_ids:
         return CapabilitiesResponse(configured, [], False, NO_RUNNER)
@@ -96,9 +97,9 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def catalog(request: Request, path: str) -> CatalogResponse:
+async def catalog(request: Request, path: str) -> CatalogResponse:
     section_name, items_key, flag_keys = CATALOGS[path]
-    caps, runner_ids = merged_capabilities(request)
+    caps, runner_ids = await merged_capabilities(request)
     if not runner_ids:
         return CatalogResponse([], False, [], NO_RUNNER)
     section = caps.get(section_name)
@@ -121,22 +122,22 @@ def catalog(request: Request, path: str) -> CatalogResponse:
 
 async def voice_voices(request: Request) -> object:
     """TTS voices the live runners offer (`voice.voices`)."""
-    return catalog(request, "voice/voices")
+    return await catalog(request, "voice/voices")
 
 
 async def speech_models(request: Request) -> object:
     """Speech-to-text models the live runners offer (`voice.speech_models`)."""
-    return catalog(request, "audio/speech/models")
+    return await catalog(request, "audio/speech/models")
 
 
 async def vision_models(request: Request) -> object:
     """Image generation / edit models the live runners offer (`vision.vision_models`)."""
-    return catalog(request, "vision/models")
+    return await catalog(request, "vision/models")
 
 
 async def music_models(request: Request) -> object:
     """Music generation models the live runners offer (`music.music_models`)."""
-    return catalog(request, "audio/music/models")
+    return await catalog(request, "audio/music/models")
 
 
 def _get(path: str, handler: Any, summary: str, response: type) -> ApiRoute:
@@ -147,6 +148,8 @@ def _get(path: str, handler: Any, summary: str, response: type) -> ApiRoute:
         summary=summary,
         tags=["discovery"],
         response=response,
+        needs=READ,
+        bound="open",
     )
 
 

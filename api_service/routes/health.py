@@ -1,22 +1,27 @@
-"""GET /api/health: the db (path, WAL, schema), live runners and queue depth; 503 when the db is unusable."""
+"""GET /api/health: the db (path, WAL, schema), live runners and queue depth; 503 when the db is unusable.
+
+Without a valid token (when the server has tokens) it answers `{"status", "service"}` alone: the db
+path, runner hosts and pids are for token holders."""
 
 from __future__ import annotations
 
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from starlette.requests import Request
 
-from shared_store.bundles import compile_failures
+from shared_store.bundles import compile_failures, shadowed_flow_files
 from shared_store.db import Database
 from shared_store.errors import StoreError
 from shared_store.migrate import Migration, applied_versions, known_migrations
 from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
 
-from ..http import ApiRoute, json_response
+from ..access import principal_of
+from ..http import ApiRoute, json_response, reading
 from ..llm_probe import text_endpoint
-from ..schemas import DbHealth, HealthResponse, RunnerHealth
+from ..schemas import DbHealth, HealthBrief, HealthResponse, RunnerHealth
 from . import gateway
 
 SERVICE = "abstractgateway"
@@ -45,8 +50,16 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
 
 async def health(request: Request) -> object:
     """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending, a
-    bundle does not compile or the output.text default's LLM endpoint does not answer."""
-    db = gateway(request).db
+    bundle does not compile or the output.text default's LLM endpoint does not answer. Detail (db,
+    runners, problems, llm) for token holders only."""
+    gw = gateway(request)
+    report, status = await reading(_report, gw.db, gw.settings.flows_dir)
+    if not principal_of(request.scope).scopes:
+        return json_response(HealthBrief(report.status, SERVICE), status)
+    return json_response(report, status)
+
+
+def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
     try:
         mode = db.query_one("PRAGMA journal_mode")
         current, latest, pending = _schema(db)
@@ -60,10 +73,11 @@ async def health(request: Request) -> object:
     except StoreError as exc:
         db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
         report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
-        return json_response(report, 503)
+        return report, 503
+    shadowed = shadowed_flow_files(db, flows_dir) if flows_dir is not None else []
     problems = list(broken)
     try:
-        llm = await text_endpoint(db, detailed=False)
+        llm = text_endpoint(db, detailed=False)
     except StoreError:
         llm = None
     if llm is not None and llm["answers"] is False:
@@ -74,9 +88,8 @@ async def health(request: Request) -> object:
         problems.append(f"no runner heartbeat within {RUNNER_STALE_S:.0f}s: started runs stay queued")
     wal = bool(mode) and str(mode[0]).lower() == "wal"
     db_report = DbHealth(str(db.path), wal, current, latest, pending)
-    return HealthResponse(
-        "degraded" if problems else "healthy", SERVICE, VERSION, db_report, runners, depth, problems, llm
-    )
+    status = "degraded" if problems else "healthy"
+    return HealthResponse(status, SERVICE, VERSION, db_report, runners, depth, problems, shadowed, llm), 200
 
 
 routes = [

@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from shared_store.media_jobs import KG_QUERY
 
+from ..access import RUN, principal_of
 from ..errors import ApiError
-from ..http import ApiRoute, json_response
+from ..http import ApiRoute, json_response, require_run
 from ..media_schemas import JobPending, KgQueryRequest, KgQueryResponse, MediaWaitQuery
 from .media import job_result, request_dict, submit_job
 
@@ -29,6 +30,12 @@ async def kg_query(request: Request, body: KgQueryRequest, query: MediaWaitQuery
         raise ApiError(400, "scope 'run' needs run_id")
     if body.scope == "session" and not body.session_id:
         raise ApiError(400, "scope 'session' needs session_id")
+    principal = principal_of(request.scope)
+    if principal.restricted:  # its own run (or session) only, never the global graph
+        if body.scope == "run":
+            await require_run(request, body.run_id)
+        elif not (body.scope == "session" and body.session_id == principal.session_id):
+            raise ApiError(403, f"this token is restricted to {principal.describe_restriction()}")
     child, state = await submit_job(
         request,
         kind=KG_QUERY,
@@ -58,5 +65,7 @@ routes = [
         response=KgQueryResponse,
         accepted=JobPending,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
+        bound="handler",
     ),
 ]

@@ -10,11 +10,16 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared_store.db import Database
+from shared_store.reads import LedgerPage as LedgerPageRows
 from shared_store.reads import ledger_len, ledger_page
 from shared_store.run_views import run_progress
 
+from ..access import READ, principal_of
 from ..errors import ApiError, not_found_run
-from ..http import ApiRoute
+from ..http import ApiRoute, reading, require_run
+from ..middleware import client_ip
+from ..middleware.auth import bearer_token, token_fingerprint
 from ..schemas import (
     LEDGER_BATCH_RECORDS_MAX,
     LEDGER_PAGE_MAX,
@@ -37,8 +42,9 @@ async def ledger(request: Request, query: LedgerQuery) -> object:
     run_id = request.path_params["run_id"]
     db = gateway(request).db
     # Above the maximum: served up to it (next_after continues), never refused.
-    page = ledger_page(db, run_id, after=query.after, limit=min(query.limit, LEDGER_PAGE_MAX))
-    if not page.records and ledger_len(db, run_id) is None:
+    limit = min(query.limit, LEDGER_PAGE_MAX)
+    page = await reading(ledger_page, db, run_id, after=query.after, limit=limit)
+    if not page.records and await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     body = b'{"items":[%s],"next_after":%d}' % (b",".join(page.records), page.next_after)
     return Response(body, media_type="application/json")
@@ -47,22 +53,48 @@ async def ledger(request: Request, query: LedgerQuery) -> object:
 async def ledger_batch(request: Request, body: LedgerBatchRequest) -> object:
     """Pages of several runs at once; an unknown run gets an empty page and an error.
 
-    Each run's page is served up to LEDGER_PAGE_MAX, and up to its share of LEDGER_BATCH_RECORDS_MAX so
-    one batch stays bounded; next_after continues each."""
-    db = gateway(request).db
-    share = max(1, LEDGER_BATCH_RECORDS_MAX // max(1, len(body.runs)))
-    limit = min(body.limit, LEDGER_PAGE_MAX, share)
-    runs: dict[str, dict[str, object]] = {}
+    Each run's page is served up to LEDGER_PAGE_MAX and its share of the batch's record budget
+    (ABSTRACTGATEWAY_MAX_BATCH_RECORDS, at most LEDGER_BATCH_RECORDS_MAX), and the answer stops at about
+    ABSTRACTGATEWAY_MAX_BATCH_BYTES (one batch was once 524 MB): a run reached after the budget is spent
+    gets an empty page whose `next_after` is its own `after`, so the client asks again from there."""
+    gw = gateway(request)
     for entry in body.runs:
-        page = ledger_page(db, entry.run_id, after=entry.after, limit=limit)
+        await require_run(request, entry.run_id)
+    runs = await reading(
+        _batch, gw.db, body, max_records=gw.settings.max_batch_records, max_bytes=gw.settings.max_batch_bytes
+    )
+    return {"runs": runs}
+
+
+def _batch(db: Database, body: LedgerBatchRequest, *, max_records: int, max_bytes: int) -> dict[str, dict]:
+    runs: dict[str, dict[str, object]] = {}
+    budget = min(max_records, LEDGER_BATCH_RECORDS_MAX)
+    share = max(1, budget // max(1, len(body.runs)))
+    limit = min(body.limit, LEDGER_PAGE_MAX, share)
+    records_left, bytes_left = budget, max_bytes
+    for entry in body.runs:
+        if records_left > 0 and bytes_left > 0:
+            page = ledger_page(db, entry.run_id, after=entry.after, limit=min(limit, records_left))
+        else:
+            page = LedgerPageRows([], entry.after)
+        records = page.records
+        size = 0
+        for count, record in enumerate(records):  # stop at the byte budget (always one record of progress)
+            size += len(record)
+            if size > bytes_left and count > 0:
+                records = records[:count]
+                size -= len(record)
+                break
+        records_left -= len(records)
+        bytes_left -= size
         item: dict[str, object] = {
-            "items": [msgspec.Raw(r) for r in page.records],
-            "next_after": page.next_after,
+            "items": [msgspec.Raw(r) for r in records],
+            "next_after": entry.after + len(records) if records else entry.after,
         }
-        if not page.records and ledger_len(db, entry.run_id) is None:
+        if not records and ledger_len(db, entry.run_id) is None:
             item["error"] = f"Run '{entry.run_id}' not found"
         runs[entry.run_id] = item
-    return {"runs": runs}
+    return runs
 
 
 def _cursor(value: str, name: str) -> int:
@@ -82,16 +114,33 @@ async def ledger_stream(request: Request, query: StreamQuery) -> object:
     last_event_id = request.headers.get("last-event-id") or query.last_event_id
     if last_event_id is not None:
         after = _cursor(last_event_id, "Last-Event-ID")
-    progress = run_progress(gw.db, run_id)
+    progress = await reading(run_progress, gw.db, run_id)
     if progress is None:
         raise not_found_run(run_id)
     if gw.hub.closed:
         raise ApiError(503, "server shutting down", {"Retry-After": "1"})
     if gw.hub.subscribers >= gw.settings.max_streams:
         raise ApiError(429, f"too many open streams (max {gw.settings.max_streams})", {"Retry-After": "1"})
+    client = client_ip(request.scope)
+    token = principal_of(request.scope).fingerprint or _fingerprint(request)
+    refused = gw.streams.acquire(client, token)
+    if refused is not None:
+        raise ApiError(429, refused, {"Retry-After": "5"})
+    # A floor, not a refusal: clients asking for fast keepalives still get a stream, at the floor's pace.
+    heartbeat_s = max(query.heartbeat_s, gw.settings.min_heartbeat_s)
     return EventStream(
-        gw.hub, run_id, after=after, heartbeat_s=query.heartbeat_s, retry_ms=gw.settings.sse_retry_ms
+        gw.hub,
+        run_id,
+        after=after,
+        heartbeat_s=heartbeat_s,
+        retry_ms=gw.settings.sse_retry_ms,
+        on_close=lambda: gw.streams.release(client, token),
     )
+
+
+def _fingerprint(request: Request) -> str:
+    token = bearer_token(request.scope)
+    return token_fingerprint(token) if token else "(no token)"
 
 
 _TAGS = ["ledger"]
@@ -105,6 +154,7 @@ routes = [
         query=LedgerQuery,
         response=LedgerPage,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/ledger/batch",
@@ -115,6 +165,8 @@ routes = [
         body=LedgerBatchRequest,
         response=LedgerBatchResponse,
         errors=(413, 422),
+        needs=READ,
+        bound="handler",
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/ledger/stream",
@@ -128,5 +180,6 @@ routes = [
         content_type="text/event-stream",
         errors=(404,),
         headers={"Last-Event-ID": "resume after this cursor (wins over `after`)"},
+        needs=READ,
     ),
 ]

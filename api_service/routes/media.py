@@ -22,8 +22,9 @@ from shared_store.errors import UnknownRun
 from shared_store.media_jobs import JobState, UnknownArtifact, artifact_ref, enqueue_media_job, job_state
 from shared_store.reads import ledger_len
 
+from ..access import RUN
 from ..errors import ApiError, not_found_run
-from ..http import ApiRoute, blocking, json_response
+from ..http import ApiRoute, blocking, json_response, reading
 from ..media_schemas import (
     ArtifactInput,
     ImageEditRequest,
@@ -85,14 +86,14 @@ async def submit_job(
 async def wait_for_job(request: Request, db: Database, run_id: str, wait_s: float) -> JobState | None:
     """Poll the job's row (one indexed read) every 20-50 ms until it is terminal, wait_s passes, or the
     client goes away."""
-    state = job_state(db, run_id)
+    state = await reading(job_state, db, run_id)
     deadline = time.monotonic() + min(wait_s, gateway(request).settings.max_wait_s)
     delay = POLL_MIN_S
     next_disconnect_check = time.monotonic() + DISCONNECT_CHECK_S
     while (state is None or not state.finished) and time.monotonic() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.25, POLL_MAX_S)
-        state = job_state(db, run_id)
+        state = await reading(job_state, db, run_id)
         if time.monotonic() >= next_disconnect_check:
             next_disconnect_check = time.monotonic() + DISCONNECT_CHECK_S
             if await request.is_disconnected():
@@ -150,10 +151,10 @@ async def _media(
 ) -> Response:
     run_id = request.path_params["run_id"]
     db = gateway(request).db
-    if ledger_len(db, run_id) is None:
+    if await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     for field, family in artifacts:
-        _check_artifact(db, getattr(body, field), field, family)
+        await reading(_check_artifact, db, getattr(body, field), field, family)
     request_id = getattr(body, "request_id", None)
     child, state = await submit_job(
         request,
@@ -246,6 +247,7 @@ def _route(path: str, handler: Any, summary: str, body: type, tag: str) -> ApiRo
         response=MediaResponse,
         accepted=JobPending,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
     )
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from shared_store.media_jobs import PROMPT_CACHE
 
+from ..access import READ, RUN
 from ..errors import ApiError
 from ..http import ApiRoute, json_response
 from ..prompt_cache_schemas import (
@@ -181,6 +182,8 @@ def _route(path: str, handler: Any, method: str, summary: str, *, body: type | N
         response=PromptCacheResponse,
         accepted=PromptCachePending,
         errors=(400, 413, 422) if body is not None else (400, 422),
+        # Reading the runner's caches is `read`; changing them is LLM work, as a run's is: `run`.
+        needs=READ if method == "GET" else RUN,
     )
 
 

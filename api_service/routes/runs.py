@@ -13,8 +13,9 @@ from shared_store.reads import ledger_len
 from shared_store.starts import StartResult, enqueue_run
 
 from .. import metrics
+from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, reading, require_input_size, require_session
 from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
@@ -33,6 +34,20 @@ from ..schemas import (
 from . import gateway
 
 MAX_IDEMPOTENCY_KEY = 200
+# Types a browser would render or run when opened from the API's origin (stored XSS with the
+# viewer's token in reach): served as downloads, never inline.
+ACTIVE_TYPES = ("html", "svg", "javascript", "ecmascript", "xml", "xhtml")
+
+
+def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, str]:
+    """nosniff always (a browser must not guess `text/html` from the bytes); attachment for active types."""
+    headers = {"X-Content-Type-Options": "nosniff"}
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if any(active in kind for active in ACTIVE_TYPES):
+        safe = "".join(c for c in artifact_id if c.isalnum() or c in "-_.")[:100] or "artifact"
+        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        headers["Content-Security-Policy"] = "sandbox"
+    return headers
 
 
 def _start(
@@ -57,6 +72,8 @@ async def start_run(request: Request, body: StartRequest) -> object:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    require_session(request, body.session_id)
+    require_input_size(request, body.input_data)
     started, resolved = await blocking(_start, gateway(request).db, body, key, current_request_id())
     if started.created:
         metrics.STARTS.inc()
@@ -95,7 +112,7 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
 async def get_run(request: Request) -> object:
     """One run: status, wait, pause, output (a queued run reads running with queued: true)."""
     run_id = request.path_params["run_id"]
-    view = run_views.run_view(gateway(request).db, run_id)
+    view = await reading(run_views.run_view, gateway(request).db, run_id)
     if view is None:
         raise not_found_run(run_id)
     return view
@@ -104,7 +121,7 @@ async def get_run(request: Request) -> object:
 async def get_input_data(request: Request) -> object:
     """What the run was started with."""
     run_id = request.path_params["run_id"]
-    data = run_views.input_data(gateway(request).db, run_id)
+    data = await reading(run_views.input_data, gateway(request).db, run_id)
     if data is None:
         raise not_found_run(run_id)
     return data
@@ -124,10 +141,10 @@ async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
     """The run's artifacts (metadata), oldest first; `limit` above the maximum is served up to it."""
     run_id = request.path_params["run_id"]
     db = gateway(request).db
-    if ledger_len(db, run_id) is None:
+    if await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     limit = min(query.limit, ARTIFACTS_PAGE_MAX)
-    items = run_views.run_artifacts(db, run_id, limit=limit, offset=query.offset)
+    items = await reading(run_views.run_artifacts, db, run_id, limit=limit, offset=query.offset)
     more = len(items) == limit
     return {
         "items": items,
@@ -141,13 +158,15 @@ async def artifact_content(request: Request) -> object:
     """The artifact's bytes, with its content type."""
     run_id, artifact_id = request.path_params["run_id"], request.path_params["artifact_id"]
     gw = gateway(request)
-    blob = run_views.artifact_blob(gw.db, artifact_id)
+    blob = await reading(run_views.artifact_blob, gw.db, artifact_id)
     if blob is None or blob.run_id != run_id:
         raise ApiError(404, f"Artifact '{artifact_id}' not found in run '{run_id}'")
     path = gw.artifacts_dir / blob.blob_id[:2] / blob.blob_id
     if not path.is_file():
         raise ApiError(404, f"Artifact '{artifact_id}' has no content on this server")
-    return FileResponse(path, media_type=blob.content_type)
+    return FileResponse(
+        path, media_type=blob.content_type, headers=artifact_headers(blob.content_type, artifact_id)
+    )
 
 
 _TAGS = ["runs"]
@@ -162,6 +181,8 @@ routes = [
         response=StartResponse,
         errors=(400, 404, 409, 413, 422),
         headers={"Idempotency-Key": "the same key answers the same run_id (409 if reused differently)"},
+        needs=RUN,
+        bound="handler",
     ),
     ApiRoute(
         "/api/gateway/runs",
@@ -171,6 +192,7 @@ routes = [
         tags=_TAGS,
         query=RunListQuery,
         response=RunList,
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}",
@@ -180,6 +202,7 @@ routes = [
         tags=_TAGS,
         response=RunView,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/input_data",
@@ -189,6 +212,7 @@ routes = [
         tags=_TAGS,
         response=InputDataResponse,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/history_bundle",
@@ -198,6 +222,7 @@ routes = [
         tags=_TAGS,
         response=HistoryBundle,
         errors=(404,),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts",
@@ -208,6 +233,7 @@ routes = [
         query=ArtifactQuery,
         response=ArtifactList,
         errors=(400, 404, 422),
+        needs=READ,
     ),
     ApiRoute(
         "/api/gateway/runs/{run_id}/artifacts/{artifact_id}/content",
@@ -217,5 +243,6 @@ routes = [
         tags=_TAGS,
         content_type="application/octet-stream",
         errors=(404,),
+        needs=READ,
     ),
 ]

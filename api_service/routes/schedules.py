@@ -11,7 +11,8 @@ from shared_store import bundles
 from shared_store.db import Database
 from shared_store.schedules import ScheduleSpec, create_schedule
 
-from ..http import ApiRoute, blocking
+from ..access import RUN
+from ..http import ApiRoute, blocking, require_input_size, require_session
 from ..schemas import ResolvedWorkflow, StartResponse
 from . import gateway
 
@@ -63,6 +64,8 @@ async def schedule_run(request: Request, body: ScheduleRequest) -> object:
         "catch_up": body.catch_up,
         "overlap": body.overlap,
     }
+    require_session(request, body.session_id)
+    require_input_size(request, body.input_data)
     spec = ScheduleSpec.parse(fields)  # ScheduleInvalid -> 422 naming the field
     run_id, resolved = await blocking(_schedule, gateway(request).db, body, spec)
     request.state.audit = {"run_id": run_id, "workflow_id": resolved.workflow_id}
@@ -82,5 +85,7 @@ routes = [
         body=ScheduleRequest,
         response=StartResponse,
         errors=(400, 404, 409, 413, 422),
+        needs=RUN,
+        bound="handler",
     ),
 ]

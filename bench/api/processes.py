@@ -120,6 +120,10 @@ class CpuMeter:
 def base_env() -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ABSTRACTGATEWAY_AUTH_TOKEN": common.TOKEN}
     env.pop("ABSTRACTGATEWAY_AUTH_TOKENS", None)
+    # The fan-out phase is thousands of streams from one address with one token, by design: lift the
+    # per-client and per-token stream caps that exist to stop exactly that from a real client.
+    env["ABSTRACTGATEWAY_MAX_STREAMS_PER_CLIENT"] = "10000"
+    env["ABSTRACTGATEWAY_MAX_STREAMS_PER_TOKEN"] = "10000"
     for name in ("ABSTRACTGATEWAY_PROVIDER", "ABSTRACTGATEWAY_MODEL", "ABSTRACTGATEWAY_BASE_URL"):
         env.pop(name, None)
     return env

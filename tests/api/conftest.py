@@ -52,7 +52,14 @@ class ServerThread:
         try:
             self._loop.run_until_complete(
                 serve_until(
-                    self.app, hypercorn_config("127.0.0.1", self.port, graceful_timeout_s=2), self._stop
+                    self.app,
+                    hypercorn_config(
+                        "127.0.0.1",
+                        self.port,
+                        graceful_timeout_s=2,
+                        header_timeout_s=self.app.state.gateway.settings.header_timeout_s,
+                    ),
+                    self._stop,
                 )
             )
         except BaseException as exc:

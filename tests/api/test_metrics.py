@@ -63,7 +63,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tu
         for _ in range(1_500):  # both workers and the runner up: health sees the runner
             assert process.poll() is None, log.read_text()[-3000:]
             try:
-                health = httpx.get(f"{url}/api/health", timeout=5).json()
+                auth = {"Authorization": f"Bearer {TOKEN}"}  # health's detail is for token holders
+                health = httpx.get(f"{url}/api/health", headers=auth, timeout=5).json()
                 if health["runners"]:
                     break
             except httpx.HTTPError:

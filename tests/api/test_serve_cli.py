@@ -123,7 +123,8 @@ def _registered_runners(db_path: Path) -> int:
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> dict:
     health: dict = {}
-    with httpx.Client(base_url=url, timeout=30) as client:
+    # Health's detail (runners) is for token holders; without one it says status alone.
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
         for _ in range(3_000):
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             try:
