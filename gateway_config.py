@@ -52,6 +52,8 @@ SETTINGS = {
     "SSE_POLL_S": "change-feed poll interval of the SSE hub",
     "SSE_BUFFER": "records buffered per SSE client before it is closed",
     "RUNNER_ID": "runner: lease owner id",
+    "RUNNER_LABELS": "runner: its labels, comma separated (gpu,region=eu): runs requiring labels need them all",
+    "MEDIA_REQUIRES": 'media kind -> required runner labels, JSON ({"image_generate": ["gpu"]})',
     "LOG_LEVEL": "runner: debug | info | warning | error",
     "PROVIDER": "LLM provider (abstractcore), e.g. openai-compatible",
     "MODEL": "LLM model name",

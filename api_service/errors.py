@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
+from shared_store.flow_control import FlowControlError
 from shared_store.schedules import ScheduleInvalid
 from shared_store.starts import IdempotencyConflict
 
@@ -105,6 +106,7 @@ EXCEPTION_HANDLERS = {
     BodyTimeout: _body_timeout,
     BundleError: _classified,
     IdempotencyConflict: _classified,
+    FlowControlError: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,

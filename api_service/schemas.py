@@ -45,6 +45,7 @@ class RunnerHealth(Struct):
     host: str
     pid: int
     heartbeat_age_s: float
+    labels: list[str] = []
 
 
 class HealthResponse(Struct):
@@ -147,7 +148,34 @@ class RemovedResponse(Struct):
 
 
 # --- runs ---------------------------------------------------------------------------------------------
-class StartRequest(Struct):
+# --- flow control (labels, concurrency keys, priorities, rate limits) ----------------------------------
+Label = Annotated[
+    str, Meta(min_length=1, max_length=129, pattern=r"^[A-Za-z0-9_.:/-]{1,64}(=[A-Za-z0-9_.:/-]{1,64})?$")
+]
+Overflow = Literal["enqueue", "reject", "cancel_oldest", "cancel_newest"]
+
+
+class RateLimit(Struct, forbid_unknown_fields=True):
+    """At most `limit` starts of the key begin per `window_s` seconds; later ones wait their turn."""
+
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)]
+    window_s: Annotated[float, Meta(ge=0.01, le=31_622_400)]
+
+
+class FlowControlFields(Struct, kw_only=True):
+    """Fields a start or a schedule may carry; a bundle may declare the same (the request wins)."""
+
+    priority: Annotated[int, Meta(ge=1, le=5)] | None = None
+    # A literal or a template over the input: "user:{input.user_id}".
+    concurrency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    max_concurrent: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    overflow: Overflow | None = None
+    count_waiting: bool | None = None  # a waiting run keeps its slot
+    rate_limit: RateLimit | None = None
+    requires: Annotated[list[Label], Meta(max_length=16)] | None = None
+
+
+class StartRequest(FlowControlFields, kw_only=True):
     input_data: dict[str, Any] = {}
     bundle_id: str | None = None
     flow_id: str | None = None
@@ -189,6 +217,12 @@ class Waiting(Struct):
     details: dict[str, Any] | None
 
 
+class Blocked(Struct):
+    reason: Literal["concurrency_limit", "rate_limit", "no_runner_with_labels"]
+    detail: str
+    until: str | None = None  # rate_limit: when the start becomes eligible
+
+
 class RunView(Struct):
     run_id: str
     workflow_id: str
@@ -207,6 +241,10 @@ class RunView(Struct):
     is_scheduled: bool
     schedule: dict[str, Any] | None
     ledger_len: int
+    priority: int = 3
+    concurrency_key: str | None = None
+    requires: list[str] = []
+    blocked: Blocked | None = None  # why the run is not running (held on its key, rate, labels)
 
 
 class RunList(Struct):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared_store import limits
+from shared_store.flow_control import FlowControlError, parse_media_requires
+from shared_store.media_jobs import KG_QUERY, MEDIA_KINDS, PROMPT_CACHE
 
 # Local browser UIs are allowed by default; a request with no Origin (curl, SDKs) is not a browser.
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
@@ -59,6 +61,8 @@ class ApiSettings:
     max_wait_s: float = 300.0
     artifacts_dir: Path | None = None
     flows_dir: Path | None = None
+    # Media kind -> runner labels its jobs require (ABSTRACTGATEWAY_MEDIA_REQUIRES, a JSON object).
+    media_requires: Mapping[str, list[str]] = field(default_factory=dict)
     # /metrics needs the bearer token like /api/gateway unless the operator opens it (a scraper
     # on a private network without the token).
     metrics_public: bool = False
@@ -109,6 +113,7 @@ class ApiSettings:
             "sse_buffer": _int(env, "ABSTRACTGATEWAY_SSE_BUFFER", cls.sse_buffer),
             "max_wait_s": _float(env, "ABSTRACTGATEWAY_MAX_WAIT_S", cls.max_wait_s),
             "flows_dir": _path(env, "ABSTRACTGATEWAY_FLOWS_DIR"),
+            "media_requires": _media_requires(env),
             "metrics_public": _flag(env, "ABSTRACTGATEWAY_METRICS_PUBLIC"),
         }
         values.update(overrides)
@@ -160,6 +165,15 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+def _media_requires(env: Mapping[str, str]) -> dict[str, list[str]]:
+    try:
+        return parse_media_requires(
+            env.get("ABSTRACTGATEWAY_MEDIA_REQUIRES"), (*MEDIA_KINDS, KG_QUERY, PROMPT_CACHE)
+        )
+    except FlowControlError as exc:
+        raise SettingsError(f"ABSTRACTGATEWAY_MEDIA_REQUIRES {exc}") from None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

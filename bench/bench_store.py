@@ -1,4 +1,5 @@
-"""Store benchmark: command and ledger appends, ledger page reads, claims across processes, ticks.
+"""Store benchmark: command and ledger appends, ledger page reads, claims across processes (plain, and
+over 1,000 concurrency keys with priorities), ticks.
 
 Run from the repo root: `python -m bench.bench_store [--quick] [--flows-dir DIR]` (or
 `python bench/bench_store.py`). Everything lives in a temp dir. Prints one human-readable line per
@@ -37,6 +38,7 @@ from abstractruntime.workflow_bundle import open_workflow_bundle
 
 from bench.options import bench_parser
 from shared_store import Database, LeaseHolder, migrate
+from shared_store.flow_control import FAIR_STEP_S
 from shared_store.inbox import append_command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.reads import ledger_page
@@ -51,6 +53,7 @@ PAGE_P50_TARGET_MS = 1.0
 CLAIMS_TARGET_PER_S = 10_000.0
 STARVED_TARGET_MS = 100.0
 TICK_RATIO_TARGET = 2.0
+CLAIM_KEYS = 1_000
 
 
 @dataclass(frozen=True)
@@ -345,15 +348,45 @@ def run_claimers(path: Path, processes: int, batch: int, expected: int) -> dict[
     }
 
 
-def bench_claims(tmp: Path, sizes: Sizes) -> list[dict[str, Any]]:
-    db = fresh_db(tmp, "claims.db")
+def keyed_runs(db: Database, run_ids: list[str]) -> None:
+    """Queued starts spread over CLAIM_KEYS concurrency keys and all five priorities, with the fair
+    tags their enqueues would have given them (a key's n-th run FAIR_STEP_S after its (n-1)-th)."""
+    now = time.time()
+    now_iso = "2025-01-01T00:00:00+00:00"
+    rows = (
+        (
+            run_id,
+            now_iso,
+            f"tenant:{i % CLAIM_KEYS}",
+            1 + (i * 7) % 5,
+            now - 60 + (i // CLAIM_KEYS) * FAIR_STEP_S,
+        )
+        for i, run_id in enumerate(run_ids)
+    )
+    with db.write() as conn:
+        conn.executemany(
+            "INSERT INTO runs (run_id, workflow_id, status, created_at, updated_at, concurrency_key, priority, "
+            "fair_tag) VALUES (?, 'bench', 'queued', ?2, ?2, ?, ?, ?)",
+            rows,
+        )
+
+
+def bench_claims(tmp: Path, sizes: Sizes, *, keys: bool = False) -> list[dict[str, Any]]:
+    """Claims of plain runs, or (keys) of queued starts over 1,000 concurrency keys and 5 priorities:
+    the claim then walks runs_claim_order by priority and fair tag instead of due time alone."""
+    name = "claims_keys.db" if keys else "claims.db"
+    db = fresh_db(tmp, name)
     run_ids = [f"claim-run-{i:06d}" for i in range(sizes.claim_runs)]
-    bulk_runs(db, run_ids, status="running", due_at=lambda _i: None)
+    if keys:
+        keyed_runs(db, run_ids)
+    else:
+        bulk_runs(db, run_ids, status="running", due_at=lambda _i: None)
+    what = f"claims, {CLAIM_KEYS:,} keys" if keys else "claims"
     out: list[dict[str, Any]] = []
     for batch in (1, 16):
         for processes in (1, 2):
             reset_claimable(db, len(run_ids))
-            res = run_claimers(tmp / "claims.db", processes, batch, len(run_ids))
+            res = run_claimers(tmp / name, processes, batch, len(run_ids))
             worst = max(r["worst_ms"] for r in res["per_runner"])
             res["met"] = bool(
                 res["claims_per_s"] >= CLAIMS_TARGET_PER_S
@@ -365,7 +398,7 @@ def bench_claims(tmp: Path, sizes: Sizes) -> list[dict[str, Any]]:
                 for r in res["per_runner"]
             )
             report(
-                f"claims (n={batch}, {processes} proc): {res['claims_per_s']:,.0f} runs/s; {runners}; "
+                f"{what} (n={batch}, {processes} proc): {res['claims_per_s']:,.0f} runs/s; {runners}; "
                 f"each run claimed exactly once: {'yes' if res['exactly_once'] else 'NO'} "
                 f"({res['claimed']}/{len(run_ids)}) "
                 f"[target >= {CLAIMS_TARGET_PER_S:,.0f}/s, worst <= {STARVED_TARGET_MS:g} ms: {verdict(res['met'])}]"
@@ -441,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ledger_appends"] = bench_ledger_appends(tmp, sizes)
         results["ledger_pages"] = bench_ledger_pages(tmp, sizes)
         results["claims"] = bench_claims(tmp, sizes)
+        results["claims_keys"] = bench_claims(tmp, sizes, keys=True)
         results["tick"] = bench_ticks(tmp, sizes, args.flows_dir)
     results["total_s"] = time.perf_counter() - started
     report(f"total: {results['total_s']:.1f} s")

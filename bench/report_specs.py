@@ -76,9 +76,9 @@ def ratio(num: Getter, den: Getter) -> Getter:
     return get
 
 
-def claims_p99(batch: int, processes: int) -> Getter:
+def claims_p99(batch: int, processes: int, cases: str = "claims") -> Getter:
     def get(js: Json) -> float | None:
-        case = find(js.get("claims", []), batch=batch, processes=processes)
+        case = find(js.get(cases, []), batch=batch, processes=processes)
         return None if case is None else max(r["p99_ms"] for r in case["per_runner"])
 
     return get
@@ -119,7 +119,24 @@ def store_specs(js: Json) -> list[Spec]:
                     p99_unit="ms",
                 )
             )
+    for batch in (1, 16):
+        for procs in (1, 2):
+            specs.append(
+                Spec(
+                    f"claims_keys_{batch}_{procs}",
+                    f"claims over 1,000 concurrency keys and 5 priorities, {batch} per claim, {procs} "
+                    f"process{'es' if procs > 1 else ''}",
+                    "/s",
+                    in_case("claims_keys", "claims_per_s", batch=batch, processes=procs),
+                    claims_p99(batch, procs, "claims_keys"),
+                    p99_unit="ms",
+                )
+            )
     specs += [
+        # Flow control may cost claims at most half their rate (issue 18): keyed / plain, same run.
+        Spec("claims_keys_ratio", "claims with 1,000 keys / plain claims (16 per claim, 1 process)", "x",
+             ratio(in_case("claims_keys", "claims_per_s", batch=16, processes=1),
+                   in_case("claims", "claims_per_s", batch=16, processes=1)), None, Target(">=", 0.5)),
         Spec("claims_worst", "claims: worst single claim wait (any case)", "ms", claims_worst, None,
              Target("<=", 100.0)),
         Spec("tick_ours", "tick chain-effects-200, our stores", "steps/s", pick("tick", "ours_steps_per_s")),

@@ -20,6 +20,11 @@ WHY: dict[str, str] = {
     ),
     "claims_16_1": "batched claims are bounded by the same commit rate; a miss here means CPU contention.",
     "claims_16_2": "batched claims are bounded by the same commit rate; a miss here means CPU contention.",
+    "claims_keys_ratio": (
+        "the keyed claim walks runs_claim_order (priority, fair tag) and checks labels per row; with "
+        "{claims_keys_16_1:,.0f}/s against {claims_16_1:,.0f}/s plain, a miss means the walk stepped "
+        "over many rows it could not take (not yet due, or needing labels this runner lacks)."
+    ),
     "claims_worst": (
         "the busy handler's backoff is capped at 2 ms, so a wait over 100 ms means the process was "
         "descheduled (other load on the 2 cores)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,13 @@ import click
 @click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Worker threads."
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="A label this runner has (repeatable: --label gpu --label region=eu); runs requiring labels "
+    "are claimed only by runners that have them all. Added to ABSTRACTGATEWAY_RUNNER_LABELS (comma-separated).",
+)
 @click.option("--migrate/--no-migrate", default=False, help="Apply pending migrations first.")
 def runner(
     data_dir: str | None,
@@ -42,10 +50,10 @@ def runner(
     lease_s: float,
     poll_s: float,
     workers: int,
+    labels: tuple[str, ...],
     migrate: bool,
 ) -> None:
     """Claim due runs by lease, apply their commands, tick them with abstractruntime (SIGTERM: stop)."""
-    import os
 
     # A runner started by `serve` inherits the API's multiprocess metrics directory: its own metrics
     # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
@@ -53,6 +61,7 @@ def runner(
     from shared_store import Database, StoreError, StorePaths, require_current
     from shared_store.artifact_store import SqliteArtifactStore
     from shared_store.capability_defaults import default_for
+    from shared_store.flow_control import FlowControlError, parse_labels
     from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
@@ -61,6 +70,13 @@ def runner(
     from .logs import configure_logging
 
     configure_logging()
+    try:
+        runner_labels = parse_labels(
+            [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
+        )
+    except FlowControlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     paths = StorePaths.from_env(data_dir)
     db_path = Path(db_file) if db_file else paths.db_path
     try:
@@ -84,6 +100,7 @@ def runner(
         lease_s=lease_s,
         poll_s=poll_s,
         workers=workers,
+        labels=runner_labels,
     )
     if runner_id:
         settings.runner_id = runner_id

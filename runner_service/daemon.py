@@ -45,13 +45,16 @@ class RunnerSettings:
     poll_s: float = 0.05
     workers: int = 1
     claim_batch: int = 4
+    labels: list[str] = field(default_factory=list)  # claims take only runs whose requirements these meet
 
 
 class Runner:
     def __init__(self, settings: RunnerSettings, *, effect_handlers: Any = None) -> None:
         self.settings = settings
         self.db = Database(settings.db_path)
-        self.fence = LeaseHolder(self.db, settings.runner_id, lease_s=settings.lease_s)
+        self.fence = LeaseHolder(
+            self.db, settings.runner_id, lease_s=settings.lease_s, labels=settings.labels
+        )
         self.stopping = threading.Event()
         self.metrics = RunnerMetrics(self.fence)
         worker_settings = WorkerSettings(artifacts_dir=settings.artifacts_dir)
@@ -79,7 +82,12 @@ class Runner:
                 log.warning("bundle_not_loaded", problem=problem)
         self._check_bundles()
         runner_heartbeat(self.db, self.settings.runner_id, metrics=self.metrics.text())
-        log.info("runner_started", runner_id=self.settings.runner_id, workers=len(self.workers))
+        log.info(
+            "runner_started",
+            runner_id=self.settings.runner_id,
+            workers=len(self.workers),
+            labels=self.fence.labels,
+        )
         heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heart.start()
         threads = [
@@ -112,7 +120,11 @@ class Runner:
 
     def capabilities(self) -> dict[str, Any]:
         """Published in the runners table: the API's discovery routes read it (never importing ML)."""
-        published: dict[str, Any] = {"workers": len(self.workers), "lease_s": self.settings.lease_s}
+        published: dict[str, Any] = {
+            "workers": len(self.workers),
+            "lease_s": self.settings.lease_s,
+            "labels": self.fence.labels,
+        }
         try:
             from .media.capabilities import probe
         except ImportError:
@@ -163,7 +175,7 @@ class Runner:
             worker.close()
 
     def _work_once(self, worker: Worker) -> bool:
-        row = self.db.query_one(q.WORK_PROBE, {"now": time.time()})
+        row = self.db.query_one(q.WORK_PROBE, {"now": time.time(), "labels": self.fence.labels_json})
         if not (row and row[0]):
             return False
         dispatch_pending_events(self.db)

@@ -15,7 +15,8 @@ from typing import Any
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 
 from shared_store import queries as q
-from shared_store.codec import encode, utc_now_iso
+from shared_store.codec import decode, encode, utc_now_iso
+from shared_store.flow_control import child_statements
 from shared_store.schedules import Schedule, ScheduleInvalid, firings_due, get_schedule, iso
 
 from .commands import CommandContext, Rejected
@@ -72,6 +73,8 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
     chosen, skipped = firings.fire_times, firings.skipped
     fence = {"owner": ctx.fence.owner, "epoch": ctx.fence.epoch(run_id), "run_id": run_id}
     child_id = None
+    flow_row = ctx.db.query_one(q.SCHEDULE_FLOW, (run_id,))
+    flow = decode(flow_row[0]) if flow_row and flow_row[0] else None
     for fire_at in chosen:
         child_id = str(uuid.uuid4())
         session = (schedule.session_id or run_id) if schedule.share_context else None
@@ -91,6 +94,8 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
         params.update(created_at=utc_now_iso(), now=now, start_json=encode(start))
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_RUN, params)
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_STATE, params)
+        for sql, flow_params in child_statements(flow, child_id, now=now) if flow else ():
+            ctx.run_store.with_next_save(run_id, sql, flow_params)
     done = firings.next_fire_at is None
     advance = {
         **fence,

@@ -23,6 +23,7 @@ from abstractruntime.core.runtime import Runtime
 from shared_store import Database, LeaseHolder, LeaseLost, StoreError
 from shared_store import queries as q
 from shared_store.artifact_store import SqliteArtifactStore
+from shared_store.flow_control import admit
 from shared_store.inbox import command_from_row
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore, run_columns
@@ -140,6 +141,11 @@ class Worker:
         row = self.db.query_one(q.RUN_STATUS, (run_id,))
         if row is None:
             return
+        if row[0] in ("queued", "running", "waiting"):
+            admission = admit(self.db, self.fence, run_id)
+            if not admission.go:  # no slot of its key (held), or beyond its key's rate (deferred)
+                log.info("run_not_admitted", run_id=run_id, why=admission.why)
+                return
         if row[0] in ("queued", "running"):
             start = start_request(self.db, run_id) or {}
             if start.get("media"):  # a media job: executed (or retried after a crash), never ticked

@@ -8,6 +8,7 @@ with LeaseLost.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,13 @@ class LeaseHolder:
     """The leases one runner holds. Stores bound to it write only runs it holds (fencing)."""
 
     def __init__(
-        self, db: Database, owner: str, *, lease_s: float = 30.0, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        owner: str,
+        *,
+        lease_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        labels: list[str] | None = None,
     ) -> None:
         if not owner:
             raise ValueError("a lease owner needs a non-empty runner id")
@@ -39,6 +46,9 @@ class LeaseHolder:
         self.owner = owner
         self.lease_s = lease_s
         self.clock = clock
+        # The runner's labels: claims take only runs whose required labels are all among them.
+        self.labels = sorted(labels or [])
+        self.labels_json = json.dumps(self.labels)
         self._epochs: dict[str, int] = {}
         self._lock = threading.Lock()
         # Counts the runner's metrics export: leases claimed, expired leases taken back (takeovers
@@ -77,7 +87,8 @@ class LeaseHolder:
 
     # --- lease lifecycle -----------------------------------------------------------------------
     def claim(self, n: int) -> list[Lease]:
-        """Lease up to n due, unleased runs (oldest due first); reclaims expired leases first."""
+        """Lease up to n due, unleased runs this holder's labels allow (higher priority first, then
+        claim order: fair across concurrency keys, else due time); reclaims expired leases first."""
         if n <= 0:
             return []
         now = self.clock()
@@ -85,9 +96,17 @@ class LeaseHolder:
             conn.execute(q.RECLAIM_EXPIRED, {"now": now})
             reclaimed = conn.changes()
             rows = conn.execute(
-                q.CLAIM_RUNS, {"owner": self.owner, "expires_at": now + self.lease_s, "now": now, "n": n}
+                q.CLAIM_RUNS if self.labels else q.CLAIM_RUNS_UNLABELLED,
+                {
+                    "owner": self.owner,
+                    "expires_at": now + self.lease_s,
+                    "now": now,
+                    "n": n,
+                    "labels": self.labels_json,
+                },
             ).fetchall()
-        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch in rows]
+        rows.sort(key=lambda row: (-row[2], row[3]))
+        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch, _, _ in rows]
         with self._lock:
             for lease in leases:
                 self._epochs[lease.run_id] = lease.epoch

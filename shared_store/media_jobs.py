@@ -19,6 +19,7 @@ from . import queries as q
 from .codec import decode, encode
 from .db import Database
 from .errors import UnknownRun
+from .flow_control import FlowSettings, apply_at_enqueue
 from .starts import IdempotencyConflict, StartResult
 
 MEDIA_KINDS = (
@@ -66,11 +67,13 @@ def enqueue_media_job(
     parent_run_id: str | None,
     request_id: str | None = None,
     http_request_id: str | None = None,
+    requires: list[str] | None = None,
 ) -> StartResult:
     """Commit a queued job run (child of parent_run_id when given); idempotent by request_id.
 
     `http_request_id` (the API request's X-Request-ID) rides along for the runner's log lines; it is
-    not part of what request_id's idempotency compares."""
+    not part of what request_id's idempotency compares. `requires`: the runner labels the operator
+    says this kind needs (ABSTRACTGATEWAY_MEDIA_REQUIRES)."""
     if kind not in (*MEDIA_KINDS, KG_QUERY, PROMPT_CACHE):
         raise ValueError(f"unknown media kind {kind!r}")
     now = time.time()
@@ -121,6 +124,8 @@ def enqueue_media_job(
             },
         )
         conn.execute(q.ENQUEUE_RUN_STATE, {"run_id": run_id, "start_json": start_json})
+        if requires:
+            apply_at_enqueue(conn, run_id, FlowSettings(requires=sorted(requires)), now=now)
     return StartResult(run_id, created=True)
 
 

@@ -8,6 +8,7 @@ map to client ones: a queued run reads "running" with `queued: true`; COMPLETED 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 from . import queries as q
 from .codec import decode
 from .db import Database
+from .flow_control import flow_view, live_label_sets
 from .schedules import get_schedule
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -124,10 +126,18 @@ def _with_schedule(db: Database, view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _with_flow(
+    db: Database, view: dict[str, Any], label_sets: Callable[[], list[list[str]]]
+) -> dict[str, Any]:
+    """Priority, concurrency key, required labels and why the run is not running (flow_control)."""
+    view.update(flow_view(db, view["run_id"], label_sets))
+    return view
+
+
 def run_view(db: Database, run_id: str) -> dict[str, Any] | None:
     """The contract's run detail, or None for an unknown run."""
     row = db.query_one(q.RUN_VIEW, (run_id,))
-    return None if row is None else _with_schedule(db, _view(row))
+    return None if row is None else _with_flow(db, _with_schedule(db, _view(row)), live_label_sets(db))
 
 
 def list_run_views(
@@ -142,7 +152,8 @@ def list_run_views(
     chosen = [(column, value) for column, value in filters.items() if value is not None]
     sql = q.list_run_views(status, [column for column, _ in chosen])
     rows = db.query(sql, (*[value for _, value in chosen], limit, offset))
-    return [_with_schedule(db, _view(row)) for row in rows]
+    labels = live_label_sets(db)
+    return [_with_flow(db, _with_schedule(db, _view(row)), labels) for row in rows]
 
 
 def _split_workflow(workflow_id: str) -> tuple[str | None, str | None, str | None]:

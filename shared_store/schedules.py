@@ -21,6 +21,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .flow_control import FlowSettings, store_key_limits
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -246,8 +247,10 @@ def create_schedule(
     input_data: dict[str, Any],
     session_id: str | None = None,
     share_context: bool = True,
+    flow: FlowSettings | None = None,
 ) -> str:
-    """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id."""
+    """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id.
+    `flow`: what each firing's child gets (priority, labels, concurrency key and its limits)."""
     run_id = str(uuid.uuid4())
     now = time.time()
     created_at = datetime.now(UTC).isoformat()
@@ -281,6 +284,15 @@ def create_schedule(
                 "created_at": created_at,
             },
         )
+        if flow is not None and not flow.empty:
+            if flow.concurrency_key is not None:
+                store_key_limits(conn, flow)
+            stored = {
+                "priority": flow.priority,
+                "concurrency_key": flow.concurrency_key,
+                "requires": flow.requires,
+            }
+            conn.execute(q.SET_SCHEDULE_FLOW, {"run_id": run_id, "flow": encode(stored).decode()})
     return run_id
 
 

@@ -17,6 +17,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .flow_control import FlowSettings, apply_at_enqueue
 
 
 class IdempotencyConflict(ValueError):
@@ -40,11 +41,14 @@ def enqueue_run(
     parent_run_id: str | None = None,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    flow: FlowSettings | None = None,
 ) -> StartResult:
     """Commit a queued run; the same idempotency_key with the same request answers the same run.
 
     `request_id` (the API request's X-Request-ID) rides in the start request for the runner's log
-    lines; it is not part of what the idempotency key compares."""
+    lines; it is not part of what the idempotency key compares. `flow`: its priority, concurrency
+    key and required labels; KeyFull (409) when the key is full and its overflow policy is reject:
+    then nothing is written."""
     start = {
         "workflow_id": resolved.workflow_id,
         "bundle_id": resolved.bundle_id,
@@ -54,6 +58,8 @@ def enqueue_run(
         "session_id": session_id,
         "parent_run_id": parent_run_id,
     }
+    if flow is not None and not flow.empty:
+        start["flow"] = {**flow.request.to_json(), "concurrency_key": flow.concurrency_key}
     request_sha = hashlib.sha256(encode(start)).hexdigest()
     start_json = encode({**start, "request_id": request_id} if request_id else start)
     params = {
@@ -85,6 +91,8 @@ def enqueue_run(
             )
         conn.execute(q.ENQUEUE_RUN, params)
         conn.execute(q.ENQUEUE_RUN_STATE, params)
+        if flow is not None:
+            apply_at_enqueue(conn, params["run_id"], flow, now=params["now"])
     return StartResult(params["run_id"], created=True)
 
 

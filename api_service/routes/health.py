@@ -14,6 +14,7 @@ from starlette.requests import Request
 from shared_store.bundles import compile_failures, shadowed_flow_files
 from shared_store.db import Database
 from shared_store.errors import StoreError
+from shared_store.flow_control import live_labels, unmet_requirements
 from shared_store.migrate import Migration, applied_versions, known_migrations
 from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
@@ -50,8 +51,8 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
 
 async def health(request: Request) -> object:
     """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending, a
-    bundle does not compile or the output.text default's LLM endpoint does not answer. Detail (db,
-    runners, problems, llm) for token holders only."""
+    bundle does not compile, runs require runner labels that no live runner has, or the output.text
+    default's LLM endpoint does not answer. Detail (db, runners, problems, llm) for token holders only."""
     gw = gateway(request)
     report, status = await reading(_report, gw.db, gw.settings.flows_dir)
     if not principal_of(request.scope).scopes:
@@ -64,18 +65,27 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         mode = db.query_one("PRAGMA journal_mode")
         current, latest, pending = _schema(db)
         now = time.time()
+        live = live_runners(db, within_s=RUNNER_STALE_S)
         runners = [
-            RunnerHealth(r.runner_id, r.version, r.host, r.pid, round(now - r.heartbeat_at, 3))
-            for r in live_runners(db, within_s=RUNNER_STALE_S)
+            RunnerHealth(
+                r.runner_id,
+                r.version,
+                r.host,
+                r.pid,
+                round(now - r.heartbeat_at, 3),
+                labels=list(r.capabilities.get("labels") or []),
+            )
+            for r in live
         ]
         depth = queue_depth(db)
         broken = compile_failures(db)
+        unmet = unmet_requirements(db, live_labels(live))
     except StoreError as exc:
         db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
         report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
         return report, 503
     shadowed = shadowed_flow_files(db, flows_dir) if flows_dir is not None else []
-    problems = list(broken)
+    problems = list(broken) + unmet
     try:
         llm = text_endpoint(db, detailed=False)
     except StoreError:

@@ -76,6 +76,7 @@ async def submit_job(
             parent_run_id=parent_run_id,
             request_id=request_id,
             http_request_id=current_request_id(),
+            requires=gateway(request).settings.media_requires.get(kind),
         )
     except UnknownRun:
         raise not_found_run(parent_run_id or "") from None

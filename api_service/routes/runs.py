@@ -15,6 +15,7 @@ from shared_store.starts import StartResult, enqueue_run
 from .. import metrics
 from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
+from ..flow_control import flow_settings
 from ..http import ApiRoute, blocking, reading, require_input_size, require_session
 from ..request_context import current_request_id
 from ..schemas import (
@@ -56,6 +57,7 @@ def _start(
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
+    flow = flow_settings(db, body, resolved, body.input_data)
     started = enqueue_run(
         db,
         resolved=resolved,
@@ -63,12 +65,17 @@ def _start(
         session_id=body.session_id,
         idempotency_key=key,
         request_id=request_id,
+        flow=flow,
     )
     return started, resolved
 
 
 async def start_run(request: Request, body: StartRequest) -> object:
-    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run.
+
+    Flow control: `priority` 1-5, `requires` runner labels, `concurrency_key` (a template over the
+    input) with `max_concurrent`, `overflow` and `rate_limit`. 409 when the key is full and its
+    overflow is `reject` (nothing is written)."""
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from msgspec import Struct
 from starlette.requests import Request
 
 from shared_store import bundles
 from shared_store.db import Database
+from shared_store.flow_control import FlowControlError
 from shared_store.schedules import ScheduleSpec, create_schedule
 
 from ..access import RUN
+from ..flow_control import flow_settings
 from ..http import ApiRoute, blocking, require_input_size, require_session
-from ..schemas import ResolvedWorkflow, StartResponse
+from ..schemas import FlowControlFields, ResolvedWorkflow, StartResponse
 from . import gateway
 
 
-class ScheduleRequest(Struct, forbid_unknown_fields=True):
+class ScheduleRequest(FlowControlFields, forbid_unknown_fields=True, kw_only=True):
     bundle_id: str
     flow_id: str | None = None
     bundle_version: str | None = None
@@ -40,6 +41,10 @@ def _schedule(
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
     )
+    flow = flow_settings(db, body, resolved, body.input_data)
+    if flow.request.overflow not in (None, "enqueue"):
+        # A firing is not a client request that can be answered 409; overlap=skip covers the rest.
+        raise FlowControlError("a schedule's overflow can only be enqueue (use overlap to skip firings)")
     run_id = create_schedule(
         db,
         resolved=resolved,
@@ -47,6 +52,7 @@ def _schedule(
         input_data=body.input_data,
         session_id=body.session_id,
         share_context=body.share_context,
+        flow=flow,
     )
     return run_id, resolved
 

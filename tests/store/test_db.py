@@ -34,7 +34,9 @@ def test_writer_waits_for_the_lock_then_proceeds(db_path: Path) -> None:
 
     db.connection().set_busy_handler(counting)
     with db.write() as conn:
-        conn.execute("INSERT INTO runners VALUES ('r', 'h', 1, 'v', 'now', 0, NULL, '{}')")
+        conn.execute(
+            "INSERT INTO runners (runner_id, host, pid, version, started_at, heartbeat_at) VALUES ('r', 'h', 1, 'v', 'now', 0)"
+        )
     assert calls[:6] == [0, 1, 2, 3, 4, 5], "retried, then got the lock"
     assert db.query_one("SELECT count(*) FROM runners") == (1,)
 
