@@ -67,6 +67,16 @@ SETTINGS = {
     "MUSIC_MODEL": "runner: diffusers AudioLDM pipeline dir (or a repo id in the HF cache) for music",
     "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
     "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",
+    "RETENTION_DAYS": "runner: delete finished runs this many days after they ended (unset: keep)",
+    "WEBHOOK_ALLOW_NETWORKS": "runner: CIDRs webhooks may call despite being non-public (e.g. 10.0.0.0/8)",
+    "WEBHOOK_RETRY_BASE_S": "runner: first webhook retry after this many seconds (doubling, for a day)",
+    "WEBHOOK_TIMEOUT_S": "runner: seconds a webhook delivery may take",
+    "CODE_NODES": "sandbox (code nodes run in the runner's sandbox process) | off (bundles with code refused)",
+    "SANDBOX_CPU_S": "runner: CPU seconds one code node may use (over: the run fails)",
+    "SANDBOX_MEMORY_MB": "runner: memory (address space, MB) one code node may use",
+    "SANDBOX_TIMEOUT_S": "runner: wall-clock seconds one code node may take",
+    "TICK_TIMEOUT_S": "runner: a worker on one run longer than this stops the runner (0: never)",
+    "SUPERVISOR_PID": "set by serve for its runner child (the runner stops when serve is gone); never set",
 }
 SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY", "TOKEN_SECRET")
 

@@ -7,7 +7,7 @@ are generated from this module: change a field here and the spec follows.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct
 
@@ -19,7 +19,7 @@ Limit = Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)]
 LEDGER_PAGE_MAX = 10_000  # ledger records per page (measured: a 10,000-record page of ~300 B records
 # is ~3 MB, read in one range scan)
 LEDGER_BATCH_RECORDS_MAX = 100_000  # records per ledger batch, shared by its runs (500 runs x 200)
-RUNS_PAGE_MAX = 500
+RUNS_PAGE_MAX = 10_000  # run summaries carry no output (shared_store.run_list.PAGE_MAX)
 ARTIFACTS_PAGE_MAX = 10_000
 Cursor = Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)]
 
@@ -48,6 +48,16 @@ class RunnerHealth(Struct):
     labels: list[str] = []
 
 
+class RunnerSupervision(Struct):
+    """The runner child `serve` supervises (absent with --no-runner or outside `serve`)."""
+
+    alive: bool
+    pid: int | None
+    restarts: int
+    last_exit_code: int | None = None
+    restart_in_s: float | None = None
+
+
 class HealthResponse(Struct):
     status: Literal["healthy", "degraded", "unhealthy"]
     service: str
@@ -58,6 +68,7 @@ class HealthResponse(Struct):
     problems: list[str] = []
     # Flows-dir files whose id@version is served from an upload with other content.
     shadowed_flow_files: list[str] = []
+    runner_supervisor: RunnerSupervision | None = None
     # The output.text capability default: {"route", "provider", "answers": bool | None}; None: no default.
     llm: dict[str, Any] | None = None
 
@@ -148,6 +159,11 @@ class RemovedResponse(Struct):
 
 
 # --- runs ---------------------------------------------------------------------------------------------
+Tags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=32)]
+TtlS = Annotated[float, Meta(gt=0, le=100 * 365.25 * 86400)]
+WebhookUrl = Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
 # --- flow control (labels, concurrency keys, priorities, rate limits) ----------------------------------
 Label = Annotated[
     str, Meta(min_length=1, max_length=129, pattern=r"^[A-Za-z0-9_.:/-]{1,64}(=[A-Za-z0-9_.:/-]{1,64})?$")
@@ -181,6 +197,10 @@ class StartRequest(FlowControlFields, kw_only=True):
     flow_id: str | None = None
     bundle_version: str | None = None
     session_id: str | None = None
+    tags: Tags | None = None
+    metadata: dict[str, Any] | None = None  # small (4 KiB as JSON, 32 keys); scalars are filterable
+    ttl_s: TtlS | None = None  # deleted this long after it ended (retention)
+    webhook_url: WebhookUrl | None = None  # told when the run ends or waits for a user
 
 
 class ResolvedWorkflow(Struct):
@@ -199,12 +219,25 @@ RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 
 
 class RunListQuery(Struct, forbid_unknown_fields=True):
+    """Filters combine with AND; `status` and `tag` repeat (a run with any of the statuses, with
+    every tag); `metadata.<key>=<value>` matches a metadata value. A `limit` above the page maximum
+    is served up to it. Page on with `cursor=<next_cursor>` (stable while runs arrive) or `offset`."""
+
+    QUERY_PREFIXES: ClassVar[tuple[str, ...]] = ("metadata.",)
+
     limit: Limit = 50  # served up to RUNS_PAGE_MAX
     offset: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
-    status: str | None = None
+    status: list[str] = []
     workflow_id: str | None = None
     session_id: str | None = None
     parent_run_id: str | None = None
+    cursor: Annotated[str, Meta(max_length=2048)] | None = None
+    tag: list[str] = []
+    created_after: str | None = None
+    created_before: str | None = None
+    ended_after: str | None = None
+    ended_before: str | None = None
+    q: str | None = None
 
 
 class Waiting(Struct):
@@ -241,17 +274,51 @@ class RunView(Struct):
     is_scheduled: bool
     schedule: dict[str, Any] | None
     ledger_len: int
+    tags: list[str] = []
+    metadata: dict[str, Any] = {}
+    rerun_of: str | None = None
+    reruns: list[str] = []
+
     priority: int = 3
     concurrency_key: str | None = None
     requires: list[str] = []
     blocked: Blocked | None = None  # why the run is not running (held on its key, rate, labels)
 
 
+class RunSummary(Struct):
+    """A run in a list: the run view without its output (GET /runs/{id} has it)."""
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    queued: bool
+    current_node: str | None
+    created_at: str
+    updated_at: str
+    session_id: str | None
+    parent_run_id: str | None
+    error: str | None
+    paused: bool
+    pause_reason: str | None
+    waiting: Waiting | None
+    is_scheduled: bool
+    schedule: dict[str, Any] | None
+    ledger_len: int
+    tags: list[str]
+    metadata: dict[str, Any]
+    rerun_of: str | None
+    priority: int = 3
+    concurrency_key: str | None = None
+    requires: list[str] = []
+    blocked: Blocked | None = None
+
+
 class RunList(Struct):
-    items: list[RunView]
+    items: list[RunSummary]
     limit: int
     offset: int
     next_offset: int | None
+    next_cursor: str | None = None
 
 
 class InputDataResponse(Struct):

@@ -35,6 +35,13 @@ import click
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Worker threads."
 )
 @click.option(
+    "--retention-days",
+    envvar="ABSTRACTGATEWAY_RETENTION_DAYS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Delete finished runs (ledgers, commands, child runs, artifacts) this long after they ended.",
+)
+@click.option(
     "--label",
     "labels",
     multiple=True,
@@ -50,6 +57,7 @@ def runner(
     lease_s: float,
     poll_s: float,
     workers: int,
+    retention_days: float | None,
     labels: tuple[str, ...],
     migrate: bool,
 ) -> None:
@@ -70,11 +78,14 @@ def runner(
     from .logs import configure_logging
 
     configure_logging()
+    from .sandbox import SandboxSettings
+
     try:
         runner_labels = parse_labels(
             [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
         )
-    except FlowControlError as exc:
+        SandboxSettings.from_env()
+    except (FlowControlError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     paths = StorePaths.from_env(data_dir)
@@ -100,6 +111,7 @@ def runner(
         lease_s=lease_s,
         poll_s=poll_s,
         workers=workers,
+        retention_days=retention_days,
         labels=runner_labels,
     )
     if runner_id:

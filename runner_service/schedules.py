@@ -17,6 +17,7 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from shared_store import queries as q
 from shared_store.codec import decode, encode, utc_now_iso
 from shared_store.flow_control import child_statements
+from shared_store.run_labels import INHERIT_LABELS
 from shared_store.schedules import Schedule, ScheduleInvalid, firings_due, get_schedule, iso
 
 from .commands import CommandContext, Rejected
@@ -94,6 +95,8 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
         params.update(created_at=utc_now_iso(), now=now, start_json=encode(start))
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_RUN, params)
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_STATE, params)
+        for statement in INHERIT_LABELS:  # tags, metadata, ttl, webhook target
+            ctx.run_store.with_next_save(run_id, statement, params)
         for sql, flow_params in child_statements(flow, child_id, now=now) if flow else ():
             ctx.run_store.with_next_save(run_id, sql, flow_params)
     done = firings.next_fire_at is None

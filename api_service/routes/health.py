@@ -19,10 +19,11 @@ from shared_store.migrate import Migration, applied_versions, known_migrations
 from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
 
+from .. import supervisor
 from ..access import principal_of
 from ..http import ApiRoute, json_response, reading
 from ..llm_probe import text_endpoint
-from ..schemas import DbHealth, HealthBrief, HealthResponse, RunnerHealth
+from ..schemas import DbHealth, HealthBrief, HealthResponse, RunnerHealth, RunnerSupervision
 from . import gateway
 
 SERVICE = "abstractgateway"
@@ -96,10 +97,27 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
     if not runners:
         problems.append(f"no runner heartbeat within {RUNNER_STALE_S:.0f}s: started runs stay queued")
+    supervised = None
+    if supervisor.current is not None:
+        supervised = RunnerSupervision(**supervisor.current.status())
+        if not supervised.alive:
+            problems.append(f"the runner child is down (restart {supervised.restarts}; backing off)")
     wal = bool(mode) and str(mode[0]).lower() == "wal"
     db_report = DbHealth(str(db.path), wal, current, latest, pending)
     status = "degraded" if problems else "healthy"
-    return HealthResponse(status, SERVICE, VERSION, db_report, runners, depth, problems, shadowed, llm), 200
+    report = HealthResponse(
+        status,
+        SERVICE,
+        VERSION,
+        db_report,
+        runners,
+        depth,
+        problems,
+        shadowed,
+        runner_supervisor=supervised,
+        llm=llm,
+    )
+    return report, 200
 
 
 routes = [

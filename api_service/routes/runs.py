@@ -10,6 +10,9 @@ from starlette.responses import FileResponse
 from shared_store import bundles, run_views
 from shared_store.db import Database
 from shared_store.reads import ledger_len
+from shared_store.run_filter import FilterInvalid, RunFilter
+from shared_store.run_labels import Labels
+from shared_store.run_list import list_runs as list_runs_page
 from shared_store.starts import StartResult, enqueue_run
 
 from .. import metrics
@@ -40,6 +43,16 @@ MAX_IDEMPOTENCY_KEY = 200
 ACTIVE_TYPES = ("html", "svg", "javascript", "ecmascript", "xml", "xhtml")
 
 
+def _labels(body: StartRequest) -> Labels:
+    """Tags, metadata, ttl and webhook target of a start or schedule request (422 when too large)."""
+    try:
+        return Labels.checked(
+            tags=body.tags, metadata=body.metadata, ttl_s=body.ttl_s, webhook_url=body.webhook_url
+        )
+    except FilterInvalid as exc:
+        raise ApiError(422, str(exc)) from None
+
+
 def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, str]:
     """nosniff always (a browser must not guess `text/html` from the bytes); attachment for active types."""
     headers = {"X-Content-Type-Options": "nosniff"}
@@ -52,7 +65,7 @@ def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, st
 
 
 def _start(
-    db: Database, body: StartRequest, key: str | None, request_id: str | None
+    db: Database, body: StartRequest, key: str | None, labels: Labels, request_id: str | None
 ) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
@@ -64,24 +77,27 @@ def _start(
         input_data=body.input_data,
         session_id=body.session_id,
         idempotency_key=key,
+        labels=labels,
         request_id=request_id,
         flow=flow,
     )
     return started, resolved
 
 
-async def start_run(request: Request, body: StartRequest) -> object:
-    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run.
-
-    Flow control: `priority` 1-5, `requires` runner labels, `concurrency_key` (a template over the
-    input) with `max_concurrent`, `overflow` and `rate_limit`. 409 when the key is full and its
-    overflow is `reject` (nothing is written)."""
+def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
+async def start_run(request: Request, body: StartRequest) -> object:
+    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+    key = idempotency_key(request)
+    labels = _labels(body)
     require_session(request, body.session_id)
     require_input_size(request, body.input_data)
-    started, resolved = await blocking(_start, gateway(request).db, body, key, current_request_id())
+    started, resolved = await blocking(_start, gateway(request).db, body, key, labels, current_request_id())
     if started.created:
         metrics.STARTS.inc()
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
@@ -91,28 +107,43 @@ async def start_run(request: Request, body: StartRequest) -> object:
     )
 
 
-async def list_runs(request: Request, query: RunListQuery) -> object:
-    """Run summaries, newest first, filtered by status / workflow_id / session_id / parent_run_id."""
-    if query.status is not None and query.status not in run_views.CLIENT_STATUSES:
-        raise ApiError(
-            400, f"unknown status {query.status!r}; one of: {', '.join(run_views.CLIENT_STATUSES)}"
-        )
-    limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
-    items = run_views.list_run_views(
-        gateway(request).db,
-        limit=limit,
-        offset=query.offset,
-        status=query.status,
-        workflow_id=query.workflow_id,
-        session_id=query.session_id,
-        parent_run_id=query.parent_run_id,
+def run_filter(request: Request, query: RunListQuery) -> RunFilter:
+    """The list's filters, with the `metadata.<key>` parameters the query Struct does not declare."""
+    params = request.query_params
+    return RunFilter.parse(
+        {
+            "status": query.status,
+            "tag": query.tag,
+            "workflow_id": query.workflow_id,
+            "session_id": query.session_id,
+            "parent_run_id": query.parent_run_id,
+            "created_after": query.created_after,
+            "created_before": query.created_before,
+            "ended_after": query.ended_after,
+            "ended_before": query.ended_before,
+            "q": query.q,
+            **{k: params[k] for k in params if k.startswith("metadata.")},
+        }
     )
-    more = len(items) == limit
+
+
+async def list_runs(request: Request, query: RunListQuery) -> object:
+    """Run summaries (no output), newest first, filtered; paged by `cursor` (keyset) or `offset`."""
+    if query.cursor is not None and query.offset:
+        raise ApiError(400, "give cursor or offset, not both")
+    filters = run_filter(request, query)
+    limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
+    # A page read leaves the event loop (it may read thousands of rows); reads need no writer thread.
+    page = await reading(
+        list_runs_page, gateway(request).db, filters, limit=limit, offset=query.offset, cursor=query.cursor
+    )
+    more = page.next_cursor is not None
     return {
-        "items": items,
+        "items": page.items,
         "limit": limit,
         "offset": query.offset,
-        "next_offset": query.offset + len(items) if more else None,
+        "next_offset": query.offset + len(page.items) if more and query.cursor is None else None,
+        "next_cursor": page.next_cursor,
     }
 
 
