@@ -1,4 +1,4 @@
--- 0008_capability_defaults: which provider / model serves each capability route (output.text, output.voice,
+-- 0010_capability_defaults: which provider / model serves each capability route (output.text, output.voice,
 -- input.voice, output.image, output.music, ...), set by `abstractgateway config set-default` and read by
 -- every runner (so runners on other hosts route the same way) and by the API (status, discovery).
 
