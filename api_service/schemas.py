@@ -69,6 +69,8 @@ class HealthResponse(Struct):
     # Flows-dir files whose id@version is served from an upload with other content.
     shadowed_flow_files: list[str] = []
     runner_supervisor: RunnerSupervision | None = None
+    # The output.text capability default: {"route", "provider", "answers": bool | None}; None: no default.
+    llm: dict[str, Any] | None = None
 
 
 class HealthBrief(Struct):

@@ -14,6 +14,7 @@ from . import queries as q
 from .bundle_files import BundleError, BundleInvalid, read_bundle, read_manifest, version_key
 from .codec import decode, encode, utc_now_iso
 from .db import Database
+from .visualflow_files import visualflow_bundles
 
 __all__ = [
     "BundleConflict",
@@ -169,33 +170,58 @@ def put_bundle(db: Database, data: bytes, *, overwrite: bool = False, source: st
 
 
 def import_flows_dir(db: Database, path: str | Path) -> list[str]:
-    """Load `.flow` files (a file or a folder of them) into the catalogue; returns problems, never raises.
+    """Load `.flow` bundles and VisualFlow `*.json` files (a file or a folder of them) into the
+    catalogue; returns problems, never raises.
 
-    A file whose id@version was uploaded is left alone; one changed on disk replaces its older import."""
+    A file whose id@version was uploaded is left alone; one changed on disk replaces its older import.
+    A VisualFlow file becomes a one-flow bundle `<id>@0.0.0` (shared_store.visualflow_files)."""
     root = Path(path)
-    files = [root] if root.is_file() else sorted(root.glob("*.flow")) if root.is_dir() else []
-    problems = [] if files or root.exists() else [f"{root}: no such file or folder"]
-    for file in files:
+    if root.is_file():
+        flow_files, json_files = ([root], []) if root.suffix != ".json" else ([], [root])
+    elif root.is_dir():
+        flow_files, json_files = sorted(root.glob("*.flow")), sorted(root.glob("*.json"))
+    else:
+        flow_files, json_files = [], []
+    problems = [] if flow_files or json_files or root.exists() else [f"{root}: no such file or folder"]
+    loaded: list[tuple[Path, bytes]] = []
+    for file in flow_files:
         try:
-            data = file.read_bytes()
+            loaded.append((file, file.read_bytes()))
+        except OSError as exc:
+            problems.append(f"{file.name}: {exc}")
+    if json_files:
+        bundles, json_problems = visualflow_bundles(json_files)
+        loaded += bundles
+        problems += json_problems
+    seen: dict[tuple[str, str], str] = {}
+    for file, data in loaded:
+        try:
             manifest = read_manifest(data)
-        except (OSError, BundleError) as exc:
+        except BundleError as exc:
             problems.append(f"{file.name}: {exc}")
             continue
-        params = _row_params(data, manifest, "flows_dir")
-        with db.write() as conn:
-            existing = conn.execute(
-                q.BUNDLE_SOURCE, (params["bundle_id"], params["bundle_version"])
-            ).fetchone()
-            if existing is None:
-                conn.execute(q.INSERT_BUNDLE_IF_ABSENT, params)
-            elif existing[0] == "flows_dir" and existing[1] != params["sha256"]:
-                conn.execute(q.REPLACE_BUNDLE, params)
-            elif existing[0] != "flows_dir" and existing[1] != params["sha256"]:
-                problems.append(
-                    f"{file.name}: {params['bundle_id']}@{params['bundle_version']} was uploaded; kept"
-                )
+        ref = (manifest["bundle_id"], manifest["bundle_version"])
+        if ref in seen:
+            problems.append(f"{file.name}: {ref[0]}@{ref[1]} is also {seen[ref]}; kept that one")
+            continue
+        seen[ref] = file.name
+        problem = _import_one(db, data, manifest)
+        if problem:
+            problems.append(f"{file.name}: {problem}")
     return problems
+
+
+def _import_one(db: Database, data: bytes, manifest: dict[str, Any]) -> str | None:
+    params = _row_params(data, manifest, "flows_dir")
+    with db.write() as conn:
+        existing = conn.execute(q.BUNDLE_SOURCE, (params["bundle_id"], params["bundle_version"])).fetchone()
+        if existing is None:
+            conn.execute(q.INSERT_BUNDLE_IF_ABSENT, params)
+        elif existing[0] == "flows_dir" and existing[1] != params["sha256"]:
+            conn.execute(q.REPLACE_BUNDLE, params)
+        elif existing[0] != "flows_dir" and existing[1] != params["sha256"]:
+            return f"{params['bundle_id']}@{params['bundle_version']} was uploaded; kept"
+    return None
 
 
 def _infos(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[BundleInfo]:

@@ -513,6 +513,18 @@ STORE_ARTIFACT_FOR_JOB = _ARTIFACT_UPSERT.format(
     guard="EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :job_run_id AND " + _HELD + ")"
 )
 
+# --- capability defaults (config set-default / clear-default; runners and the API read) -------------
+_DEFAULT_COLUMNS = "route, provider, model, base_url, options, updated_at"
+SET_CAPABILITY_DEFAULT = (
+    f"INSERT INTO capability_defaults ({_DEFAULT_COLUMNS}) "
+    "VALUES (:route, :provider, :model, :base_url, :options, :updated_at) "
+    "ON CONFLICT(route) DO UPDATE SET provider = excluded.provider, model = excluded.model, "
+    "base_url = excluded.base_url, options = excluded.options, updated_at = excluded.updated_at"
+)
+CLEAR_CAPABILITY_DEFAULT = "DELETE FROM capability_defaults WHERE route = ?"
+CAPABILITY_DEFAULT = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults WHERE route = ?"
+CAPABILITY_DEFAULTS = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults ORDER BY route"
+
 # --- flow control: labels, concurrency keys, priorities, rate limits (shared_store/flow_control.py) ---
 # A key's limits: what a start or schedule gives overrides, what it leaves out stays.
 UPSERT_FLOW_KEY = (

@@ -322,7 +322,9 @@ CATALOG_PATHS = ["voice/voices", "audio/speech/models", "vision/models", "audio/
 def test_discovery_without_a_runner_says_unavailable(lone_gateway: Gateway) -> None:
     caps = lone_gateway.client.get("/api/gateway/discovery/capabilities")
     assert caps.status_code == 200
-    assert caps.json()["capabilities"] == {} and caps.json()["runners"] == []
+    # No runner: only what the operator configured (no capability default here).
+    assert caps.json()["capabilities"] == {"capability_defaults": [], "llm": None}
+    assert caps.json()["runners"] == []
     assert caps.json()["available"] is False and "runner" in caps.json()["detail"]
     for path in CATALOG_PATHS:
         response = lone_gateway.client.get(f"/api/gateway/{path}")
