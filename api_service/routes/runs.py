@@ -209,6 +209,10 @@ def _input_data(db: Database, run_id: str) -> dict[str, Any] | None:
 
 
 HISTORY_TIMEOUT_S = 120.0
+# Each export is a Python child importing abstractruntime (~0.8 s, tens of MB): at most this many at
+# once per API process, the rest wait their turn, so history requests cannot fill memory with children.
+HISTORY_EXPORTS_AT_ONCE = 2
+_history_slots: anyio.CapacityLimiter | None = None
 
 
 async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[str, Any]:
@@ -223,8 +227,15 @@ async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[st
         str(gw.artifacts_dir),
         run_id,
     ]
-    with anyio.fail_after(HISTORY_TIMEOUT_S):
-        done = await anyio.run_process(command, input=options, check=False)
+    global _history_slots
+    if _history_slots is None:
+        _history_slots = anyio.CapacityLimiter(HISTORY_EXPORTS_AT_ONCE)
+    try:
+        with anyio.fail_after(HISTORY_TIMEOUT_S):
+            async with _history_slots:
+                done = await anyio.run_process(command, input=options, check=False)
+    except TimeoutError:
+        raise ApiError(503, f"the history export took over {HISTORY_TIMEOUT_S:.0f}s; try again") from None
     if done.returncode != 0:
         reason = done.stderr.decode("utf-8", "replace").strip()[-2000:] or f"exit status {done.returncode}"
         raise ApiError(503, f"the history export failed: {reason}")
