@@ -341,6 +341,8 @@ class RunList(Struct):
     offset: int
     next_offset: int | None
     next_cursor: str | None = None
+    count: int = 0  # as the original: the size of this page
+    has_more: bool = False  # as the original: a next page exists
 
 
 class InputDataResponse(Struct):

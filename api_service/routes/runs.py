@@ -171,6 +171,9 @@ async def list_runs(request: Request, query: RunListQuery) -> object:
         "offset": query.offset,
         "next_offset": query.offset + len(page.items) if more and query.cursor is None else None,
         "next_cursor": page.next_cursor,
+        # As the original: the size of this page, and whether another follows.
+        "count": len(page.items),
+        "has_more": more,
     }
 
 

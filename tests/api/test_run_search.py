@@ -81,6 +81,10 @@ def test_cursor_pages_are_stable_while_runs_arrive(gateway: Gateway) -> None:
     # offset paging still works beside it, and says where to continue.
     by_offset = _list(gateway, tag=label, limit=4, offset=4)
     assert by_offset["next_offset"] == 8 and len(by_offset["items"]) == 4
+    # The original's fields beside ours: this page's size and whether another follows.
+    assert by_offset["count"] == 4 and by_offset["has_more"] is True
+    last = _list(gateway, tag=label, limit=100)
+    assert last["count"] == len(first) + len(arrived) and last["has_more"] is False
 
 
 def test_limit_is_clamped_and_bad_values_are_refused(gateway: Gateway) -> None:
