@@ -43,7 +43,9 @@ def _fail(message: str) -> None:
     help="SQLite file (default DATA_DIR/gateway.sqlite3).",
 )
 @click.option(
-    "--flows-dir", envvar="ABSTRACTGATEWAY_FLOWS_DIR", help=".flow file or folder to import at start."
+    "--flows-dir",
+    envvar="ABSTRACTGATEWAY_FLOWS_DIR",
+    help="A .flow bundle, a VisualFlow .json, or a folder of them, imported at start.",
 )
 @click.option("--no-runner", is_flag=True, help="Serve the API only; runners are started elsewhere.")
 @click.option("--migrate", "auto_migrate", is_flag=True, help="Apply pending schema migrations first.")

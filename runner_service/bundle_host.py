@@ -51,6 +51,8 @@ class BundleHost:
         self._thread = threading.get_ident()
         self._bundles: dict[str, dict[str, WorkflowSpec | str]] = {}  # ref -> flow -> spec | error
         self.sha256: dict[str, str] = {}
+        # The VisualFlow JSON of each flow compiled here (ref -> flow -> document): a run's snapshot.
+        self.documents: dict[str, dict[str, dict[str, Any]]] = {}
         self.current_ref: str | None = None  # the bundle of the run being ticked (bare subflow ids)
 
     def spec(self, workflow_id: str) -> WorkflowSpec:
@@ -83,6 +85,11 @@ class BundleHost:
                 continue
         return None
 
+    def document(self, workflow_id: str) -> dict[str, Any] | None:
+        """The VisualFlow JSON a compiled workflow came from (after spec() compiled its bundle)."""
+        bundle_id, version, flow_id = split_workflow_id(workflow_id)
+        return self.documents.get(f"{bundle_id}@{version}", {}).get(flow_id)
+
     def compile_errors(self, bundle_id: str, version: str) -> dict[str, str]:
         """flow_id -> reason for the flows of a bundle that do not compile."""
         ref = f"{bundle_id}@{version}"
@@ -101,6 +108,7 @@ class BundleHost:
             _, documents = read_bundle(bytes(row[0]))
         except BundleError as exc:
             raise WorkflowUnavailable(f"bundle {ref}: {exc.detail}") from None
+        self.documents[ref] = documents
         flows: dict[str, WorkflowSpec | str] = {}
         for flow_id, document in documents.items():
             code = code_locations(flow_id, document) if self.sandbox.mode == "off" else []

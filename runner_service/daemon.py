@@ -24,12 +24,15 @@ from shared_store import Database, LeaseHolder, StoreError
 from shared_store import queries as q
 from shared_store.bundles import get_bundle, import_flows_dir, list_bundles, record_check
 from shared_store.limits import max_output_bytes
+from shared_store.retention import Retention
 from shared_store.runners import register_runner, runner_heartbeat, runner_stopped
 
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
+from .maintenance import Maintenance
 from .metrics import RunnerMetrics
 from .sandbox import close_thread_client
+from .webhooks import WebhookSender, WebhookSettings
 from .worker import Worker, WorkerSettings
 
 log = structlog.get_logger("runner")
@@ -47,6 +50,7 @@ class RunnerSettings:
     poll_s: float = 0.05
     workers: int = 1
     claim_batch: int = 4
+    retention_days: float | None = None  # finished runs older than this are deleted (None: kept)
     labels: list[str] = field(default_factory=list)  # claims take only runs whose requirements these meet
     # A run whose claims ended this many times in a row without a release while a worker was on it
     # (its tick killed the runner, or stalled it past tick_timeout_s) is failed, not claimed again.
@@ -78,6 +82,13 @@ class Runner:
         self._spares: list[Worker] = []
         self._spare_lock = threading.Lock()
         self.workers = [self._new_worker() for _ in range(max(1, settings.workers))]
+
+        self.maintenance = Maintenance(self.db, self.stopping)
+        self.retention = Retention(self.db, settings.artifacts_dir, retention_days=settings.retention_days)
+        self.maintenance.add("retention", self.retention.step)
+        # Deliveries wait on the network (up to the timeout): their own thread, never delaying the rest.
+        self.webhooks = WebhookSender(self.db, WebhookSettings.from_env())
+        self.delivery = Maintenance(self.db, self.stopping, jobs=[("webhooks", self.webhooks.step)])
 
     def _new_worker(self) -> Worker:
         return Worker(
@@ -111,6 +122,10 @@ class Runner:
         heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heart.start()
         threading.Thread(target=self._guard_loop, name="guard", daemon=True).start()
+        maintenance = threading.Thread(target=self.maintenance.loop, name="maintenance")
+        maintenance.start()
+        delivery = threading.Thread(target=self.delivery.loop, name="webhooks")
+        delivery.start()
         threads = [
             threading.Thread(target=self._work_loop, args=(worker,), name=f"worker-{i}")
             for i, worker in enumerate(self.workers)
@@ -119,6 +134,9 @@ class Runner:
             thread.start()
         for thread in threads:
             thread.join()
+        maintenance.join()
+        delivery.join()
+        self.webhooks.close()
         try:
             released = self.fence.release_all()
             runner_stopped(self.db, self.settings.runner_id)

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
 from abstractruntime.core.runtime import Runtime
+from abstractruntime.history_bundle import persist_workflow_snapshot
 
 from shared_store import Database, LeaseHolder, LeaseLost, StoreError
 from shared_store import queries as q
@@ -29,7 +30,7 @@ from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.limits import DEFAULT_MAX_OUTPUT_BYTES, OutputTooLarge
 from shared_store.run_store import SqliteRunStore, run_columns
 from shared_store.schedules import get_schedule
-from shared_store.starts import start_request
+from shared_store.starts import GATEWAY_ACTOR, start_request
 
 from . import sandbox
 from .bundle_host import BundleHost, WorkflowUnavailable
@@ -255,13 +256,46 @@ class Worker:
             vars=strip_client_keys(
                 dict(request.get("input_data") or {}), workspace_dir(self.settings.workspaces, run_id)
             ),
-            session_id=request.get("session_id"),
+            # As the original: a run without a session is its own session; runs are the gateway's.
+            session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             run_id=run_id,
+            actor_id=GATEWAY_ACTOR,
         )
+        self._snapshot(ctx, run_id, workflow_id)
         self.metrics.starts.inc()
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
+
+    def _snapshot(self, ctx: CommandContext, run_id: str, workflow_id: str) -> None:
+        """As the original: the workflow the run started with, kept as an artifact of the run and
+        referenced from vars._runtime.workflow_snapshot (history_bundle's `workflow_snapshot`), so a
+        run can be replayed offline even after its bundle is replaced. abstractruntime writes both."""
+        document = ctx.host.document(workflow_id)
+        if document is None:
+            return
+        bundle_ref, _, flow_id = workflow_id.rpartition(":")
+        snapshot = {
+            "kind": "visualflow_json",
+            "bundle_ref": bundle_ref,
+            "flow_id": flow_id,
+            "visualflow": document,
+        }
+        try:
+            persist_workflow_snapshot(
+                run_store=ctx.run_store,
+                artifact_store=ctx.runtime.artifact_store,
+                run_id=run_id,
+                workflow_id=workflow_id,
+                snapshot=snapshot,
+                format="visualflow_json",
+            )
+        except StoreError:  # LeaseLost, or the db failing: not to be swallowed
+            raise
+        except Exception as exc:  # a snapshot is a convenience; the run goes on without one
+            if isinstance(exc.__cause__, StoreError):  # the runtime wraps a failed save in RuntimeError
+                raise exc.__cause__ from None
+            log.warning("workflow_snapshot_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
 
     def _apply_commands(self, ctx: CommandContext, run_id: str) -> None:
         rows = self.db.query(q.PENDING_RUN_COMMANDS, (run_id, self.settings.commands_per_pass))
@@ -344,10 +378,11 @@ class Worker:
         run = RunState.new(
             workflow_id=str(request.get("workflow_id") or "unknown"),
             entry_node="",
-            session_id=request.get("session_id"),
+            session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             vars=dict(request.get("input_data") or {}),
             run_id=run_id,
+            actor_id=GATEWAY_ACTOR,
         )
         run.status = RunStatus.FAILED
         run.error = error

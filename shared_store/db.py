@@ -113,7 +113,12 @@ class Database:
         check_sqlite_file(self.path)
         private_file(self.path)
         self._probe_readable()
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
         conn = self.connection()
+        if new_file:
+            # Retention returns freed pages to the OS in small steps (incremental vacuum); the mode
+            # is chosen before the file's first page is written (WAL writes it), never later.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreUnavailable(f"could not put {self.path} in WAL mode (got {mode!r})")

@@ -366,7 +366,7 @@ REMOVE_BUNDLE_VERSION = (
     "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
 )
 REMOVE_BUNDLE_ALL = "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND removed_at IS NULL"
-DEPRECATIONS = "SELECT bundle_id, flow_id, reason FROM bundle_deprecations"
+DEPRECATIONS = "SELECT bundle_id, flow_id, reason, created_at FROM bundle_deprecations"
 DEPRECATIONS_OF = "SELECT flow_id, reason FROM bundle_deprecations WHERE bundle_id = ?"
 DEPRECATE = (
     "INSERT INTO bundle_deprecations (bundle_id, flow_id, reason, created_at) "
@@ -409,23 +409,7 @@ _RUN_VIEW = (
     "FROM runs r LEFT JOIN run_states s ON s.run_id = r.run_id"
 )
 RUN_VIEW = f"{_RUN_VIEW} WHERE r.run_id = ?"
-# Client statuses over stored ones: a queued run reads "running", COMPLETED with a failed output "failed".
-RUN_VIEW_STATUS = {
-    "running": "r.status IN ('running', 'queued')",
-    "queued": "r.status = 'queued'",
-    "waiting": "r.status = 'waiting'",
-    "completed": "r.status = 'completed' AND r.output_failed = 0",
-    "failed": "(r.status = 'failed' OR (r.status = 'completed' AND r.output_failed = 1))",
-    "cancelled": "r.status = 'cancelled'",
-}
-
-
-def list_run_views(status: str | None, filters: list[str]) -> str:
-    """Runs, newest first: `status` a RUN_VIEW_STATUS key, `filters` columns from a fixed allowlist."""
-    where = [RUN_VIEW_STATUS[status]] if status else []
-    where += [f"r.{column} = ?" for column in filters]
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"{_RUN_VIEW}{clause} ORDER BY r.created_at DESC, r.run_id LIMIT ? OFFSET ?"
+# The runs list (filters, pages) is shared_store/run_list.py.
 
 
 RUN_INPUT = (
@@ -528,6 +512,18 @@ JOB_STATE = (
 STORE_ARTIFACT_FOR_JOB = _ARTIFACT_UPSERT.format(
     guard="EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :job_run_id AND " + _HELD + ")"
 )
+
+# --- capability defaults (config set-default / clear-default; runners and the API read) -------------
+_DEFAULT_COLUMNS = "route, provider, model, base_url, options, updated_at"
+SET_CAPABILITY_DEFAULT = (
+    f"INSERT INTO capability_defaults ({_DEFAULT_COLUMNS}) "
+    "VALUES (:route, :provider, :model, :base_url, :options, :updated_at) "
+    "ON CONFLICT(route) DO UPDATE SET provider = excluded.provider, model = excluded.model, "
+    "base_url = excluded.base_url, options = excluded.options, updated_at = excluded.updated_at"
+)
+CLEAR_CAPABILITY_DEFAULT = "DELETE FROM capability_defaults WHERE route = ?"
+CAPABILITY_DEFAULT = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults WHERE route = ?"
+CAPABILITY_DEFAULTS = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults ORDER BY route"
 
 # --- flow control: labels, concurrency keys, priorities, rate limits (shared_store/flow_control.py) ---
 # A key's limits: what a start or schedule gives overrides, what it leaves out stays.
