@@ -8,7 +8,7 @@ FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),build/flows)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install flows test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api clean
+.PHONY: install flows test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api bench-ops clean
 
 # The venv is rebuilt when pyproject.toml changes. torch first, pinned to the CPU 2.13.0 build
 # (constraints.txt), then everything: the runner's media stack and the test tools.
@@ -60,7 +60,7 @@ chaos: install
 fuzz: install
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),300) FUZZ_STATEFUL_STEPS=20 FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -ra
 
-# Store, runner and API benchmarks into docs/benchmarks.md.
+# Store, runner, API and operations benchmarks into docs/benchmarks.md.
 bench-report: install
 	$(BIN)/python -m bench.report $(BENCH_ARGS)
 
@@ -72,6 +72,9 @@ bench-runner: install
 
 bench-api: install
 	$(BIN)/python -m bench.bench_api $(BENCH_ARGS)
+
+bench-ops: install
+	$(BIN)/python -m bench.bench_ops $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build

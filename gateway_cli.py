@@ -56,6 +56,12 @@ def main() -> None:
     "--to-data-dir",
     help="With --from: the gateway data dir to import into (default: $ABSTRACTGATEWAY_DATA_DIR or ./data).",
 )
+@click.option(
+    "--enable-incremental-vacuum",
+    is_flag=True,
+    help="Also switch a db created before retention existed to auto_vacuum=INCREMENTAL (a full VACUUM: "
+    "stop the gateway first), so retention returns freed pages to the OS.",
+)
 def migrate(
     data_dir: str | None,
     db_file: str | None,
@@ -63,6 +69,7 @@ def migrate(
     from_backend: str | None,
     to_backend: str,
     to_data_dir: str | None,
+    enable_incremental_vacuum: bool,
 ) -> None:
     """Apply pending schema migrations (in one transaction) to the gateway database.
 
@@ -84,6 +91,11 @@ def migrate(
                     click.echo(f"WARNING: applied migrations changed since: {before.modified}", err=True)
                 return
             applied = apply_migrations(db)
+            if enable_incremental_vacuum:
+                from shared_store.retention import enable_incremental_vacuum as vacuum
+
+                vacuum(db)
+                click.echo(f"{path}: auto_vacuum=INCREMENTAL (vacuumed)")
         finally:
             db.close()
     except StoreError as exc:

@@ -27,6 +27,7 @@ from .openapi import doc_routes, openapi_spec
 from .quotas import StreamQuotas
 from .routes import (
     Gateway,
+    bulk,
     bundles,
     commands,
     discovery,
@@ -35,9 +36,11 @@ from .routes import (
     ledger,
     media,
     prompt_cache,
+    reruns,
     runs,
     schedules,
     tokens,
+    webhooks,
 )
 from .routes.operator import operator_routes
 from .settings import ApiSettings
@@ -53,6 +56,8 @@ def api_routes() -> list:
         *bundles.routes,
         *schedules.routes,
         *runs.routes,
+        *reruns.routes,
+        *bulk.routes,
         *commands.routes,
         *ledger.routes,
         *media.routes,
@@ -60,6 +65,7 @@ def api_routes() -> list:
         *kg.routes,
         *prompt_cache.routes,
         *tokens.routes,
+        *webhooks.routes,
     ]
 
 

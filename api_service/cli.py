@@ -43,7 +43,9 @@ def _fail(message: str) -> None:
     help="SQLite file (default DATA_DIR/gateway.sqlite3).",
 )
 @click.option(
-    "--flows-dir", envvar="ABSTRACTGATEWAY_FLOWS_DIR", help=".flow file or folder to import at start."
+    "--flows-dir",
+    envvar="ABSTRACTGATEWAY_FLOWS_DIR",
+    help="A .flow bundle, a VisualFlow .json, or a folder of them, imported at start.",
 )
 @click.option("--no-runner", is_flag=True, help="Serve the API only; runners are started elsewhere.")
 @click.option("--migrate", "auto_migrate", is_flag=True, help="Apply pending schema migrations first.")
@@ -107,6 +109,12 @@ def _serve(
         settings = ApiSettings.from_env(flows_dir=Path(flows_dir) if flows_dir else None)
     except SettingsError as exc:
         _fail(str(exc))
+    from shared_store.bundle_code import code_nodes_mode
+
+    try:
+        code_nodes_mode()  # a bad value is refused here, not on the first upload
+    except ValueError as exc:
+        _fail(str(exc))
     if not settings.tokens:
         if not insecure_local_no_auth:
             _fail(
@@ -128,13 +136,21 @@ def _serve(
         from dataclasses import replace
 
         settings = replace(settings, audit_log=paths.data_dir / "audit.jsonl")
-    runner = None if no_runner else RunnerProcess(paths.db_path, settings.flows_dir)
+    from . import supervisor
+
+    runner = (
+        None if no_runner else supervisor.RunnerSupervisor(RunnerProcess(paths.db_path, settings.flows_dir))
+    )
+    supervisor.current = runner
     # More API processes on the port: they inherit this environment (tokens, origins, limits).
     insecure = not settings.tokens
     extra: list[ChildProcess] = [
         ApiWorkerProcess(host, port, paths.db_path, insecure=insecure) for _ in range(workers - 1)
     ]
-    children: list[ChildProcess] = [*([runner] if runner is not None else []), *extra]
+    children: list[ChildProcess | supervisor.RunnerSupervisor] = [
+        *([runner] if runner is not None else []),
+        *extra,
+    ]
     try:
         for child in children:
             child.start()

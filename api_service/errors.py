@@ -17,11 +17,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared_store.bulk_ops import BulkConflict
 from shared_store.bundle_files import BundleError
 from shared_store.errors import StoreError
 from shared_store.flow_control import FlowControlError
+from shared_store.reruns import RerunRefused, UnknownRun
+from shared_store.run_filter import FilterInvalid
 from shared_store.schedules import ScheduleInvalid
 from shared_store.starts import IdempotencyConflict
+from shared_store.webhooks import StillPending
 
 log = logging.getLogger("abstractgateway.api")
 
@@ -106,6 +110,11 @@ EXCEPTION_HANDLERS = {
     BodyTimeout: _body_timeout,
     BundleError: _classified,
     IdempotencyConflict: _classified,
+    FilterInvalid: _classified,
+    BulkConflict: _classified,
+    RerunRefused: _classified,
+    UnknownRun: _classified,
+    StillPending: _classified,
     FlowControlError: _classified,
     ScheduleInvalid: _schedule_invalid,
     StoreError: _store,

@@ -8,6 +8,7 @@ handler returns with msgspec (a Struct, a dict, or `msgspec.Raw` pieces spliced 
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -40,18 +41,32 @@ def struct_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return tuple(f.encode_name for f in msgspec.structs.fields(kind))
 
 
+@functools.cache
+def _list_fields(kind: type[msgspec.Struct]) -> frozenset[str]:
+    """Query fields typed as a list: the parameter may repeat (`?tag=a&tag=b`)."""
+    return frozenset(f.encode_name for f in msgspec.structs.fields(kind) if typing.get_origin(f.type) is list)
+
+
 def parse_query(request: Request, kind: type[T] | None) -> T | None:
     """The query string as `kind`; unknown names are a 400 that lists the known ones."""
     params = request.query_params
     known = struct_fields(kind) if kind is not None else ()  # type: ignore[arg-type]
-    unknown = sorted(set(params.keys()) - set(known))
+    # A query Struct may declare name prefixes it reads itself (`metadata.<key>`): QUERY_PREFIXES.
+    prefixes = tuple(getattr(kind, "QUERY_PREFIXES", ()))
+    unknown = sorted(k for k in set(params.keys()) - set(known) if not (prefixes and k.startswith(prefixes)))
     if unknown:
         takes = f"known: {', '.join(known)}" if known else "this route takes none"
+        if prefixes:
+            takes += f", and names starting {' or '.join(prefixes)}"
         raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)} ({takes})")
     if kind is None:
         return None
+    repeatable = _list_fields(kind)  # type: ignore[arg-type]
+    values = {
+        name: params.getlist(name) if name in repeatable else params[name] for name in params if name in known
+    }
     try:
-        return msgspec.convert(dict(params), kind, strict=False)
+        return msgspec.convert(values, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise ApiError(422, f"invalid query: {exc}") from None
 

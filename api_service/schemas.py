@@ -7,7 +7,7 @@ are generated from this module: change a field here and the spec follows.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct
 
@@ -19,7 +19,7 @@ Limit = Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)]
 LEDGER_PAGE_MAX = 10_000  # ledger records per page (measured: a 10,000-record page of ~300 B records
 # is ~3 MB, read in one range scan)
 LEDGER_BATCH_RECORDS_MAX = 100_000  # records per ledger batch, shared by its runs (500 runs x 200)
-RUNS_PAGE_MAX = 500
+RUNS_PAGE_MAX = 10_000  # run summaries carry no output (shared_store.run_list.PAGE_MAX)
 ARTIFACTS_PAGE_MAX = 10_000
 Cursor = Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)]
 
@@ -48,6 +48,16 @@ class RunnerHealth(Struct):
     labels: list[str] = []
 
 
+class RunnerSupervision(Struct):
+    """The runner child `serve` supervises (absent with --no-runner or outside `serve`)."""
+
+    alive: bool
+    pid: int | None
+    restarts: int
+    last_exit_code: int | None = None
+    restart_in_s: float | None = None
+
+
 class HealthResponse(Struct):
     status: Literal["healthy", "degraded", "unhealthy"]
     service: str
@@ -58,6 +68,9 @@ class HealthResponse(Struct):
     problems: list[str] = []
     # Flows-dir files whose id@version is served from an upload with other content.
     shadowed_flow_files: list[str] = []
+    runner_supervisor: RunnerSupervision | None = None
+    # The output.text capability default: {"route", "provider", "answers": bool | None}; None: no default.
+    llm: dict[str, Any] | None = None
 
 
 class HealthBrief(Struct):
@@ -87,6 +100,9 @@ class EntrypointItem(Struct):
     name: str | None = None
     description: str | None = None
     deprecated: bool = False
+    workflow_id: str | None = None
+    deprecated_at: str | None = None
+    deprecated_reason: str | None = None
 
 
 class BundleItem(Struct):
@@ -116,6 +132,8 @@ class InputPin(Struct):
     label: str | None
     type: str | None
     default: Any = None
+    required: bool = False
+    schema: dict[str, Any] = {}  # the pin's JSON Schema (as the original)
 
 
 class InputSchema(Struct):
@@ -123,6 +141,13 @@ class InputSchema(Struct):
     bundle_version: str
     flow_id: str
     inputs: list[InputPin]
+    # The original's fields: the workflow, a version of this document, defaults by pin, and the
+    # input_data JSON Schema a client can build a form from.
+    bundle_ref: str = ""
+    workflow_id: str = ""
+    version: int = 1
+    defaults: dict[str, Any] = {}
+    input_data_schema: dict[str, Any] = {}
 
 
 class DeprecateRequest(Struct):
@@ -139,6 +164,9 @@ class DeprecationResponse(Struct):
     flow_id: str | None
     deprecated: bool
     reason: str | None = None
+    ok: bool = True  # the original's fields: ok, deprecated_at (deprecate), removed (undeprecate)
+    deprecated_at: str | None = None
+    removed: bool | None = None
 
 
 class RemovedResponse(Struct):
@@ -146,6 +174,11 @@ class RemovedResponse(Struct):
 
 
 # --- runs ---------------------------------------------------------------------------------------------
+Tags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=32)]
+TtlS = Annotated[float, Meta(gt=0, le=100 * 365.25 * 86400)]
+WebhookUrl = Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
 # --- flow control (labels, concurrency keys, priorities, rate limits) ----------------------------------
 Label = Annotated[
     str, Meta(min_length=1, max_length=129, pattern=r"^[A-Za-z0-9_.:/-]{1,64}(=[A-Za-z0-9_.:/-]{1,64})?$")
@@ -179,6 +212,10 @@ class StartRequest(FlowControlFields, kw_only=True):
     flow_id: str | None = None
     bundle_version: str | None = None
     session_id: str | None = None
+    tags: Tags | None = None
+    metadata: dict[str, Any] | None = None  # small (4 KiB as JSON, 32 keys); scalars are filterable
+    ttl_s: TtlS | None = None  # deleted this long after it ended (retention)
+    webhook_url: WebhookUrl | None = None  # told when the run ends or waits for a user
 
 
 class ResolvedWorkflow(Struct):
@@ -186,23 +223,40 @@ class ResolvedWorkflow(Struct):
     bundle_id: str
     bundle_version: str
     flow_id: str
+    name: str | None = None  # the entrypoint's name
+    source: str = "client"  # as the original: the workflow the client named (never a server default)
 
 
 class StartResponse(Struct):
     run_id: str
     resolved_workflow: ResolvedWorkflow
+    # As the original: set when no runner is alive to start the run (it stays queued until one is).
+    runner_warning: str | None = None
 
 
 RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 
 
 class RunListQuery(Struct, forbid_unknown_fields=True):
+    """Filters combine with AND; `status` and `tag` repeat (a run with any of the statuses, with
+    every tag); `metadata.<key>=<value>` matches a metadata value. A `limit` above the page maximum
+    is served up to it. Page on with `cursor=<next_cursor>` (stable while runs arrive) or `offset`."""
+
+    QUERY_PREFIXES: ClassVar[tuple[str, ...]] = ("metadata.",)
+
     limit: Limit = 50  # served up to RUNS_PAGE_MAX
     offset: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
-    status: str | None = None
+    status: list[str] = []
     workflow_id: str | None = None
     session_id: str | None = None
     parent_run_id: str | None = None
+    cursor: Annotated[str, Meta(max_length=2048)] | None = None
+    tag: list[str] = []
+    created_after: str | None = None
+    created_before: str | None = None
+    ended_after: str | None = None
+    ended_before: str | None = None
+    q: str | None = None
 
 
 class Waiting(Struct):
@@ -230,26 +284,65 @@ class RunView(Struct):
     created_at: str
     updated_at: str
     session_id: str | None
+    actor_id: str | None
     parent_run_id: str | None
     error: str | None
     paused: bool
     pause_reason: str | None
+    paused_at: str | None
+    resumed_at: str | None
     waiting: Waiting | None
     output: Any
     is_scheduled: bool
     schedule: dict[str, Any] | None
     ledger_len: int
+    tags: list[str] = []
+    metadata: dict[str, Any] = {}
+    rerun_of: str | None = None
+    reruns: list[str] = []
+
     priority: int = 3
     concurrency_key: str | None = None
     requires: list[str] = []
     blocked: Blocked | None = None  # why the run is not running (held on its key, rate, labels)
 
 
+class RunSummary(Struct):
+    """A run in a list: the run view without its output (GET /runs/{id} has it)."""
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    queued: bool
+    current_node: str | None
+    created_at: str
+    updated_at: str
+    session_id: str | None
+    parent_run_id: str | None
+    error: str | None
+    paused: bool
+    pause_reason: str | None
+    waiting: Waiting | None
+    is_scheduled: bool
+    schedule: dict[str, Any] | None
+    ledger_len: int
+    tags: list[str]
+    metadata: dict[str, Any]
+    rerun_of: str | None
+    priority: int = 3
+    concurrency_key: str | None = None
+    requires: list[str] = []
+    blocked: Blocked | None = None
+
+
 class RunList(Struct):
-    items: list[RunView]
+    items: list[RunSummary]
     limit: int
     offset: int
     next_offset: int | None
+    next_cursor: str | None = None
+    count: int = 0  # as the original: the size of this page
+    has_more: bool = False  # as the original: a next page exists
 
 
 class InputDataResponse(Struct):
@@ -259,6 +352,7 @@ class InputDataResponse(Struct):
     bundle_version: str | None
     flow_id: str | None
     input_data: dict[str, Any]
+    pin_ids: list[str] = []  # the entry flow's input pins (as the original)
 
 
 class ArtifactItem(Struct):
@@ -280,10 +374,26 @@ class ArtifactList(Struct):
     limit: int
     offset: int
     next_offset: int | None
+    has_more: bool = False  # as the original: a next page exists
+
+
+# The original's history_bundle options (abstractruntime's export_run_history_bundle).
+LEDGER_MODES = ("tail", "full")
+DETAILS = ("full", "replay")
+
+
+class HistoryQuery(Struct, forbid_unknown_fields=True):
+    include_subruns: bool = True
+    include_session: bool = False
+    session_turn_limit: Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)] = 200
+    ledger_mode: str = "tail"  # tail | full: what `ledgers` holds (ours, `ledger`, is always full)
+    ledger_max_items: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 2000  # 0: full
+    detail: str = "full"  # full | replay (the runtime's transcript projection of `ledgers`)
 
 
 class HistoryBundle(Struct):
-    """Everything to reconstruct a run offline: its view, input, ledger, descendants and artifacts."""
+    """Everything to reconstruct a run offline: its view, input, ledger, descendants and artifacts;
+    and the original's keys, abstractruntime's RunHistoryBundle v1 (`ledgers`, `timeline`, ...)."""
 
     format: str
     exported_at: str
@@ -292,6 +402,17 @@ class HistoryBundle(Struct):
     ledger: list[dict[str, Any]]
     children: list[dict[str, Any]]
     artifacts: list[ArtifactItem]
+    version: int
+    generated_at: str
+    detail: str
+    root_run_id: str
+    workflow_snapshot: dict[str, Any] | None
+    input_data: dict[str, Any]
+    ledgers: dict[str, dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    resolved_actions: list[dict[str, Any]]
+    session: dict[str, Any] | None
+    warnings: list[dict[str, Any]]
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -409,8 +530,9 @@ class StepEvent(Struct):
 class DoneEvent(Struct):
     """`data` of the closing SSE `done` event: the run ended and every record was sent."""
 
-    status: RunStatus
+    status: RunStatus  # the run's status (the original sends the constant "terminal")
     cursor: int
+    run_id: str
 
 
 class LedgerBatchRun(Struct):

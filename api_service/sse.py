@@ -46,8 +46,9 @@ def step_frame(seq: int, record: bytes) -> bytes:
     return b'id: %s\nevent: step\ndata: {"cursor":%s,"record":%s}\n\n' % (cursor, cursor, record)
 
 
-def done_frame(status: str, cursor: int) -> bytes:
-    data = msgspec.json.encode({"status": status, "cursor": cursor})
+def done_frame(status: str, cursor: int, run_id: str) -> bytes:
+    # run_id as the original sends it (a client multiplexing streams reads which one ended).
+    data = msgspec.json.encode({"status": status, "cursor": cursor, "run_id": run_id})
     return b"id: %d\nevent: done\ndata: %s\n\n" % (cursor, data)
 
 
@@ -287,7 +288,7 @@ class EventStream:
     async def _pump(self, send: Send, sub: Subscriber, track: RunTrack) -> None:
         await self._fill(send, track.ledger_len)
         if track.final and self.cursor >= track.ledger_len:
-            await _body(send, done_frame(track.status, track.ledger_len))
+            await _body(send, done_frame(track.status, track.ledger_len, self.run_id))
             return
         queue = sub.queue
         while True:
@@ -325,7 +326,7 @@ class EventStream:
             elif kind == DONE:
                 await _flush(send, out)
                 await self._fill(send, item[2])
-                await _body(send, done_frame(item[1], max(self.cursor, item[2])))
+                await _body(send, done_frame(item[1], max(self.cursor, item[2]), self.run_id))
                 return True
         await _flush(send, out)
         return False

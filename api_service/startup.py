@@ -69,6 +69,16 @@ def raise_open_files_limit() -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when `serve` dies (a runner then releases its leases)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the runner's parent-pid watch still stops it
+        pass
+
+
 class ChildProcess:
     """A child process `serve` starts and stops with itself (SIGTERM, then kill if it hangs)."""
 
@@ -83,8 +93,8 @@ class ChildProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.args)
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(self.args, env=env, preexec_fn=_die_with_parent)
 
     def stop(self) -> None:
         """SIGTERM (a runner finishes its step and releases its leases), then wait; kill if it hangs."""

@@ -27,7 +27,7 @@ from bench.report_aggregate import aggregate, judge
 from bench.report_markdown import render
 from bench.report_runs import REPO, load_raw, run_bench, save_raw, wait_quiet
 
-BENCHES = ("store", "runner", "api")
+BENCHES = ("store", "runner", "api", "ops")
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
 

@@ -78,6 +78,7 @@ TITLES = {
     "store": ("Store", "bench/bench_store.py", "issue 2"),
     "runner": ("Runner", "bench/bench_runner.py", "issue 3"),
     "api": ("API", "bench/bench_api.py", "issue 4"),
+    "ops": ("Operations (runs list filters, retention)", "bench/bench_ops.py", "issue 19"),
 }
 
 

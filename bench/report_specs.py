@@ -219,10 +219,40 @@ def api_specs(js: Json) -> list[Spec]:
     return specs
 
 
+def ops_specs(js: Json) -> list[Spec]:
+    runs = (js.get("filters") or {}).get("runs", 0)
+    specs = [
+        Spec(f"filter_{i}", f"runs list over {runs:,} runs, {case['filter']} (p50, one page of 50)", "ms",
+             in_case_of("filters", "cases", "p50_ms", filter=case["filter"]),
+             in_case_of("filters", "cases", "p99_ms", filter=case["filter"]), Target("<=", 50.0))
+        for i, case in enumerate((js.get("filters") or {}).get("cases", []))
+    ]  # fmt: skip
+    specs.append(
+        Spec("cursor_page", "runs list: a page by next_cursor, 200 pages deep (p50)", "ms",
+             pick("filters", "cursor_page_p50_ms"), None, Target("<=", 50.0))
+    )  # fmt: skip
+    if js.get("retention"):
+        specs += [
+            Spec("retention_rps", "retention: expired runs deleted (with ledgers, artifacts)", "runs/s",
+                 pick("retention", "runs_per_s")),
+            Spec("retention_stall", "retention: longest writer stall meanwhile", "ms",
+                 pick("retention", "writer_stall_max_ms"), pick("retention", "writer_stall_p99_ms")),
+        ]  # fmt: skip
+    return specs
+
+
+def in_case_of(section: str, list_key: str, field_name: str, **match: Any) -> Getter:
+    def get(js: Json) -> float | None:
+        return in_case(list_key, field_name, **match)(js.get(section) or {})
+
+    return get
+
+
 SPECS: dict[str, Callable[[Json], list[Spec]]] = {
     "store": store_specs,
     "runner": runner_specs,
     "api": api_specs,
+    "ops": ops_specs,
 }
 
 

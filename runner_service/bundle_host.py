@@ -3,6 +3,11 @@
 Specs are compiled from the bundles stored in the db (uploads and flows-dir imports alike), named
 `bundle@version:flow`, and kept for the life of the worker: a run started on a version keeps its
 compiled flow even when the version is later overwritten or removed.
+
+A host routes what it compiles through the gateway's confinement first (`sandbox.install`: code
+nodes and flow functions run in the sandbox process; `workspace.install`: file effects stay in the
+run's workspace). Under ABSTRACTGATEWAY_CODE_NODES=off a flow holding code does not compile: the
+reason is recorded and reported like any compile error, and no run of it starts.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from abstractruntime.visualflow_compiler import compile_visualflow
 
 from shared_store import Database
 from shared_store import queries as q
+from shared_store.bundle_code import CODE_NODES_ENV, code_locations
 from shared_store.bundle_files import BundleError, read_bundle
+
+from . import sandbox, workspace
 
 
 class WorkflowUnavailable(LookupError):
@@ -35,11 +43,16 @@ def split_workflow_id(workflow_id: str) -> tuple[str, str, str]:
 class BundleHost:
     """Per-thread cache of compiled bundles; also the runtime's workflow registry (`get`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, sandbox_settings: sandbox.SandboxSettings | None = None) -> None:
         self.db = db
+        self.sandbox = sandbox_settings or sandbox.SandboxSettings.from_env()
+        sandbox.install(self.sandbox)
+        workspace.install()
         self._thread = threading.get_ident()
         self._bundles: dict[str, dict[str, WorkflowSpec | str]] = {}  # ref -> flow -> spec | error
         self.sha256: dict[str, str] = {}
+        # The VisualFlow JSON of each flow compiled here (ref -> flow -> document): a run's snapshot.
+        self.documents: dict[str, dict[str, dict[str, Any]]] = {}
         self.current_ref: str | None = None  # the bundle of the run being ticked (bare subflow ids)
 
     def spec(self, workflow_id: str) -> WorkflowSpec:
@@ -72,6 +85,11 @@ class BundleHost:
                 continue
         return None
 
+    def document(self, workflow_id: str) -> dict[str, Any] | None:
+        """The VisualFlow JSON a compiled workflow came from (after spec() compiled its bundle)."""
+        bundle_id, version, flow_id = split_workflow_id(workflow_id)
+        return self.documents.get(f"{bundle_id}@{version}", {}).get(flow_id)
+
     def compile_errors(self, bundle_id: str, version: str) -> dict[str, str]:
         """flow_id -> reason for the flows of a bundle that do not compile."""
         ref = f"{bundle_id}@{version}"
@@ -90,9 +108,16 @@ class BundleHost:
             _, documents = read_bundle(bytes(row[0]))
         except BundleError as exc:
             raise WorkflowUnavailable(f"bundle {ref}: {exc.detail}") from None
+        self.documents[ref] = documents
         flows: dict[str, WorkflowSpec | str] = {}
         for flow_id, document in documents.items():
-            flows[flow_id] = _compiled(ref, flow_id, document)
+            code = code_locations(flow_id, document) if self.sandbox.mode == "off" else []
+            if code:
+                flows[flow_id] = (
+                    f"flow {ref}:{flow_id} holds code and {CODE_NODES_ENV}=off: {'; '.join(code)}"
+                )
+            else:
+                flows[flow_id] = _compiled(ref, flow_id, document)
         return flows
 
 

@@ -18,7 +18,9 @@ import click
     help="SQLite file (default DATA_DIR/gateway.sqlite3).",
 )
 @click.option(
-    "--flows-dir", envvar="ABSTRACTGATEWAY_FLOWS_DIR", help="A .flow file or a folder of them to load."
+    "--flows-dir",
+    envvar="ABSTRACTGATEWAY_FLOWS_DIR",
+    help="A .flow bundle, a VisualFlow .json, or a folder of them, to load.",
 )
 @click.option(
     "--runner-id", envvar="ABSTRACTGATEWAY_RUNNER_ID", help="Lease owner id (default host-pid-random)."
@@ -31,6 +33,13 @@ import click
 )
 @click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Worker threads."
+)
+@click.option(
+    "--retention-days",
+    envvar="ABSTRACTGATEWAY_RETENTION_DAYS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Delete finished runs (ledgers, commands, child runs, artifacts) this long after they ended.",
 )
 @click.option(
     "--label",
@@ -48,6 +57,7 @@ def runner(
     lease_s: float,
     poll_s: float,
     workers: int,
+    retention_days: float | None,
     labels: tuple[str, ...],
     migrate: bool,
 ) -> None:
@@ -57,20 +67,25 @@ def runner(
     # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared_store import Database, StoreError, StorePaths, require_current
+    from shared_store.artifact_store import SqliteArtifactStore
+    from shared_store.capability_defaults import default_for
     from shared_store.flow_control import FlowControlError, parse_labels
     from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
     from .daemon import Runner, RunnerSettings
-    from .llm import LLMSettings, llm_effect_handlers
+    from .llm import LLMHandlers, LLMSettings, llm_effect_handlers
     from .logs import configure_logging
 
     configure_logging()
+    from .sandbox import SandboxSettings
+
     try:
         runner_labels = parse_labels(
             [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
         )
-    except FlowControlError as exc:
+        SandboxSettings.from_env()
+    except (FlowControlError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     paths = StorePaths.from_env(data_dir)
@@ -96,13 +111,16 @@ def runner(
         lease_s=lease_s,
         poll_s=poll_s,
         workers=workers,
+        retention_days=retention_days,
         labels=runner_labels,
     )
     if runner_id:
         settings.runner_id = runner_id
     llm = LLMSettings.from_env()
-    sys.exit(
-        Runner(
-            settings, effect_handlers=lambda artifacts: llm_effect_handlers(llm, artifact_store=artifacts)
-        ).run()
-    )
+
+    def handlers(artifacts: SqliteArtifactStore) -> LLMHandlers:
+        # The output.text default is read from the db on every call: a change reaches running runners.
+        text_default = lambda: default_for(artifacts.db, "output.text")  # noqa: E731
+        return llm_effect_handlers(llm, artifact_store=artifacts, defaults=text_default)
+
+    sys.exit(Runner(settings, effect_handlers=handlers).run())

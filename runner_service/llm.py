@@ -1,18 +1,24 @@
-"""LLM wiring for the runner: one abstractcore provider, configured by environment.
+"""LLM wiring for the runner: which abstractcore provider serves each llm_call.
 
-Every llm_call a runner executes goes to the provider/model named here; the provider and model
-pinned in a flow are ignored (abstractruntime's single-provider client drops them). Tool calls are
-passed through to the caller (the run waits for their results), never executed on the runner.
-abstractcore is imported on first use, so importing this module stays cheap.
+Who decides, first match wins:
+1. `ABSTRACTGATEWAY_PROVIDER` + `ABSTRACTGATEWAY_MODEL` in this runner's environment: every llm_call of
+   the runner goes there and the provider/model pinned in a flow are replaced (the single-provider mode).
+2. The flow's llm_call names a provider (and model): that one.
+3. The `output.text` capability default in the db (`abstractgateway config set-default output.text`),
+   read on every call, so a change reaches every runner without a restart.
+Nothing: the run fails with the variables to set. Tool calls are passed through to the caller (the run
+waits for their results), never executed on the runner. abstractcore is imported on first use, so
+importing this module stays cheap.
 
-The provider instance is one per process (`shared_provider`), whatever the number of workers: a
-local provider (`huggingface`: transformers in this process) holds the model weights and its
+The provider instance is one per process and target (`shared_provider`), whatever the number of
+workers: a local provider (`huggingface`: transformers in this process) holds the model weights and its
 prompt caches, so every worker's client and the prompt-cache control jobs
 (runner_service.prompt_cache) must reach the same one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -24,7 +30,10 @@ if TYPE_CHECKING:
     from abstractruntime.core.models import Effect, RunState
     from abstractruntime.core.runtime import EffectOutcome
 
+    from shared_store.capability_defaults import CapabilityDefault
+
     EffectHandler = Callable[[RunState, Effect, str | None], EffectOutcome]
+    DefaultsReader = Callable[[], CapabilityDefault | None]
 
 ENV_PROVIDER = "ABSTRACTGATEWAY_PROVIDER"
 ENV_MODEL = "ABSTRACTGATEWAY_MODEL"
@@ -33,13 +42,16 @@ ENV_API_KEY = "ABSTRACTGATEWAY_API_KEY"
 
 NO_PROVIDER = (
     f"llm_call needs an LLM provider: set {ENV_PROVIDER} and {ENV_MODEL} "
-    f"(and {ENV_BASE_URL} for an OpenAI-compatible server)"
+    f"(and {ENV_BASE_URL} for an OpenAI-compatible server), or "
+    "`abstractgateway config set-default output.text --provider P --model M`"
 )
+TEXT_ROUTE = "output.text"
 
 
 @dataclass(frozen=True)
 class LLMSettings:
-    """Which abstractcore provider serves llm_call.
+    """The runner's own LLM settings (environment): with a provider and a model, every llm_call of the
+    runner goes there; the api_key also serves the output.text default's provider.
 
     base_url and api_key left as None fall back to what the provider itself reads (for
     "openai-compatible" and "openai": OPENAI_BASE_URL, OPENAI_API_KEY; "anthropic":
@@ -129,48 +141,91 @@ class LLMHandlers(dict[Any, "EffectHandler"]):
             self._close()
 
 
-class _LazyLLMCall:
-    """The llm_call handler, built on first use.
+Target = tuple[str, str, str | None, str | None]  # provider, model, base_url, api_key
 
-    Building the abstractcore client probes the server (GET /models) and can fail on a bad
-    provider name; doing it on first use keeps runner start independent of the model server, and
-    turns a setup error into one failed run with the reason instead of a dead daemon.
+
+class _RoutedLLMCall:
+    """The llm_call handler: picks the provider per call (see the module doc), one client per target.
+
+    Building an abstractcore client probes the server (GET /models) and can fail on a bad provider
+    name; doing it on first use keeps runner start independent of the model server, and turns a
+    setup error into one failed run with the reason instead of a dead daemon.
     """
 
-    def __init__(self, settings: LLMSettings, artifact_store: Any) -> None:
-        self._settings = settings
+    def __init__(self, forced: LLMSettings, defaults: DefaultsReader | None, artifact_store: Any) -> None:
+        self._forced = forced
+        self._defaults = defaults
         self._artifact_store = artifact_store
         self._lock = threading.Lock()
-        self._client: Any = None
-        self._handler: EffectHandler | None = None
+        self._clients: dict[Target, Any] = {}
+        self._handlers: dict[Target, EffectHandler] = {}
+
+    def target(self, payload: Mapping[str, Any]) -> tuple[Target | None, dict[str, Any], str]:
+        """(provider, model, base_url, api_key) for this call, the default's options, and who chose."""
+        forced = self._forced
+        if forced.configured:
+            return (str(forced.provider), str(forced.model), forced.base_url, forced.api_key), {}, "env"
+        default = self._defaults() if self._defaults is not None else None
+        pinned = str(payload.get("provider") or "").strip().lower()
+        if pinned:
+            same = default is not None and default.provider == pinned
+            model = str(payload.get("model") or "").strip() or (default.model if same else None)
+            base_url = default.base_url if same else None
+            api_key = forced.api_key if same else None
+            return (pinned, model or "", base_url, api_key), dict(default.options) if same else {}, "flow"
+        if default is not None:
+            target = (default.provider, default.model or "", default.base_url, forced.api_key)
+            return target, dict(default.options), f"capability default {TEXT_ROUTE}"
+        return None, {}, ""
 
     def __call__(self, run: RunState, effect: Effect, default_next_node: str | None) -> EffectOutcome:
         from abstractruntime.core.runtime import EffectOutcome
 
-        try:
-            handler = self._built()
-        except Exception as exc:  # abstractcore raises assorted types for an unusable provider
-            s = self._settings
+        payload = dict(effect.payload or {})
+        target, options, chosen_by = self.target(payload)
+        if target is None:
+            return EffectOutcome.failed(NO_PROVIDER, retryable=False)
+        provider, model = target[0], target[1]
+        if not model:
             return EffectOutcome.failed(
-                f"llm_call could not set up provider {s.provider!r} model {s.model!r} "
-                f"({ENV_PROVIDER}/{ENV_MODEL}): {exc}",
+                f"llm_call provider {provider!r} ({chosen_by}) has no model: name one in the flow or "
+                f"`abstractgateway config set-default {TEXT_ROUTE} --provider {provider} --model M`",
                 retryable=False,
             )
+        try:
+            handler = self._built(target)
+        except Exception as exc:  # abstractcore raises assorted types for an unusable provider
+            return EffectOutcome.failed(
+                f"llm_call could not set up provider {provider!r} model {model!r} (chosen by {chosen_by}; "
+                f"{ENV_PROVIDER}/{ENV_MODEL} or the {TEXT_ROUTE} default route elsewhere): {exc}",
+                retryable=False,
+            )
+        if options:
+            # The default's options are call parameters (temperature, max_tokens, guided_json, ...);
+            # those the flow sets win.
+            params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
+            payload["params"] = {**options, **params}
+            effect = dataclasses.replace(effect, payload=payload)
         return handler(run, effect, default_next_node)
 
-    def _built(self) -> EffectHandler:
+    def _built(self, target: Target) -> EffectHandler:
         with self._lock:
-            if self._handler is None:
+            handler = self._handlers.get(target)
+            if handler is None:
                 from abstractruntime.integrations.abstractcore.effect_handlers import make_llm_call_handler
 
-                self._client = make_client(self._settings, self._artifact_store)
-                self._handler = make_llm_call_handler(llm=self._client, artifact_store=self._artifact_store)
-            return self._handler
+                client = make_client(LLMSettings(*target), self._artifact_store)
+                handler = make_llm_call_handler(llm=client, artifact_store=self._artifact_store)
+                self._clients[target], self._handlers[target] = client, handler
+            return handler
 
     def close(self) -> None:
         with self._lock:
-            self._client, self._handler = None, None
-        release_provider(self._settings)
+            targets = list(self._clients)
+            self._clients.clear()
+            self._handlers.clear()
+        for target in targets:
+            release_provider(LLMSettings(*target))
 
 
 def release_provider(settings: LLMSettings) -> None:
@@ -182,22 +237,17 @@ def release_provider(settings: LLMSettings) -> None:
         http.close()
 
 
-def _no_provider(run: RunState, effect: Effect, default_next_node: str | None) -> EffectOutcome:
-    from abstractruntime.core.runtime import EffectOutcome
+def llm_effect_handlers(
+    settings: LLMSettings, *, artifact_store: Any = None, defaults: DefaultsReader | None = None
+) -> LLMHandlers:
+    """Handlers for LLM_CALL (routed per call, or a clear failure) and TOOL_CALLS (passthrough).
 
-    # Not retryable: the same configuration fails the same way on every attempt.
-    return EffectOutcome.failed(NO_PROVIDER, retryable=False)
-
-
-def llm_effect_handlers(settings: LLMSettings, *, artifact_store: Any = None) -> LLMHandlers:
-    """Handlers for LLM_CALL (the configured provider, or a clear failure) and TOOL_CALLS (passthrough)."""
+    `defaults` reads the output.text capability default (the runner passes a db read)."""
     from abstractruntime.core.models import EffectType
     from abstractruntime.integrations.abstractcore.effect_handlers import make_tool_calls_handler
     from abstractruntime.integrations.abstractcore.tool_executor import PassthroughToolExecutor
 
     # Passthrough: the run waits with the requested calls for a client to answer; nothing is run here.
     tool_calls = make_tool_calls_handler(tools=PassthroughToolExecutor(), artifact_store=artifact_store)
-    if not settings.configured:
-        return LLMHandlers({EffectType.LLM_CALL: _no_provider, EffectType.TOOL_CALLS: tool_calls})
-    llm_call = _LazyLLMCall(settings, artifact_store)
+    llm_call = _RoutedLLMCall(settings, defaults, artifact_store)
     return LLMHandlers({EffectType.LLM_CALL: llm_call, EffectType.TOOL_CALLS: tool_calls}, llm_call.close)

@@ -17,7 +17,9 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from shared_store import queries as q
 from shared_store.codec import decode, encode, utc_now_iso
 from shared_store.flow_control import child_statements
+from shared_store.run_labels import INHERIT_LABELS
 from shared_store.schedules import Schedule, ScheduleInvalid, firings_due, get_schedule, iso
+from shared_store.starts import GATEWAY_ACTOR
 
 from .commands import CommandContext, Rejected
 
@@ -44,7 +46,8 @@ def start_parent(ctx: CommandContext, run_id: str) -> None:
         status=RunStatus.WAITING,
         current_node="schedule",
         waiting=_wait(run_id, schedule.next_fire_at or time.time()),
-        session_id=schedule.session_id,
+        session_id=schedule.session_id or run_id,
+        actor_id=GATEWAY_ACTOR,
     )
     ctx.run_store.create_if_absent(run)
 
@@ -77,7 +80,8 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
     flow = decode(flow_row[0]) if flow_row and flow_row[0] else None
     for fire_at in chosen:
         child_id = str(uuid.uuid4())
-        session = (schedule.session_id or run_id) if schedule.share_context else None
+        # Shared context: the parent's session; otherwise the child is its own (as the original).
+        session = (schedule.session_id or run_id) if schedule.share_context else child_id
         start = {
             "workflow_id": schedule.workflow_id,
             "input_data": schedule.input_data,
@@ -94,6 +98,8 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
         params.update(created_at=utc_now_iso(), now=now, start_json=encode(start))
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_RUN, params)
         ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_STATE, params)
+        for statement in INHERIT_LABELS:  # tags, metadata, ttl, webhook target
+            ctx.run_store.with_next_save(run_id, statement, params)
         for sql, flow_params in child_statements(flow, child_id, now=now) if flow else ():
             ctx.run_store.with_next_save(run_id, sql, flow_params)
     done = firings.next_fire_at is None

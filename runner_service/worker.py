@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
 from abstractruntime.core.runtime import Runtime
+from abstractruntime.history_bundle import persist_workflow_snapshot
 
 from shared_store import Database, LeaseHolder, LeaseLost, StoreError
 from shared_store import queries as q
@@ -28,8 +29,9 @@ from shared_store.inbox import command_from_row
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore, run_columns
 from shared_store.schedules import get_schedule
-from shared_store.starts import start_request
+from shared_store.starts import GATEWAY_ACTOR, start_request
 
+from . import sandbox
 from .bundle_host import BundleHost, WorkflowUnavailable
 from .commands import CommandContext, apply_command, resume_finished_child
 from .events import make_emit_event_handler
@@ -39,6 +41,7 @@ from .media.kg import stack_installed as kg_stack_installed
 from .media.settings import MediaSettings
 from .metrics import RunnerMetrics
 from .schedules import fire_due, start_parent
+from .workspace import run_workspace, strip_client_keys, workspace_dir
 
 log = structlog.get_logger("runner")
 
@@ -49,6 +52,11 @@ class WorkerSettings:
     steps_per_tick: int = 50  # between two looks at the run's inbox
     slice_s: float = 2.0  # then the lease goes back, so one long run cannot starve the others
     commands_per_pass: int = 100
+    workspaces_dir: Path | None = None  # default: beside the artifacts (DATA_DIR/workspaces)
+
+    @property
+    def workspaces(self) -> Path:
+        return self.workspaces_dir or self.artifacts_dir.parent / "workspaces"
 
 
 class Worker:
@@ -61,6 +69,7 @@ class Worker:
         stopping: threading.Event,
         effect_handlers: Callable[[Any], dict[Any, Any]] | None = None,
         metrics: RunnerMetrics | None = None,
+        on_park: Callable[[Worker, bool], None] | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
@@ -71,12 +80,17 @@ class Worker:
         self._ctx: CommandContext | None = None
         self._handlers: Any = None
         self.processed = 0
+        self.busy: tuple[str, float] | None = None  # (run id, monotonic start) while processing one
+        self.parked = False  # waiting on a sandboxed code node
+        self.pending: list[Any] = []  # the rest of the claimed batch (Leases), given back when parked
+        self._on_park = on_park
 
     def close(self) -> None:
         """Free what the worker's handlers hold (the LLM provider's connections)."""
         close = getattr(self._handlers, "close", None)
         if callable(close):
             close()
+        sandbox.close_thread_client()
 
     def context(self) -> CommandContext:
         """Built lazily in the worker's own thread: the compiled specs belong to it."""
@@ -105,8 +119,13 @@ class Worker:
     def process(self, run_id: str) -> None:
         """Do what the run is due for, then release its lease (and those of runs it created)."""
         run_store = self.context().run_store
+        self.busy = (run_id, time.monotonic())
         try:
-            with structlog.contextvars.bound_contextvars(run_id=run_id):
+            with (
+                structlog.contextvars.bound_contextvars(run_id=run_id),
+                run_workspace(self.settings.workspaces, run_id),
+                sandbox.run_context(run_id, lambda: self._cancel_pending(run_id), self._park),
+            ):
                 self._process(run_id)
         except LeaseLost as exc:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
@@ -116,10 +135,31 @@ class Worker:
             log.exception("run_error", run_id=run_id)
             self._fail_anyhow(run_id, f"{type(exc).__name__}: {exc}")
         finally:
+            self.busy = None
             self.processed += 1
             born, run_store.born = run_store.born, []
             for held in (run_id, *born):
                 self.fence.release(held, settle=self._settle(held))
+
+    def fail_poisoned(self, run_id: str, stalled: int) -> None:
+        """A run whose last `stalled` claims ended without a release while a worker was on it: its
+        ticks killed the runner (or stalled it past the tick timeout). Failed with that reason
+        instead of being claimed forever."""
+        try:
+            self._fail_anyhow(
+                run_id,
+                f"poison run: its tick killed or timed out the runner {stalled} times "
+                f"({stalled} claims ended mid-tick without a release)",
+            )
+        finally:
+            self.fence.release(run_id, settle=self._settle(run_id))
+
+    def _park(self, parked: bool) -> None:
+        if self._on_park is not None:
+            self._on_park(self, parked)
+
+    def _cancel_pending(self, run_id: str) -> bool:
+        return bool((self.db.query_one(q.CANCEL_PENDING, (run_id,)) or (0,))[0])
 
     def _settle(self, run_id: str) -> dict[str, Any] | None:
         """When the run is next due, judged from its state (None: leave due_at alone). The last save
@@ -205,14 +245,50 @@ class Worker:
             return False
         ctx.runtime.start(
             workflow=spec,
-            vars=dict(request.get("input_data") or {}),
-            session_id=request.get("session_id"),
+            # The workspace is the gateway's choice: a client's workspace keys are dropped.
+            vars=strip_client_keys(
+                dict(request.get("input_data") or {}), workspace_dir(self.settings.workspaces, run_id)
+            ),
+            # As the original: a run without a session is its own session; runs are the gateway's.
+            session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             run_id=run_id,
+            actor_id=GATEWAY_ACTOR,
         )
+        self._snapshot(ctx, run_id, workflow_id)
         self.metrics.starts.inc()
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
+
+    def _snapshot(self, ctx: CommandContext, run_id: str, workflow_id: str) -> None:
+        """As the original: the workflow the run started with, kept as an artifact of the run and
+        referenced from vars._runtime.workflow_snapshot (history_bundle's `workflow_snapshot`), so a
+        run can be replayed offline even after its bundle is replaced. abstractruntime writes both."""
+        document = ctx.host.document(workflow_id)
+        if document is None:
+            return
+        bundle_ref, _, flow_id = workflow_id.rpartition(":")
+        snapshot = {
+            "kind": "visualflow_json",
+            "bundle_ref": bundle_ref,
+            "flow_id": flow_id,
+            "visualflow": document,
+        }
+        try:
+            persist_workflow_snapshot(
+                run_store=ctx.run_store,
+                artifact_store=ctx.runtime.artifact_store,
+                run_id=run_id,
+                workflow_id=workflow_id,
+                snapshot=snapshot,
+                format="visualflow_json",
+            )
+        except StoreError:  # LeaseLost, or the db failing: not to be swallowed
+            raise
+        except Exception as exc:  # a snapshot is a convenience; the run goes on without one
+            if isinstance(exc.__cause__, StoreError):  # the runtime wraps a failed save in RuntimeError
+                raise exc.__cause__ from None
+            log.warning("workflow_snapshot_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
 
     def _apply_commands(self, ctx: CommandContext, run_id: str) -> None:
         rows = self.db.query(q.PENDING_RUN_COMMANDS, (run_id, self.settings.commands_per_pass))
@@ -239,6 +315,12 @@ class Worker:
             self.metrics.tick.observe(time.perf_counter() - started)
         except StoreError:  # LeaseLost, or the db failing now (full, busy): not the run's fault
             raise
+        except sandbox.SandboxLimit as exc:  # a code node over its limit: the run fails, saying which
+            self._fail(ctx, run_id, str(exc))
+            return False
+        except sandbox.SandboxCancelled:  # its code node was killed; the pending cancel applies now
+            self._apply_commands(ctx, run_id)
+            return False
         except Exception as exc:  # a tick that raises fails the run, with the reason in the ledger
             self._fail(ctx, run_id, f"tick raised {type(exc).__name__}: {exc}")
             return False
@@ -285,10 +367,11 @@ class Worker:
         run = RunState.new(
             workflow_id=str(request.get("workflow_id") or "unknown"),
             entry_node="",
-            session_id=request.get("session_id"),
+            session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             vars=dict(request.get("input_data") or {}),
             run_id=run_id,
+            actor_id=GATEWAY_ACTOR,
         )
         run.status = RunStatus.FAILED
         run.error = error

@@ -26,6 +26,7 @@ from . import queries as q
 from .codec import decode, encode
 from .db import Database
 from .leases import LeaseHolder
+from .private import private_dir
 
 
 class SqliteArtifactStore(ArtifactStore):
@@ -41,8 +42,8 @@ class SqliteArtifactStore(ArtifactStore):
         path = self.blob_path(blob_id)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        private_dir(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mkstemp: mode 0600
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(content)

@@ -34,6 +34,12 @@ class BundleInvalid(BundleError):
     status = 400
 
 
+class BundleHasCode(BundleError):
+    """A bundle with code nodes on a gateway configured to run none (ABSTRACTGATEWAY_CODE_NODES=off)."""
+
+    status = 422
+
+
 def _safe_member(name: str) -> bool:
     if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
         return False
@@ -141,8 +147,15 @@ def _check_manifest(manifest: dict[str, Any], members: dict[str, zipfile.ZipInfo
 
 
 def read_manifest(data: bytes) -> dict[str, Any]:
-    """The validated manifest of a .flow zip (every listed flow present and JSON)."""
-    return read_bundle(data)[0]
+    """The validated manifest of a .flow zip (every listed flow present and JSON, and no code when
+    the gateway runs none: BundleHasCode with each place named)."""
+    from .bundle_code import code_refusal
+
+    manifest, documents = read_bundle(data)
+    refusal = code_refusal(documents)
+    if refusal is not None:
+        raise BundleHasCode(refusal)
+    return manifest
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:

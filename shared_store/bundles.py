@@ -14,6 +14,7 @@ from . import queries as q
 from .bundle_files import BundleError, BundleInvalid, read_bundle, read_manifest, version_key
 from .codec import decode, encode, utc_now_iso
 from .db import Database
+from .visualflow_files import visualflow_bundles
 
 __all__ = [
     "BundleConflict",
@@ -67,6 +68,7 @@ class ResolvedWorkflow:
     bundle_id: str
     bundle_version: str
     flow_id: str
+    name: str | None = None  # the entrypoint's name (the original's resolved_workflow.name)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class BundleInfo:
     deprecated: bool = False
     deprecation_reason: str | None = None
     deprecated_flows: dict[str, str | None] = field(default_factory=dict)
+    # When each mark was set, by flow_id ('' for the whole bundle): the original's `deprecated_at`.
+    deprecated_at: dict[str, str] = field(default_factory=dict)
     compile_error: str | None = None
 
     @property
@@ -106,9 +110,20 @@ class BundleInfo:
             item = {"flow_id": flow_id, "name": entry.get("name") or flow_id}
             item["description"] = entry.get("description") or ""
             item["interfaces"] = entry.get("interfaces") or []
+            item["workflow_id"] = f"{self.bundle_ref}:{flow_id}"  # what a start by flow_id names
             item["deprecated"] = flow_id in self.deprecated_flows
             if flow_id in self.deprecated_flows:
                 item["deprecation_reason"] = self.deprecated_flows[flow_id]
+            # The original's view: an entrypoint is deprecated by its own mark or its bundle's.
+            mark = flow_id if flow_id in self.deprecated_flows else ("" if self.deprecated else None)
+            if mark is not None:
+                item["deprecated"] = True
+            item["deprecated_at"] = None if mark is None else self.deprecated_at.get(mark)
+            item["deprecated_reason"] = (
+                None
+                if mark is None
+                else (self.deprecated_flows.get(mark) if mark else self.deprecation_reason)
+            )
             entrypoints.append(item)
         return {
             "bundle_id": self.bundle_id,
@@ -155,39 +170,66 @@ def put_bundle(db: Database, data: bytes, *, overwrite: bool = False, source: st
 
 
 def import_flows_dir(db: Database, path: str | Path) -> list[str]:
-    """Load `.flow` files (a file or a folder of them) into the catalogue; returns problems, never raises.
+    """Load `.flow` bundles and VisualFlow `*.json` files (a file or a folder of them) into the
+    catalogue; returns problems, never raises.
 
-    A file whose id@version was uploaded is left alone; one changed on disk replaces its older import."""
+    A file whose id@version was uploaded is left alone; one changed on disk replaces its older import.
+    A VisualFlow file becomes a one-flow bundle `<id>@0.0.0` (shared_store.visualflow_files)."""
     root = Path(path)
-    files = [root] if root.is_file() else sorted(root.glob("*.flow")) if root.is_dir() else []
-    problems = [] if files or root.exists() else [f"{root}: no such file or folder"]
-    for file in files:
+    if root.is_file():
+        flow_files, json_files = ([root], []) if root.suffix != ".json" else ([], [root])
+    elif root.is_dir():
+        flow_files, json_files = sorted(root.glob("*.flow")), sorted(root.glob("*.json"))
+    else:
+        flow_files, json_files = [], []
+    problems = [] if flow_files or json_files or root.exists() else [f"{root}: no such file or folder"]
+    loaded: list[tuple[Path, bytes]] = []
+    for file in flow_files:
         try:
-            data = file.read_bytes()
+            loaded.append((file, file.read_bytes()))
+        except OSError as exc:
+            problems.append(f"{file.name}: {exc}")
+    if json_files:
+        bundles, json_problems = visualflow_bundles(json_files)
+        loaded += bundles
+        problems += json_problems
+    seen: dict[tuple[str, str], str] = {}
+    for file, data in loaded:
+        try:
             manifest = read_manifest(data)
-        except (OSError, BundleError) as exc:
+        except BundleError as exc:
             problems.append(f"{file.name}: {exc}")
             continue
-        params = _row_params(data, manifest, "flows_dir")
-        with db.write() as conn:
-            existing = conn.execute(
-                q.BUNDLE_SOURCE, (params["bundle_id"], params["bundle_version"])
-            ).fetchone()
-            if existing is None:
-                conn.execute(q.INSERT_BUNDLE_IF_ABSENT, params)
-            elif existing[0] == "flows_dir" and existing[1] != params["sha256"]:
-                conn.execute(q.REPLACE_BUNDLE, params)
-            elif existing[0] != "flows_dir" and existing[1] != params["sha256"]:
-                problems.append(
-                    f"{file.name}: {params['bundle_id']}@{params['bundle_version']} was uploaded; kept"
-                )
+        ref = (manifest["bundle_id"], manifest["bundle_version"])
+        if ref in seen:
+            problems.append(f"{file.name}: {ref[0]}@{ref[1]} is also {seen[ref]}; kept that one")
+            continue
+        seen[ref] = file.name
+        problem = _import_one(db, data, manifest)
+        if problem:
+            problems.append(f"{file.name}: {problem}")
     return problems
+
+
+def _import_one(db: Database, data: bytes, manifest: dict[str, Any]) -> str | None:
+    params = _row_params(data, manifest, "flows_dir")
+    with db.write() as conn:
+        existing = conn.execute(q.BUNDLE_SOURCE, (params["bundle_id"], params["bundle_version"])).fetchone()
+        if existing is None:
+            conn.execute(q.INSERT_BUNDLE_IF_ABSENT, params)
+        elif existing[0] == "flows_dir" and existing[1] != params["sha256"]:
+            conn.execute(q.REPLACE_BUNDLE, params)
+        elif existing[0] != "flows_dir" and existing[1] != params["sha256"]:
+            return f"{params['bundle_id']}@{params['bundle_version']} was uploaded; kept"
+    return None
 
 
 def _infos(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[BundleInfo]:
     deprecations: dict[str, dict[str, str | None]] = {}
-    for bundle_id, flow_id, reason in db.query(q.DEPRECATIONS):
+    marked_at: dict[str, dict[str, str]] = {}
+    for bundle_id, flow_id, reason, created_at in db.query(q.DEPRECATIONS):
         deprecations.setdefault(bundle_id, {})[flow_id] = reason
+        marked_at.setdefault(bundle_id, {})[flow_id] = created_at
     checks = {(b, v, s): err for b, v, s, err in db.query(q.BUNDLE_CHECKS)}
     infos = []
     for bundle_id, version, sha, size, manifest, source, created_at in db.query(sql, params):
@@ -204,6 +246,7 @@ def _infos(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[BundleI
                 deprecated="" in marks,
                 deprecation_reason=marks.get(""),
                 deprecated_flows={k: v for k, v in marks.items() if k},
+                deprecated_at=marked_at.get(bundle_id, {}),
                 compile_error=checks.get((bundle_id, version, sha)),
             )
         )
@@ -247,6 +290,12 @@ def bundle_content(db: Database, bundle_id: str, bundle_version: str) -> bytes:
     return bytes(row[0])
 
 
+def flow_documents(db: Database, bundle_id: str, bundle_version: str) -> dict[str, dict[str, Any]]:
+    """Every flow's VisualFlow JSON of a stored bundle, by flow id."""
+    _, documents = read_bundle(bundle_content(db, bundle_id, bundle_version))
+    return documents
+
+
 def flow_json(db: Database, bundle_id: str, bundle_version: str, flow_id: str) -> dict[str, Any]:
     """The VisualFlow JSON of one flow of a stored bundle."""
     data = bundle_content(db, bundle_id, bundle_version)
@@ -266,15 +315,17 @@ def delete_bundle(db: Database, bundle_id: str, bundle_version: str | None = Non
     return db.execute_write(q.REMOVE_BUNDLE_VERSION, (utc_now_iso(), bundle_id, bundle_version))
 
 
-def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reason: str | None = None) -> None:
-    """Refuse new starts of the bundle (or one of its flows) from now on; running runs continue."""
+def deprecate(db: Database, bundle_id: str, *, flow_id: str | None = None, reason: str | None = None) -> str:
+    """Refuse new starts of the bundle (or one of its flows) from now on; running runs continue.
+    Returns when the mark was set."""
     info = get_bundle(db, bundle_id)
     if flow_id and flow_id not in info.manifest.get("flows", {}):
         raise UnknownFlow(f"Flow '{flow_id}' not found in bundle '{bundle_id}'")
+    now = utc_now_iso()
     db.execute_write(
-        q.DEPRECATE,
-        {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": utc_now_iso()},
+        q.DEPRECATE, {"bundle_id": bundle_id, "flow_id": flow_id or "", "reason": reason, "created_at": now}
     )
+    return now
 
 
 def undeprecate(db: Database, bundle_id: str, *, flow_id: str | None = None) -> bool:
@@ -347,7 +398,11 @@ def resolve_workflow(
     if flow_id in info.deprecated_flows:
         reason = info.deprecated_flows[flow_id] or "no reason given"
         raise FlowDeprecated(f"flow '{flow_id}' of bundle '{bundle_id}' is deprecated: {reason}")
-    return ResolvedWorkflow(f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id)
+    entry = next((e for e in info.manifest.get("entrypoints", []) if e.get("flow_id") == flow_id), {})
+    name = str(entry.get("name") or flow_id)
+    return ResolvedWorkflow(
+        f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id, name
+    )
 
 
 def bundle_shas(db: Database, bundle_id: str, bundle_version: str | None) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 import apsw
 
 from .errors import NotADatabase, StoreBusy, StoreCorrupt, StoreUnavailable
+from .private import private_dir, private_file
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Pages the WAL may reach before a committing writer checkpoints itself (the background
@@ -108,10 +109,16 @@ class Database:
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_every_s = checkpoint_every_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         check_sqlite_file(self.path)
+        private_file(self.path)
         self._probe_readable()
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
         conn = self.connection()
+        if new_file:
+            # Retention returns freed pages to the OS in small steps (incremental vacuum); the mode
+            # is chosen before the file's first page is written (WAL writes it), never later.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreUnavailable(f"could not put {self.path} in WAL mode (got {mode!r})")

@@ -18,6 +18,7 @@ from abstractruntime.storage.artifacts import ArtifactMetadata, validate_artifac
 from . import queries as q
 from .codec import decode, encode
 from .db import Database
+from .private import private_dir
 
 _CHUNK = 1 << 20
 
@@ -90,7 +91,7 @@ def copy_blob(src: Path, blob_dir: Path, *, expected: str | None, size: int) -> 
     target = blob_path(blob_dir, blob_id)
     if target.exists():
         return blob_id
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as out, src.open("rb") as fh:

@@ -430,8 +430,13 @@ def flow_view(db: Database, run_id: str, label_sets: Callable[[], list[list[str]
     """The run's flow-control fields and why it is not running (None when nothing holds it back);
     label_sets() gives the live runners' labels (asked only for a run that requires some)."""
     row = db.query_one(q.RUN_FLOW_VIEW, (run_id,))
-    if row is None:
-        return {}
+    return {} if row is None else flow_from_row(db, row, label_sets)
+
+
+def flow_from_row(
+    db: Database, row: tuple[Any, ...], label_sets: Callable[[], list[list[str]]]
+) -> dict[str, Any]:
+    """flow_view from the columns of q.RUN_FLOW_VIEW (the runs list selects them with its page)."""
     priority, key, requires_json, hold, _due_at, status, owner, max_concurrent, rate_limit, window_s = row
     requires = decode(requires_json) if requires_json else []
     blocked: dict[str, Any] | None = None

@@ -24,6 +24,7 @@ class Lease:
     run_id: str
     owner: str
     epoch: int
+    stalled: int = 0  # claims in a row that ended without a release, mid-tick (see MARK_STALLED)
 
 
 class LeaseHolder:
@@ -106,7 +107,9 @@ class LeaseHolder:
                 },
             ).fetchall()
         rows.sort(key=lambda row: (-row[2], row[3]))
-        leases = [Lease(str(run_id), self.owner, int(epoch)) for run_id, epoch, _, _ in rows]
+        leases = [
+            Lease(str(run_id), self.owner, int(epoch), int(stalled)) for run_id, epoch, _, _, stalled in rows
+        ]
         with self._lock:
             for lease in leases:
                 self._epochs[lease.run_id] = lease.epoch
@@ -140,6 +143,15 @@ class LeaseHolder:
                     del self._epochs[lease.run_id]
             self.lost_leases += len(lost)
         return lost
+
+    def mark_stalled(self, run_ids: list[str]) -> None:
+        """Count this claim of each run as stalled (a worker has been on it across a heartbeat): if
+        the runner dies before releasing it, the claim counts towards the poison limit."""
+        held = [(run_id, self._epochs.get(run_id)) for run_id in run_ids]
+        with self.db.write() as conn:
+            for run_id, epoch in held:
+                if epoch is not None:
+                    conn.execute(q.MARK_STALLED, {"run_id": run_id, "owner": self.owner, "epoch": epoch})
 
     def release(self, run_id: str, *, settle: dict[str, object] | None = None) -> bool:
         """Give a run back. False if it was no longer ours.

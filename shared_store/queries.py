@@ -169,6 +169,13 @@ LABELS_MET = (
     "(requires IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(requires) "
     "WHERE value NOT IN (SELECT value FROM json_each(:labels))))"
 )
+# A worker has been on the run across a heartbeat: this claim counts as stalled until a release or a
+# ledger append (the trigger) clears the count. Once per claim (stall_epoch).
+MARK_STALLED = (
+    "UPDATE runs SET stalled_claims = stalled_claims + 1, stall_epoch = lease_epoch "
+    "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch "
+    "AND stall_epoch IS NOT lease_epoch"
+)
 # Claim flips rows out of the claimable set (lease_owner set) in the same statement and bumps the
 # fencing epoch. The subquery walks the runs_claim_order partial index: higher priority first, then
 # claim order (a queued keyed start's fair tag, otherwise its due time); held runs are not in it.
@@ -179,7 +186,8 @@ _CLAIM = (
     "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1 "
     "WHERE rowid IN (SELECT rowid FROM runs INDEXED BY runs_claim_order WHERE lease_owner IS NULL "
     "AND due_at IS NOT NULL AND hold = 0 AND due_at <= :now AND {labels} "
-    "ORDER BY priority DESC, claim_order LIMIT :n) RETURNING run_id, lease_epoch, priority, claim_order"
+    "ORDER BY priority DESC, claim_order LIMIT :n) "
+    "RETURNING run_id, lease_epoch, priority, claim_order, stalled_claims"
 )
 CLAIM_RUNS = _CLAIM.format(labels=LABELS_MET)
 # A runner without labels takes only runs that require none (no JSON work per statement: ~20% more
@@ -203,13 +211,14 @@ RENEW_LEASE = (
     "AND lease_epoch = :epoch"
 )
 RELEASE_LEASE = (
-    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, slot = {_SLOT_AFTER_RELEASE} "
+    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, stalled_claims = 0, "
+    f"slot = {_SLOT_AFTER_RELEASE} "
     "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 # Giving a run back also settles when it is next due, from its state (the caller's :due_at) and
 # its inbox: a command that changed nothing leaves no stale "due now" behind to be claimed again.
 RELEASE_SETTLED = (
-    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, due_at = {_DUE}, "
+    f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, stalled_claims = 0, due_at = {_DUE}, "
     f"slot = {_SLOT_AFTER_RELEASE} "
     "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
@@ -302,6 +311,9 @@ PENDING_RUN_COMMANDS = (
     f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE run_id = ? AND status = 'pending' "
     "AND type != 'emit_event' ORDER BY seq LIMIT ?"
 )
+CANCEL_PENDING = (
+    "SELECT EXISTS (SELECT 1 FROM commands WHERE run_id = ? AND status = 'pending' AND type = 'cancel')"
+)
 PENDING_EVENTS = (
     f"SELECT {_COMMAND_COLUMNS} FROM commands INDEXED BY commands_pending_events "
     "WHERE status = 'pending' AND type = 'emit_event' ORDER BY seq LIMIT ?"
@@ -364,7 +376,7 @@ REMOVE_BUNDLE_VERSION = (
     "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
 )
 REMOVE_BUNDLE_ALL = "UPDATE bundles SET removed_at = ? WHERE bundle_id = ? AND removed_at IS NULL"
-DEPRECATIONS = "SELECT bundle_id, flow_id, reason FROM bundle_deprecations"
+DEPRECATIONS = "SELECT bundle_id, flow_id, reason, created_at FROM bundle_deprecations"
 DEPRECATIONS_OF = "SELECT flow_id, reason FROM bundle_deprecations WHERE bundle_id = ?"
 DEPRECATE = (
     "INSERT INTO bundle_deprecations (bundle_id, flow_id, reason, created_at) "
@@ -407,23 +419,7 @@ _RUN_VIEW = (
     "FROM runs r LEFT JOIN run_states s ON s.run_id = r.run_id"
 )
 RUN_VIEW = f"{_RUN_VIEW} WHERE r.run_id = ?"
-# Client statuses over stored ones: a queued run reads "running", COMPLETED with a failed output "failed".
-RUN_VIEW_STATUS = {
-    "running": "r.status IN ('running', 'queued')",
-    "queued": "r.status = 'queued'",
-    "waiting": "r.status = 'waiting'",
-    "completed": "r.status = 'completed' AND r.output_failed = 0",
-    "failed": "(r.status = 'failed' OR (r.status = 'completed' AND r.output_failed = 1))",
-    "cancelled": "r.status = 'cancelled'",
-}
-
-
-def list_run_views(status: str | None, filters: list[str]) -> str:
-    """Runs, newest first: `status` a RUN_VIEW_STATUS key, `filters` columns from a fixed allowlist."""
-    where = [RUN_VIEW_STATUS[status]] if status else []
-    where += [f"r.{column} = ?" for column in filters]
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"{_RUN_VIEW}{clause} ORDER BY r.created_at DESC, r.run_id LIMIT ? OFFSET ?"
+# The runs list (filters, pages) is shared_store/run_list.py.
 
 
 RUN_INPUT = (
@@ -526,6 +522,18 @@ JOB_STATE = (
 STORE_ARTIFACT_FOR_JOB = _ARTIFACT_UPSERT.format(
     guard="EXISTS (SELECT 1 FROM runs WHERE runs.run_id = :job_run_id AND " + _HELD + ")"
 )
+
+# --- capability defaults (config set-default / clear-default; runners and the API read) -------------
+_DEFAULT_COLUMNS = "route, provider, model, base_url, options, updated_at"
+SET_CAPABILITY_DEFAULT = (
+    f"INSERT INTO capability_defaults ({_DEFAULT_COLUMNS}) "
+    "VALUES (:route, :provider, :model, :base_url, :options, :updated_at) "
+    "ON CONFLICT(route) DO UPDATE SET provider = excluded.provider, model = excluded.model, "
+    "base_url = excluded.base_url, options = excluded.options, updated_at = excluded.updated_at"
+)
+CLEAR_CAPABILITY_DEFAULT = "DELETE FROM capability_defaults WHERE route = ?"
+CAPABILITY_DEFAULT = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults WHERE route = ?"
+CAPABILITY_DEFAULTS = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults ORDER BY route"
 
 # --- flow control: labels, concurrency keys, priorities, rate limits (shared_store/flow_control.py) ---
 # A key's limits: what a start or schedule gives overrides, what it leaves out stays.

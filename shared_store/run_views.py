@@ -16,20 +16,22 @@ from typing import Any
 import msgspec
 
 from . import queries as q
+from . import run_labels as labels
 from .codec import decode
 from .db import Database
 from .flow_control import flow_view, live_label_sets
 from .schedules import get_schedule
+from .starts import GATEWAY_ACTOR
 
 TERMINAL = ("completed", "failed", "cancelled")
-CLIENT_STATUSES = tuple(q.RUN_VIEW_STATUS)
-FILTER_COLUMNS = ("workflow_id", "session_id", "parent_run_id")
 # abstractruntime's closing `abstract.status` record carries this idempotency key prefix.
 STATUS_RECORD_KEY = "system:terminal_status:"
 
 
 class _Control(msgspec.Struct):
     pause_reason: Any = None
+    paused_at: Any = None
+    resumed_at: Any = None
 
 
 class _Runtime(msgspec.Struct):
@@ -51,6 +53,7 @@ class _Waiting(msgspec.Struct):
 
 
 class _RunDoc(msgspec.Struct):
+    actor_id: str | None = None
     vars: _Vars | None = None
     waiting: _Waiting | None = None
     output: Any = None
@@ -78,7 +81,12 @@ def _decode_doc(data: bytes | None) -> _RunDoc:
             else None,
             output=plain.get("output"),
             error=None if error is None else str(error),
+            actor_id=plain.get("actor_id") if isinstance(plain.get("actor_id"), str) else None,
         )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def client_status(status: str, output_failed: bool) -> str:
@@ -97,6 +105,8 @@ def _view(row: tuple[Any, ...]) -> dict[str, Any]:
     control = run.vars.runtime.control if run.vars and run.vars.runtime else None
     reason = control.pause_reason if control and paused else None
     wait = run.waiting if status == "waiting" else None
+    # A queued run has no RunState yet; the runner starts it as the gateway's actor.
+    actor = GATEWAY_ACTOR if status == "queued" else run.actor_id
     return {
         "run_id": run_id,
         "workflow_id": workflow_id,
@@ -106,10 +116,14 @@ def _view(row: tuple[Any, ...]) -> dict[str, Any]:
         "created_at": created,
         "updated_at": updated,
         "session_id": session,
+        "actor_id": actor,
         "parent_run_id": parent,
         "error": error,
         "paused": bool(paused),
         "pause_reason": None if reason is None else str(reason),
+        # abstractruntime's pause/resume stamps (the original shows them): the last of each.
+        "paused_at": _text(control.paused_at) if control else None,
+        "resumed_at": _text(control.resumed_at) if control else None,
         "waiting": None if wait is None else msgspec.structs.asdict(wait),
         "output": run.output,
         "is_scheduled": False,
@@ -137,23 +151,22 @@ def _with_flow(
 def run_view(db: Database, run_id: str) -> dict[str, Any] | None:
     """The contract's run detail, or None for an unknown run."""
     row = db.query_one(q.RUN_VIEW, (run_id,))
-    return None if row is None else _with_flow(db, _with_schedule(db, _view(row)), live_label_sets(db))
+    return (
+        None
+        if row is None
+        else _with_labels(db, _with_flow(db, _with_schedule(db, _view(row)), live_label_sets(db)))
+    )
 
 
-def list_run_views(
-    db: Database, *, limit: int = 50, offset: int = 0, status: str | None = None, **filters: str | None
-) -> list[dict[str, Any]]:
-    """Run views, newest first; `status` is a client status, filters are FILTER_COLUMNS = value."""
-    if status is not None and status not in q.RUN_VIEW_STATUS:
-        raise ValueError(f"unknown status {status!r}; one of: {', '.join(CLIENT_STATUSES)}")
-    unknown = set(filters) - set(FILTER_COLUMNS)
-    if unknown:
-        raise ValueError(f"cannot filter runs on {', '.join(sorted(unknown))}")
-    chosen = [(column, value) for column, value in filters.items() if value is not None]
-    sql = q.list_run_views(status, [column for column, _ in chosen])
-    rows = db.query(sql, (*[value for _, value in chosen], limit, offset))
-    labels = live_label_sets(db)
-    return [_with_flow(db, _with_schedule(db, _view(row)), labels) for row in rows]
+def _with_labels(db: Database, view: dict[str, Any]) -> dict[str, Any]:
+    """Tags, metadata and the rerun links, both ways."""
+    row = db.query_one(labels.RUN_LABELS, (view["run_id"],))
+    tags, metadata, rerun_of = row if row else (None, None, None)
+    view["tags"] = decode(tags) if tags else []
+    view["metadata"] = decode(metadata) if metadata else {}
+    view["rerun_of"] = rerun_of
+    view["reruns"] = [run_id for (run_id,) in db.query(labels.RERUNS_OF, (view["run_id"],))]
+    return view
 
 
 def _split_workflow(workflow_id: str) -> tuple[str | None, str | None, str | None]:

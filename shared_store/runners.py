@@ -64,6 +64,17 @@ def live_runners(db: Database, *, within_s: float = 60.0) -> list[RunnerInfo]:
     return [RunnerInfo(r[0], r[1], int(r[2]), r[3], r[4], float(r[5]), decode(r[6])) for r in rows]
 
 
+def inactive_warning(db: Database, *, within_s: float = 30.0) -> str | None:
+    """What the original answers a start with (`runner_warning`) when nothing is ticking: None while a
+    runner heartbeats, else why an accepted run will wait."""
+    if live_runners(db, within_s=within_s):
+        return None
+    return (
+        f"no runner has heartbeated within {within_s:.0f}s: the run is stored and queued, and starts when "
+        "a runner does (`abstractgateway runner`)"
+    )
+
+
 def runner_metrics(db: Database, *, within_s: float = 60.0) -> list[tuple[str, str]]:
     """(runner_id, Prometheus text) of the live runners that published metrics."""
     return [(str(r[0]), str(r[1])) for r in db.query(q.RUNNER_METRICS, (time.time() - within_s,))]

@@ -22,6 +22,7 @@ from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
 from .flow_control import FlowSettings, store_key_limits
+from .run_labels import Labels, write_labels
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -247,9 +248,11 @@ def create_schedule(
     input_data: dict[str, Any],
     session_id: str | None = None,
     share_context: bool = True,
+    labels: Labels | None = None,
     flow: FlowSettings | None = None,
 ) -> str:
     """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id.
+    labels (tags, metadata, ttl, webhook target) are the parent's, inherited by every child;
     `flow`: what each firing's child gets (priority, labels, concurrency key and its limits)."""
     run_id = str(uuid.uuid4())
     now = time.time()
@@ -261,7 +264,7 @@ def create_schedule(
             {
                 "run_id": run_id,
                 "workflow_id": resolved.workflow_id,
-                "session_id": session_id,
+                "session_id": session_id or run_id,  # its own session when none is given (as the original)
                 "parent_run_id": None,
                 "created_at": created_at,
                 "now": now,
@@ -284,6 +287,8 @@ def create_schedule(
                 "created_at": created_at,
             },
         )
+        if labels is not None:
+            write_labels(conn, run_id, created_at, labels)
         if flow is not None and not flow.empty:
             if flow.concurrency_key is not None:
                 store_key_limits(conn, flow)
@@ -343,8 +348,11 @@ class Schedule:
 
 def get_schedule(db: Database, run_id: str) -> Schedule | None:
     row = db.query_one(q.SCHEDULE_OF, (run_id,))
-    if row is None:
-        return None
+    return None if row is None else schedule_from_row(row)
+
+
+def schedule_from_row(row: tuple[Any, ...]) -> Schedule:
+    """A Schedule from the columns of q.SCHEDULE_OF (also selected by the runs list's join)."""
     (run_id, workflow_id, input_data, session_id, share, start_at, interval_s, cron, tz, count, until) = row[
         :11
     ]

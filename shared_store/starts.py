@@ -18,6 +18,10 @@ from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
 from .flow_control import FlowSettings, apply_at_enqueue
+from .run_labels import Labels, write_labels
+
+# The actor the original gateway records on the runs it starts (RunState.actor_id, each ledger record).
+GATEWAY_ACTOR = "gateway"
 
 
 class IdempotencyConflict(ValueError):
@@ -40,11 +44,13 @@ def enqueue_run(
     session_id: str | None = None,
     parent_run_id: str | None = None,
     idempotency_key: str | None = None,
+    labels: Labels | None = None,
     request_id: str | None = None,
     flow: FlowSettings | None = None,
 ) -> StartResult:
     """Commit a queued run; the same idempotency_key with the same request answers the same run.
 
+    labels: tags, metadata, rerun link, ttl and webhook target, written in the same transaction.
     `request_id` (the API request's X-Request-ID) rides in the start request for the runner's log
     lines; it is not part of what the idempotency key compares. `flow`: its priority, concurrency
     key and required labels; KeyFull (409) when the key is full and its overflow policy is reject:
@@ -58,14 +64,19 @@ def enqueue_run(
         "session_id": session_id,
         "parent_run_id": parent_run_id,
     }
+    if labels is not None and not labels.is_empty():  # part of the request an Idempotency-Key covers
+        start["labels"] = {k: v for k, v in vars(labels).items() if v not in (None, ())}
     if flow is not None and not flow.empty:
         start["flow"] = {**flow.request.to_json(), "concurrency_key": flow.concurrency_key}
     request_sha = hashlib.sha256(encode(start)).hexdigest()
     start_json = encode({**start, "request_id": request_id} if request_id else start)
+    run_id = str(uuid.uuid4())
     params = {
-        "run_id": str(uuid.uuid4()),
+        "run_id": run_id,
         "workflow_id": resolved.workflow_id,
-        "session_id": session_id,
+        # As the original: a run started without a session is its own session (session-scoped events
+        # address it by its run_id). The request (and its idempotency digest) keeps what was sent.
+        "session_id": session_id or run_id,
         "parent_run_id": parent_run_id,
         "created_at": datetime.now(UTC).isoformat(),
         "now": time.time(),
@@ -91,6 +102,8 @@ def enqueue_run(
             )
         conn.execute(q.ENQUEUE_RUN, params)
         conn.execute(q.ENQUEUE_RUN_STATE, params)
+        if labels is not None:
+            write_labels(conn, params["run_id"], params["created_at"], labels)
         if flow is not None:
             apply_at_enqueue(conn, params["run_id"], flow, now=params["now"])
     return StartResult(params["run_id"], created=True)

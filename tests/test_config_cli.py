@@ -84,6 +84,75 @@ def test_every_setting_the_code_reads_is_documented() -> None:
     assert read <= set(SETTINGS), f"undocumented: {sorted(read - set(SETTINGS))}"
 
 
+def test_capability_defaults_set_clear_and_status(tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    early = _cli(
+        "config", "set-default", "output.text", "--provider", "vllm", "--data-dir", data, cwd=tmp_path
+    )
+    assert early.returncode == 2 and "abstractgateway migrate" in early.stderr  # no db yet: says what to run
+    assert _cli("migrate", "--data-dir", data, cwd=tmp_path).returncode == 0
+
+    text = _cli(
+        "config", "set-default", "output.text", "--provider", "vllm", "--model", "Qwen/Qwen3-8B",
+        "--base-url", "http://127.0.0.1:8000/v1", "--option", "seed=7", "--option", "stop=[\"END\"]",
+        "--data-dir", data, cwd=tmp_path,
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    # input.audio is how the original names speech input: stored as the transcription route.
+    voice = _cli("config", "set-default", "input.audio", "--provider", "faster-whisper", "--model", "/m/w",
+                 "--data-dir", data, cwd=tmp_path)  # fmt: skip
+    assert voice.returncode == 0 and "input.voice -> faster-whisper" in voice.stdout
+
+    from shared_store import Database
+    from shared_store.capability_defaults import list_defaults
+
+    db = Database(tmp_path / "d" / "gateway.sqlite3")
+    try:
+        rows = {d.route: d for d in list_defaults(db)}
+    finally:
+        db.close()
+    assert set(rows) == {"output.text", "input.voice"}
+    assert (rows["output.text"].provider, rows["output.text"].model) == ("vllm", "Qwen/Qwen3-8B")
+    assert rows["output.text"].base_url == "http://127.0.0.1:8000/v1"
+    assert rows["output.text"].options == {"seed": 7, "stop": ["END"]}  # JSON values parsed
+
+    status = _cli("config", "status", "--data-dir", data, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "capability defaults: 2" in status.stdout
+    assert "output.text -> vllm / Qwen/Qwen3-8B at http://127.0.0.1:8000/v1" in status.stdout
+
+    cleared = _cli("config", "clear-default", "input.voice", "--data-dir", data, cwd=tmp_path)
+    assert cleared.returncode == 0 and "input.voice cleared" in cleared.stdout
+    again = _cli("config", "clear-default", "input.voice", "--data-dir", data, cwd=tmp_path)
+    assert again.returncode == 0 and "had no default" in again.stdout
+    assert "capability defaults: 1" in _cli("config", "status", "--data-dir", data, cwd=tmp_path).stdout
+
+
+def test_unknown_routes_and_providers_are_refused_listing_the_valid_ones(tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    assert _cli("migrate", "--data-dir", data, cwd=tmp_path).returncode == 0
+    route = _cli(
+        "config", "set-default", "output.txt", "--provider", "vllm", "--data-dir", data, cwd=tmp_path
+    )
+    assert route.returncode == 2 and "unknown capability route 'output.txt'" in route.stderr
+    assert "output.text, output.voice, input.voice, output.image" in route.stderr
+    provider = _cli(
+        "config", "set-default", "output.text", "--provider", "nope", "--data-dir", data, cwd=tmp_path
+    )
+    assert provider.returncode == 2 and "unknown provider 'nope' for output.text" in provider.stderr
+    assert "vllm" in provider.stderr and "openai-compatible" in provider.stderr  # AbstractCore's providers
+    media = _cli(
+        "config", "set-default", "output.voice", "--provider", "vllm", "--data-dir", data, cwd=tmp_path
+    )
+    assert media.returncode == 2 and "providers: piper" in media.stderr
+    missing = _cli("config", "set-default", "output.music", "--data-dir", data, cwd=tmp_path)
+    assert missing.returncode == 2 and "needs --provider" in missing.stderr
+    clear = _cli("config", "clear-default", "output.nothing", "--data-dir", data, cwd=tmp_path)
+    assert clear.returncode == 2 and "unknown capability route" in clear.stderr
+    status = _cli("config", "status", "--data-dir", data, cwd=tmp_path)
+    assert "capability defaults: (none)" in status.stdout  # nothing was written by the refusals
+
+
 def test_abstractgateway_config_is_installed_beside_abstractgateway_config(tmp_path: Path) -> None:
     """The original's command name: `abstractgateway-config init|status|...` runs the same group."""
     import tomllib

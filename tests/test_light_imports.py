@@ -15,3 +15,16 @@ def test_store_surface_for_the_api_does_not_import_abstractruntime() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_api_app_and_the_config_command_import_no_ml_stack() -> None:
+    """The API process (its app, the LLM endpoint probe, capability defaults, VisualFlow import) and
+    `abstractgateway config` load neither the runtime nor abstractcore nor any ML package."""
+    code = (
+        "import sys, api_service.app, api_service.cli, api_service.llm_probe, gateway_config, "
+        "shared_store.capability_defaults, shared_store.visualflow_files; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'abstractruntime', 'abstractcore', "
+        "'torch', 'diffusers', 'transformers', 'numpy', 'pandas', 'vllm'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

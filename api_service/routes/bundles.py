@@ -60,10 +60,35 @@ async def list_bundles(request: Request, query: BundleListQuery) -> object:
     return {"items": [info.to_json() for info in infos]}
 
 
+def _bundle_detail(db: Database, bundle_id: str, version: str | None) -> dict[str, Any]:
+    info = bundles.get_bundle(db, bundle_id, version)
+    doc = info.to_json()
+    documents = bundles.flow_documents(db, info.bundle_id, info.bundle_version)
+    for entry in doc["entrypoints"]:
+        # As the original's detail: each entrypoint's input pins and its nodes (id -> type, label).
+        flow = documents.get(entry["flow_id"]) or {}
+        entry["inputs"] = [
+            {"id": pin.id, "label": pin.label, "type": pin.type, "required": pin.required}
+            for pin in input_pins(flow)
+        ]
+        entry["node_index"] = {
+            str(node["id"]): _node_entry(node)
+            for node in flow.get("nodes") or []
+            if isinstance(node, dict) and node.get("id") is not None
+        }
+    return doc
+
+
+def _node_entry(node: dict[str, Any]) -> dict[str, str]:
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    kind = str(data.get("nodeType") or node.get("type") or "unknown")
+    return {"type": kind, "label": str(data.get("label") or node.get("label") or node["id"])}
+
+
 async def get_bundle(request: Request, query: BundleVersionQuery) -> object:
-    """One bundle (the newest version unless ?bundle_version=)."""
+    """One bundle (the newest version unless ?bundle_version=), with each entrypoint's inputs."""
     bundle_id, version = _ref(request.path_params["bundle_id"], query.bundle_version)
-    return (await reading(bundles.get_bundle, gateway(request).db, bundle_id, version)).to_json()
+    return await reading(_bundle_detail, gateway(request).db, bundle_id, version)
 
 
 def _entry_node(flow: dict[str, Any]) -> dict[str, Any] | None:
@@ -83,13 +108,73 @@ async def input_schema(request: Request, query: BundleVersionQuery) -> object:
     flow = await reading(bundles.flow_json, db, info.bundle_id, info.bundle_version, flow_id)
     node = _entry_node(flow) or {}
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    given = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
+    pins = input_pins(flow)
+    document: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {pin.id: pin.schema for pin in pins},
+    }
+    required = [pin.id for pin in pins if pin.required]
+    if required:
+        document["required"] = required
+    return InputSchema(
+        info.bundle_id,
+        info.bundle_version,
+        flow_id,
+        pins,
+        bundle_ref=info.bundle_ref,
+        workflow_id=f"{info.bundle_ref}:{flow_id}",
+        defaults={pin.id: given[pin.id] for pin in pins if pin.id in given},
+        input_data_schema=document,
+    )
+
+
+# VisualFlow pin types -> JSON Schema types (the rest, "any" included, take any value).
+_JSON_TYPES = {
+    **dict.fromkeys(
+        ("string", "text", "markdown", "path", "file", "directory", "provider", "model"), "string"
+    ),
+    **dict.fromkeys(("number", "float", "double"), "number"),
+    **dict.fromkeys(("integer", "int"), "integer"),
+    **dict.fromkeys(("boolean", "bool"), "boolean"),
+    **dict.fromkeys(("array", "list"), "array"),
+    **dict.fromkeys(("object", "dict", "map", "json"), "object"),
+}
+
+
+def _pin_schema(pin: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    raw = str(pin.get("type") or "").strip()
+    schema: dict[str, Any] = {}
+    if raw.lower() in _JSON_TYPES:
+        schema["type"] = _JSON_TYPES[raw.lower()]
+    if raw:
+        schema["x-abstract-type"] = raw
+    label, pin_id = pin.get("label"), str(pin.get("id"))
+    if label and label != pin_id:
+        schema["title"] = str(label)
+    if pin_id in defaults:
+        schema["default"] = defaults[pin_id]
+    return schema
+
+
+def input_pins(flow: dict[str, Any]) -> list[InputPin]:
+    """The entry node's data outputs, with their defaults and JSON Schemas."""
+    node = _entry_node(flow) or {}
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
     defaults = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
-    pins = [
-        InputPin(str(pin.get("id")), pin.get("label"), pin.get("type"), defaults.get(pin.get("id")))
+    return [
+        InputPin(
+            str(pin.get("id")),
+            pin.get("label"),
+            pin.get("type"),
+            defaults.get(pin.get("id")),
+            pin.get("required") is True,
+            _pin_schema(pin, defaults),
+        )
         for pin in data.get("outputs") or []
         if isinstance(pin, dict) and pin.get("type") != "execution"
     ]
-    return InputSchema(info.bundle_id, info.bundle_version, flow_id, pins)
 
 
 def _form_bool(value: object, name: str) -> bool:
@@ -176,17 +261,17 @@ async def delete_bundle(request: Request, query: BundleDeleteQuery) -> object:
 async def deprecate(request: Request, body: DeprecateRequest) -> object:
     """Refuse new starts of the bundle (or one flow) with 409 and the reason; running runs continue."""
     bundle_id = request.path_params["bundle_id"]
-    await blocking(
+    at = await blocking(
         bundles.deprecate, gateway(request).db, bundle_id, flow_id=body.flow_id, reason=body.reason
     )
-    return DeprecationResponse(bundle_id, body.flow_id, True, body.reason)
+    return DeprecationResponse(bundle_id, body.flow_id, True, body.reason, deprecated_at=at)
 
 
 async def undeprecate(request: Request, body: UndeprecateRequest) -> object:
     """Allow new starts again."""
     bundle_id = request.path_params["bundle_id"]
-    await blocking(bundles.undeprecate, gateway(request).db, bundle_id, flow_id=body.flow_id)
-    return DeprecationResponse(bundle_id, body.flow_id, False)
+    removed = await blocking(bundles.undeprecate, gateway(request).db, bundle_id, flow_id=body.flow_id)
+    return DeprecationResponse(bundle_id, body.flow_id, False, removed=removed)
 
 
 _TAGS = ["bundles"]

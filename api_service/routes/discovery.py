@@ -15,10 +15,12 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 
+from shared_store.capability_defaults import list_defaults
 from shared_store.runners import live_runners
 
 from ..access import READ
 from ..http import ApiRoute, reading
+from ..llm_probe import text_endpoint
 from ..media_schemas import CapabilitiesResponse, CatalogResponse
 from . import gateway
 
@@ -63,11 +65,18 @@ async def merged_capabilities(request: Request) -> tuple[dict[str, Any], list[st
 
 async def capabilities(request: Request) -> object:
     """The merged capabilities of the live runners (a modality is available if any live runner has
-    it), and their ids. No live runner: empty capabilities, `available: false` and a `detail`."""
+    it), and their ids, plus `capability_defaults` (config set-default) and `llm` (the output.text
+    default's endpoint: answers, served models). No live runner: `available: false` and a `detail`."""
     caps, runner_ids = await merged_capabilities(request)
+    db = gateway(request).db
+    # What the operator routed where (config set-default), and whether the text endpoint answers.
+    configured = {
+        "capability_defaults": [d.to_json() for d in await reading(list_defaults, db)],
+        "llm": await reading(text_endpoint, db, detailed=True),
+    }
     if not runner_ids:
-        return CapabilitiesResponse({}, [], False, NO_RUNNER)
-    return CapabilitiesResponse(caps, runner_ids, True)
+        return CapabilitiesResponse(configured, [], False, NO_RUNNER)
+    return CapabilitiesResponse({**caps, **configured}, runner_ids, True)
 
 
 # path -> (modality section, catalog key, the flags (`<flag>: bool` or `<flag>: {"available"}`) that say

@@ -19,9 +19,11 @@ from shared_store.migrate import Migration, applied_versions, known_migrations
 from shared_store.reads import queue_depth
 from shared_store.runners import live_runners
 
+from .. import supervisor
 from ..access import principal_of
 from ..http import ApiRoute, json_response, reading
-from ..schemas import DbHealth, HealthBrief, HealthResponse, RunnerHealth
+from ..llm_probe import text_endpoint
+from ..schemas import DbHealth, HealthBrief, HealthResponse, RunnerHealth, RunnerSupervision
 from . import gateway
 
 SERVICE = "abstractgateway"
@@ -50,7 +52,8 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
 
 async def health(request: Request) -> object:
     """Service health. `degraded` when no runner is alive (runs queue up), migrations are pending, a
-    bundle does not compile, or runs require runner labels that no live runner has. Detail (db, runners, problems) for token holders only."""
+    bundle does not compile, runs require runner labels that no live runner has, or the output.text
+    default's LLM endpoint does not answer. Detail (db, runners, problems, llm) for token holders only."""
     gw = gateway(request)
     report, status = await reading(_report, gw.db, gw.settings.flows_dir)
     if not principal_of(request.scope).scopes:
@@ -84,14 +87,37 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         return report, 503
     shadowed = shadowed_flow_files(db, flows_dir) if flows_dir is not None else []
     problems = list(broken) + unmet
+    try:
+        llm = text_endpoint(db, detailed=False)
+    except StoreError:
+        llm = None
+    if llm is not None and llm["answers"] is False:
+        problems.append(f"the output.text LLM endpoint ({llm['provider']}) does not answer")
     if pending:
         problems.append(f"schema migrations pending: {pending} (run `abstractgateway migrate`)")
     if not runners:
         problems.append(f"no runner heartbeat within {RUNNER_STALE_S:.0f}s: started runs stay queued")
+    supervised = None
+    if supervisor.current is not None:
+        supervised = RunnerSupervision(**supervisor.current.status())
+        if not supervised.alive:
+            problems.append(f"the runner child is down (restart {supervised.restarts}; backing off)")
     wal = bool(mode) and str(mode[0]).lower() == "wal"
     db_report = DbHealth(str(db.path), wal, current, latest, pending)
     status = "degraded" if problems else "healthy"
-    return HealthResponse(status, SERVICE, VERSION, db_report, runners, depth, problems, shadowed), 200
+    report = HealthResponse(
+        status,
+        SERVICE,
+        VERSION,
+        db_report,
+        runners,
+        depth,
+        problems,
+        shadowed,
+        runner_supervisor=supervised,
+        llm=llm,
+    )
+    return report, 200
 
 
 routes = [

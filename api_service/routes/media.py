@@ -129,13 +129,14 @@ def _require_text(value: str | None, name: str) -> None:
 
 
 def _check_artifact(db: Database, ref: ArtifactInput | None, field: str, family: str) -> None:
-    """The input artifact exists and its content type is `family`/* (400 otherwise)."""
+    """The input artifact exists (404 otherwise, as the original answers) and its content type is
+    `family`/* (400 otherwise)."""
     if ref is None:
         return
     try:
         found = artifact_ref(db, ref.artifact_id)
     except UnknownArtifact:
-        raise ApiError(400, f"{field}: artifact '{ref.artifact_id}' not found") from None
+        raise ApiError(404, f"{field}: artifact '{ref.artifact_id}' not found") from None
     content_type = (found.content_type or "").split(";", 1)[0].strip().lower()
     if not content_type.startswith(f"{family}/"):
         raise ApiError(

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
+import time
+from typing import Any
 
+import anyio
+import msgspec
 from starlette.requests import Request
 from starlette.responses import FileResponse
 
 from shared_store import bundles, run_views
 from shared_store.db import Database
 from shared_store.reads import ledger_len
+from shared_store.run_filter import FilterInvalid, RunFilter
+from shared_store.run_labels import Labels
+from shared_store.run_list import list_runs as list_runs_page
+from shared_store.runners import inactive_warning
 from shared_store.starts import StartResult, enqueue_run
 
 from .. import metrics
@@ -20,10 +28,13 @@ from ..http import ApiRoute, blocking, reading, require_input_size, require_sess
 from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
+    DETAILS,
+    LEDGER_MODES,
     RUNS_PAGE_MAX,
     ArtifactList,
     ArtifactQuery,
     HistoryBundle,
+    HistoryQuery,
     InputDataResponse,
     ResolvedWorkflow,
     RunList,
@@ -33,11 +44,22 @@ from ..schemas import (
     StartResponse,
 )
 from . import gateway
+from .bundles import input_pins
 
 MAX_IDEMPOTENCY_KEY = 200
 # Types a browser would render or run when opened from the API's origin (stored XSS with the
 # viewer's token in reach): served as downloads, never inline.
 ACTIVE_TYPES = ("html", "svg", "javascript", "ecmascript", "xml", "xhtml")
+
+
+def _labels(body: StartRequest) -> Labels:
+    """Tags, metadata, ttl and webhook target of a start or schedule request (422 when too large)."""
+    try:
+        return Labels.checked(
+            tags=body.tags, metadata=body.metadata, ttl_s=body.ttl_s, webhook_url=body.webhook_url
+        )
+    except FilterInvalid as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, str]:
@@ -52,7 +74,7 @@ def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, st
 
 
 def _start(
-    db: Database, body: StartRequest, key: str | None, request_id: str | None
+    db: Database, body: StartRequest, key: str | None, labels: Labels, request_id: str | None
 ) -> tuple[StartResult, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
@@ -64,55 +86,94 @@ def _start(
         input_data=body.input_data,
         session_id=body.session_id,
         idempotency_key=key,
+        labels=labels,
         request_id=request_id,
         flow=flow,
     )
     return started, resolved
 
 
-async def start_run(request: Request, body: StartRequest) -> object:
-    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run.
-
-    Flow control: `priority` 1-5, `requires` runner labels, `concurrency_key` (a template over the
-    input) with `max_concurrent`, `overflow` and `rate_limit`. 409 when the key is full and its
-    overflow is `reject` (nothing is written)."""
+def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
+async def start_run(request: Request, body: StartRequest) -> object:
+    """Start a run: durable (queued) when this returns. `Idempotency-Key`: the same key, the same run."""
+    key = idempotency_key(request)
+    labels = _labels(body)
     require_session(request, body.session_id)
     require_input_size(request, body.input_data)
-    started, resolved = await blocking(_start, gateway(request).db, body, key, current_request_id())
+    db = gateway(request).db
+    started, resolved = await blocking(_start, db, body, key, labels, current_request_id())
     if started.created:
         metrics.STARTS.inc()
     request.state.audit = {"run_id": started.run_id, "workflow_id": resolved.workflow_id}
+    return await start_response(db, started.run_id, resolved)
+
+
+# Per database (tests run several in one process): (when read, the warning).
+_warnings: dict[int, tuple[float, str | None]] = {}
+
+
+async def start_response(db: Database, run_id: str, resolved: bundles.ResolvedWorkflow) -> StartResponse:
+    """The start answer (also a schedule's): the run, what it runs and, as the original, a
+    `runner_warning` when no runner is alive (read at most once a second: starts are a hot path)."""
+    checked_at, warning = _warnings.get(id(db), (0.0, None))
+    if time.monotonic() - checked_at > 1.0:
+        warning = await reading(inactive_warning, db)
+        _warnings[id(db)] = (time.monotonic(), warning)
     return StartResponse(
-        started.run_id,
-        ResolvedWorkflow(resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id),
+        run_id,
+        ResolvedWorkflow(
+            resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id, resolved.name
+        ),
+        warning,
+    )
+
+
+def run_filter(request: Request, query: RunListQuery) -> RunFilter:
+    """The list's filters, with the `metadata.<key>` parameters the query Struct does not declare."""
+    params = request.query_params
+    return RunFilter.parse(
+        {
+            "status": query.status,
+            "tag": query.tag,
+            "workflow_id": query.workflow_id,
+            "session_id": query.session_id,
+            "parent_run_id": query.parent_run_id,
+            "created_after": query.created_after,
+            "created_before": query.created_before,
+            "ended_after": query.ended_after,
+            "ended_before": query.ended_before,
+            "q": query.q,
+            **{k: params[k] for k in params if k.startswith("metadata.")},
+        }
     )
 
 
 async def list_runs(request: Request, query: RunListQuery) -> object:
-    """Run summaries, newest first, filtered by status / workflow_id / session_id / parent_run_id."""
-    if query.status is not None and query.status not in run_views.CLIENT_STATUSES:
-        raise ApiError(
-            400, f"unknown status {query.status!r}; one of: {', '.join(run_views.CLIENT_STATUSES)}"
-        )
+    """Run summaries (no output), newest first, filtered; paged by `cursor` (keyset) or `offset`."""
+    if query.cursor is not None and query.offset:
+        raise ApiError(400, "give cursor or offset, not both")
+    filters = run_filter(request, query)
     limit = min(query.limit, RUNS_PAGE_MAX)  # above the maximum: served up to it, never refused
-    items = run_views.list_run_views(
-        gateway(request).db,
-        limit=limit,
-        offset=query.offset,
-        status=query.status,
-        workflow_id=query.workflow_id,
-        session_id=query.session_id,
-        parent_run_id=query.parent_run_id,
+    # A page read leaves the event loop (it may read thousands of rows); reads need no writer thread.
+    page = await reading(
+        list_runs_page, gateway(request).db, filters, limit=limit, offset=query.offset, cursor=query.cursor
     )
-    more = len(items) == limit
+    more = page.next_cursor is not None
     return {
-        "items": items,
+        "items": page.items,
         "limit": limit,
         "offset": query.offset,
-        "next_offset": query.offset + len(items) if more else None,
+        "next_offset": query.offset + len(page.items) if more and query.cursor is None else None,
+        "next_cursor": page.next_cursor,
+        # As the original: the size of this page, and whether another follows.
+        "count": len(page.items),
+        "has_more": more,
     }
 
 
@@ -128,20 +189,80 @@ async def get_run(request: Request) -> object:
 async def get_input_data(request: Request) -> object:
     """What the run was started with."""
     run_id = request.path_params["run_id"]
-    data = await reading(run_views.input_data, gateway(request).db, run_id)
+    data = await reading(_input_data, gateway(request).db, run_id)
     if data is None:
         raise not_found_run(run_id)
     return data
 
 
-async def history_bundle(request: Request) -> object:
-    """The run, its ledger, its descendants (with theirs) and its artifacts index, in one document."""
+def _input_data(db: Database, run_id: str) -> dict[str, Any] | None:
+    data = run_views.input_data(db, run_id)
+    if data is None:
+        return None
+    # As the original: the ids of the entry flow's input pins (empty when its bundle is gone).
+    pins: list[str] = []
+    if data["bundle_id"] and data["bundle_version"] and data["flow_id"]:
+        try:
+            flow = bundles.flow_json(db, data["bundle_id"], data["bundle_version"], data["flow_id"])
+        except (bundles.UnknownBundle, bundles.UnknownFlow):
+            flow = {}
+        pins = [pin.id for pin in input_pins(flow)]
+    data["pin_ids"] = pins
+    return data
+
+
+HISTORY_TIMEOUT_S = 120.0
+# Each export is a Python child importing abstractruntime (~0.8 s, tens of MB): at most this many at
+# once per API process, the rest wait their turn, so history requests cannot fill memory with children.
+HISTORY_EXPORTS_AT_ONCE = 2
+_history_slots: anyio.CapacityLimiter | None = None
+
+
+async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[str, Any]:
+    """abstractruntime's RunHistoryBundle of the run, exported in a child process (the API never
+    imports abstractruntime): see shared_store/history_export.py."""
+    options = msgspec.json.encode(query)
+    command = [
+        sys.executable,
+        "-m",
+        "shared_store.history_export",
+        str(gw.db.path),
+        str(gw.artifacts_dir),
+        run_id,
+    ]
+    global _history_slots
+    if _history_slots is None:
+        _history_slots = anyio.CapacityLimiter(HISTORY_EXPORTS_AT_ONCE)
+    try:
+        with anyio.fail_after(HISTORY_TIMEOUT_S):
+            async with _history_slots:
+                done = await anyio.run_process(command, input=options, check=False)
+    except TimeoutError:
+        raise ApiError(503, f"the history export took over {HISTORY_TIMEOUT_S:.0f}s; try again") from None
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip()[-2000:] or f"exit status {done.returncode}"
+        raise ApiError(503, f"the history export failed: {reason}")
+    return msgspec.json.decode(done.stdout)
+
+
+async def history_bundle(request: Request, query: HistoryQuery) -> object:
+    """The run, its ledger, its descendants (with theirs) and its artifacts index, in one document:
+    ours (`ledger`, `children`, `artifacts`, `input`) and the original's (`ledgers`, `timeline`,
+    `session`, `workflow_snapshot`, ...: abstractruntime's RunHistoryBundle v1)."""
     run_id = request.path_params["run_id"]
+    if query.ledger_mode not in LEDGER_MODES:
+        raise ApiError(400, f"ledger_mode must be one of: {', '.join(LEDGER_MODES)}")
+    if query.detail not in DETAILS:
+        raise ApiError(400, f"detail must be one of: {', '.join(DETAILS)}")
+    gw = gateway(request)
     # A long read: a worker thread, not the writer thread.
-    bundle = await asyncio.to_thread(run_views.history_bundle, gateway(request).db, run_id)
-    if bundle is None:
+    ours = await reading(run_views.history_bundle, gw.db, run_id)
+    if ours is None:
         raise not_found_run(run_id)
-    return bundle
+    original = await _runtime_history(gw, run_id, query)
+    # The original's keys (abstractruntime's RunHistoryBundle) beside ours; `run` stays our view, which
+    # carries every field of the runtime's `run` summary (status as the client reads it) and more.
+    return {**original, **ours}
 
 
 async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
@@ -151,13 +272,16 @@ async def list_artifacts(request: Request, query: ArtifactQuery) -> object:
     if await reading(ledger_len, db, run_id) is None:
         raise not_found_run(run_id)
     limit = min(query.limit, ARTIFACTS_PAGE_MAX)
-    items = await reading(run_views.run_artifacts, db, run_id, limit=limit, offset=query.offset)
-    more = len(items) == limit
+    # One more than asked: whether a next page exists (the original's `has_more`), not a guess.
+    items = await reading(run_views.run_artifacts, db, run_id, limit=limit + 1, offset=query.offset)
+    more = len(items) > limit
+    items = items[:limit]
     return {
         "items": items,
         "limit": limit,
         "offset": query.offset,
         "next_offset": query.offset + len(items) if more else None,
+        "has_more": more,
     }
 
 
@@ -227,8 +351,9 @@ routes = [
         methods=["GET"],
         summary="Export a run",
         tags=_TAGS,
+        query=HistoryQuery,
         response=HistoryBundle,
-        errors=(404,),
+        errors=(400, 404, 422),
         needs=READ,
     ),
     ApiRoute(

@@ -9,13 +9,17 @@ from starlette.requests import Request
 from shared_store import bundles
 from shared_store.db import Database
 from shared_store.flow_control import FlowControlError
+from shared_store.run_filter import FilterInvalid
+from shared_store.run_labels import Labels
 from shared_store.schedules import ScheduleSpec, create_schedule
 
 from ..access import RUN
+from ..errors import ApiError
 from ..flow_control import flow_settings
 from ..http import ApiRoute, blocking, require_input_size, require_session
-from ..schemas import FlowControlFields, ResolvedWorkflow, StartResponse
+from ..schemas import FlowControlFields, StartResponse, Tags, TtlS, WebhookUrl
 from . import gateway
+from .runs import start_response
 
 
 class ScheduleRequest(FlowControlFields, forbid_unknown_fields=True, kw_only=True):
@@ -33,10 +37,14 @@ class ScheduleRequest(FlowControlFields, forbid_unknown_fields=True, kw_only=Tru
     session_id: str | None = None
     catch_up: str = "one"
     overlap: str = "skip"
+    tags: Tags | None = None  # the parent's, inherited by every child run
+    metadata: dict[str, Any] | None = None
+    ttl_s: TtlS | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 def _schedule(
-    db: Database, body: ScheduleRequest, spec: ScheduleSpec
+    db: Database, body: ScheduleRequest, spec: ScheduleSpec, labels: Labels
 ) -> tuple[str, bundles.ResolvedWorkflow]:
     resolved = bundles.resolve_workflow(
         db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
@@ -52,6 +60,7 @@ def _schedule(
         input_data=body.input_data,
         session_id=body.session_id,
         share_context=body.share_context,
+        labels=labels,
         flow=flow,
     )
     return run_id, resolved
@@ -73,12 +82,15 @@ async def schedule_run(request: Request, body: ScheduleRequest) -> object:
     require_session(request, body.session_id)
     require_input_size(request, body.input_data)
     spec = ScheduleSpec.parse(fields)  # ScheduleInvalid -> 422 naming the field
-    run_id, resolved = await blocking(_schedule, gateway(request).db, body, spec)
+    try:
+        labels = Labels.checked(
+            tags=body.tags, metadata=body.metadata, ttl_s=body.ttl_s, webhook_url=body.webhook_url
+        )
+    except FilterInvalid as exc:
+        raise ApiError(422, str(exc)) from None
+    run_id, resolved = await blocking(_schedule, gateway(request).db, body, spec, labels)
     request.state.audit = {"run_id": run_id, "workflow_id": resolved.workflow_id}
-    return StartResponse(
-        run_id,
-        ResolvedWorkflow(resolved.workflow_id, resolved.bundle_id, resolved.bundle_version, resolved.flow_id),
-    )
+    return await start_response(gateway(request).db, run_id, resolved)
 
 
 routes = [

@@ -21,6 +21,8 @@ from shared_store.codec import utc_now_iso
 
 from ..commands import CommandContext
 from .backends import Backend, BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .defaults import apply_default
+from .settings import job_models
 
 log = structlog.get_logger("runner")
 
@@ -152,8 +154,12 @@ def execute_job(ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None
     ctx.runtime.ledger_store.append(_record(run, StepStatus.STARTED, kind, attempt, effect=effect))
     log.info("media_job_started", run_id=run_id, kind=kind, parent_run_id=parent, attempt=attempt)
     try:
+        request, models, default = apply_default(ctx.db, kind, request)
+        if default is not None:
+            log.info("media_job_default", run_id=run_id, route=default.route, provider=default.provider)
         inputs = _inputs(ctx, request)  # a missing input fails the job whatever the backend
-        result = backend_for(kind)(request, inputs)
+        with job_models(models):
+            result = backend_for(kind)(request, inputs)
         output = _output(ctx, result, parent=parent, job=run_id, kind=kind)
         _finish(ctx, run, kind, attempt, output, None)
     except Unsupported as exc:

@@ -7,9 +7,27 @@ and its jobs answer supported=false.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+
+# Models a capability default names for the job being executed (runner_service.media.defaults sets
+# them around the backend call): they take the place of the env settings, for that job only.
+_job_models: ContextVar[dict[str, str]] = ContextVar("media_job_models", default={})  # noqa: B039
+
+
+@contextmanager
+def job_models(models: dict[str, str]) -> Iterator[None]:
+    """Within the block, MediaSettings.from_env() answers these fields (tts_model, ...) instead."""
+    token = _job_models.set(dict(models))
+    try:
+        yield
+    finally:
+        _job_models.reset(token)
 
 
 @dataclass(frozen=True)
@@ -33,7 +51,7 @@ class MediaSettings:
             return value or None
 
         data_dir = Path(get("ABSTRACTGATEWAY_DATA_DIR") or "data")
-        return cls(
+        settings = cls(
             data_dir=data_dir,
             tts_model=get("ABSTRACTGATEWAY_TTS_MODEL"),
             stt_model=get("ABSTRACTGATEWAY_STT_MODEL"),
@@ -44,3 +62,4 @@ class MediaSettings:
             kg_dir=Path(get("ABSTRACTGATEWAY_KG_DIR") or data_dir / "kg"),
             embedder_model=get("ABSTRACTGATEWAY_EMBEDDER_MODEL"),
         )
+        return dataclasses.replace(settings, **_job_models.get()) if environ is None else settings

@@ -85,6 +85,8 @@ def test_upload_lists_versions_and_refuses_a_duplicate(lone_gateway: Gateway, fl
         "bundle_id": "bench-echo",
         "bundle_version": "2.0.0",
         "flow_id": "echo",
+        "name": "bench-echo",
+        "source": "client",
     }
     pinned = gw.client.post("/api/gateway/runs/start", json={"flow_id": "bench-echo@1.0.0:echo"}).json()
     assert pinned["resolved_workflow"]["bundle_version"] == "1.0.0"

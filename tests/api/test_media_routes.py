@@ -97,7 +97,7 @@ def _fill(value: Any, artifacts: dict[str, str]) -> Any:
         ("voice/tts", {"text": "hi", "request_id": ""}, 422, "$.request_id"),
         ("audio/transcribe", {}, 422, "audio_artifact"),
         ("audio/transcribe", {"audio_artifact": "x"}, 422, "$.audio_artifact"),
-        ("audio/transcribe", {"audio_artifact": {"$artifact": "nope"}}, 400, "artifact 'nope' not found"),
+        ("audio/transcribe", {"audio_artifact": {"$artifact": "nope"}}, 404, "artifact 'nope' not found"),
         ("audio/transcribe", {"audio_artifact": {"$artifact": "@image"}}, 400, "expected audio/*"),
         ("audio/transcribe", {"audio_artifact": {"$artifact": "@text"}}, 400, "text/plain"),
         ("images/generate", {"prompt": ""}, 400, "prompt"),
@@ -111,7 +111,7 @@ def _fill(value: Any, artifacts: dict[str, str]) -> Any:
         ("images/edit", {"prompt": "x"}, 422, "image_artifact"),
         ("images/edit", {"prompt": "", "image_artifact": {"$artifact": "@image"}}, 400, "prompt"),
         ("images/edit", {"prompt": "x", "image_artifact": {"$artifact": "@audio"}}, 400, "expected image/*"),
-        ("images/edit", {"prompt": "x", "image_artifact": {"$artifact": "nope"}}, 400, "not found"),
+        ("images/edit", {"prompt": "x", "image_artifact": {"$artifact": "nope"}}, 404, "not found"),
         (
             "images/edit",
             {"prompt": "x", "image_artifact": {"$artifact": "@image"}, "mask_artifact": {"$artifact": "@text"}},
@@ -322,7 +322,9 @@ CATALOG_PATHS = ["voice/voices", "audio/speech/models", "vision/models", "audio/
 def test_discovery_without_a_runner_says_unavailable(lone_gateway: Gateway) -> None:
     caps = lone_gateway.client.get("/api/gateway/discovery/capabilities")
     assert caps.status_code == 200
-    assert caps.json()["capabilities"] == {} and caps.json()["runners"] == []
+    # No runner: only what the operator configured (no capability default here).
+    assert caps.json()["capabilities"] == {"capability_defaults": [], "llm": None}
+    assert caps.json()["runners"] == []
     assert caps.json()["available"] is False and "runner" in caps.json()["detail"]
     for path in CATALOG_PATHS:
         response = lone_gateway.client.get(f"/api/gateway/{path}")

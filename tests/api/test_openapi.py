@@ -31,7 +31,8 @@ def test_spec_covers_every_api_route_with_schemas(gateway: Gateway, anon: httpx.
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in start["parameters"])
     listing = spec["paths"]["/api/gateway/runs"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {
-        "limit", "offset", "status", "workflow_id", "session_id", "parent_run_id"
+        "limit", "offset", "status", "workflow_id", "session_id", "parent_run_id", "cursor", "tag",
+        "created_after", "created_before", "ended_after", "ended_before", "q",
     }  # fmt: skip
     ledger = spec["paths"]["/api/gateway/runs/{run_id}/ledger"]["get"]
     assert {p["name"] for p in ledger["parameters"]} == {"run_id", "after", "limit"}

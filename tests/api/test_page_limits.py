@@ -89,8 +89,10 @@ def test_artifacts_limit_is_clamped_and_pages_continue(long_run: tuple[Gateway, 
     assert everything.status_code == 200, everything.text
     assert sorted(item["artifact_id"] for item in everything.json()["items"]) == sorted(made)
     first = gw.client.get(f"/api/gateway/runs/{run_id}/artifacts", params={"limit": 2}).json()
-    assert len(first["items"]) == 2 and first["next_offset"] == 2
+    assert len(first["items"]) == 2 and (first["next_offset"], first["has_more"]) == (2, True)
     rest = gw.client.get(f"/api/gateway/runs/{run_id}/artifacts", params={"limit": 2, "offset": 2}).json()
-    assert len(rest["items"]) == 1 and rest["next_offset"] is None
+    assert len(rest["items"]) == 1 and (rest["next_offset"], rest["has_more"]) == (None, False)
+    exact = gw.client.get(f"/api/gateway/runs/{run_id}/artifacts", params={"limit": 3}).json()
+    assert len(exact["items"]) == 3 and (exact["next_offset"], exact["has_more"]) == (None, False)
     assert {i["artifact_id"] for i in first["items"] + rest["items"]} == set(made)
     assert gw.client.get(f"/api/gateway/runs/{run_id}/artifacts?limit=0").status_code == 422

@@ -32,7 +32,7 @@ def test_echo_start_ledger_and_sse_done(gateway: Gateway, runner: object) -> Non
     steps = [e for e in events if e.get("event") == "step"]
     done = events[-1]
     assert done["event"] == "done"
-    assert json.loads(done["data"]) == {"status": "completed", "cursor": len(steps)}
+    assert json.loads(done["data"]) == {"status": "completed", "cursor": len(steps), "run_id": run_id}
     assert [int(e["id"]) for e in steps] == list(range(1, len(steps) + 1))
     for event in steps:
         data = json.loads(event["data"])
@@ -67,6 +67,7 @@ def test_echo_start_ledger_and_sse_done(gateway: Gateway, runner: object) -> Non
         "bundle_version": "1.0.0",
         "flow_id": "echo",
         "input_data": {"message": "hello"},
+        "pin_ids": ["message"],
     }
     history = gateway.client.get(f"/api/gateway/runs/{run_id}/history_bundle").json()
     assert history["run"]["run_id"] == run_id and len(history["ledger"]) == len(steps)
@@ -175,7 +176,7 @@ def test_sse_resume_with_last_event_id_has_no_gap_and_no_duplicate(gateway: Gate
     cursors = [int(e["id"]) for e in first + rest if e.get("event") == "step"]
     total = gateway.run(run_id)["ledger_len"]
     assert cursors == list(range(1, total + 1)), "every record exactly once, in order"
-    assert json.loads(rest[-1]["data"]) == {"status": "completed", "cursor": total}
+    assert json.loads(rest[-1]["data"]) == {"status": "completed", "cursor": total, "run_id": run_id}
     # The query-string form resumes the same way.
     with gateway.client.stream("GET", path, params={"last_event_id": total - 2}) as response:
         tail = [int(e["id"]) for e in read_sse(response) if e.get("event") == "step"]

@@ -226,3 +226,8 @@ def test_workers_serve_one_port_from_several_processes_and_stop_together(tmp_pat
         not Path(f"/proc/{children[0]}").exists()
         or "zombie" in Path(f"/proc/{children[0]}/status").read_text()
     )
+
+
+def test_refuses_a_bad_code_nodes_setting(tmp_path: Path) -> None:
+    env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_CODE_NODES="sometimes")
+    assert "ABSTRACTGATEWAY_CODE_NODES" in _refused(["--db", str(tmp_path / "g.sqlite3")], env)

@@ -25,6 +25,8 @@ SYSTEMD = REPO / "deploy" / "systemd"
 DOCKER = REPO / "deploy" / "docker"
 ENV_EXAMPLE = SYSTEMD / "abstractgateway.env.example"
 GPU_DROPIN = SYSTEMD / "runner-gpu.conf"
+VLLM_UNIT = SYSTEMD / "abstractgateway-vllm.service"
+VLLM_BIN = "/opt/abstractgateway/.venv/bin/vllm"
 COMPOSE = DOCKER / "compose.yml"
 
 # The install prefix the units are written for (deploy/README.md).
@@ -159,6 +161,37 @@ def test_api_units_migrate_first_and_serve_without_a_runner() -> None:
         assert int(one(parsed, "Service", "LimitNOFILE")) >= 10_000, name  # one fd per SSE stream
 
 
+def test_vllm_unit_serves_the_model_on_loopback_with_the_gpu_allowed() -> None:
+    vllm = parse_unit(VLLM_UNIT)
+    start = one(vllm, "Service", "ExecStart")
+    assert start.startswith(f"{VLLM_BIN} serve ${{VLLM_MODEL}} ") and "--host 127.0.0.1 --port 8000" in start
+    assert one(vllm, "Service", "User") == USER and one(vllm, "Service", "PrivateDevices") == "no"
+    assert any("nvidia" in value for value in vllm["Service"]["DeviceAllow"])
+    assert "HF_HUB_OFFLINE=1" in vllm["Service"]["Environment"]
+    assert (
+        one(vllm, "Service", "NoNewPrivileges") == "yes"
+        and one(vllm, "Service", "CapabilityBoundingSet") == ""
+    )
+    # The command that points the runners at it, as the unit's header gives it, is one the CLI accepts.
+    assert "config set-default output.text" in VLLM_UNIT.read_text()
+    assert "--base-url http://127.0.0.1:8000/v1" in VLLM_UNIT.read_text()
+
+
+def test_compose_gpu_profile_serves_vllm_and_points_the_runners_at_it() -> None:
+    services = _compose()["services"]
+    vllm, default = services["vllm"], services["vllm-default"]
+    assert vllm["profiles"] == default["profiles"] == ["gpu"]
+    assert vllm["entrypoint"] == [VLLM_BIN, "serve"] and "8000" in vllm["command"]
+    assert vllm["build"]["dockerfile"] == "deploy/docker/Dockerfile.nvidia"
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert "/health" in vllm["healthcheck"]["test"][-1]
+    command = default["command"]
+    assert command[:5] == ["config", "set-default", "output.text", "--provider", "vllm"]
+    assert command[command.index("--base-url") + 1] == "http://vllm:8000/v1"
+    assert command[command.index("--model") + 1] == vllm["command"][0]  # the model vllm serves
+    assert default["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
 def test_runner_units_have_distinct_ids() -> None:
     plain = one(parse_unit(SYSTEMD / "abstractgateway-runner.service"), "Service", "ExecStart")
     template = one(parse_unit(SYSTEMD / "abstractgateway-runner@.service"), "Service", "ExecStart")
@@ -208,7 +241,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify fails a unit whose ExecStart binary does not exist, and /opt/abstractgateway/.venv is the
     # install prefix, not this checkout: check copies whose commands point at this venv's executable.
     for path in SYSTEMD.glob("*.service"):
-        (tmp_path / path.name).write_text(path.read_text().replace(PREFIX_BIN, str(binary)))
+        text = path.read_text().replace(PREFIX_BIN, str(binary))
+        # vllm is not installed here (never by CI): any executable stands in for it.
+        (tmp_path / path.name).write_text(text.replace(VLLM_BIN, sys.executable))
     dropin = tmp_path / "abstractgateway-runner@gpu.service.d"
     dropin.mkdir()
     shutil.copy(GPU_DROPIN, dropin / GPU_DROPIN.name)
@@ -218,6 +253,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         "abstractgateway-runner.service",
         "abstractgateway-runner@1.service",
         "abstractgateway-runner@gpu.service",  # with the drop-in beside it
+        VLLM_UNIT.name,
     ]
     for name in names:
         done = subprocess.run(
@@ -276,7 +312,7 @@ def _compose() -> dict:
 
 def test_compose_text_names_the_services_and_the_volume() -> None:
     text = COMPOSE.read_text()
-    for service in ("migrate", "api", "runner", "runner-gpu"):
+    for service in ("migrate", "api", "runner", "runner-gpu", "vllm", "vllm-default"):
         assert re.search(rf"^  {re.escape(service)}:$", text, re.M), service
     assert "- gateway-data:/data" in text and "--no-deps api" in text
 
@@ -341,7 +377,7 @@ def test_dockerfiles_copy_what_exists_and_run_unprivileged() -> None:
         assert 'ENTRYPOINT ["/opt/abstractgateway/.venv/bin/abstractgateway"]' in text, name
         assert (DOCKER / f"{name}.dockerignore").exists(), name
     light = (DOCKER / "Dockerfile").read_text()
-    assert "python:3.11-slim" in light and '".[runner]"' in light
+    assert "python:3.11-slim" in light and 'pip install "."' in light  # the light profile
     assert "curl" not in light.replace("# ", "") and "/api/health" in light
     nvidia = (DOCKER / "Dockerfile.nvidia").read_text()
     assert "nvidia/cuda:" in nvidia
@@ -370,6 +406,8 @@ def test_docker_compose_config(tmp_path: Path) -> None:
         base = ["docker-compose", "-f", str(copy), "--project-directory", str(DOCKER)]
         command = [*base, "config", "--quiet"]
         profiles = [*base, "--profile", "gpu", "config", "--services"]
+    elif os.environ.get("CI"):
+        pytest.fail("docker-compose is missing: CI installs it (.ci/apt-packages.txt, make test-deps)")
     else:
         pytest.skip("neither `docker compose` (v2 plugin) nor docker-compose is installed")
     done = subprocess.run(
@@ -380,7 +418,7 @@ def test_docker_compose_config(tmp_path: Path) -> None:
         profiles, env=_compose_env(), capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert {"migrate", "api", "runner", "runner-gpu"} <= set(done.stdout.split())
+    assert {"migrate", "api", "runner", "runner-gpu", "vllm", "vllm-default"} <= set(done.stdout.split())
 
 
 # --- the healthcheck commands, run against real processes -----------------------------------------------

@@ -30,6 +30,7 @@ class FakeRequest:
 class FakeOpenAI:
     base_url: str  # ends in /v1, the form OpenAI clients expect
     requests: list[FakeRequest] = field(default_factory=list)
+    models: tuple[str, ...] = (FAKE_MODEL,)  # what GET /v1/models lists (clients check the name)
 
     @property
     def chat_requests(self) -> list[FakeRequest]:
@@ -90,7 +91,8 @@ def _handler_for(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             state.requests.append(FakeRequest("GET", self.path, None, self.headers.get("Authorization")))
             if self.path.rstrip("/") == "/v1/models":
-                self._send_json(200, {"object": "list", "data": [{"id": FAKE_MODEL, "object": "model"}]})
+                data = [{"id": model, "object": "model"} for model in state.models]
+                self._send_json(200, {"object": "list", "data": data})
             else:
                 self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -121,9 +123,9 @@ def _handler_for(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_fake_openai() -> Iterator[FakeOpenAI]:
+def running_fake_openai(*, extra_models: tuple[str, ...] = ()) -> Iterator[FakeOpenAI]:
     """Serve the fake API on 127.0.0.1 (a free port) for the duration of the block."""
-    state = FakeOpenAI(base_url="")
+    state = FakeOpenAI(base_url="", models=(FAKE_MODEL, *extra_models))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
     server.daemon_threads = True
     host, port = server.server_address[:2]

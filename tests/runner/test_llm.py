@@ -107,10 +107,15 @@ def test_streamed_llm_call_reads_the_sse_answer(fake) -> None:
 @pytest.mark.parametrize(
     "settings", [LLMSettings(), LLMSettings(provider="openai-compatible")], ids=["nothing", "no-model"]
 )
-def test_without_a_provider_the_run_fails_with_the_reason(db, tmp_path: Path, flows: Path, settings) -> None:
+def test_without_a_provider_the_run_fails_with_the_reason(db, tmp_path: Path, settings) -> None:
+    """Nothing in the env, no provider named by the flow, no output.text default: a clear failure."""
+    from abstractruntime.visualflow_compiler import compile_visualflow
+
+    from tests.visualflows import llm_flow
+
     # A retrying policy must still fail at once: the error is not transient.
     runtime = make_runtime(db, tmp_path, llm_effect_handlers(settings), effect_policy=RetryPolicy())
-    spec = load_spec(flows, "demo-llm@0.1.0")
+    spec = compile_visualflow(llm_flow("unpinned"))
     run_id = runtime.start(workflow=spec, vars={"prompt": "hi"})
     state = runtime.tick(workflow=spec, run_id=run_id)
 
@@ -118,6 +123,16 @@ def test_without_a_provider_the_run_fails_with_the_reason(db, tmp_path: Path, fl
     assert NO_PROVIDER in (state.error or "")
     assert runtime.run_store.load(run_id).status == RunStatus.FAILED
     assert NO_PROVIDER in json.dumps(runtime.ledger_store.list(run_id))
+
+
+def test_a_provider_the_flow_pins_is_used_when_the_env_names_none(db, tmp_path: Path, flows: Path) -> None:
+    """demo-llm pins provider "fake": with no env provider, that pin is what the run asks for."""
+    runtime = make_runtime(db, tmp_path, llm_effect_handlers(LLMSettings()))
+    spec = load_spec(flows, "demo-llm@0.1.0")
+    run_id = runtime.start(workflow=spec, vars={"prompt": "hi"})
+    state = runtime.tick(workflow=spec, run_id=run_id)
+    assert state.status == RunStatus.FAILED
+    assert "provider 'fake'" in (state.error or "") and "chosen by flow" in (state.error or "")
 
 
 def test_an_unknown_provider_fails_the_run_not_the_runner(db, tmp_path: Path, flows: Path) -> None:

@@ -51,7 +51,9 @@ def test_start_at_in_the_future_waits_then_fires_once(gateway: Gateway) -> None:
         assert _children(gateway, parent) == [], "nothing fires before start_at"
     gateway.wait_status(parent, "completed")
     children = _children(gateway, parent)
-    assert len(children) == 1 and children[0][2] is None, "no shared context: the child has its own session"
+    assert len(children) == 1 and children[0][2] == children[0][0], (
+        "no shared context: the child is its own session (its run id, as the original)"
+    )
     created = gateway.db.query_one("SELECT created_at FROM runs WHERE run_id = ?", (children[0][0],))[0]
     assert created >= iso(start_at)
 
