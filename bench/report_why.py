@@ -21,9 +21,14 @@ WHY: dict[str, str] = {
     "claims_16_1": "batched claims are bounded by the same commit rate; a miss here means CPU contention.",
     "claims_16_2": "batched claims are bounded by the same commit rate; a miss here means CPU contention.",
     "claims_keys_ratio": (
-        "the keyed claim walks runs_claim_order (priority, fair tag) and checks labels per row; with "
-        "{claims_keys_16_1:,.0f}/s against {claims_16_1:,.0f}/s plain, a miss means the walk stepped "
-        "over many rows it could not take (not yet due, or needing labels this runner lacks)."
+        "the keyed claim walks runs_claim_order (priority, fair tag) and checks labels per row, reading "
+        "the index alone; with {claims_keys_16_1:,.0f}/s against {claims_16_1:,.0f}/s plain, a miss "
+        "means the walk stepped over many rows it could not take (not yet due, or needing labels this "
+        "runner lacks) or the 2 cores were shared (issue 18 measured 1.2-1.4x at 16 per claim)."
+    ),
+    "claims_keys_ratio_1": (
+        "at 1 per claim the commit dominates both sides ({claims_keys_1_1:,.0f}/s keyed against "
+        "{claims_1_1:,.0f}/s plain); a miss means CPU contention (issue 18 measured 1.0-1.1x)."
     ),
     "claims_worst": (
         "the busy handler's backoff is capped at 2 ms, so a wait over 100 ms means the process was "

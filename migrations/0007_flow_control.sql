@@ -18,14 +18,30 @@ ALTER TABLE runs ADD COLUMN hold INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
 -- When a runner admitted the start of a keyed run (rate limits count these).
 ALTER TABLE runs ADD COLUMN begun_at REAL;
-ALTER TABLE runs ADD COLUMN claim_order REAL
-    GENERATED ALWAYS AS (CASE WHEN status = 'queued' THEN COALESCE(fair_tag, due_at) ELSE due_at END) VIRTUAL;
+-- The claim order: a queued run's fair tag (its due time without one), any other run's due time. A
+-- real column kept by the two triggers below, not a generated one: a claim then maintains plain
+-- values in runs_claim_order (measured: a VIRTUAL generated column cost claims ~20% of their rate).
+ALTER TABLE runs ADD COLUMN claim_order REAL;
+UPDATE runs SET claim_order = due_at;
+CREATE TRIGGER runs_claim_order_inserted AFTER INSERT ON runs
+WHEN NEW.claim_order IS NOT (CASE WHEN NEW.status = 'queued' THEN COALESCE(NEW.fair_tag, NEW.due_at) ELSE NEW.due_at END)
+BEGIN
+    UPDATE runs SET claim_order = CASE WHEN status = 'queued' THEN COALESCE(fair_tag, due_at) ELSE due_at END
+    WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER runs_claim_order_updated AFTER UPDATE OF status, due_at, fair_tag, claim_order ON runs
+WHEN NEW.claim_order IS NOT (CASE WHEN NEW.status = 'queued' THEN COALESCE(NEW.fair_tag, NEW.due_at) ELSE NEW.due_at END)
+BEGIN
+    UPDATE runs SET claim_order = CASE WHEN status = 'queued' THEN COALESCE(fair_tag, due_at) ELSE due_at END
+    WHERE rowid = NEW.rowid;
+END;
 
--- The claimable set, now without held runs: probes and queue depth walk it by due time ...
+-- The claimable set, now without held runs and in claim order: one index replaces runs_claimable, so
+-- a claim takes each row out of one index, not two (measured: ~20% more keyed claims/s). The work
+-- probe and the queue depth read it too. Every column those read is in it (lease_owner and hold too,
+-- constant in it, or SQLite reads the table row to test them): the claim's subquery reads no table row.
 DROP INDEX runs_claimable;
-CREATE INDEX runs_claimable ON runs(due_at) WHERE lease_owner IS NULL AND due_at IS NOT NULL AND hold = 0;
--- ... and claims in claim order. due_at is in the index so the "is it due" test reads no table row.
-CREATE INDEX runs_claim_order ON runs(priority DESC, claim_order, due_at)
+CREATE INDEX runs_claim_order ON runs(priority DESC, claim_order, due_at, requires, lease_owner, hold)
     WHERE lease_owner IS NULL AND due_at IS NOT NULL AND hold = 0;
 
 CREATE INDEX runs_key_slots ON runs(concurrency_key) WHERE slot = 1;

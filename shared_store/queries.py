@@ -179,10 +179,12 @@ MARK_STALLED = (
 # Claim flips rows out of the claimable set (lease_owner set) in the same statement and bumps the
 # fencing epoch. The subquery walks the runs_claim_order partial index: higher priority first, then
 # claim order (a queued keyed start's fair tag, otherwise its due time); held runs are not in it.
+# By rowid, not run_id: the subquery is then answered from the index alone and the UPDATE finds each
+# row without a second lookup through the run_id key (measured ~10% of the keyed claim rate).
 # RETURNING comes in the UPDATE's row order, not the subquery's: the caller sorts the batch.
 _CLAIM = (
     "UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires_at, lease_epoch = lease_epoch + 1 "
-    "WHERE run_id IN (SELECT run_id FROM runs INDEXED BY runs_claim_order WHERE lease_owner IS NULL "
+    "WHERE rowid IN (SELECT rowid FROM runs INDEXED BY runs_claim_order WHERE lease_owner IS NULL "
     "AND due_at IS NOT NULL AND hold = 0 AND due_at <= :now AND {labels} "
     "ORDER BY priority DESC, claim_order LIMIT :n) "
     "RETURNING run_id, lease_epoch, priority, claim_order, stalled_claims"
@@ -221,12 +223,18 @@ RELEASE_SETTLED = (
     "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = ?"
-QUEUE_DEPTH = "SELECT count(*) FROM runs WHERE lease_owner IS NULL AND hold = 0 AND due_at <= ?"
-# /metrics: six counts in one statement, each served by an index (runs_status_updated, runs_claimable,
+# The claimable set is in claim order (runs_claim_order): counting its due runs reads the index alone,
+# not-yet-due ones included (timers, schedule parents).
+_DUE_COUNT = (
+    "SELECT count(*) FROM runs INDEXED BY runs_claim_order WHERE lease_owner IS NULL AND due_at IS NOT NULL "
+    "AND hold = 0 AND due_at <= {now}"
+)
+QUEUE_DEPTH = _DUE_COUNT.format(now="?")
+# /metrics: six counts in one statement, each served by an index (runs_status_updated, runs_claim_order,
 # runs_leased, commands_pending, the runners table is a handful of rows, runs_feed).
 DEPLOYMENT_GAUGES = (
     "SELECT (SELECT count(*) FROM runs WHERE status = 'queued'), "
-    "(SELECT count(*) FROM runs WHERE lease_owner IS NULL AND hold = 0 AND due_at <= :now), "
+    f"({_DUE_COUNT.format(now=':now')}), "
     "(SELECT count(*) FROM runs INDEXED BY runs_leased WHERE lease_owner IS NOT NULL), "
     "(SELECT count(*) FROM commands WHERE status = 'pending'), "
     "(SELECT count(*) FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= :since), "
@@ -288,9 +296,11 @@ LIVE_RUNNERS = (
 
 # --- runner work --------------------------------------------------------------------------------
 # Is there anything for a runner to do? Three index probes (claimable, expired leases, events), no write.
-# Due runs needing labels this runner lacks are stepped over: they are not work for it.
+# Due runs needing labels this runner lacks are stepped over: they are not work for it. The first
+# probe walks runs_claim_order like the claim does (no separate due-time index to keep up on claims):
+# it stops at the first due row, stepping over claimable runs not due yet that sort before it.
 WORK_PROBE = (
-    "SELECT EXISTS (SELECT 1 FROM runs INDEXED BY runs_claimable WHERE lease_owner IS NULL "
+    "SELECT EXISTS (SELECT 1 FROM runs INDEXED BY runs_claim_order WHERE lease_owner IS NULL "
     f"AND due_at IS NOT NULL AND hold = 0 AND due_at <= :now AND {LABELS_MET}) "
     "OR EXISTS (SELECT 1 FROM runs INDEXED BY runs_leased WHERE lease_owner IS NOT NULL "
     "AND lease_expires_at < :now) "

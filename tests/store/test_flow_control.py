@@ -79,6 +79,29 @@ def test_claims_take_higher_priority_first_then_round_robin_across_keys(db, star
     assert tags[1] - tags[0] == pytest.approx(FAIR_STEP_S)
 
 
+def test_the_claim_order_column_follows_status_due_time_and_fair_tag(db, start) -> None:
+    """claim_order is a real column kept by triggers (migration 0007): a queued run's fair tag, else
+    its due time; every write of those columns (or of claim_order itself) keeps it so."""
+    keyed, plain = start(concurrency_key="a"), start()
+    tag, due = row(db, keyed, "fair_tag, due_at")
+    assert tag is not None and due is not None
+    assert row(db, keyed, "claim_order") == (tag,)
+    assert row(db, plain, "claim_order") == (row(db, plain, "due_at")[0],)
+    with db.write() as conn:
+        conn.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (keyed,))
+    assert row(db, keyed, "claim_order") == (due,)  # not queued: its due time
+    with db.write() as conn:
+        conn.execute("UPDATE runs SET due_at = 7.0 WHERE run_id = ?", (keyed,))
+        conn.execute("UPDATE runs SET status = 'queued', fair_tag = NULL WHERE run_id = ?", (plain,))
+    assert row(db, keyed, "claim_order") == (7.0,)
+    assert row(db, plain, "claim_order") == row(db, plain, "due_at")
+    with db.write() as conn:
+        conn.execute("UPDATE runs SET due_at = NULL WHERE run_id = ?", (keyed,))
+        conn.execute("UPDATE runs SET claim_order = 1.0 WHERE run_id = ?", (plain,))
+    assert row(db, keyed, "claim_order") == (None,)
+    assert row(db, plain, "claim_order") == row(db, plain, "due_at")
+
+
 def test_a_key_lets_max_concurrent_runs_hold_a_slot_and_hands_on_a_freed_one(db, start) -> None:
     runs = [start({"user": 7}, concurrency_key="user:{input.user}", max_concurrent=2) for _ in range(4)]
     assert [row(db, r) for r in runs] == [("queued", 1, 0)] * 2 + [("queued", 0, 1)] * 2
