@@ -151,10 +151,22 @@ def test_tool_calls_are_passed_through_not_executed(tmp_path: Path) -> None:
     target = tmp_path / "must-not-exist"
     call = {"name": "execute_command", "arguments": {"command": f"touch {target}"}, "call_id": "c1"}
     effect = Effect(type=EffectType.TOOL_CALLS, payload={"tool_calls": [call]})
-    outcome = handlers[EffectType.TOOL_CALLS](run, effect, "next")
+    # Inside a run's workspace, as the runner calls it (outside one, once the gateway's workspace
+    # confinement is installed in this process, every tool effect is refused).
+    from runner_service.workspace import run_workspace
+
+    with run_workspace(tmp_path / "workspaces", run.run_id):
+        outcome = handlers[EffectType.TOOL_CALLS](run, effect, "next")
     assert outcome.status == "waiting"
     assert outcome.wait is not None and outcome.wait.reason == WaitReason.EVENT
-    assert outcome.wait.details == {"mode": "passthrough", "tool_calls": [call]}
+    details = outcome.wait.details
+    assert details is not None and details["mode"] == "passthrough" and len(details["tool_calls"]) == 1
+    (passed,) = details["tool_calls"]
+    assert (passed["name"], passed["call_id"]) == (call["name"], call["call_id"])
+    assert passed["arguments"]["command"] == call["arguments"]["command"]
+    # Confinement installed in this process adds the run's workspace scope to the call, never another.
+    extra = {k: v for k, v in passed["arguments"].items() if k != "command"}
+    assert all(str(tmp_path / "workspaces") in str(v) for v in extra.values() if "/" in str(v)), extra
     assert not target.exists()
 
 
