@@ -191,6 +191,7 @@ def _run_one(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    runner = os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     from runner_service.sandbox import guards
 
@@ -198,6 +199,11 @@ def main() -> None:
     import abstractruntime.visualflow_compiler.visual.code_executor  # noqa: F401  (loaded before the fork)
 
     report = isolate()
+    # Again after isolate(): a change of credentials (setuid to nobody) clears the parent-death signal,
+    # and without it a killed runner left this server and a spinning node child running forever.
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != runner:  # the runner died before the signal was armed again
+        os._exit(0)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     write_frame(stdout, json.dumps({"ready": True, **report}).encode())
     while (frame := read_frame(stdin)) is not None:

@@ -91,6 +91,48 @@ def test_an_unrelated_run_completes_while_a_code_node_spins(gateway: Gateway) ->
     assert gateway.wait_status(spin, "cancelled", "failed")["status"] == "cancelled"
 
 
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_runner_leaves_no_sandbox_behind(gateway: Gateway) -> None:
+    """SIGKILL of the runner while a node spins: its sandbox server and the node's process die with it
+    (the parent-death signal must survive the sandbox's switch to another user)."""
+    put_bundle(gateway.db, code_bundle("spin", SPIN))
+    gateway.start("spin")
+    runner = gateway.runner(ABSTRACTGATEWAY_SANDBOX_CPU_S="600", ABSTRACTGATEWAY_SANDBOX_TIMEOUT_S="600")
+    gateway.wait(lambda: len(_descendants(runner.proc.pid)) >= 2, "the sandbox server and its node child")
+    sandbox = _descendants(runner.proc.pid)
+    runner.kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in sandbox):
+        time.sleep(0.1)
+    assert not [pid for pid in sandbox if _alive(pid)], "sandbox processes outlived their runner"
+
+
 def test_memory_and_wall_clock_limits_fail_the_run_with_the_reason(gateway: Gateway) -> None:
     put_bundle(gateway.db, code_bundle("hog", "def transform(_input):\n    return len('x' * (2 ** 31))"))
     put_bundle(gateway.db, code_bundle("slow", "def transform(_input):\n    total = 0\n    for i in range(10 ** 12):\n        total += i\n    return total"))  # fmt: skip
