@@ -12,7 +12,6 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-import anyio.to_thread
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +22,7 @@ from shared_store.reads import run_session
 
 from .access import SCOPES, Principal, principal_of
 from .errors import ApiError
+from .read_pool import pool as read_pool
 from .writer import GroupWriter
 
 T = TypeVar("T")
@@ -104,9 +104,9 @@ async def blocking(fn: Callable[..., T], db: Database, *args: Any, **kwargs: Any
 
 
 async def reading(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a store read in a worker thread: a slow read never stalls the event loop (and every
-    stream and request on it)."""
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    """Run a store read in a worker thread (read_pool): a slow read never stalls the event loop (and
+    every stream and request on it)."""
+    return await read_pool.submit(functools.partial(fn, *args, **kwargs))
 
 
 # How a token restricted to one run or session may use a route:

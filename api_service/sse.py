@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
-import anyio.to_thread
 import msgspec
 from starlette.types import Receive, Scope, Send
 
@@ -34,6 +33,7 @@ from shared_store.run_views import RunProgress, client_status, ends_with_status_
 
 from . import metrics
 from .middleware import send_error
+from .read_pool import pool as read_pool
 
 log = logging.getLogger("abstractgateway.sse")
 
@@ -335,7 +335,7 @@ class EventStream:
         """Send records (cursor, upto] from the db: the backlog, or a gap the queue did not carry."""
         while self.cursor < upto:
             # Off the event loop: a backlog page of large records must not stall every other stream.
-            page = await anyio.to_thread.run_sync(
+            page = await read_pool.submit(
                 functools.partial(
                     ledger_page,
                     self.hub.db,

@@ -12,12 +12,12 @@ the route checks the scope it needs. /api/health takes an optional token: a vali
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
 import time
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared_store.api_tokens import token_active
@@ -25,6 +25,7 @@ from shared_store.db import Database
 from shared_store.errors import StoreError
 
 from ..access import ANONYMOUS, FULL_ACCESS, PREFIX, PRINCIPAL_KEY, Principal, verify
+from ..read_pool import pool as read_pool
 from . import client_ip, header, protected, send_error
 
 CHALLENGE = [(b"www-authenticate", b'Bearer realm="abstractgateway"')]
@@ -109,7 +110,7 @@ class AuthMiddleware:
         if claims is None:
             return None
         try:
-            active = await anyio.to_thread.run_sync(token_active, self.db, claims.jti)
+            active = await read_pool.submit(functools.partial(token_active, self.db, claims.jti))
         except StoreError:
             return None
         if not active:
