@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from . import queries as q
 from .db import Database
 
@@ -45,3 +47,20 @@ def run_session(db: Database, run_id: str) -> tuple[bool, str | None]:
     """(the run exists, its session id)."""
     row = db.query_one(q.RUN_SESSION, (run_id,))
     return (False, None) if row is None else (True, row[0])
+
+
+# One statement for every (bundle_id, bundle_version) asked (a JSON array of pairs), on the
+# primary key: health used to run one query per flows-dir file.
+_BUNDLE_SOURCES = (
+    "SELECT b.bundle_id, b.bundle_version, b.source, b.sha256 FROM json_each(?1) AS j "
+    "JOIN bundles AS b ON b.bundle_id = j.value ->> 0 AND b.bundle_version = j.value ->> 1 "
+    "WHERE b.removed_at IS NULL"
+)
+
+
+def bundle_sources(db: Database, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(bundle_id, version) -> (source, sha256) of the live bundles among `keys`."""
+    if not keys:
+        return {}
+    rows = db.query(_BUNDLE_SOURCES, (msgspec.json.encode(keys).decode(),))
+    return {(str(bid), str(ver)): (str(source), str(sha)) for bid, ver, source, sha in rows}

@@ -5,18 +5,21 @@ path, runner hosts and pids are for token holders."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from starlette.requests import Request
 
-from shared_store.bundles import compile_failures, shadowed_flow_files
+from shared_store.bundle_files import BundleError, read_manifest
+from shared_store.bundles import compile_failures
 from shared_store.db import Database
 from shared_store.errors import StoreError
 from shared_store.flow_control import live_labels, unmet_requirements
 from shared_store.migrate import Migration, applied_versions, known_migrations
-from shared_store.reads import queue_depth
+from shared_store.reads import bundle_sources, queue_depth
 from shared_store.runners import live_runners
 
 from .. import supervisor
@@ -48,6 +51,58 @@ def _schema(db: Database) -> tuple[int, int, list[int]]:
     applied = applied_versions(db)
     pending = [m.version for m in _known if m.version not in applied]
     return max(applied, default=0), _known[-1].version if _known else 0, pending
+
+
+# The flows dir's files, as (file name, bundle_id, version, sha256), re-read when the directory
+# changes (a file added, removed or renamed) and at most FILES_TTL_S old otherwise (a file edited in
+# place). Health compares them with the db in one query: listing, stat-ing and querying every file on
+# every call cost ~190 us of the ~280 us report (9 sample bundles, measured).
+FILES_TTL_S = 2.0
+_files: dict[Path, tuple[int, float, list[tuple[str, str, str, str]]]] = {}
+_files_lock = threading.Lock()
+
+
+def _flow_files(root: Path) -> list[tuple[str, str, str, str]]:
+    try:
+        stat = root.stat()
+    except OSError:
+        return []
+    now = time.monotonic()
+    cached = _files.get(root)
+    if cached is not None and cached[0] == stat.st_mtime_ns and now - cached[1] < FILES_TTL_S:
+        return cached[2]
+    with _files_lock:  # one reader re-reads them; the others wait for its list
+        cached = _files.get(root)
+        if cached is not None and cached[0] == stat.st_mtime_ns and now - cached[1] < FILES_TTL_S:
+            return cached[2]
+        files = [root] if root.is_file() else sorted(root.glob("*.flow")) if root.is_dir() else []
+        found = []
+        for file in files:
+            try:
+                data = file.read_bytes()
+                manifest = read_manifest(data)
+            except (OSError, BundleError):
+                continue  # unreadable files are reported at import, not here
+            sha = hashlib.sha256(data).hexdigest()
+            found.append((file.name, str(manifest["bundle_id"]), str(manifest["bundle_version"]), sha))
+        _files[root] = (stat.st_mtime_ns, now, found)
+        return found
+
+
+def shadowed_flow_files(db: Database, root: Path) -> list[str]:
+    """Flows-dir files whose id@version is served from an upload with other content: the operator's
+    file is not what runs (an upload that replaced it cannot go unnoticed)."""
+    files = _flow_files(root)
+    served = bundle_sources(db, [(bundle_id, ver) for _, bundle_id, ver, _ in files])
+    shadowed = []
+    for name, bundle_id, ver, sha in files:
+        row = served.get((bundle_id, ver))
+        if row is not None and row[0] != "flows_dir" and row[1] != sha:
+            shadowed.append(
+                f"{name}: {bundle_id}@{ver} is served from an upload "
+                f"(sha256 {row[1][:12]}), not this file (sha256 {sha[:12]})"
+            )
+    return shadowed
 
 
 async def health(request: Request) -> object:
