@@ -56,18 +56,26 @@ class AuditMiddleware:
         if not protected(scope) or scope["method"] not in WRITES:
             await self.app(scope, receive, send)
             return
-        status = [0]
+        status = 0
+        recorded = False
         started = time.monotonic()
 
         async def watch(message: Message) -> None:
+            nonlocal status, recorded
             if message["type"] == "http.response.start":
-                status[0] = int(message["status"])
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Written before the response's last bytes leave: a client that has its answer
+                # finds the line already there.
+                recorded = True
+                self.record(scope, status or 500, time.monotonic() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
-            self.record(scope, status[0] or 500, time.monotonic() - started)
+            if not recorded:  # no complete response (an error, a disconnect): still on the record
+                self.record(scope, status or 500, time.monotonic() - started)
 
     def record(self, scope: Scope, status: int, elapsed_s: float) -> None:
         token = bearer_token(scope)
