@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from . import queries as q
+from .codec import decode
 from .db import Database
 
 
@@ -64,3 +66,12 @@ def bundle_sources(db: Database, keys: list[tuple[str, str]]) -> dict[tuple[str,
         return {}
     rows = db.query(_BUNDLE_SOURCES, (msgspec.json.encode(keys).decode(),))
     return {(str(bid), str(ver)): (str(source), str(sha)) for bid, ver, source, sha in rows}
+
+
+_MANIFEST = "SELECT manifest FROM bundles WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
+
+
+def bundle_manifest(db: Database, bundle_id: str, bundle_version: str) -> dict[str, Any] | None:
+    """The manifest of one live stored version (a primary-key read), or None."""
+    row = db.query_one(_MANIFEST, (bundle_id, bundle_version))
+    return None if row is None else decode(row[0])
