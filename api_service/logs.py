@@ -7,7 +7,15 @@ import logging
 import os
 import sys
 
+import msgspec
 import structlog
+
+_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json(event: dict, **_: object) -> str:
+    """msgspec instead of json.dumps: the API writes a line per write request (~2x cheaper)."""
+    return _encoder.encode(event).decode()
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -21,7 +29,7 @@ def configure_logging(level: str | None = None) -> None:
     renderer = (
         structlog.dev.ConsoleRenderer(colors=False)
         if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_json)
     )
     structlog.configure(
         processors=[*shared, renderer],
