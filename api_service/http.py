@@ -49,6 +49,8 @@ def _list_fields(kind: type[msgspec.Struct]) -> frozenset[str]:
 
 def parse_query(request: Request, kind: type[T] | None) -> T | None:
     """The query string as `kind`; unknown names are a 400 that lists the known ones."""
+    if kind is None and not request.scope.get("query_string"):
+        return None  # most writes: no query and none expected (no QueryParams parse, no set work)
     params = request.query_params
     known = struct_fields(kind) if kind is not None else ()  # type: ignore[arg-type]
     # A query Struct may declare name prefixes it reads itself (`metadata.<key>`): QUERY_PREFIXES.

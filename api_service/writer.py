@@ -45,6 +45,9 @@ class GroupWriter:
         return future
 
     def _ensure_thread(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return  # the usual case, without taking the lock on every write
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="api-writer", daemon=True)

@@ -23,6 +23,8 @@ from .auth import bearer_token, token_fingerprint
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 log = logging.getLogger("abstractgateway.audit")
 _encode = msgspec.json.Encoder().encode
+# token -> its fingerprint (a sha256 per write request otherwise); tokens are few in practice.
+_fingerprints: dict[str, str] = {}
 
 
 class AuditLog:
@@ -84,13 +86,18 @@ class AuditMiddleware:
 
     def record(self, scope: Scope, status: int, elapsed_s: float) -> None:
         token = bearer_token(scope)
+        fingerprint = _fingerprints.get(token) if token else None
+        if token and fingerprint is None:
+            if len(_fingerprints) >= 1024:  # a client cycling tokens must not grow this forever
+                _fingerprints.clear()
+            fingerprint = _fingerprints[token] = token_fingerprint(token)
         ids: dict[str, Any] = dict(scope.get("path_params") or {})
         ids.update((scope.get("state") or {}).get("audit") or {})
         self.log.write(
             {
                 "ts": datetime.now(UTC).isoformat(),
                 "client_ip": client_ip(scope),
-                "token": token_fingerprint(token) if token else None,
+                "token": fingerprint,
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,
