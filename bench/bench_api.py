@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="phase B uses serve's own child runner (default poll) instead of a separate --poll-s 0.005 one",
     )
     parser.add_argument("--client-procs", type=int, help="SSE client processes (default 2; --quick 1)")
+    parser.add_argument(
+        "--phase",
+        choices=("writes", "reads"),
+        help="run only phase A (writes: health, starts, commands) or only phase B (reads: replay, "
+        "resume, fan-out), e.g. to compare two trees phase by phase on a shared machine",
+    )
     return parser.parse_args(argv)
 
 
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             ("writes", lambda: phase_writes(tmp, args.flows_dir, sizes, results)),
             ("reads", lambda: phase_reads(tmp, args.flows_dir, sizes, args.serve_runner, results)),
         ):
+            if args.phase not in (None, name):
+                continue
             try:
                 phase()
             except (BenchFailure, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
