@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 
@@ -116,36 +118,78 @@ async def health(request: Request) -> object:
     return json_response(report, status)
 
 
-def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
-    try:
-        mode = db.query_one("PRAGMA journal_mode")
-        current, latest, pending = _schema(db)
-        now = time.time()
-        live = live_runners(db, within_s=RUNNER_STALE_S)
-        runners = [
-            RunnerHealth(
-                r.runner_id,
-                r.version,
-                r.host,
-                r.pid,
-                round(now - r.heartbeat_at, 3),
-                labels=list(r.capabilities.get("labels") or []),
-            )
-            for r in live
-        ]
-        depth = queue_depth(db)
-        broken = compile_failures(db)
-        unmet = unmet_requirements(db, live_labels(live))
-    except StoreError as exc:
-        db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
-        report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
-        return report, 503
-    shadowed = shadowed_flow_files(db, flows_dir) if flows_dir is not None else []
-    problems = list(broken) + unmet
+@dataclass(frozen=True)
+class _Reads:
+    """What the report reads from the db (and the flows dir, and the LLM probe's cache)."""
+
+    wal: bool
+    schema: tuple[int, int, list[int]]
+    live: list[Any]
+    depth: int
+    broken: list[str]
+    unmet: list[str]
+    shadowed: list[str]
+    llm: dict[str, Any] | None
+
+
+# Per read thread (each has its own connection): (db, path, flows dir, data_version), when, reads.
+# `PRAGMA data_version` changes whenever another connection commits (a start, a runner's heartbeat,
+# a config change), so the reads are redone after any commit and at most READS_TTL_S later otherwise
+# (liveness and due times move with the clock alone). A poller hitting health on an idle gateway
+# costs one pragma, not eight statements and a directory check (~84 us -> ~10 us here).
+READS_TTL_S = 1.0
+_cached = threading.local()
+
+
+def _reads(db: Database, flows_dir: Path | None) -> _Reads:
+    version = db.query_one("PRAGMA data_version")
+    key = (id(db), str(db.path), flows_dir, version[0] if version else None)
+    now = time.monotonic()
+    entry = getattr(_cached, "entry", None)
+    if entry is not None and entry[0] == key and now - entry[1] < READS_TTL_S:
+        return entry[2]
+    mode = db.query_one("PRAGMA journal_mode")
+    live = live_runners(db, within_s=RUNNER_STALE_S)
     try:
         llm = text_endpoint(db, detailed=False)
     except StoreError:
         llm = None
+    reads = _Reads(
+        wal=bool(mode) and str(mode[0]).lower() == "wal",
+        schema=_schema(db),
+        live=live,
+        depth=queue_depth(db),
+        broken=list(compile_failures(db)),
+        unmet=list(unmet_requirements(db, live_labels(live))),
+        shadowed=shadowed_flow_files(db, flows_dir) if flows_dir is not None else [],
+        llm=llm,
+    )
+    _cached.entry = (key, now, reads)
+    return reads
+
+
+def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
+    try:
+        reads = _reads(db, flows_dir)
+    except StoreError as exc:
+        db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
+        report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
+        return report, 503
+    now = time.time()
+    runners = [
+        RunnerHealth(
+            r.runner_id,
+            r.version,
+            r.host,
+            r.pid,
+            round(now - r.heartbeat_at, 3),
+            labels=list(r.capabilities.get("labels") or []),
+        )
+        for r in reads.live
+    ]
+    current, latest, pending = reads.schema
+    problems = reads.broken + reads.unmet
+    llm = reads.llm
     if llm is not None and llm["answers"] is False:
         problems.append(f"the output.text LLM endpoint ({llm['provider']}) does not answer")
     if pending:
@@ -157,8 +201,7 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         supervised = RunnerSupervision(**supervisor.current.status())
         if not supervised.alive:
             problems.append(f"the runner child is down (restart {supervised.restarts}; backing off)")
-    wal = bool(mode) and str(mode[0]).lower() == "wal"
-    db_report = DbHealth(str(db.path), wal, current, latest, pending)
+    db_report = DbHealth(str(db.path), reads.wal, current, latest, list(pending))
     status = "degraded" if problems else "healthy"
     report = HealthResponse(
         status,
@@ -166,9 +209,9 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         VERSION,
         db_report,
         runners,
-        depth,
+        reads.depth,
         problems,
-        shadowed,
+        list(reads.shadowed),
         runner_supervisor=supervised,
         llm=llm,
     )
