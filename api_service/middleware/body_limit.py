@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +20,7 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.deadlines = Deadlines(timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not protected(scope):
@@ -42,11 +44,7 @@ class BodyLimitMiddleware:
             nonlocal seen, complete
             if complete:  # after the body only a disconnect can come: an SSE stream waits for it
                 return await receive()
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout(self.timeout_s) from None
+            message = await self.deadlines.receive(receive, deadline)
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
@@ -57,3 +55,51 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counted, send)
+
+
+class Deadlines:
+    """Body reads waiting past their deadline are cancelled by one sweep every `tick` seconds.
+
+    An `asyncio.timeout` around every body read armed and cancelled a loop timer per request (~7 us
+    here); registering the waiting task in a dict costs well under 1 us. A read is cut off between
+    its deadline and one tick later (tick = a quarter of the timeout, at most 1 s)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.tick = min(1.0, max(timeout_s / 4, 0.01))
+        self.waiting: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def receive(self, receive: Receive, deadline: float) -> Message:
+        task = asyncio.current_task()
+        if task is None:  # not in a task (never under an ASGI server): no deadline to enforce
+            return await receive()
+        if time.monotonic() >= deadline:
+            raise BodyTimeout(self.timeout_s)
+        self.waiting[task] = deadline
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None or self._loop is not loop:  # (an app served again on a new loop)
+            self._loop = loop
+            self._sweeper = loop.call_later(self.tick, self._sweep)
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if task not in self.expired:
+                raise  # cancelled by someone else (a disconnect, shutdown): not ours to turn into a 408
+            self.expired.discard(task)
+            task.uncancel()
+            raise BodyTimeout(self.timeout_s) from None
+        finally:
+            self.waiting.pop(task, None)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for task, deadline in list(self.waiting.items()):
+            if deadline <= now and task not in self.expired:
+                self.expired.add(task)
+                task.cancel()
+        if self.waiting and self._loop is not None:
+            self._sweeper = self._loop.call_later(self.tick, self._sweep)
