@@ -22,8 +22,12 @@ def code_nodes_mode() -> str:
     return mode
 
 
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _node_type(node: dict[str, Any]) -> str:
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    data = _dict(node.get("data"))
     return str(node.get("type") or data.get("nodeType") or "")
 
 
@@ -37,7 +41,7 @@ def code_locations(flow_id: str, document: dict[str, Any]) -> list[str]:
     for node in nodes if isinstance(nodes, list) else []:
         if not isinstance(node, dict):
             continue
-        data = node.get("data") if isinstance(node.get("data"), dict) else {}
+        data = _dict(node.get("data"))
         kind = _node_type(node)
         if kind == "code" or (kind == "function" and "code" in data):
             found.append(f"flow {flow_id}: {kind} node {node.get('id')!r}")

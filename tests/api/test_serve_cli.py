@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import httpx
 
 from shared_store import Database, migrate
-from shared_store.migrate import known_migrations, schema_status
+from shared_store.migrate import known_migrations, schema_status, shipped_migrations
 
 from .conftest import TOKEN, free_port, read_sse
 
@@ -42,7 +41,7 @@ def test_refuses_without_a_token_or_on_a_public_host_without_auth(tmp_path: Path
 
 def _db_one_migration_behind(tmp_path: Path) -> Path:
     source = tmp_path / "migrations"
-    shutil.copytree(Path(str(resources.files("migrations"))), source)
+    shutil.copytree(Path(str(shipped_migrations())), source)
     known = known_migrations(source)
     (source / known[-1].name).unlink()
     db_path = tmp_path / "old.sqlite3"
