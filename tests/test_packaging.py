@@ -23,6 +23,7 @@ from tests.conftest import REPO
 
 SKIP_COPY = shutil.ignore_patterns(
     ".git", ".venv", "data", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
+    ".grimp_cache", ".import_linter_cache",
     ".mypy_cache", "tests", "bench", "docs", "examples",
 )  # fmt: skip
 PACKAGES = ("api_service", "runner_service", "shared_store")
