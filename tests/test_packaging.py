@@ -26,7 +26,13 @@ SKIP_COPY = shutil.ignore_patterns(
     ".grimp_cache", ".import_linter_cache",
     ".mypy_cache", "tests", "bench", "docs", "examples",
 )  # fmt: skip
-PACKAGES = ("api_service", "runner_service", "shared_store")
+# The tree's own packages and modules (tests/ and bench/ are not shipped; migrations/ ships mapped).
+PACKAGES = sorted(
+    p.name
+    for p in REPO.iterdir()
+    if (p / "__init__.py").is_file() and p.name not in ("tests", "bench", "migrations")
+)
+MODULES = sorted(p.name for p in REPO.glob("*.py"))
 # What the installed migrator reports: where it reads from, and every file and version it finds.
 PROBE = """
 import json
@@ -107,9 +113,11 @@ def test_the_wheel_ships_migrations_inside_our_package_and_every_package(wheel: 
     assert "__init__.py" in shipped
     # The package list in pyproject.toml is written out by hand (the migrations mapping needs it):
     # a package folder of the tree missing there would be missing from every install.
+    assert {"api_service", "runner_service", "shared_store"} <= set(PACKAGES)
     for package in PACKAGES:
         for init in sorted((REPO / package).rglob("__init__.py")):
             assert str(init.relative_to(REPO)) in names, f"{init.parent.relative_to(REPO)} is not packaged"
+    assert set(MODULES) <= set(names), "a top-level module is not in py-modules"
     # The console's static files (no __init__.py: data folders listed as packages).
     console = sorted(
         str(p.relative_to(REPO)) for p in (REPO / "api_service/console").rglob("*") if p.is_file()
