@@ -15,11 +15,13 @@ from shared_store import Database, StorePaths
 from shared_store.bundles import import_flows_dir
 from shared_store.errors import StoreError
 from shared_store.migrate import create_schema_if_new, migrate, require_current
+from shared_store.settings import SharedSettings
 
 log = logging.getLogger("abstractgateway.serve")
 
 
 def open_store(
+    settings: SharedSettings,
     data_dir: str | None,
     db_file: str | None,
     *,
@@ -29,7 +31,8 @@ def open_store(
 ) -> tuple[Database, StorePaths]:
     """Open the db (a new one gets the whole schema), migrate it if asked, refuse a schema this code
     does not match, import flows."""
-    paths = StorePaths.from_env(data_dir)
+    paths = StorePaths.from_settings(settings, data_dir)
+    db_file = db_file or (str(settings.db_path) if settings.db_path else None)
     if db_file:
         db_path = Path(db_file).expanduser()
         # As the runner does for --db: artifacts live beside the db file.
@@ -51,7 +54,7 @@ def open_store(
         fail(f"{exc} (or start serve with --migrate)" if "migrate" in str(exc) else str(exc))
     if flows_dir is not None:
         for problem in import_flows_dir(db, flows_dir):
-            print(f"warning: flows dir: {problem}", file=sys.stderr)
+            log.warning("flows dir: %s", problem)
     return db, paths
 
 

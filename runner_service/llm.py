@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .settings import RunnerConfig, current
+
 if TYPE_CHECKING:
     from abstractruntime.core.models import Effect, RunState
     from abstractruntime.core.runtime import EffectOutcome
@@ -64,11 +66,13 @@ class LLMSettings:
     api_key: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> LLMSettings:
-        def get(name: str) -> str | None:
-            return environ.get(name, "").strip() or None
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMSettings:
+        """The runner's (runner_service/settings.py), or those `environ` would give."""
+        return cls.from_config(current() if environ is None else RunnerConfig.from_env(environ))
 
-        return cls(get(ENV_PROVIDER), get(ENV_MODEL), get(ENV_BASE_URL), get(ENV_API_KEY))
+    @classmethod
+    def from_config(cls, config: RunnerConfig) -> LLMSettings:
+        return cls(config.provider, config.model, config.base_url, config.api_key)
 
     @property
     def configured(self) -> bool:
@@ -109,7 +113,7 @@ def shared_provider(settings: LLMSettings, **kwargs: Any) -> Any:
 
 def prompt_cache_export_dir() -> str:
     """Where saved prompt caches go: DATA_DIR/prompt_cache (the runner's data dir)."""
-    return str(Path(os.environ.get("ABSTRACTGATEWAY_DATA_DIR", "").strip() or "data") / "prompt_cache")
+    return str(current().data_dir / "prompt_cache")
 
 
 def make_client(settings: LLMSettings, artifact_store: Any = None) -> Any:
