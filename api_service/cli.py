@@ -1,6 +1,6 @@
 """`abstractgateway serve`: the API under Hypercorn, plus one runner as a separate child process.
 
-Cheap to import (click only): gateway_cli loads it lazily. The schema is not migrated implicitly: a db
+Cheap to import (click only): abstractgateway.cli loads it lazily. The schema is not migrated implicitly: a db
 behind this code is refused with the command to run, unless `--migrate` is given.
 """
 

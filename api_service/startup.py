@@ -123,7 +123,7 @@ class RunnerProcess(ChildProcess):
     def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
         # A short idle poll: a command reaches the run within ~10 ms (resume -> done), for one
         # index probe per poll while idle.
-        args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
+        args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.01"]
         if flows_dir is not None:
             args += ["--flows-dir", str(flows_dir)]
         super().__init__(args, stop_timeout_s=stop_timeout_s)
@@ -135,7 +135,7 @@ class ApiWorkerProcess(ChildProcess):
     name = "api worker"
 
     def __init__(self, host: str, port: int, db_path: Path, *, insecure: bool) -> None:
-        args = [sys.executable, "-m", "gateway_cli", "serve", "--host", host, "--port", str(port)]
+        args = [sys.executable, "-m", "abstractgateway", "serve", "--host", host, "--port", str(port)]
         args += ["--db", str(db_path), "--no-runner", "--reuse-port", "--workers", "1"]
         if insecure:
             args.append("--insecure-local-no-auth")

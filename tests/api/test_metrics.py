@@ -53,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tu
     env.update(
         ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_DATA_DIR=str(tmp), ABSTRACTGATEWAY_LOG_LEVEL="debug"
     )
-    args = [sys.executable, "-m", "gateway_cli", "serve", "--migrate", "--workers", "2", "--port", str(port)]
+    args = [sys.executable, "-m", "abstractgateway", "serve", "--migrate", "--workers", "2", "--port", str(port)]
     args += ["--flows-dir", str(flows)]
     log = tmp / "serve.log"
     with log.open("ab") as out:

@@ -58,7 +58,7 @@ def test_refuses_a_db_one_migration_behind_with_the_command_to_run(tmp_path: Pat
     message = _refused(["--db", str(db_path), "--no-runner"], _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN))
     assert "abstractgateway migrate" in message and "--migrate" in message
     runner = subprocess.run(
-        [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path)],
+        [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path)],
         env=_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert runner.returncode == 2 and "abstractgateway migrate" in runner.stderr, runner.stderr
@@ -93,7 +93,7 @@ def test_runner_alone_creates_a_new_db(tmp_path: Path) -> None:
     log_path = tmp_path / "runner.log"
     with log_path.open("wb") as log:
         runner = subprocess.Popen(
-            [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.05"],
+            [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.05"],
             env=_env(), stdout=log, stderr=log,
         )  # fmt: skip
     try:
