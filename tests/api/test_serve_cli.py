@@ -231,3 +231,21 @@ def test_workers_serve_one_port_from_several_processes_and_stop_together(tmp_pat
 def test_refuses_a_bad_code_nodes_setting(tmp_path: Path) -> None:
     env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_CODE_NODES="sometimes")
     assert "ABSTRACTGATEWAY_CODE_NODES" in _refused(["--db", str(tmp_path / "g.sqlite3")], env)
+
+
+def test_the_runner_and_the_cli_refuse_bad_settings_naming_the_variable(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "abstractgateway"]
+    cases = [
+        (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_SANDBOX_CPU_S", "lots"),
+        (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/33"),
+        (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_TICK_TIMEOUT_S", "-1"),
+        (["migrate", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_STORE_BACKEND", "postgres"),
+    ]
+    for args, name, value in cases:
+        done = subprocess.run([*cli, *args], env=_env(**{name: value}), capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 2, (name, done.stderr)
+        assert name in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "g.sqlite3").exists(), "nothing was created"
+    port = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_PORT="70000")
+    assert "ABSTRACTGATEWAY_PORT must be <= 65535" in _refused(["--db", str(tmp_path / "g.sqlite3")], port)
