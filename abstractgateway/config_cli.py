@@ -193,7 +193,9 @@ def example(out: str | None, check: str | None) -> None:
     text = env_example()
     if check:
         if Path(check).read_text() != text:
-            _fail(f"{check} is not the generated env example: run `abstractgateway config example --write {check}`")
+            _fail(
+                f"{check} is not the generated env example: run `abstractgateway config example --write {check}`"
+            )
         click.echo(f"{check}: current")
     elif out:
         Path(out).write_text(text)

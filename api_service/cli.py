@@ -77,7 +77,12 @@ def serve(
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
     from .settings import ApiSettings, SettingsError
 
-    flags = {"host": host, "port": port, "workers": workers, "flows_dir": Path(flows_dir) if flows_dir else None}
+    flags = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "flows_dir": Path(flows_dir) if flows_dir else None,
+    }
     try:  # the environment is read here, once, and the settings passed down
         settings = ApiSettings.from_env(**{k: v for k, v in flags.items() if v is not None})
     except SettingsError as exc:

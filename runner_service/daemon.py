@@ -27,12 +27,12 @@ from shared_store.limits import max_output_bytes
 from shared_store.retention import Retention
 from shared_store.runners import register_runner, runner_heartbeat, runner_stopped
 
+from . import settings as runner_settings
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
 from .maintenance import Maintenance
 from .metrics import RunnerMetrics
 from .sandbox import close_thread_client
-from . import settings as runner_settings
 from .webhooks import WebhookSender, WebhookSettings
 from .worker import Worker, WorkerSettings
 

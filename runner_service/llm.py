@@ -19,11 +19,9 @@ prompt caches, so every worker's client and the prompt-cache control jobs
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .settings import RunnerConfig, current

@@ -72,7 +72,9 @@ def test_init_set_default_and_status(tmp_path: Path) -> None:
 
 def test_init_writes_every_declared_setting_documented_and_status_checks_them(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    done = _cli("config", "init", "--env-file", str(env_file), "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    done = _cli(
+        "config", "init", "--env-file", str(env_file), "--data-dir", str(tmp_path / "d"), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     text = env_file.read_text()
     settings = declared()
@@ -85,7 +87,9 @@ def test_init_writes_every_declared_setting_documented_and_status_checks_them(tm
     ok = _cli("config", "status", "--env-file", str(env_file), cwd=tmp_path)
     assert "settings:        ok" in ok.stdout, ok.stdout
     # A value a process would refuse at start-up is named by status.
-    set_bad = _cli("config", "set-default", "sandbox_cpu_s", "lots", "--env-file", str(env_file), cwd=tmp_path)
+    set_bad = _cli(
+        "config", "set-default", "sandbox_cpu_s", "lots", "--env-file", str(env_file), cwd=tmp_path
+    )
     assert set_bad.returncode == 0, set_bad.stderr
     bad = _cli("config", "status", "--env-file", str(env_file), cwd=tmp_path)
     assert "ABSTRACTGATEWAY_SANDBOX_CPU_S: must be a whole number, not 'lots'" in bad.stdout, bad.stdout

@@ -20,8 +20,6 @@ from typing import Any
 import structlog
 
 from ..settings import current
-
-
 from .zygote import _HEADER
 
 log = structlog.get_logger("runner")

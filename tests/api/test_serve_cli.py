@@ -237,7 +237,11 @@ def test_the_runner_and_the_cli_refuse_bad_settings_naming_the_variable(tmp_path
     cli = [sys.executable, "-m", "abstractgateway"]
     cases = [
         (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_SANDBOX_CPU_S", "lots"),
-        (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/33"),
+        (
+            ["runner", "--db", str(tmp_path / "g.sqlite3")],
+            "ABSTRACTGATEWAY_WEBHOOK_ALLOW_NETWORKS",
+            "10.0.0.0/33",
+        ),
         (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_TICK_TIMEOUT_S", "-1"),
         (["migrate", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_STORE_BACKEND", "postgres"),
     ]

@@ -77,7 +77,9 @@ def test_serve_and_its_runner_write_json_lines_only(tmp_path: Path, flows: Path)
             assert started.status_code == 200, started.text
             run_id = started.json()["run_id"]
             _wait(lambda: client.get(f"/api/gateway/runs/{run_id}").json()["status"] == "failed", "failed")
-            assert client.get("/api/gateway/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert (
+                client.get("/api/gateway/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            )
             # The API side's warning: its runner dies and is restarted.
             subprocess.run(["kill", "-KILL", str(first)], check=True)
             _wait(
@@ -98,7 +100,9 @@ def test_serve_and_its_runner_write_json_lines_only(tmp_path: Path, flows: Path)
     # Hypercorn's own lines, ours through stdlib logging, the runner's structlog events.
     assert any(name.startswith("hypercorn") for name in by_logger), by_logger
     assert any(e["logger"] == "abstractgateway.serve" and "serving on" in e["event"] for e in entries)
-    api_warnings = [e for e in entries if e["logger"].startswith("abstractgateway") and e["level"] == "warning"]
+    api_warnings = [
+        e for e in entries if e["logger"].startswith("abstractgateway") and e["level"] == "warning"
+    ]
     assert any("flows dir" in e["event"] for e in api_warnings), api_warnings
     assert any("restarting it in" in e["event"] for e in api_warnings), api_warnings
     runner_errors = [e for e in entries if e["logger"] == "runner" and e["level"] == "error"]
