@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -77,7 +77,7 @@ def serve(
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
     from .settings import ApiSettings, SettingsError
 
-    flags = {
+    flags: dict[str, Any] = {
         "host": host,
         "port": port,
         "workers": workers,

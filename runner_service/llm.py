@@ -170,11 +170,11 @@ class _RoutedLLMCall:
         default = self._defaults() if self._defaults is not None else None
         pinned = str(payload.get("provider") or "").strip().lower()
         if pinned:
-            same = default is not None and default.provider == pinned
-            model = str(payload.get("model") or "").strip() or (default.model if same else None)
-            base_url = default.base_url if same else None
+            same = default if default is not None and default.provider == pinned else None
+            model = str(payload.get("model") or "").strip() or (same.model if same else None)
+            base_url = same.base_url if same else None
             api_key = forced.api_key if same else None
-            return (pinned, model or "", base_url, api_key), dict(default.options) if same else {}, "flow"
+            return (pinned, model or "", base_url, api_key), dict(same.options) if same else {}, "flow"
         if default is not None:
             target = (default.provider, default.model or "", default.base_url, forced.api_key)
             return target, dict(default.options), f"capability default {TEXT_ROUTE}"
@@ -205,7 +205,8 @@ class _RoutedLLMCall:
         if options:
             # The default's options are call parameters (temperature, max_tokens, guided_json, ...);
             # those the flow sets win.
-            params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
+            given = payload.get("params")
+            params: dict[str, Any] = given if isinstance(given, dict) else {}
             payload["params"] = {**options, **params}
             effect = dataclasses.replace(effect, payload=payload)
         return handler(run, effect, default_next_node)
@@ -234,7 +235,7 @@ def release_provider(settings: LLMSettings) -> None:
     """Forget this process's provider for `settings` and close its HTTP connections (runner stop)."""
     with _providers_lock:
         provider = _providers.pop((str(settings.provider), str(settings.model), settings.base_url), None)
-    http = getattr(provider, "client", None)  # the provider's httpx.Client
+    http: Any = getattr(provider, "client", None)  # the provider's httpx.Client
     if callable(getattr(http, "close", None)):
         http.close()
 

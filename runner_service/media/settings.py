@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..settings import RunnerConfig, current
 
@@ -59,4 +60,5 @@ class MediaSettings:
             kg_dir=config.kg_dir or config.data_dir / "kg",
             embedder_model=config.embedder_model,
         )
-        return dataclasses.replace(settings, **_job_models.get()) if environ is None else settings
+        job: dict[str, Any] = dict(_job_models.get())
+        return dataclasses.replace(settings, **job) if environ is None else settings
