@@ -109,3 +109,34 @@ def test_serve_and_its_runner_write_json_lines_only(tmp_path: Path, flows: Path)
     assert any(e["event"] == "output_too_large" and e.get("run_id") == run_id for e in runner_errors), entries
     assert any(e["event"] == "bundle_not_loaded" for e in entries if e["logger"] == "runner")
     assert all(e["timestamp"].endswith("Z") for e in entries)
+
+
+def test_tracebacks_warnings_and_uncaught_errors_are_json_lines_too() -> None:
+    """Both paths (structlog's loggers, stdlib ones) render an exception into the line; a warning and
+    an uncaught exception in a thread become lines too, instead of raw text on stderr."""
+    import sys
+
+    code = (
+        "import logging, threading, warnings, structlog\n"
+        "from shared_store.logs import configure_logging\n"
+        "configure_logging('debug')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n"
+        "    structlog.get_logger('runner').exception('native_failed', run_id='r1')\n"
+        "    logging.getLogger('hypercorn.error').exception('stdlib failed')\n"
+        "warnings.warn('careful')\n"
+        "t = threading.Thread(target=lambda: {}['missing']); t.start(); t.join()\n"
+        "structlog.get_logger('api').debug('quiet_enough')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(e["logger"], e["level"]) for e in lines] == [
+        ("runner", "error"),
+        ("hypercorn.error", "error"),
+        ("py.warnings", "warning"),
+        ("abstractgateway.uncaught", "error"),
+        ("api", "debug"),
+    ], lines
+    assert all("ZeroDivisionError" in e["exception"] for e in lines[:2])
+    assert "KeyError" in lines[3]["exception"] and lines[0]["run_id"] == "r1"
