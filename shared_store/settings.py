@@ -62,7 +62,10 @@ class Env:
         try:
             value = self.parse(raw)
         except ValueError as exc:
-            raise SettingsError(f"{self.var}: {exc}") from None
+            reason = str(exc)  # ours read "must be ..."; a library's (ipaddress) stands after a colon
+            raise SettingsError(
+                f"{self.var} {reason}" if reason.startswith("must") else f"{self.var}: {reason}"
+            ) from None
         if isinstance(value, int | float) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
                 raise SettingsError(f"{self.var} must be >= {_show(self.minimum)}, not {raw!r}")

@@ -92,7 +92,7 @@ def test_init_writes_every_declared_setting_documented_and_status_checks_them(tm
     )
     assert set_bad.returncode == 0, set_bad.stderr
     bad = _cli("config", "status", "--env-file", str(env_file), cwd=tmp_path)
-    assert "ABSTRACTGATEWAY_SANDBOX_CPU_S: must be a whole number, not 'lots'" in bad.stdout, bad.stdout
+    assert "ABSTRACTGATEWAY_SANDBOX_CPU_S must be a whole number, not 'lots'" in bad.stdout, bad.stdout
 
 
 def test_capability_defaults_set_clear_and_status(tmp_path: Path) -> None:
