@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -137,6 +138,31 @@ def _import_file_store(source: str | None, to_data_dir: str | None, db_file: str
     return 0 if summary.ok else 1
 
 
+def _checking_runner_settings(serve: click.Command) -> click.Command:
+    """`serve` that also refuses, before it starts, settings its runner child would refuse (the API
+    side never imports the runner's declarations; this package may): exit 2 naming the variable,
+    rather than a runner restarted in a loop."""
+    import copy
+
+    checked = copy.copy(serve)
+    inner = serve.callback
+    assert inner is not None
+
+    def callback(**options: Any) -> Any:
+        if not options.get("no_runner"):
+            from runner_service.settings import RunnerConfig, SettingsError
+
+            try:
+                RunnerConfig.from_env()
+            except SettingsError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+        return inner(**options)
+
+    checked.callback = callback
+    return checked
+
+
 def _register_commands() -> None:
     # Each command module imports cheaply; the runtime / web stack loads when a command runs.
     from api_service.cli import serve
@@ -145,7 +171,7 @@ def _register_commands() -> None:
     from .config_cli import config
     from .sample_flows import flows
 
-    main.add_command(serve)
+    main.add_command(_checking_runner_settings(serve))
     main.add_command(runner)
     main.add_command(config)
     main.add_command(flows)

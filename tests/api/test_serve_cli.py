@@ -253,3 +253,16 @@ def test_the_runner_and_the_cli_refuse_bad_settings_naming_the_variable(tmp_path
     assert not (tmp_path / "g.sqlite3").exists(), "nothing was created"
     port = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_PORT="70000")
     assert "ABSTRACTGATEWAY_PORT must be <= 65535" in _refused(["--db", str(tmp_path / "g.sqlite3")], port)
+
+
+def test_serve_refuses_what_its_runner_would_refuse(tmp_path: Path) -> None:
+    """`abstractgateway serve` checks its runner's settings too (not a runner restarted in a loop)."""
+    env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_SANDBOX_MEMORY_MB="16")
+    done = subprocess.run(
+        [sys.executable, "-m", "abstractgateway", "serve", "--db", str(tmp_path / "g.sqlite3")],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "ABSTRACTGATEWAY_SANDBOX_MEMORY_MB must be >= 32" in done.stderr, (
+        done.stderr
+    )
+    assert not (tmp_path / "g.sqlite3").exists()
