@@ -71,7 +71,7 @@ def runner(
     try:  # the environment is read here, once: a bad value stops the runner with the reason
         # --data-dir wins for everything under it (kg, prompt caches), not only the db.
         given = {"data_dir": Path(data_dir).expanduser()} if data_dir else {}
-        config = runner_settings.RunnerConfig.from_env(**given)
+        config = runner_settings.RunnerConfig.from_env(None, **given)
         runner_labels = parse_labels([*config.runner_labels, *labels])
     except (FlowControlError, runner_settings.SettingsError) as exc:
         click.echo(f"error: {exc}", err=True)
