@@ -7,8 +7,9 @@ scan finds: `code` nodes, `function` nodes given a `code` body, and flow-level `
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from .settings import SharedSettings, read_one
 
 CODE_NODES_ENV = "ABSTRACTGATEWAY_CODE_NODES"
 CODE_NODE_MODES = ("sandbox", "off")
@@ -16,9 +17,7 @@ CODE_NODE_MODES = ("sandbox", "off")
 
 def code_nodes_mode() -> str:
     """'sandbox' (the default: code runs in the runner's sandbox) or 'off' (no code at all)."""
-    mode = os.environ.get(CODE_NODES_ENV, "sandbox").strip().lower() or "sandbox"
-    if mode not in CODE_NODE_MODES:
-        raise ValueError(f"{CODE_NODES_ENV} must be one of {', '.join(CODE_NODE_MODES)}, not {mode!r}")
+    mode: str = read_one(SharedSettings, "code_nodes")  # SettingsError (a ValueError) when bad
     return mode
 
 
