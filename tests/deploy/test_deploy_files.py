@@ -402,7 +402,9 @@ def _installed_sources() -> set[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     setuptools = project["tool"]["setuptools"]
     modules = {f"{module}.py" for module in setuptools.get("py-modules", [])}
-    packages = {pattern.rstrip("*") for pattern in setuptools["packages"]["find"]["include"]}
+    # Packages are listed by name; a mapped one (shared_store.migrations -> migrations/) ships its folder.
+    mapped = setuptools.get("package-dir", {})
+    packages = {mapped.get(name, name).split(".")[0].split("/")[0] for name in setuptools["packages"]}
     return modules | packages | {"pyproject.toml", project["project"]["readme"]}
 
 
