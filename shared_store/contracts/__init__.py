@@ -1,0 +1,66 @@
+"""Request rules the API and the runners share: one msgspec declaration each (msgspec only: the API
+imports this, and it must stay free of the runner and of every ML stack).
+
+The API validates a request with these Structs; a runner validates the stored job request or command
+payload with the same Structs (`check_media_request`, `check_command_payload`) before doing any work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from ..errors import RequestInvalid
+from .commands import COMMAND_PAYLOADS
+from .media import MEDIA_REQUESTS
+
+Refusal = Callable[[str], Exception]
+
+
+def _convert(payload: Mapping[str, Any], struct: type[msgspec.Struct], where: str) -> msgspec.Struct:
+    try:
+        return msgspec.convert(payload, struct)
+    except msgspec.ValidationError as exc:
+        # msgspec names the field and the bound: "Expected `str` of length <= 20000 - at `$.text`".
+        detail = str(exc)
+        if where:
+            detail = detail.replace("`$", f"`$.{where}")
+            detail += "" if "- at `" in detail else f" - at `$.{where}`"
+        raise RequestInvalid(detail) from None
+
+
+def check_media_request(
+    kind: str, request: Mapping[str, Any], refuse: Refusal = RequestInvalid
+) -> msgspec.Struct | None:
+    """The request of a `kind` job as its Struct; `refuse(reason)` is raised when the rule refuses it.
+    None for a kind without a shared rule (prompt_cache: its request is checked by its own route)."""
+    struct = MEDIA_REQUESTS.get(kind)
+    if struct is None:
+        return None
+    if not isinstance(request, Mapping):
+        raise refuse(f"a {kind} request must be an object")
+    try:
+        return _convert(request, struct, "")
+    except RequestInvalid as exc:
+        raise refuse(str(exc)) from None
+
+
+def check_command_payload(
+    command_type: str, payload: Any, refuse: Refusal = RequestInvalid
+) -> msgspec.Struct | None:
+    """A command's payload as its Struct; `refuse(reason)` is raised when the rule refuses it. None for
+    a type without a client payload (the runner's internal deliver_event)."""
+    struct = COMMAND_PAYLOADS.get(command_type)
+    if struct is None:
+        return None
+    if not isinstance(payload, Mapping):
+        raise refuse(f"invalid payload for {command_type}: Expected `object` - at `$.payload`")
+    try:
+        return _convert(payload, struct, "payload")
+    except RequestInvalid as exc:
+        raise refuse(f"invalid payload for {command_type}: {exc}") from None
+
+
+__all__ = ["COMMAND_PAYLOADS", "MEDIA_REQUESTS", "Refusal", "check_command_payload", "check_media_request"]
