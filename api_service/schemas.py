@@ -433,12 +433,15 @@ class CommandResponse(Struct):
     seq: int
 
 
+CommandState = Literal["pending", "applied", "rejected"]
+
+
 class CommandStatus(Struct):
     command_id: str
     seq: int
     run_id: str
     type: str
-    status: Literal["pending", "applied", "rejected"]
+    status: CommandState
     error: str | None
     applied_at: str | None
 

@@ -6,6 +6,8 @@ The API validates the type and its payload now (400 / 422) so a typo never waits
 
 from __future__ import annotations
 
+from typing import cast
+
 from starlette.requests import Request
 
 from shared_store.contracts import COMMAND_PAYLOADS, check_command_payload
@@ -17,7 +19,7 @@ from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking, reading, require_run
 from ..request_context import current_request_id
-from ..schemas import CommandRequest, CommandResponse, CommandStatus
+from ..schemas import CommandRequest, CommandResponse, CommandState, CommandStatus
 from . import gateway
 
 COMMAND_TYPES = tuple(COMMAND_PAYLOADS)
@@ -59,7 +61,7 @@ async def command_status(request: Request) -> object:
         command.seq,
         command.run_id,
         command.type,
-        command.status,
+        cast(CommandState, command.status),  # the store's column holds only these three
         command.error,
         command.applied_at,
     )

@@ -144,5 +144,5 @@ def catalog() -> dict[str, Any]:
     model = MediaSettings.from_env().music_model
     return {
         "music_models": [model] if model else [],
-        "available": bool(model) and _stack_installed() and resolvable(model),
+        "available": bool(model and _stack_installed() and resolvable(model)),
     }

@@ -269,7 +269,7 @@ def _gif(mp4: bytes, fps: int) -> bytes:
     """Re-encode the mp4's frames as a looping GIF (Pillow; PyAV decodes)."""
     import av
 
-    with av.open(io.BytesIO(mp4)) as container:
+    with av.open(io.BytesIO(mp4), mode="r") as container:
         frames = [frame.to_image() for frame in container.decode(video=0)]
     out = io.BytesIO()
     frames[0].save(

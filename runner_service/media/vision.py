@@ -191,6 +191,7 @@ def edit_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaO
     values = _common(request)
     strength = number(request, "strength")
     source = _image_input(inputs, "image_artifact", required=True)
+    assert source is not None  # required: _image_input raised otherwise
     mask = _image_input(inputs, "mask_artifact", required=False)
     model_id = _model(request)
     image = _decode(source.data, "image_artifact")
@@ -228,7 +229,7 @@ def catalog() -> dict[str, Any]:
     from .video import catalog as video_catalog
 
     model = MediaSettings.from_env().image_model
-    usable = bool(model) and _stack_installed() and resolvable(model)
+    usable = bool(model and _stack_installed() and resolvable(model))
     video = video_catalog()
     return {
         "vision_models": list(dict.fromkeys([*([model] if model else []), *video["video_models"]])),
