@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 
 from ..errors import RequestInvalid
+from ..media_jobs import PROMPT_CACHE
+from . import prompt_cache
 from .commands import COMMAND_PAYLOADS
 from .media import MEDIA_REQUESTS
 
@@ -34,17 +36,28 @@ def _convert(payload: Mapping[str, Any], struct: type[msgspec.Struct], where: st
 def check_media_request(
     kind: str, request: Mapping[str, Any], refuse: Refusal = RequestInvalid
 ) -> msgspec.Struct | None:
-    """The request of a `kind` job as its Struct; `refuse(reason)` is raised when the rule refuses it.
-    None for a kind without a shared rule (prompt_cache: its request is checked by its own route)."""
-    struct = MEDIA_REQUESTS.get(kind)
-    if struct is None:
-        return None
+    """The request of a `kind` job as its Struct (a prompt_cache job: its params, as the Struct of
+    its operation); `refuse(reason)` is raised when the rule refuses it. None for an unknown kind."""
     if not isinstance(request, Mapping):
         raise refuse(f"a {kind} request must be an object")
     try:
-        return _convert(request, struct, "")
-    except RequestInvalid as exc:
+        if kind == PROMPT_CACHE:
+            return _prompt_cache(request)
+        struct = MEDIA_REQUESTS.get(kind)
+        return None if struct is None else _convert(request, struct, "")
+    except (RequestInvalid, prompt_cache.BadValue) as exc:
         raise refuse(str(exc)) from None
+
+
+def _prompt_cache(request: Mapping[str, Any]) -> msgspec.Struct:
+    job = _convert(request, prompt_cache.PromptCacheJob, "")
+    assert isinstance(job, prompt_cache.PromptCacheJob)
+    struct = prompt_cache.PARAMS.get(job.operation)
+    if struct is None:
+        raise RequestInvalid(f"unknown prompt cache operation {job.operation!r}")
+    params = _convert(job.params, struct, "params")
+    prompt_cache.check_modules(getattr(params, "modules", None))
+    return params
 
 
 def check_command_payload(

@@ -5,7 +5,8 @@ The boundary values are read off the shared Structs themselves (shared_store.con
 constrained field of every media job request and command payload: the bound itself (accepted) and one
 step past it (refused). Each goes to the real API over real Hypercorn; an accepted one is then read
 back as stored and handed to the runner's real validation (`apply_default`, which a media job runs
-before its backend, and the command check `runner_service.commands._apply` / `events` run); a refused
+before its backend, also for prompt-cache jobs, and the command check `runner_service.commands._apply` /
+`events` run); a refused
 one is handed to the runner's validation as sent, which must refuse it too.
 """
 
@@ -29,6 +30,7 @@ from runner_service.media.defaults import apply_default
 from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.contracts import COMMAND_PAYLOADS, MEDIA_REQUESTS, check_command_payload
 from shared_store.contracts.media import MAX_TTS_CHARS
+from shared_store.contracts.prompt_cache import MAX_MODULES, PARAMS
 from shared_store.inbox import get_command
 from shared_store.starts import start_request
 
@@ -47,10 +49,22 @@ MEDIA_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "kg_query": ("kg/query", {"scope": "all"}),
 }
 COMMAND_BASES: dict[str, dict[str, Any]] = {"emit_event": {"name": "ev"}}
+TARGET = {"provider": "p", "model": "m"}
+# prompt-cache operation -> (the POST route, the smallest valid body); its params rule is PARAMS[op]
+PROMPT_CACHE_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "set": ("prompt_cache/set", {**TARGET, "key": "k"}),
+    "update": ("prompt_cache/update", {**TARGET, "key": "k"}),
+    "fork": ("prompt_cache/fork", {**TARGET, "from_key": "a", "to_key": "b"}),
+    "clear": ("prompt_cache/clear", TARGET),
+    "prepare_modules": ("prompt_cache/prepare_modules", {**TARGET, "namespace": "n", "modules": []}),
+    "save": ("prompt_cache/save", {**TARGET, "name": "n1", "key": "k"}),
+    "load": ("prompt_cache/load", {**TARGET, "name": "n1"}),
+    "session_prepare": ("sessions/s-1/prompt_cache/prepare", TARGET),
+}
 # Values whose meaning is not the rule's: a kg scope that needs a run or session named, ids that
 # must name something that exists. Their bounds are the same Meta as the fields tested.
 CONTEXTUAL = {("kg_query", "scope", "run"), ("kg_query", "scope", "session")}
-REFERENCES = {("kg_query", "run_id"), ("kg_query", "session_id")}
+REFERENCES = {("kg_query", "run_id"), ("kg_query", "session_id"), ("session_prepare", "session_id")}
 _unique = count()
 
 
@@ -125,11 +139,12 @@ def _cases(structs: dict[str, type[msgspec.Struct]]) -> list[Case]:
 
 MEDIA_CASES = _cases(MEDIA_REQUESTS)
 COMMAND_CASES = _cases(COMMAND_PAYLOADS)
+PROMPT_CACHE_CASES = _cases({op: PARAMS[op] for op in PROMPT_CACHE_ROUTES})
 
 
 def test_every_rule_has_boundary_cases() -> None:
     """The walk finds the bounds that drifted before (so the parametrization is not vacuous)."""
-    found = {(c.kind, c.field, c.accepted) for c in MEDIA_CASES + COMMAND_CASES}
+    found = {(c.kind, c.field, c.accepted) for c in MEDIA_CASES + COMMAND_CASES + PROMPT_CACHE_CASES}
     for kind, field in [
         ("tts", "text"),
         ("image_generate", "width"),
@@ -241,3 +256,45 @@ def test_tts_text_the_runner_refuses_is_refused_by_the_api(
     assert response.status_code == 202, response.text
     stored = (start_request(lone_gateway.db, response.json()["child_run_id"]) or {})["media"]["request"]
     assert _runner_refuses_media(lone_gateway, "tts", stored) is None
+
+
+@pytest.mark.parametrize("case", PROMPT_CACHE_CASES, ids=lambda c: c.id)
+def test_prompt_cache_rule_is_one_rule(lone_gateway: Gateway, case: Case) -> None:
+    gw = lone_gateway
+    before = gw.counts()
+    path, base = PROMPT_CACHE_ROUTES[case.kind]
+    body = {**base, case.field: case.value}
+    response = gw.client.post(f"/api/gateway/{path}", json=body, params={"wait_s": 0})
+    params = {**body, "session_id": "s-1"} if case.kind.startswith("session_") else body
+    if case.accepted:
+        assert response.status_code == 202, response.text
+        stored = (start_request(gw.db, response.json()["child_run_id"]) or {})["media"]["request"]
+        assert stored["operation"] == case.kind and stored["params"][case.field] == case.value
+        assert _runner_refuses_media(gw, "prompt_cache", stored) is None
+    else:
+        assert response.status_code == 422, response.text
+        assert f"$.{case.field}" in response.json()["detail"]
+        assert gw.counts() == before, "a refused request stored something"
+        refusal = _runner_refuses_media(gw, "prompt_cache", {"operation": case.kind, "params": params})
+        assert refusal is not None and f"$.params.{case.field}" in refusal, refusal
+
+
+def test_prompt_cache_modules_limit_is_one_rule(lone_gateway: Gateway) -> None:
+    """The modules limit (a count and a size, not a Meta bound): 400 at the API, refused by the runner."""
+    too_many = [{"content": "x"}] * (MAX_MODULES + 1)
+    body = {**TARGET, "namespace": "n", "modules": too_many}
+    before = lone_gateway.counts()
+    response = lone_gateway.client.post("/api/gateway/prompt_cache/prepare_modules", json=body)
+    assert response.status_code == 400 and "at most 12" in response.json()["detail"], response.text
+    assert lone_gateway.counts() == before
+    refusal = _runner_refuses_media(
+        lone_gateway, "prompt_cache", {"operation": "prepare_modules", "params": body}
+    )
+    assert refusal is not None and "at most 12" in refusal
+    body["modules"] = too_many[:MAX_MODULES]
+    response = lone_gateway.client.post(
+        "/api/gateway/prompt_cache/prepare_modules", json=body, params={"wait_s": 0}
+    )
+    assert response.status_code == 202, response.text
+    stored = (start_request(lone_gateway.db, response.json()["child_run_id"]) or {})["media"]["request"]
+    assert _runner_refuses_media(lone_gateway, "prompt_cache", stored) is None
