@@ -190,7 +190,7 @@ async def audio_transcribe(request: Request, body: TranscribeRequest, query: Med
 
 async def images_generate(request: Request, body: ImageGenerateRequest, query: MediaWaitQuery) -> Response:
     """Text to image → `image_artifact` (the first) and `image_artifacts` (all `count`). Empty prompt:
-    400; width/height must be multiples of 8 in 64..2048, steps ≤ 200, count ≤ 8 (422 otherwise)."""
+    400; width/height must be multiples of 8 in 8..2048, steps ≤ 200, count ≤ 8 (422 otherwise)."""
     _require_text(body.prompt, "prompt")
     return await _media(request, "image_generate", body, query)
 

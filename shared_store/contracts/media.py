@@ -20,10 +20,12 @@ from msgspec import Meta, Struct
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Name = Annotated[str, Meta(max_length=256)]  # provider, model, voice names
 
-# TTS text. The runner synthesises the whole text in one piper call into one artifact: 20,000
-# characters are about 20 minutes of speech, a 22.05 kHz 16-bit WAV of about 55 MB (2.6 MB a
-# minute). The API used to accept 100,000 (a 2xx request that became a failed job); the runner's
-# 20,000 is the rule now.
+# TTS text. The runner synthesises the whole text in one piper call, under the voice's lock, into one
+# WAV held in memory. Measured with the packaged voice on a shared 2-core box: 4,000 characters took
+# 75 s, made 217 s of speech (18 characters a second) and a 9.6 MB WAV, and grew the process by about
+# 100 MB. 20,000 characters is then ~6 minutes of one runner thread, ~18 minutes of audio, ~48 MB;
+# the API used to accept 100,000 (~30 minutes of work, a 240 MB artifact) which the runner refused:
+# a 2xx request that became a failed job. The runner's 20,000 is the rule.
 MAX_TTS_CHARS = 20_000
 Text = Annotated[str, Meta(max_length=MAX_TTS_CHARS)]
 MAX_PROMPT = 10_000  # both sides agreed already; it bounds the stored job row
