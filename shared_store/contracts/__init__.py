@@ -1,5 +1,6 @@
-"""Request rules the API and the runners share: one msgspec declaration each (msgspec only: the API
-imports this, and it must stay free of the runner and of every ML stack).
+"""Request rules the API and the runners share: one msgspec declaration each. Light on purpose: msgspec
+and the store's own modules only (the API imports this; it must stay free of the runner and of every
+ML stack).
 
 The API validates a request with these Structs; a runner validates the stored job request or command
 payload with the same Structs (`check_media_request`, `check_command_payload`) before doing any work.
@@ -12,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import RequestInvalid
+from ..errors import BadValue, RequestInvalid
 from ..media_jobs import PROMPT_CACHE
 from . import prompt_cache
 from .commands import COMMAND_PAYLOADS
@@ -45,7 +46,7 @@ def check_media_request(
             return _prompt_cache(request)
         struct = MEDIA_REQUESTS.get(kind)
         return None if struct is None else _convert(request, struct, "")
-    except (RequestInvalid, prompt_cache.BadValue) as exc:
+    except (RequestInvalid, BadValue) as exc:  # BadValue: the prompt-cache modules limit
         raise refuse(str(exc)) from None
 
 
