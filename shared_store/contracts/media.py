@@ -33,9 +33,9 @@ Prompt = Annotated[str, Meta(max_length=MAX_PROMPT)]
 
 # Image and video sides. Diffusers' VAEs downsample by 8, so a side is a multiple of 8 and 8 is the
 # smallest with a latent; the runner's tests generate 32x32 images with the tiny pipeline they build.
-# The API used to refuse below 64 while the runner took 8: 8 is the rule now. 2048: a 2048x2048
-# SD-class latent already takes several GB on a GPU; the runner also refuses input images over
-# 4 x 2048^2 pixels before decoding them (vision.MAX_INPUT_PIXELS).
+# The API used to refuse below 64 while the runner took 8: 8 is the rule now. 2048: both sides agreed
+# already; the runner also refuses input images over 4 x 2048^2 pixels before decoding them
+# (vision.MAX_INPUT_PIXELS).
 MIN_SIDE, MAX_SIDE = 8, 2048
 Dimension = Annotated[int, Meta(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)]
 MAX_STEPS = 200
