@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from .errors import BadValue
+
 MAX_ENTRIES = 2_000
 MAX_ENTRY_BYTES = 32 * 1024 * 1024
 MAX_TOTAL_BYTES = 128 * 1024 * 1024
@@ -24,10 +26,8 @@ MAX_TOTAL_BYTES = 128 * 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
 
 
-class BundleError(ValueError):
+class BundleError(BadValue):
     """A bundle problem with a reason a client can act on (`detail`)."""
-
-    status = 400
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -35,13 +35,13 @@ class BundleError(ValueError):
 
 
 class BundleInvalid(BundleError):
-    status = 400
+    pass
 
 
 class BundleHasCode(BundleError):
     """A bundle with code nodes on a gateway configured to run none (ABSTRACTGATEWAY_CODE_NODES=off)."""
 
-    status = 422
+    kind = "invalid"
 
 
 def _safe_member(name: str) -> bool:

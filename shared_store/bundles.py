@@ -52,23 +52,23 @@ __all__ = [
 
 
 class BundleExists(BundleError):
-    status = 409
+    kind = "conflict"
 
 
 class UnknownBundle(BundleError):
-    status = 404
+    kind = "not_found"
 
 
 class UnknownFlow(BundleError):
-    status = 404
+    kind = "not_found"
 
 
 class BundleConflict(BundleError):
-    status = 400
+    pass
 
 
 class FlowDeprecated(BundleError):
-    status = 409
+    kind = "conflict"
 
 
 @dataclass(frozen=True)
