@@ -20,6 +20,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,7 @@ def verify(secret: bytes, token: str, *, now: float | None = None) -> Claims | N
     return claims
 
 
-def principal_of(scope: dict[str, Any]) -> Principal:
+def principal_of(scope: Mapping[str, Any]) -> Principal:
     """The caller the auth middleware recognised; nobody (no scope) when it did not run."""
-    return scope.get(PRINCIPAL_KEY) or ANONYMOUS
+    principal: Principal | None = scope.get(PRINCIPAL_KEY)
+    return principal or ANONYMOUS

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 
@@ -155,7 +155,7 @@ def _reads(db: Database, flows_dir: Path | None) -> _Reads:
     except StoreError:
         llm = None
     reads = _Reads(
-        wal=bool(mode) and str(mode[0]).lower() == "wal",
+        wal=mode is not None and str(mode[0]).lower() == "wal",
         schema=_schema(db),
         live=live,
         depth=queue_depth(db),
@@ -202,7 +202,7 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         if not supervised.alive:
             problems.append(f"the runner child is down (restart {supervised.restarts}; backing off)")
     db_report = DbHealth(str(db.path), reads.wal, current, latest, list(pending))
-    status = "degraded" if problems else "healthy"
+    status: Literal["healthy", "degraded"] = "degraded" if problems else "healthy"
     report = HealthResponse(
         status,
         SERVICE,
