@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from shared_store import Database
+
     from .settings import ApiSettings
+    from .supervisor import RunnerSupervisor
 
 log = logging.getLogger("abstractgateway.serve")
 LOOPBACK_NAMES = ("localhost",)
@@ -171,8 +174,15 @@ def _metrics_dir() -> str | None:
 
 
 def _run(
-    db, settings, artifacts_dir: Path, host: str, port: int, runner, *, reuse_port: bool = False
-) -> None:  # type: ignore[no-untyped-def]
+    db: Database,
+    settings: ApiSettings,
+    artifacts_dir: Path,
+    host: str,
+    port: int,
+    runner: RunnerSupervisor | None,
+    *,
+    reuse_port: bool = False,
+) -> None:
     import asyncio
     import signal
 
