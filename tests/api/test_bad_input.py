@@ -202,6 +202,9 @@ NOT_STORE_ERRORS = {
     # A cap on what a node writes, raised inside the runner's tick: the worker fails the run with it,
     # while a StoreError (the db failing, a lost lease) must propagate past the run. Never an API answer.
     "OutputTooLarge",
+    # A bad ABSTRACTGATEWAY_* setting (shared_store/settings.py): the process refuses to start, so it
+    # never answers a request; the CLIs catch it by name.
+    "SettingsError",
 }
 
 
