@@ -27,13 +27,29 @@ from .codec import decode, encode
 from .db import Database
 from .leases import LeaseHolder
 from .private import private_dir
+from .run_unit import RunUnit
 
 
 class SqliteArtifactStore(ArtifactStore):
-    def __init__(self, db: Database, blob_dir: str | os.PathLike[str], *, fence: LeaseHolder | None = None):
+    def __init__(
+        self,
+        db: Database,
+        blob_dir: str | os.PathLike[str],
+        *,
+        fence: LeaseHolder | None = None,
+        unit: RunUnit | None = None,
+    ) -> None:
         self.db = db
         self.blob_dir = Path(blob_dir)
         self.fence = fence
+        # The runner's unit of work: a run's artifact row commits with the run's next save (its
+        # blob is on disk first, so a committed row always points at complete bytes).
+        self.unit = unit
+
+    def _settled(self, artifact_id: str) -> None:
+        """Reading an artifact the unit still stages commits the unit first."""
+        if self.unit is not None and self.unit.stages_artifact(artifact_id):
+            self.unit.flush()
 
     def blob_path(self, blob_id: str) -> Path:
         return self.blob_dir / blob_id[:2] / blob_id
@@ -100,6 +116,11 @@ class SqliteArtifactStore(ArtifactStore):
         }
         sql = q.STORE_ARTIFACT
         fenced_on = job_run_id or run_id
+        if self.unit is not None and fenced_on:
+            if job_run_id:
+                params["job_run_id"] = job_run_id
+            self.unit.stage_artifact(artifact_id, fenced_on, params)
+            return meta
         if self.fence is not None and job_run_id:
             sql = q.STORE_ARTIFACT_FOR_JOB
             params.update(self.fence.params(job_run_id), job_run_id=job_run_id)
@@ -117,6 +138,7 @@ class SqliteArtifactStore(ArtifactStore):
         return meta
 
     def load(self, artifact_id: str) -> Artifact | None:
+        self._settled(artifact_id)
         row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
         if row is None:
             return None
@@ -127,14 +149,17 @@ class SqliteArtifactStore(ArtifactStore):
         return Artifact(metadata=ArtifactMetadata.from_dict(decode(row[1])), content=content)
 
     def get_metadata(self, artifact_id: str) -> ArtifactMetadata | None:
+        self._settled(artifact_id)
         row = self.db.query_one(q.ARTIFACT_METADATA, (artifact_id,))
         return None if row is None else ArtifactMetadata.from_dict(decode(row[0]))
 
     def content_path(self, artifact_id: str) -> Path | None:
+        self._settled(artifact_id)
         row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
         return None if row is None else self.blob_path(row[0])
 
     def exists(self, artifact_id: str) -> bool:
+        self._settled(artifact_id)
         return self.db.query_one(q.ARTIFACT_EXISTS, (artifact_id,)) is not None
 
     def delete(self, artifact_id: str) -> bool:

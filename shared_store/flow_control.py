@@ -347,11 +347,21 @@ class Admission:
     why: str | None = None  # when not: "held" (waiting for a slot) or "rate" (deferred)
 
 
-def admit(db: Database, fence: LeaseHolder, run_id: str, *, now: float | None = None) -> Admission:
+def admit(
+    db: Database,
+    fence: LeaseHolder,
+    run_id: str,
+    *,
+    now: float | None = None,
+    flow: tuple[Any, ...] | None = None,
+) -> Admission:
     """Before a runner works on a claimed run: take a slot of its key and count its start against the
-    key's rate, or hold / defer it (fenced writes, one transaction so no slot is freed in between)."""
+    key's rate, or hold / defer it (fenced writes, one transaction so no slot is freed in between).
+
+    `flow`: the run's RUN_FLOW columns when the caller already read them (run_unit.RunUnit.open)."""
     now = time.time() if now is None else now
-    row = db.query_one(q.RUN_FLOW, (run_id,))  # most runs have no limited key: no write transaction
+    # Most runs have no limited key: no write transaction.
+    row = flow if flow is not None else db.query_one(q.RUN_FLOW, (run_id,))
     if row is None or row[1] is None or (row[4] is None and row[5] is None):
         return Admission(True)
     with db.write() as conn:

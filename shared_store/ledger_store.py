@@ -14,28 +14,28 @@ from .errors import LeaseLost, UnknownRun
 from .leases import LeaseHolder
 from .limits import OutputTooLarge, check_output
 from .reads import ledger_len, ledger_page
+from .run_unit import RunUnit
 
 
 class SqliteLedgerStore(LedgerStore):
     """Append-only journal. Bound to a LeaseHolder, an append checks the lease in its statement."""
 
     def __init__(
-        self, db: Database, *, fence: LeaseHolder | None = None, max_output_bytes: int | None = None
+        self,
+        db: Database,
+        *,
+        fence: LeaseHolder | None = None,
+        max_output_bytes: int | None = None,
+        unit: RunUnit | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
         # A record over this (its result named when that is what is over) raises OutputTooLarge,
         # unwritten (None: no cap).
         self.max_output_bytes = max_output_bytes
-        self._defer: tuple[Any, str] | None = None  # (run store, run_id)
-
-    def defer_until_save(self, run_store: Any, run_id: str | None) -> None:
-        """While run_id's next save is pending, its appends join that save's transaction.
-
-        A command's resume record and the state it resumed then commit together: a crash between
-        them can no longer leave a record whose resume is re-applied (two records, one wait).
-        None stops deferring."""
-        self._defer = None if run_id is None else (run_store, run_id)
+        # The runner's unit of work: appends are staged and commit with the run's next save (or
+        # the unit's flush), in one fenced transaction. None: each append is its own transaction.
+        self.unit = unit
 
     def append(self, record: StepRecord) -> None:
         run_id = record.run_id
@@ -55,26 +55,32 @@ class SqliteLedgerStore(LedgerStore):
             check_output(f"the result of node {record.node_id!r}", record.result, cap)
             # An effect's payload (an answer_user message, an LLM prompt) is in its STARTED record.
             raise OutputTooLarge(f"a ledger record of node {record.node_id!r}", len(params["record"]), cap)
+        if self.unit is not None:
+            self.unit.stage(run_id, q.APPEND_LEDGER_IN_UNIT, params)
+            return
         if self.fence is None:
             sql = q.APPEND_LEDGER_UNLEASED
         else:
             sql = q.APPEND_LEDGER_FENCED
             params.update(self.fence.params(run_id))
-        defer = self._defer
-        if defer is not None and defer[1] == run_id and defer[0].has_pending(run_id):
-            defer[0].with_next_save(run_id, sql, params)
-            return
         if self.db.execute_write(sql, params) == 1:
             return
         if ledger_len(self.db, run_id) is None:
             raise UnknownRun(run_id)
         raise self.fence.lost(run_id) if self.fence else LeaseLost(run_id, None, None)
 
+    def _settled(self, run_id: str) -> None:
+        """A read of a run whose records the unit still stages commits them first (read your writes)."""
+        if self.unit is not None and self.unit.stages(run_id):
+            self.unit.flush()
+
     def list(self, run_id: str) -> list[dict[str, Any]]:
+        self._settled(run_id)
         return [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
 
     def list_after(self, *, run_id: str, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
         """Cursor read: records after `after` (records consumed so far) and the next cursor."""
+        self._settled(run_id)
         page = ledger_page(self.db, run_id, after=after, limit=limit)
         return [decode(record) for record in page.records], page.next_after
 
@@ -82,8 +88,10 @@ class SqliteLedgerStore(LedgerStore):
         """Indexed point query (ledger_idempotency) instead of a scan of the ledger tail."""
         if not idempotency_key:
             return None
+        self._settled(run_id)
         row = self.db.query_one(q.FIND_COMPLETED_RESULT, (run_id, idempotency_key))
         return None if row is None else decode(row[0]).get("result")
 
     def count(self, run_id: str) -> int:
+        self._settled(run_id)
         return ledger_len(self.db, run_id) or 0

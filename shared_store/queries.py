@@ -119,6 +119,8 @@ _APPEND_LEDGER = (
 )
 APPEND_LEDGER_FENCED = _APPEND_LEDGER.format(guard=_HELD)
 APPEND_LEDGER_UNLEASED = _APPEND_LEDGER.format(guard=_FREE)
+# Inside a runner's unit of work (shared_store/run_unit.py), whose transaction checked the fence first.
+APPEND_LEDGER_IN_UNIT = _APPEND_LEDGER.format(guard="1")
 LIST_LEDGER = "SELECT record FROM ledger WHERE run_id = ? ORDER BY seq"
 # A page: one range read on the (run_id, seq) primary key.
 LEDGER_PAGE = "SELECT seq, record FROM ledger WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -138,8 +140,6 @@ INSERT_COMMAND = (
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
-# A statement that does nothing: opens a run store's "next save" group (ledger deferral) on its own.
-NOTHING = "SELECT 1 WHERE 0"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
@@ -306,6 +306,19 @@ WORK_PROBE = (
     "AND lease_expires_at < :now) "
     "OR EXISTS (SELECT 1 FROM commands INDEXED BY commands_pending_events "
     "WHERE status = 'pending' AND type = 'emit_event')"
+)
+# The unit of work's fence check: once per run per transaction, before the unit's statements.
+FENCE_HELD = f"SELECT 1 FROM runs WHERE run_id = :run_id AND {_HELD}"
+# What a claimed run is due for (run_unit.RunUnit.open): status, start request, state, whether it is
+# scheduled, whether commands wait, then the columns flow_control.admit reads (as RUN_FLOW).
+OPEN_RUN = (
+    "SELECT r.status, s.start_json, s.run_json, EXISTS (SELECT 1 FROM schedules WHERE schedules.run_id = r.run_id), "
+    "EXISTS (SELECT 1 FROM commands WHERE commands.run_id = r.run_id AND commands.status = 'pending' "
+    "AND commands.type != 'emit_event'), "
+    "r.status, r.concurrency_key, r.slot, r.begun_at, k.max_concurrent, k.rate_limit, k.rate_window_s, "
+    "EXISTS (SELECT 1 FROM commands WHERE commands.run_id = r.run_id AND commands.status = 'pending' "
+    "AND commands.type = 'cancel') FROM runs r LEFT JOIN run_states s ON s.run_id = r.run_id "
+    "LEFT JOIN flow_keys k ON k.key = r.concurrency_key WHERE r.run_id = ?"
 )
 PENDING_RUN_COMMANDS = (
     f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE run_id = ? AND status = 'pending' "
