@@ -46,10 +46,13 @@ class SqliteArtifactStore(ArtifactStore):
         # blob is on disk first, so a committed row always points at complete bytes).
         self.unit = unit
 
-    def _settled(self, artifact_id: str) -> None:
-        """Reading an artifact the unit still stages commits the unit first."""
-        if self.unit is not None and self.unit.stages_artifact(artifact_id):
-            self.unit.flush()
+    def _row(self, sql: str, artifact_id: str) -> tuple[str, bytes] | None:
+        """(blob_id, metadata JSON) of an artifact: staged in the unit (read your writes), or stored."""
+        staged = self.unit.staged_artifact(artifact_id) if self.unit is not None else None
+        if staged is not None:
+            return str(staged["blob_id"]), staged["metadata"]
+        row = self.db.query_one(sql, (artifact_id,))
+        return None if row is None else (str(row[0]), row[1])
 
     def blob_path(self, blob_id: str) -> Path:
         return self.blob_dir / blob_id[:2] / blob_id
@@ -119,7 +122,7 @@ class SqliteArtifactStore(ArtifactStore):
         if self.unit is not None and fenced_on:
             if job_run_id:
                 params["job_run_id"] = job_run_id
-            self.unit.stage_artifact(artifact_id, fenced_on, params)
+            self.unit.stage_artifact(fenced_on, params)
             return meta
         if self.fence is not None and job_run_id:
             sql = q.STORE_ARTIFACT_FOR_JOB
@@ -138,8 +141,7 @@ class SqliteArtifactStore(ArtifactStore):
         return meta
 
     def load(self, artifact_id: str) -> Artifact | None:
-        self._settled(artifact_id)
-        row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
+        row = self._row(q.ARTIFACT_BLOB, artifact_id)
         if row is None:
             return None
         try:
@@ -149,18 +151,15 @@ class SqliteArtifactStore(ArtifactStore):
         return Artifact(metadata=ArtifactMetadata.from_dict(decode(row[1])), content=content)
 
     def get_metadata(self, artifact_id: str) -> ArtifactMetadata | None:
-        self._settled(artifact_id)
-        row = self.db.query_one(q.ARTIFACT_METADATA, (artifact_id,))
-        return None if row is None else ArtifactMetadata.from_dict(decode(row[0]))
+        row = self._row(q.ARTIFACT_BLOB, artifact_id)
+        return None if row is None else ArtifactMetadata.from_dict(decode(row[1]))
 
     def content_path(self, artifact_id: str) -> Path | None:
-        self._settled(artifact_id)
-        row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
+        row = self._row(q.ARTIFACT_BLOB, artifact_id)
         return None if row is None else self.blob_path(row[0])
 
     def exists(self, artifact_id: str) -> bool:
-        self._settled(artifact_id)
-        return self.db.query_one(q.ARTIFACT_EXISTS, (artifact_id,)) is not None
+        return self._row(q.ARTIFACT_BLOB, artifact_id) is not None
 
     def delete(self, artifact_id: str) -> bool:
         with self.db.write() as conn:

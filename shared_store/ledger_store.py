@@ -56,7 +56,7 @@ class SqliteLedgerStore(LedgerStore):
             # An effect's payload (an answer_user message, an LLM prompt) is in its STARTED record.
             raise OutputTooLarge(f"a ledger record of node {record.node_id!r}", len(params["record"]), cap)
         if self.unit is not None:
-            self.unit.stage(run_id, q.APPEND_LEDGER_IN_UNIT, params)
+            self.unit.stage_record(run_id, params)
             return
         if self.fence is None:
             sql = q.APPEND_LEDGER_UNLEASED
@@ -69,29 +69,35 @@ class SqliteLedgerStore(LedgerStore):
             raise UnknownRun(run_id)
         raise self.fence.lost(run_id) if self.fence else LeaseLost(run_id, None, None)
 
-    def _settled(self, run_id: str) -> None:
-        """A read of a run whose records the unit still stages commits them first (read your writes)."""
-        if self.unit is not None and self.unit.stages(run_id):
-            self.unit.flush()
+    def _staged(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's records the unit stages (reads see them; they commit with the next save)."""
+        return self.unit.staged_records(run_id) if self.unit is not None else []
 
     def list(self, run_id: str) -> list[dict[str, Any]]:
-        self._settled(run_id)
-        return [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
+        stored = [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
+        return stored + [decode(params["record"]) for params in self._staged(run_id)]
 
     def list_after(self, *, run_id: str, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
         """Cursor read: records after `after` (records consumed so far) and the next cursor."""
-        self._settled(run_id)
         page = ledger_page(self.db, run_id, after=after, limit=limit)
-        return [decode(record) for record in page.records], page.next_after
+        records = [decode(record) for record in page.records]
+        staged = self._staged(run_id)
+        if staged and len(records) < limit:  # the page reached the stored end: staged ones follow
+            stored = ledger_len(self.db, run_id) or 0
+            extra = [decode(p["record"]) for p in staged[max(0, after - stored) :]][: limit - len(records)]
+            return records + extra, max(after, stored) + len(extra) if extra else page.next_after
+        return records, page.next_after
 
     def find_completed_result(self, run_id: str, idempotency_key: str) -> dict[str, Any] | None:
         """Indexed point query (ledger_idempotency) instead of a scan of the ledger tail."""
         if not idempotency_key:
             return None
-        self._settled(run_id)
+        for params in reversed(self._staged(run_id)):
+            if params["idempotency_key"] == idempotency_key and params["step_status"] == "completed":
+                result: dict[str, Any] | None = decode(params["record"]).get("result")
+                return result
         row = self.db.query_one(q.FIND_COMPLETED_RESULT, (run_id, idempotency_key))
         return None if row is None else decode(row[0]).get("result")
 
     def count(self, run_id: str) -> int:
-        self._settled(run_id)
-        return ledger_len(self.db, run_id) or 0
+        return (ledger_len(self.db, run_id) or 0) + len(self._staged(run_id))

@@ -72,7 +72,6 @@ class RunUnit:
         self.db = db
         self.fence = fence
         self._staged: list[Staged] = []
-        self._artifacts: set[str] = set()  # staged artifact ids: a read of one commits the unit first
         self._commits = 0  # units committed: marks taken before a commit are spent by it
 
     # --- staging -------------------------------------------------------------------------------
@@ -88,12 +87,29 @@ class RunUnit:
         """Add a statement to the unit, fenced by run_id's lease (owner and epoch supplied here)."""
         self._staged.append(Staged(run_id, sql, {**params, **self.fence.params(run_id)}))
 
-    def stage_artifact(self, artifact_id: str, fenced_by: str, params: dict[str, Any]) -> None:
-        self.stage(fenced_by, q.STORE_ARTIFACT, params)
-        self._artifacts.add(artifact_id)
+    # Reads of what the unit stages see it (read your writes) without committing it early: an early
+    # commit would split a command's outcome from the records it caused.
+    def stage_record(self, run_id: str, params: dict[str, Any]) -> None:
+        """A ledger record (APPEND_LEDGER_IN_UNIT's params)."""
+        self.stage(run_id, q.APPEND_LEDGER_IN_UNIT, params)
 
-    def stages_artifact(self, artifact_id: str) -> bool:
-        return artifact_id in self._artifacts
+    def staged_records(self, run_id: str) -> list[dict[str, Any]]:
+        """The params of the run's ledger records staged, in append order."""
+        return [
+            item.params
+            for item in self._staged
+            if item.run_id == run_id and item.sql is q.APPEND_LEDGER_IN_UNIT
+        ]
+
+    def stage_artifact(self, fenced_by: str, params: dict[str, Any]) -> None:
+        """An artifact row (STORE_ARTIFACT's params; its blob is already on disk)."""
+        self.stage(fenced_by, q.STORE_ARTIFACT, params)
+
+    def staged_artifact(self, artifact_id: str) -> dict[str, Any] | None:
+        for item in reversed(self._staged):
+            if item.sql is q.STORE_ARTIFACT and item.params["artifact_id"] == artifact_id:
+                return item.params
+        return None
 
     def mark(self) -> tuple[int, int]:
         return self._commits, len(self._staged)
@@ -104,13 +120,10 @@ class RunUnit:
         if commits != self._commits:
             size = 0
         del self._staged[size:]
-        if not self._staged:
-            self._artifacts.clear()
 
     def discard(self) -> None:
         """Forget everything staged (the run was lost, or its processing ended in an error)."""
         self._staged.clear()
-        self._artifacts.clear()
 
     # --- named operations a runner stages ------------------------------------------------------
     def resolve_command(self, command: Command, status: str, error: str | None = None) -> None:
@@ -167,8 +180,6 @@ class RunUnit:
             self.discard()
             raise
         del self._staged[: len(staged)]
-        if not self._staged:
-            self._artifacts.clear()
         self._commits += 1
         return written
 
