@@ -53,6 +53,8 @@ def apply_command(
     unit = ctx.unit
     mark = unit.mark()
     unit.resolve_command(command, "applied")
+    status: str
+    error: str | None
     try:
         _apply(ctx, command, scheduled)
     except Rejected as exc:

@@ -89,8 +89,7 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
         skipped=firings.skipped,
         last_child_run_id=child_id,
     )
-    done = firings.next_fire_at is None
-    if done:
+    if firings.next_fire_at is None:
         _finish(run, schedule, len(chosen))
     else:
         run.waiting = _wait(run_id, firings.next_fire_at)
@@ -124,7 +123,7 @@ def update_schedule(ctx: CommandContext, run_id: str, changes: dict[str, Any]) -
     )
     done = next_fire_at is None or limit_hit or past_until
     stage_spec_update(ctx.unit, run_id, spec, None if done else next_fire_at)
-    if done:
+    if done or next_fire_at is None:
         _finish(run, schedule, 0)
     else:
         run.waiting = _wait(run_id, next_fire_at)

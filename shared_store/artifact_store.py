@@ -30,7 +30,7 @@ from .private import private_dir
 from .run_unit import RunUnit
 
 
-class SqliteArtifactStore(ArtifactStore):
+class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractruntime ships no types
     def __init__(
         self,
         db: Database,
@@ -163,7 +163,7 @@ class SqliteArtifactStore(ArtifactStore):
 
     def delete(self, artifact_id: str) -> bool:
         with self.db.write() as conn:
-            row = conn.execute(q.DELETE_ARTIFACT, (artifact_id,)).fetchone()
+            row: Any = conn.execute(q.DELETE_ARTIFACT, (artifact_id,)).fetchone()
             orphan = row is not None and conn.execute(q.BLOB_REFERENCED, (row[0],)).fetchone() is None
         if orphan:
             self.blob_path(row[0]).unlink(missing_ok=True)

@@ -48,9 +48,10 @@ def _deliver(
 ) -> list[str]:
     delivered: list[str] = []
     now = time.time()
-    waiters = dict(conn.execute(q.EVENT_WAITER_IDS, (encode(target.keys).decode(),)).fetchall())
     plain = {"name": target.name, "scope": target.scope, "scope_id": target.scope_id}
-    waiters.update(conn.execute(q.EVENT_WAITER_IDS_PLAIN, plain).fetchall())
+    rows = conn.execute(q.EVENT_WAITER_IDS, (encode(target.keys).decode(),)).fetchall()
+    rows += conn.execute(q.EVENT_WAITER_IDS_PLAIN, plain).fetchall()
+    waiters = {str(row[0]): str(row[1]) for row in rows}
     for run_id, wait_key in sorted(waiters.items()):
         params = {
             "command_id": f"{origin}>{run_id}",

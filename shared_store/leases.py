@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import queries as q
 from .db import Database
@@ -102,7 +103,7 @@ class LeaseHolder:
         with self.db.write() as conn:
             conn.execute(q.RECLAIM_EXPIRED, {"now": now})
             reclaimed = conn.changes()
-            rows = conn.execute(
+            cursor_rows = conn.execute(
                 q.CLAIM_RUNS if self.labels else q.CLAIM_RUNS_UNLABELLED,
                 {
                     "owner": self.owner,
@@ -112,6 +113,7 @@ class LeaseHolder:
                     "labels": self.labels_json,
                 },
             ).fetchall()
+        rows: list[Any] = cursor_rows
         rows.sort(key=lambda row: (-row[2], row[3]))
         leases = [
             Lease(str(run_id), self.owner, int(epoch), int(stalled)) for run_id, epoch, _, _, stalled in rows

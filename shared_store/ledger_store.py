@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from abstractruntime.core.models import StepRecord
@@ -17,7 +18,7 @@ from .reads import ledger_len, ledger_page
 from .run_unit import RunUnit
 
 
-class SqliteLedgerStore(LedgerStore):
+class SqliteLedgerStore(LedgerStore):  # type: ignore[misc]  # abstractruntime ships no types
     """Append-only journal. Bound to a LeaseHolder, an append checks the lease in its statement."""
 
     def __init__(
@@ -77,7 +78,10 @@ class SqliteLedgerStore(LedgerStore):
         stored = [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
         return stored + [decode(params["record"]) for params in self._staged(run_id)]
 
-    def list_after(self, *, run_id: str, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
+    # `list` is a method of this class from here on: annotations below name the builtin explicitly.
+    def list_after(
+        self, *, run_id: str, after: int, limit: int = 1000
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
         """Cursor read: records after `after` (records consumed so far) and the next cursor."""
         page = ledger_page(self.db, run_id, after=after, limit=limit)
         records = [decode(record) for record in page.records]

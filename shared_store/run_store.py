@@ -127,7 +127,7 @@ def run_columns(run: RunState, now: float) -> dict[str, Any]:
     }
 
 
-class SqliteRunStore(RunStore):
+class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships no types
     """RunStore + QueryableRunStore + event-waiter lookup over the shared SQLite file."""
 
     def __init__(
