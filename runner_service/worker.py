@@ -9,6 +9,7 @@ process (one LeaseHolder, one owner id).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -155,6 +156,7 @@ class Worker:
         ctx = self.context()
         run_store = ctx.run_store
         self.busy = (run_id, time.monotonic())
+        released = False
         try:
             with (
                 structlog.contextvars.bound_contextvars(run_id=run_id),
@@ -162,7 +164,10 @@ class Worker:
                 sandbox.run_context(run_id, lambda: self._cancel_pending(run_id), self._park),
             ):
                 self._process(run_id)
-                ctx.unit.flush()  # what no save carried (records the runtime appends after its last save)
+                # What no save carried (the records a runtime appends after its last save) commits
+                # with the release.
+                ctx.unit.release(run_id, settle=self._settle(run_id))
+                released = True
         except LeaseLost as exc:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
         except StoreError:
@@ -178,7 +183,7 @@ class Worker:
             self.busy = None
             self.processed += 1
             born, run_store.born = run_store.born, []
-            for held in (run_id, *born):
+            for held in (*(() if released else (run_id,)), *born):
                 self.fence.release(held, settle=self._settle(held))
 
     def fail_poisoned(self, run_id: str, stalled: int) -> None:
@@ -236,7 +241,8 @@ class Worker:
             with structlog.contextvars.bound_contextvars(request_id=start.get("request_id")):
                 if not self._start(ctx, run_id, start):
                     return
-                self._work(ctx, run_id, None)
+                # Commands sent while it was queued were in the claim's read; its state is new.
+                self._work(ctx, run_id, dataclasses.replace(step, status="running", state_json=None))
             return
         self._work(ctx, run_id, step)
 
@@ -255,22 +261,23 @@ class Worker:
     def _work(self, ctx: CommandContext, run_id: str, step: RunStep | None) -> None:
         """Commands, schedule firings, a finished child, ticks: until the slice ends or the run waits.
 
-        `step`: what the claim's one read found (None: read it here, after a start)."""
+        `step`: what the claim's one read found (then one read per further pass)."""
         deadline = time.monotonic() + self.settings.slice_s
         while True:
             if step is None:
                 step = ctx.unit.open(run_id, commands=self.settings.commands_per_pass)
                 if step is None:
                     return
-            run = step.state()
             if step.commands:
                 self._apply_commands(ctx, step.commands, scheduled=step.scheduled)
-                run = ctx.run_store.load(run_id)
             if step.scheduled:
                 fired = fire_due(ctx, run_id)
                 if fired:
                     log.info("schedule_fired", run_id=run_id, children=fired)
                 return  # a scheduled parent is never ticked
+            # The state as read, unless commands changed it (or the run was just started).
+            fresh = step.state_json is not None and not step.commands
+            run = step.state() if fresh else ctx.run_store.load(run_id)
             if run is None:
                 return
             paused = run.vars.get("_runtime", {}).get("control", {}).get("paused")

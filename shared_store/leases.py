@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import apsw
+
 from . import queries as q
 from .db import Database
 from .errors import LeaseLost
@@ -174,14 +176,28 @@ class LeaseHolder:
             epoch = self._epochs.pop(run_id, None)
         if epoch is None:
             return False
+        with self.db.write() as conn:
+            return self._release(conn, run_id, epoch, settle)
+
+    def release_in(
+        self, conn: apsw.Connection, run_id: str, *, settle: dict[str, object] | None = None
+    ) -> bool:
+        """release() as the last statement of the caller's transaction (a unit of work's commit);
+        the lease is forgotten here, whether or not that transaction then commits."""
+        with self._lock:
+            epoch = self._epochs.pop(run_id, None)
+        return epoch is not None and self._release(conn, run_id, epoch, settle)
+
+    def _release(
+        self, conn: apsw.Connection, run_id: str, epoch: int, settle: dict[str, object] | None
+    ) -> bool:
         params: dict[str, object] = {"run_id": run_id, "owner": self.owner, "epoch": epoch}
         sql = q.RELEASE_LEASE
         if settle is not None:
             sql = q.RELEASE_SETTLED
             params.update(settle, now=self.clock())
-        with self.db.write() as conn:
-            conn.execute(sql, params)
-            return conn.changes() == 1
+        conn.execute(sql, params)
+        return conn.changes() == 1
 
     def release_all(self) -> int:
         """Release every held lease (graceful stop); returns how many were still ours."""

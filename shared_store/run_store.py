@@ -197,7 +197,7 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
         if self.unit is not None:
             # What the unit staged (command outcomes first: a command resolved here no longer counts
             # as pending in the due_at of the save) commits with this state, or nothing does.
-            written = self.unit.commit(save)
+            written = self.unit.commit(save, fenced_by=run.run_id if fence is not None else None)
         else:
             with self.db.write() as conn:
                 written = save(conn)
@@ -205,6 +205,8 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
             self.last_due[run.run_id] = {k: params[k] for k in ("due_at", "paused", "sub_run_id")}
         if not written:
             if strict:
+                if self.unit is not None:
+                    self.unit.discard()  # the run was taken over: what it staged is not ours to write
                 raise self._lost(run.run_id)
             return False
         if fence is not None and params["epoch"] is None:
