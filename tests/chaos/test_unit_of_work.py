@@ -122,16 +122,18 @@ def test_a_kill_inside_the_unit_commits_none_of_it_and_the_command_applies_once(
     commit = RunUnit.commit
     ran: list[int] = []
 
-    def dies_before_commit(self: RunUnit, save: Callable[[apsw.Connection], bool] | None = None) -> bool:
+    def dies_before_commit(
+        self: RunUnit, save: Callable[[apsw.Connection], bool] | None = None, **kwargs: Any
+    ) -> bool:
         if save is None or not self.pending:
-            return commit(self, save)
+            return commit(self, save, **kwargs)
 
         def save_then_die(conn: apsw.Connection) -> bool:
             assert save(conn)
             ran.append(conn.execute("SELECT count(*) FROM ledger WHERE run_id = ?", (run_id,)).fetchone()[0])
             raise _Killed
 
-        return commit(self, save_then_die)
+        return commit(self, save_then_die, **kwargs)
 
     fence, doomed = _worker(gateway, "doomed")
     assert fence.claim(1)
