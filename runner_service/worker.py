@@ -112,7 +112,8 @@ class Worker:
         self.parked = False  # waiting on a sandboxed code node
         self.pending: list[Any] = []  # the rest of the claimed batch (Leases), given back when parked
         self._on_park = on_park
-        self._snapshots: dict[str, tuple[bytes, str]] = {}  # workflow id -> (snapshot JSON, its sha256)
+        # workflow id -> (snapshot JSON, its sha256, its first artifact's metadata)
+        self._snapshots: dict[str, tuple[bytes, str, Any]] = {}
 
     def close(self) -> None:
         """Free what the worker's handlers hold (the LLM provider's connections)."""
@@ -275,15 +276,20 @@ class Worker:
                 if fired:
                     log.info("schedule_fired", run_id=run_id, children=fired)
                 return  # a scheduled parent is never ticked
-            # The state as read, unless commands changed it (or the run was just started).
-            fresh = step.state_json is not None and not step.commands
-            run = step.state() if fresh else ctx.run_store.load(run_id)
-            if run is None:
-                return
-            paused = run.vars.get("_runtime", {}).get("control", {}).get("paused")
-            if not paused and resume_finished_child(ctx, run):
-                run = None  # resumed: the tick reads the state it saved
-            if not self._tick(ctx, run_id, run) or self.stopping.is_set() or time.monotonic() > deadline:
+            started = None
+            if step.state_json is None and not step.commands:
+                run = None  # just started: RUNNING, and the tick reads the state the start saved
+                started = str((step.start or {}).get("workflow_id") or "") or None
+            else:
+                # The state as read, unless commands changed it.
+                run = step.state() if not step.commands else ctx.run_store.load(run_id)
+                if run is None:
+                    return
+                paused = run.vars.get("_runtime", {}).get("control", {}).get("paused")
+                if not paused and resume_finished_child(ctx, run):
+                    run = None  # resumed: the tick reads the state it saved
+            ticked = self._tick(ctx, run_id, run, started=started)
+            if not ticked or self.stopping.is_set() or time.monotonic() > deadline:
                 return
             step = None
 
@@ -331,8 +337,8 @@ class Worker:
         the run's artifact row is staged in the unit and the ref rides in the start's vars, so both
         commit with the run's creation. abstractruntime's persist_workflow_snapshot loaded the state
         and saved it again in two more transactions (+2.9 ms per start measured)."""
-        encoded = self._snapshots.get(workflow_id)
-        if encoded is None:
+        known = self._snapshots.get(workflow_id)
+        if known is None:
             document = ctx.host.document(workflow_id)
             if document is None:
                 return None
@@ -344,17 +350,20 @@ class Worker:
                 "visualflow": document,
             }
             content = json.dumps(snapshot, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-            encoded = self._snapshots[workflow_id] = (content, hashlib.sha256(content).hexdigest())
-        content, sha = encoded
-        tags = {
-            "kind": "workflow_snapshot",
-            "workflow_id": workflow_id,
-            "format": "visualflow_json",
-            "sha256": sha,
-        }
-        meta = ctx.runtime.artifact_store.store(
-            content, content_type="application/json", run_id=run_id, tags=tags
-        )
+            sha = hashlib.sha256(content).hexdigest()
+            tags = {
+                "kind": "workflow_snapshot",
+                "workflow_id": workflow_id,
+                "format": "visualflow_json",
+                "sha256": sha,
+            }
+            meta = ctx.runtime.artifact_store.store(
+                content, content_type="application/json", run_id=run_id, tags=tags
+            )
+            self._snapshots[workflow_id] = (content, sha, meta)
+        else:
+            content, sha, like = known
+            meta = ctx.runtime.artifact_store.store_copy(like, content, run_id=run_id)
         return {
             "workflow_id": workflow_id,
             "format": "visualflow_json",
@@ -385,19 +394,25 @@ class Worker:
         if step is not None and step.commands:
             self._apply_commands(ctx, step.commands, scheduled=step.scheduled)
 
-    def _tick(self, ctx: CommandContext, run_id: str, run: RunState | None) -> bool:
+    def _tick(
+        self, ctx: CommandContext, run_id: str, run: RunState | None, *, started: str | None = None
+    ) -> bool:
         """One tick of up to steps_per_tick steps; True when the run is still RUNNING afterwards.
 
-        `run`: the state as last read (None: read it here)."""
-        if run is None:
-            run = ctx.run_store.load(run_id)
-        if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
-            return False
-        started = time.perf_counter()
+        `run`: the state as last read (None: read it here, unless `started` names the workflow of a
+        run just started: the runtime's tick reads its state anyway)."""
+        workflow_id = started
+        if workflow_id is None:
+            if run is None:
+                run = ctx.run_store.load(run_id)
+            if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+                return False
+            workflow_id = run.workflow_id
+        began = time.perf_counter()
         try:
-            spec = ctx.host.spec(run.workflow_id)
+            spec = ctx.host.spec(workflow_id)
             run = ctx.runtime.tick(workflow=spec, run_id=run_id, max_steps=self.settings.steps_per_tick)
-            self.metrics.tick.observe(time.perf_counter() - started)
+            self.metrics.tick.observe(time.perf_counter() - began)
         except StoreError:  # LeaseLost, or the db failing now (full, busy): not the run's fault
             raise
         except sandbox.SandboxLimit as exc:  # a code node over its limit: the run fails, saying which

@@ -6,6 +6,7 @@ always points at complete bytes; a crash in between leaves only an unreferenced 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -138,6 +139,38 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
                     if self.fence and fenced_on
                     else RuntimeError("artifact not stored")
                 )
+        return meta
+
+    def store_copy(self, like: ArtifactMetadata, content: bytes, *, run_id: str) -> ArtifactMetadata:
+        """The bytes `like` describes (stored by store(), blob on disk) as an artifact of another
+        run this runner holds: its own id, the same blob, tags and metadata. What a run's workflow
+        snapshot costs after the first run of a workflow: one staged row, no normalisation.
+        (Retention may have removed the blob with the last row using it: then it is stored again.)"""
+        if like.blob_id is None or not self.blob_path(like.blob_id).exists():
+            return self.store(content, content_type=like.content_type, run_id=run_id, tags=like.tags)
+        artifact_id = compute_artifact_id(content, run_id=run_id)
+        meta = dataclasses.replace(
+            like, artifact_id=artifact_id, run_id=run_id, created_at=datetime.now(UTC).isoformat()
+        )
+        params: dict[str, Any] = {
+            "artifact_id": artifact_id,
+            "run_id": run_id,
+            "blob_id": meta.blob_id,
+            "content_type": meta.content_type,
+            "size_bytes": meta.size_bytes,
+            "created_at": meta.created_at,
+            "metadata": encode(meta.to_dict()),
+        }
+        if self.unit is not None:
+            self.unit.stage_artifact(run_id, params)
+            return meta
+        sql = q.STORE_ARTIFACT_FENCED if self.fence is not None else q.STORE_ARTIFACT
+        if self.fence is not None:
+            params.update(self.fence.params(run_id))
+        with self.db.write() as conn:
+            conn.execute(sql, params)
+            if conn.changes() == 0 and self.fence is not None:
+                raise self.fence.lost(run_id)
         return meta
 
     def load(self, artifact_id: str) -> Artifact | None:
