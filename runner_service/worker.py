@@ -408,6 +408,9 @@ class Worker:
             if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
                 return False
             workflow_id = run.workflow_id
+        # Nothing staged waits across a tick (a step's code node may run for seconds): normally a
+        # no-op, the last save committed the unit.
+        ctx.unit.flush()
         began = time.perf_counter()
         try:
             spec = ctx.host.spec(workflow_id)
