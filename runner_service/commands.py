@@ -17,6 +17,7 @@ from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus,
 from abstractruntime.core.runtime import Runtime
 
 from shared_store import Database
+from shared_store.contracts import check_command_payload
 from shared_store.inbox import Command
 from shared_store.leases import LeaseHolder
 from shared_store.run_store import SqliteRunStore, awaited_child
@@ -84,6 +85,7 @@ def _apply(ctx: CommandContext, command: Command, scheduled: bool) -> None:
 
     payload = command.payload
     kind = command.type
+    check_command_payload(kind, payload, refuse=Rejected)  # the rule the API applied (shared_store.contracts)
     if kind == "pause":
         ctx.runtime.pause_run(command.run_id, reason=_text(payload.get("reason")))
     elif kind == "cancel":

@@ -17,6 +17,7 @@ from abstractruntime.core.runtime import EffectOutcome
 
 from shared_store import Database
 from shared_store.codec import utc_now_iso
+from shared_store.contracts import check_command_payload
 from shared_store.event_delivery import DELIVER_EVENT, BadEvent, EventTarget, RunScope, deliver_event
 from shared_store.event_delivery import dispatch_pending_events as _dispatch
 from shared_store.inbox import Command
@@ -59,6 +60,7 @@ def event_target(
 
 def _client_event(command: Command, scope_of: RunScope) -> tuple[EventTarget, dict[str, Any]]:
     payload = command.payload
+    check_command_payload("emit_event", payload, refuse=BadEvent)  # the API's rule (shared_store.contracts)
     name = payload.get("name")
     if not isinstance(name, str) or not name.strip():
         raise BadEvent("emit_event needs payload.name (the event name)")
