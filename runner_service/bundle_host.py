@@ -20,9 +20,9 @@ from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.visualflow_compiler import compile_visualflow
 
 from shared_store import Database
-from shared_store import queries as q
 from shared_store.bundle_code import CODE_NODES_ENV, code_locations
 from shared_store.bundle_files import BundleError, read_bundle
+from shared_store.bundles import compile_source
 
 from . import sandbox, workspace
 
@@ -100,12 +100,12 @@ class BundleHost:
 
     def _compile(self, bundle_id: str, version: str) -> dict[str, WorkflowSpec | str]:
         ref = f"{bundle_id}@{version}"
-        row = self.db.query_one(q.COMPILE_SOURCE, (bundle_id, version))
-        if row is None:
+        source = compile_source(self.db, bundle_id, version)
+        if source is None:
             raise WorkflowUnavailable(f"Bundle '{ref}' not found")
-        self.sha256[ref] = str(row[1])
+        content, self.sha256[ref] = source
         try:
-            _, documents = read_bundle(bytes(row[0]))
+            _, documents = read_bundle(content)
         except BundleError as exc:
             raise WorkflowUnavailable(f"bundle {ref}: {exc.detail}") from None
         self.documents[ref] = documents

@@ -1,29 +1,27 @@
 """Applying one durable command to a run this runner holds.
 
-A command's outcome commits in the same transaction as the state it produced (the run store's
-`with_next_save`), so a crash between the two can neither lose an applied command nor apply it
-twice. A command that changes nothing is resolved on its own. pause / resume / cancel reach the
-run's descendants as derived commands, applied by whichever runner holds each descendant.
+A command's outcome is staged in the worker's unit of work (shared_store.run_unit) and commits in
+the same transaction as the state it produced and the ledger records it caused, so a crash between
+them can neither lose an applied command nor apply it twice. A command that changes nothing (or is
+refused) is resolved by the unit's flush, on its own. pause / resume / cancel reach the run's
+descendants as derived commands, committed with the parent's unit and applied by whichever runner
+holds each descendant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, WaitReason
 from abstractruntime.core.runtime import Runtime
 
 from shared_store import Database
-from shared_store import queries as q
-from shared_store.codec import encode, utc_now_iso
 from shared_store.contracts import check_command_payload
 from shared_store.inbox import Command
 from shared_store.leases import LeaseHolder
-from shared_store.run_store import SqliteRunStore
+from shared_store.run_store import SqliteRunStore, awaited_child
+from shared_store.run_unit import RunUnit
 
 from .bundle_host import BundleHost
 from .events import DELIVER_EVENT
@@ -44,63 +42,35 @@ class CommandContext:
     run_store: SqliteRunStore
     fence: LeaseHolder
     host: BundleHost
+    unit: RunUnit
 
 
-def _outcome(command: Command, status: str, error: str | None, fence: LeaseHolder) -> dict[str, Any]:
-    return {
-        "seq": command.seq,
-        "status": status,
-        "error": error,
-        "applied_at": utc_now_iso(),
-        "owner": fence.owner,
-        "epoch": fence.epoch(command.run_id),
-    }
+def apply_command(
+    ctx: CommandContext, command: Command, *, scheduled: bool = False
+) -> tuple[str, str | None]:
+    """Apply and resolve one command; returns (status, error). LeaseLost propagates.
 
-
-def apply_command(ctx: CommandContext, command: Command) -> tuple[str, str | None]:
-    """Apply and resolve one command; returns (status, error). LeaseLost propagates."""
-    run_id = command.run_id
-    ctx.run_store.with_next_save(
-        run_id, q.RESOLVE_COMMAND_FENCED, _outcome(command, "applied", None, ctx.fence)
-    )
+    `scheduled`: the run is a scheduled parent (its schedule moves with pause / cancel)."""
+    unit = ctx.unit
+    mark = unit.mark()
+    unit.resolve_command(command, "applied")
+    status: str
+    error: str | None
     try:
-        with deferred_ledger(ctx, run_id):
-            _apply(ctx, command)
+        _apply(ctx, command, scheduled)
     except Rejected as exc:
         status, error = "rejected", str(exc) or type(exc).__name__
     except (KeyError, ValueError, TypeError) as exc:  # the runtime's refusals ("Run is not waiting", ...)
         status, error = "rejected", f"{type(exc).__name__}: {exc}"
     else:
         status, error = "applied", None
-    leftover = ctx.run_store.drop_pending(run_id)
-    if leftover or status == "rejected":
-        # No save carried the outcome (a no-op, or a refusal): record it on its own, with the records
-        # of an applied command that changed no state (a refused one's records are dropped with it).
-        with ctx.db.write() as conn:
-            if status == "applied":
-                for sql, params in leftover:
-                    if sql is not q.RESOLVE_COMMAND_FENCED:
-                        conn.execute(sql, params)
-            conn.execute(q.RESOLVE_COMMAND_FENCED, _outcome(command, status, error, ctx.fence))
-            unresolved = conn.changes() == 0 and conn.execute(q.COMMAND_STATUS, (command.seq,)).fetchone()
-        if unresolved and unresolved[0] == "pending":
-            raise ctx.fence.lost(run_id)  # the fenced update found the run no longer ours
+    if status == "rejected":
+        unit.rollback_to(mark)  # a refused command's records and its staged outcome are dropped
+        unit.resolve_command(command, status, error)
+    # No save carried the outcome (a no-op, or a refusal): it commits on its own, with the records
+    # of an applied command that changed no state.
+    unit.flush()
     return status, error
-
-
-@contextmanager
-def deferred_ledger(ctx: CommandContext, run_id: str) -> Iterator[None]:
-    """Ledger appends for run_id join its next save's transaction (see SqliteLedgerStore)."""
-    ledger = ctx.runtime.ledger_store
-    defer = getattr(ledger, "defer_until_save", None)
-    if defer is None:
-        yield
-        return
-    defer(ctx.run_store, run_id)
-    try:
-        yield
-    finally:
-        defer(ctx.run_store, None)
 
 
 def _load(ctx: CommandContext, run_id: str) -> RunState:
@@ -110,15 +80,12 @@ def _load(ctx: CommandContext, run_id: str) -> RunState:
     return run
 
 
-def _apply(ctx: CommandContext, command: Command) -> None:
-    from shared_store.schedules import get_schedule
-
+def _apply(ctx: CommandContext, command: Command, scheduled: bool) -> None:
     from . import schedules
 
     payload = command.payload
     kind = command.type
     check_command_payload(kind, payload, refuse=Rejected)  # the rule the API applied (shared_store.contracts)
-    scheduled = get_schedule(ctx.db, command.run_id) is not None
     if kind == "pause":
         ctx.runtime.pause_run(command.run_id, reason=_text(payload.get("reason")))
     elif kind == "cancel":
@@ -144,7 +111,7 @@ def _apply(ctx: CommandContext, command: Command) -> None:
         raise Rejected(f"unknown command type {kind!r}; types: {', '.join(CLIENT_TYPES)}")
     # A schedule's children already started finish on their own unless asked ({"cascade": true}).
     if kind in CASCADING and (not scheduled or payload.get("cascade") is True):
-        cascade(ctx.db, command)
+        ctx.unit.cascade(command)
 
 
 def _text(value: Any) -> str | None:
@@ -192,28 +159,6 @@ def _compact_memory(ctx: CommandContext, run_id: str, payload: dict[str, Any]) -
     ctx.run_store.save(run)
 
 
-def cascade(db: Database, command: Command) -> int:
-    """Pass pause / resume / cancel on to the run's unfinished children (each cascades further)."""
-    children = [row[0] for row in db.query(q.ACTIVE_CHILDREN, (command.run_id,))]
-    if not children:
-        return 0
-    now = datetime.now(UTC)
-    with db.write() as conn:
-        for child in children:
-            params = {
-                "command_id": f"{command.command_id}>{child}",
-                "run_id": child,
-                "type": command.type,
-                "payload": encode({**command.payload, "cascaded_from": command.run_id}),
-                "ts": now.isoformat(),
-                "client_id": command.client_id,
-                "request_id": command.request_id,
-            }
-            conn.execute(q.INSERT_COMMAND, params).fetchall()
-            conn.execute(q.WAKE_RUN, {"run_id": child, "now": now.timestamp()})
-    return len(children)
-
-
 def child_outcome(child: RunState) -> dict[str, Any]:
     """What a parent waiting on a finished child is resumed with (the runtime's subworkflow shape)."""
     output: dict[str, Any] = (
@@ -233,23 +178,16 @@ def resume_finished_child(ctx: CommandContext, run: RunState) -> bool:
     waiting = run.waiting
     if run.status != RunStatus.WAITING or waiting is None or waiting.reason != WaitReason.SUBWORKFLOW:
         return False
-    from shared_store.run_store import awaited_child
-
     child_id = awaited_child(run)
     child = ctx.run_store.load(child_id) if child_id else None
     if child is None or child.status not in TERMINAL:
         return False
-    # The resume record commits with the resumed state (a marker statement opens the deferral).
-    ctx.run_store.with_next_save(run.run_id, q.NOTHING, {})
-    try:
-        with deferred_ledger(ctx, run.run_id):
-            ctx.runtime.resume(
-                workflow=ctx.host.spec(run.workflow_id),
-                run_id=run.run_id,
-                wait_key=waiting.wait_key,
-                payload=child_outcome(child),
-                max_steps=0,
-            )
-    finally:
-        ctx.run_store.drop_pending(run.run_id)  # nothing left unless the resume raised before saving
+    # The resume record is staged in the unit: it commits with the resumed state, or not at all.
+    ctx.runtime.resume(
+        workflow=ctx.host.spec(run.workflow_id),
+        run_id=run.run_id,
+        wait_key=waiting.wait_key,
+        payload=child_outcome(child),
+        max_steps=0,
+    )
     return True

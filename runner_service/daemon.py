@@ -21,7 +21,6 @@ from typing import Any
 import structlog
 
 from shared_store import Database, LeaseHolder, StoreError
-from shared_store import queries as q
 from shared_store.bundles import get_bundle, import_flows_dir, list_bundles, record_check
 from shared_store.limits import max_output_bytes
 from shared_store.retention import Retention
@@ -291,8 +290,7 @@ class Runner:
             worker.close()
 
     def _work_once(self, worker: Worker) -> bool:
-        row = self.db.query_one(q.WORK_PROBE, {"now": time.time(), "labels": self.fence.labels_json})
-        if not (row and row[0]):
+        if not self.fence.work_waiting():
             return False
         dispatch_pending_events(self.db)
         leases = self.fence.claim(self.settings.claim_batch)

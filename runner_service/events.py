@@ -8,28 +8,31 @@ each run applies its delivery like any other command.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import apsw
 from abstractruntime.core.event_keys import build_event_wait_key
 from abstractruntime.core.models import Effect, RunState
 from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.runtime import EffectOutcome
 
 from shared_store import Database
-from shared_store import queries as q
-from shared_store.codec import encode, utc_now_iso
+from shared_store.codec import utc_now_iso
 from shared_store.contracts import check_command_payload
-from shared_store.inbox import Command, command_from_row
+from shared_store.event_delivery import DELIVER_EVENT, BadEvent, EventTarget, RunScope, deliver_event
+from shared_store.event_delivery import dispatch_pending_events as _dispatch
+from shared_store.inbox import Command
 
 EVENT_SCOPES = ("session", "run", "workflow", "global")
-DELIVER_EVENT = "deliver_event"
-
-
-class BadEvent(ValueError):
-    """An emit_event whose payload cannot name a wait key."""
+__all__ = [
+    "DELIVER_EVENT",
+    "EVENT_SCOPES",
+    "BadEvent",
+    "EventTarget",
+    "dispatch_pending_events",
+    "event_target",
+    "make_emit_event_handler",
+    "wait_keys",
+]
 
 
 def wait_keys(
@@ -45,19 +48,9 @@ def wait_keys(
     return [key] if wildcard == key else [key, wildcard]
 
 
-@dataclass(frozen=True)
-class EventTarget:
-    """Who an event reaches: runs waiting on its scoped keys, or on its plain name within the scope."""
-
-    name: str
-    scope: str
-    scope_id: str
-    keys: list[str]
-
-
 def event_target(
     name: str, scope: str, *, session_id: str | None, workflow_id: str | None, run_id: str | None
-):
+) -> EventTarget:
     if scope not in EVENT_SCOPES:
         raise BadEvent(f"unknown event scope {scope!r}; scopes: {', '.join(EVENT_SCOPES)}")
     keys = wait_keys(name, scope, session_id=session_id, workflow_id=workflow_id, run_id=run_id)
@@ -65,46 +58,14 @@ def event_target(
     return EventTarget(name, scope, str(scope_id), keys)
 
 
-def deliver(
-    conn: apsw.Connection,
-    *,
-    origin: str,
-    target: EventTarget,
-    envelope: dict[str, Any],
-    client_id: str | None,
-    request_id: str | None = None,
-) -> list[str]:
-    """Append a deliver_event command to every unpaused run the event reaches; their run ids."""
-    delivered: list[str] = []
-    now = time.time()
-    waiters = dict(conn.execute(q.EVENT_WAITER_IDS, (encode(target.keys).decode(),)).fetchall())
-    plain = {"name": target.name, "scope": target.scope, "scope_id": target.scope_id}
-    waiters.update(conn.execute(q.EVENT_WAITER_IDS_PLAIN, plain).fetchall())
-    for run_id, wait_key in sorted(waiters.items()):
-        params = {
-            "command_id": f"{origin}>{run_id}",
-            "run_id": run_id,
-            "type": DELIVER_EVENT,
-            "payload": encode({"wait_key": wait_key, "event": envelope}),
-            "ts": utc_now_iso(),
-            "client_id": client_id,
-            "request_id": request_id,
-        }
-        conn.execute(q.INSERT_COMMAND, params).fetchall()
-        conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": now})
-        delivered.append(str(run_id))
-    return delivered
-
-
-def _client_event(conn: apsw.Connection, command: Command) -> tuple[EventTarget, dict[str, Any]]:
+def _client_event(command: Command, scope_of: RunScope) -> tuple[EventTarget, dict[str, Any]]:
     payload = command.payload
     check_command_payload("emit_event", payload, refuse=BadEvent)  # the API's rule (shared_store.contracts)
     name = payload.get("name")
     if not isinstance(name, str) or not name.strip():
         raise BadEvent("emit_event needs payload.name (the event name)")
     scope = str(payload.get("scope") or "session").strip().lower()
-    row = conn.execute(q.RUN_SCOPE, (command.run_id,)).fetchone()
-    run_session, run_workflow = (row[0], row[1]) if row else (None, None)
+    run_session, run_workflow = scope_of(command.run_id)
     session_id = payload.get("session_id") or run_session or command.run_id
     workflow_id = payload.get("workflow_id") or run_workflow
     target = event_target(name, scope, session_id=session_id, workflow_id=workflow_id, run_id=command.run_id)
@@ -122,33 +83,11 @@ def _client_event(conn: apsw.Connection, command: Command) -> tuple[EventTarget,
 
 
 def dispatch_pending_events(db: Database, *, limit: int = 100) -> int:
-    """Turn pending emit_event commands into deliveries; each gets its outcome in the same transaction.
-
-    Whichever runner's BEGIN IMMEDIATE comes first dispatches a command; the next finds it resolved."""
-    with db.write() as conn:
-        commands = [command_from_row(row) for row in conn.execute(q.PENDING_EVENTS, (limit,)).fetchall()]
-        for command in commands:
-            status, error = "applied", None
-            try:
-                target, envelope = _client_event(conn, command)
-                deliver(
-                    conn,
-                    origin=command.command_id,
-                    target=target,
-                    envelope=envelope,
-                    client_id=command.client_id,
-                    request_id=command.request_id,
-                )
-            except BadEvent as exc:
-                status, error = "rejected", str(exc)
-            conn.execute(
-                q.RESOLVE_COMMAND_UNLEASED,
-                {"seq": command.seq, "status": status, "error": error, "applied_at": utc_now_iso()},
-            )
-    return len(commands)
+    """Turn pending emit_event commands into deliveries (each resolved in the same transaction)."""
+    return _dispatch(db, _client_event, limit=limit)
 
 
-def make_emit_event_handler(db: Database):
+def make_emit_event_handler(db: Database) -> Any:
     """The EMIT_EVENT effect of a flow, done the durable way: deliveries appended, nothing resumed here.
 
     Without an explicit event_id, the event is named by the effect's idempotency key (run, node,
@@ -180,9 +119,9 @@ def make_emit_event_handler(db: Database):
             "emitted_at": utc_now_iso(),
             "emitter": {"run_id": run.run_id, "workflow_id": run.workflow_id, "node_id": run.current_node},
         }
-        with db.write() as conn:
-            origin = f"event:{envelope['event_id']}"
-            delivered = deliver(conn, origin=origin, target=target, envelope=envelope, client_id=None)
+        delivered = deliver_event(
+            db, origin=f"event:{envelope['event_id']}", target=target, envelope=envelope
+        )
         return EffectOutcome.completed(
             {
                 "wait_key": target.keys[0],

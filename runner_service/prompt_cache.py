@@ -136,7 +136,8 @@ def _provider_operation(operation: str, params: dict[str, Any]) -> dict[str, Any
     method, reported, fields = CLIENT_OPERATIONS.get(operation, ("", operation, ()))
     client, why = _control(provider, model)
     if client is None:
-        answer = _unavailable(reported, str(why), **({"items": []} if operation == "saved" else {}))
+        extra: dict[str, Any] = {"items": []} if operation == "saved" else {}
+        answer = _unavailable(reported, str(why), None, **extra)
     else:
         caps = _caps(client, provider, model)
         if not caps["supported"]:
@@ -431,5 +432,5 @@ def run_operation(operation: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def execute(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaOutput:
     """The job backend: {"operation", "params"} → the operation's answer as the job's output."""
-    params = request.get("params") if isinstance(request.get("params"), dict) else {}
+    params: dict[str, Any] = request["params"] if isinstance(request.get("params"), dict) else {}
     return MediaOutput(fields=run_operation(str(request.get("operation") or ""), dict(params)))

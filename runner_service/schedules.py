@@ -1,5 +1,6 @@
 """Driving a scheduled parent run: it waits until its next firing time, and the runner holding its lease
-fires it — children created and schedule advanced in the transaction of the parent's (fenced) save.
+fires it — children created and schedule advanced in the parent's unit of work, committed with its
+(fenced) save.
 
 A scheduled parent is never ticked: its RunState is WAITING(UNTIL next_fire_at), so the store makes it
 due at that time, pause/resume work as on any run (a paused parent is not due), and cancel ends it.
@@ -8,22 +9,27 @@ due at that time, pause/resume work as on any run (a paused parent is not due), 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 from typing import Any
 
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 
-from shared_store import queries as q
-from shared_store.codec import decode, encode, utc_now_iso
-from shared_store.flow_control import child_statements
-from shared_store.run_labels import INHERIT_LABELS
-from shared_store.schedules import Schedule, ScheduleInvalid, firings_due, get_schedule, iso
+from shared_store.codec import utc_now_iso
+from shared_store.schedules import (
+    Schedule,
+    ScheduleInvalid,
+    child_active,
+    firings_due,
+    get_schedule,
+    iso,
+    stage_advance,
+    stage_firings,
+    stage_spec_update,
+    stage_status,
+)
 from shared_store.starts import GATEWAY_ACTOR
 
 from .commands import CommandContext, Rejected
-
-ACTIVE_CHILD = ("queued", "running", "waiting")
 
 
 def _wait(run_id: str, next_fire_at: float) -> WaitState:
@@ -69,65 +75,27 @@ def fire_due(ctx: CommandContext, run_id: str, *, now: float | None = None) -> i
         return 0
     if schedule.next_fire_at > now:
         return 0
-    blocked = schedule.spec.overlap == "skip" and _last_child_active(ctx, schedule)
+    blocked = schedule.spec.overlap == "skip" and child_active(ctx.db, schedule.last_child_run_id)
     firings = firings_due(
         schedule.spec, schedule.next_fire_at, schedule.fired_count, now=now, blocked=blocked
     )
-    chosen, skipped = firings.fire_times, firings.skipped
-    fence = {"owner": ctx.fence.owner, "epoch": ctx.fence.epoch(run_id), "run_id": run_id}
-    child_id = None
-    flow_row = ctx.db.query_one(q.SCHEDULE_FLOW, (run_id,))
-    flow = decode(flow_row[0]) if flow_row and flow_row[0] else None
-    for fire_at in chosen:
-        child_id = str(uuid.uuid4())
-        # Shared context: the parent's session; otherwise the child is its own (as the original).
-        session = (schedule.session_id or run_id) if schedule.share_context else child_id
-        start = {
-            "workflow_id": schedule.workflow_id,
-            "input_data": schedule.input_data,
-            "session_id": session,
-            "parent_run_id": run_id,
-            "scheduled_for": iso(fire_at),
-        }
-        params = {
-            **fence,
-            "child_run_id": child_id,
-            "workflow_id": schedule.workflow_id,
-            "session_id": session,
-        }
-        params.update(created_at=utc_now_iso(), now=now, start_json=encode(start))
-        ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_RUN, params)
-        ctx.run_store.with_next_save(run_id, q.ENQUEUE_CHILD_STATE, params)
-        for statement in INHERIT_LABELS:  # tags, metadata, ttl, webhook target
-            ctx.run_store.with_next_save(run_id, statement, params)
-        for sql, flow_params in child_statements(flow, child_id, now=now) if flow else ():
-            ctx.run_store.with_next_save(run_id, sql, flow_params)
-    done = firings.next_fire_at is None
-    advance = {
-        **fence,
-        "next_fire_at": firings.next_fire_at,
-        "fired": len(chosen),
-        "skipped": skipped,
-        "last_fired_at": chosen[-1] if chosen else None,
-        "last_child_run_id": child_id,
-        "status": "finished" if done else "active",
-        "updated_at": utc_now_iso(),
-    }
-    ctx.run_store.with_next_save(run_id, q.ADVANCE_SCHEDULE, advance)
-    if done:
+    chosen = firings.fire_times
+    child_id = stage_firings(ctx.unit, schedule, chosen, now=now)
+    stage_advance(
+        ctx.unit,
+        run_id,
+        next_fire_at=firings.next_fire_at,
+        fired=chosen,
+        skipped=firings.skipped,
+        last_child_run_id=child_id,
+    )
+    if firings.next_fire_at is None:
         _finish(run, schedule, len(chosen))
     else:
         run.waiting = _wait(run_id, firings.next_fire_at)
     run.updated_at = utc_now_iso()
     ctx.run_store.save(run)
     return len(chosen)
-
-
-def _last_child_active(ctx: CommandContext, schedule: Schedule) -> bool:
-    if not schedule.last_child_run_id:
-        return False
-    row = ctx.db.query_one(q.RUN_STATUS, (schedule.last_child_run_id,))
-    return row is not None and row[0] in ACTIVE_CHILD
 
 
 def update_schedule(ctx: CommandContext, run_id: str, changes: dict[str, Any]) -> None:
@@ -154,25 +122,8 @@ def update_schedule(ctx: CommandContext, run_id: str, changes: dict[str, Any]) -
         next_fire_at is not None and spec.repeat_until is not None and next_fire_at > spec.repeat_until
     )
     done = next_fire_at is None or limit_hit or past_until
-    params = {
-        "run_id": run_id,
-        "owner": ctx.fence.owner,
-        "epoch": ctx.fence.epoch(run_id),
-        "interval_s": spec.interval_s,
-        "interval": spec.interval,
-        "cron": spec.cron,
-        "timezone": spec.timezone,
-        "repeat_count": spec.repeat_count,
-        "repeat_until": spec.repeat_until,
-        "catch_up": spec.catch_up,
-        "overlap": spec.overlap,
-        "start_at": spec.start_at,
-        "next_fire_at": None if done else next_fire_at,
-        "status": "finished" if done else "active",
-        "updated_at": utc_now_iso(),
-    }
-    ctx.run_store.with_next_save(run_id, q.UPDATE_SCHEDULE_SPEC, params)
-    if done:
+    stage_spec_update(ctx.unit, run_id, spec, None if done else next_fire_at)
+    if done or next_fire_at is None:
         _finish(run, schedule, 0)
     else:
         run.waiting = _wait(run_id, next_fire_at)
@@ -182,6 +133,4 @@ def update_schedule(ctx: CommandContext, run_id: str, changes: dict[str, Any]) -
 
 def cancel_schedule_with_run(ctx: CommandContext, run_id: str) -> None:
     """On cancel of a scheduled parent, its schedule stops in the same transaction."""
-    params = {"run_id": run_id, "owner": ctx.fence.owner, "epoch": ctx.fence.epoch(run_id)}
-    params.update(status="cancelled", updated_at=utc_now_iso())
-    ctx.run_store.with_next_save(run_id, q.SET_SCHEDULE_STATUS, params)
+    stage_status(ctx.unit, run_id, "cancelled")

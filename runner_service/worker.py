@@ -1,12 +1,17 @@
 """One worker thread: claim a due run by lease → start it if queued → apply its commands in seq order →
 resume it if its child finished → tick it → give the lease back.
 
-Each worker owns its Runtime, stores and compiled specs (specs are not thread-safe); the leases and
-their fencing are shared by the runner process (one LeaseHolder, one owner id).
+Each worker owns its Runtime, stores, compiled specs (specs are not thread-safe) and its unit of
+work (shared_store.run_unit): the stores stage what a step writes, and the runtime's state saves
+commit it, fenced, in one transaction. The leases and their fencing are shared by the runner
+process (one LeaseHolder, one owner id).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import threading
 import time
 import uuid
@@ -17,20 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
+from abstractruntime.core.models import EffectType, RunState, RunStatus, StepRecord, StepStatus
 from abstractruntime.core.runtime import Runtime
-from abstractruntime.history_bundle import persist_workflow_snapshot
 
 from shared_store import Database, LeaseHolder, LeaseLost, StoreError
-from shared_store import queries as q
 from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.flow_control import admit
-from shared_store.inbox import command_from_row
+from shared_store.inbox import Command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.limits import DEFAULT_MAX_OUTPUT_BYTES, OutputTooLarge
 from shared_store.run_store import SqliteRunStore, run_columns
-from shared_store.schedules import get_schedule
-from shared_store.starts import GATEWAY_ACTOR, start_request
+from shared_store.run_unit import RunStep, RunUnit
+from shared_store.starts import GATEWAY_ACTOR
 
 from . import sandbox
 from .bundle_host import BundleHost, WorkflowUnavailable
@@ -45,6 +48,28 @@ from .schedules import fire_due, start_parent
 from .workspace import run_workspace, strip_client_keys, workspace_dir
 
 log = structlog.get_logger("runner")
+
+# Effects the runtime answers at once, from the run's own state (no I/O, no waiting): the records
+# staged around them commit with the step's save. Before any other effect (an LLM call, a tool, a
+# child run, memory, a delivery) the unit is committed on its own, so the step's STARTED record is
+# visible to SSE readers while the effect runs, and no write lock is ever held across it.
+INSTANT_EFFECTS = frozenset(
+    {
+        EffectType.ANSWER_USER,
+        EffectType.ASK_USER,
+        EffectType.WAIT_EVENT,
+        EffectType.WAIT_UNTIL,
+        EffectType.VARS_QUERY,
+    }
+)
+
+
+def _flushing(unit: RunUnit, handler: Callable[..., Any]) -> Callable[..., Any]:
+    def handle(*args: Any, **kwargs: Any) -> Any:
+        unit.flush()
+        return handler(*args, **kwargs)
+
+    return handle
 
 
 @dataclass(frozen=True)
@@ -87,6 +112,8 @@ class Worker:
         self.parked = False  # waiting on a sandboxed code node
         self.pending: list[Any] = []  # the rest of the claimed batch (Leases), given back when parked
         self._on_park = on_park
+        # workflow id -> (snapshot JSON, its sha256, its first artifact's metadata)
+        self._snapshots: dict[str, tuple[bytes, str, Any]] = {}
 
     def close(self) -> None:
         """Free what the worker's handlers hold (the LLM provider's connections)."""
@@ -99,10 +126,10 @@ class Worker:
         """Built lazily in the worker's own thread: the compiled specs belong to it."""
         if self._ctx is None:
             cap = self.settings.max_output_bytes
-            run_store = SqliteRunStore(self.db, fence=self.fence, max_output_bytes=cap)
-            artifacts = SqliteArtifactStore(self.db, self.settings.artifacts_dir, fence=self.fence)
+            unit = RunUnit(self.db, self.fence)
+            run_store = SqliteRunStore(self.db, fence=self.fence, max_output_bytes=cap, unit=unit)
+            artifacts = SqliteArtifactStore(self.db, self.settings.artifacts_dir, fence=self.fence, unit=unit)
             host = BundleHost(self.db)
-            from abstractruntime.core.models import EffectType
 
             self._handlers = self._effect_handlers(artifacts) if self._effect_handlers else None
             handlers: dict[Any, Any] = dict(self._handlers or {})
@@ -111,19 +138,26 @@ class Worker:
                 handlers.update(kg_effect_handlers(MediaSettings.from_env(), run_store=run_store))
             runtime = Runtime(
                 run_store=run_store,
-                ledger_store=SqliteLedgerStore(self.db, fence=self.fence, max_output_bytes=cap),
+                ledger_store=SqliteLedgerStore(self.db, fence=self.fence, max_output_bytes=cap, unit=unit),
                 artifact_store=artifacts,
                 workflow_registry=host,
                 effect_handlers=handlers,
             )
-            self._ctx = CommandContext(self.db, runtime, run_store, self.fence, host)
+            # The runtime's own handlers too (its registry is where it looks them up).
+            registry: dict[Any, Any] = runtime._handlers
+            for effect_type, handler in list(registry.items()):
+                if effect_type not in INSTANT_EFFECTS:
+                    registry[effect_type] = _flushing(unit, handler)
+            self._ctx = CommandContext(self.db, runtime, run_store, self.fence, host, unit)
         return self._ctx
 
     # --- one claimed run -----------------------------------------------------------------------
     def process(self, run_id: str) -> None:
         """Do what the run is due for, then release its lease (and those of runs it created)."""
-        run_store = self.context().run_store
+        ctx = self.context()
+        run_store = ctx.run_store
         self.busy = (run_id, time.monotonic())
+        released = False
         try:
             with (
                 structlog.contextvars.bound_contextvars(run_id=run_id),
@@ -131,6 +165,10 @@ class Worker:
                 sandbox.run_context(run_id, lambda: self._cancel_pending(run_id), self._park),
             ):
                 self._process(run_id)
+                # What no save carried (the records a runtime appends after its last save) commits
+                # with the release.
+                ctx.unit.release(run_id, settle=self._settle(run_id))
+                released = True
         except LeaseLost as exc:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
         except StoreError:
@@ -142,10 +180,11 @@ class Worker:
             log.exception("run_error", run_id=run_id)
             self._fail_anyhow(run_id, f"{type(exc).__name__}: {exc}")
         finally:
+            ctx.unit.discard()  # anything left is from a path that ended in an error: never written
             self.busy = None
             self.processed += 1
             born, run_store.born = run_store.born, []
-            for held in (run_id, *born):
+            for held in (*(() if released else (run_id,)), *born):
                 self.fence.release(held, settle=self._settle(held))
 
     def fail_poisoned(self, run_id: str, stalled: int) -> None:
@@ -166,7 +205,7 @@ class Worker:
             self._on_park(self, parked)
 
     def _cancel_pending(self, run_id: str) -> bool:
-        return bool((self.db.query_one(q.CANCEL_PENDING, (run_id,)) or (0,))[0])
+        return self.context().unit.cancel_pending(run_id)
 
     def _settle(self, run_id: str) -> dict[str, Any] | None:
         """When the run is next due, judged from its state (None: leave due_at alone). The last save
@@ -185,28 +224,28 @@ class Worker:
 
     def _process(self, run_id: str) -> None:
         ctx = self.context()
-        row = self.db.query_one(q.RUN_STATUS, (run_id,))
-        if row is None:
+        step = ctx.unit.open(run_id, commands=self.settings.commands_per_pass)  # the one read
+        if step is None:
             return
-        if row[0] in ("queued", "running", "waiting"):
-            admission = admit(self.db, self.fence, run_id)
+        if step.status in ("queued", "running", "waiting"):
+            admission = admit(self.db, self.fence, run_id, flow=step.flow)
             if not admission.go:  # no slot of its key (held), or beyond its key's rate (deferred)
                 log.info("run_not_admitted", run_id=run_id, why=admission.why)
                 return
-        if row[0] in ("queued", "running"):
-            start = start_request(self.db, run_id) or {}
-            if start.get("media"):  # a media job: executed (or retried after a crash), never ticked
-                self._media_job(ctx, run_id, start)
-                return
-        if row[0] == "queued":
-            # The start's work carries the id of the API request that asked for it (its log lines).
-            request_id = (start_request(self.db, run_id) or {}).get("request_id")
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                if not self._start(ctx, run_id):
-                    return
-                self._work(ctx, run_id)
+        start = step.start or {}
+        if step.status in ("queued", "running") and start.get("media"):
+            # A media job: executed (or retried after a crash), never ticked.
+            self._media_job(ctx, run_id, start)
             return
-        self._work(ctx, run_id)
+        if step.status == "queued":
+            # The start's work carries the id of the API request that asked for it (its log lines).
+            with structlog.contextvars.bound_contextvars(request_id=start.get("request_id")):
+                if not self._start(ctx, run_id, start):
+                    return
+                # Commands sent while it was queued were in the claim's read; its state is new.
+                self._work(ctx, run_id, dataclasses.replace(step, status="running", state_json=None))
+            return
+        self._work(ctx, run_id, step)
 
     def _media_job(self, ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None:
         kind = str((start.get("media") or {}).get("kind") or "unknown")
@@ -220,26 +259,41 @@ class Worker:
         finally:
             self.metrics.media_job.labels(kind, outcome).observe(time.perf_counter() - started)
 
-    def _work(self, ctx: CommandContext, run_id: str) -> None:
-        """Commands, schedule firings, a finished child, ticks: until the slice ends or the run waits."""
+    def _work(self, ctx: CommandContext, run_id: str, step: RunStep | None) -> None:
+        """Commands, schedule firings, a finished child, ticks: until the slice ends or the run waits.
+
+        `step`: what the claim's one read found (then one read per further pass)."""
         deadline = time.monotonic() + self.settings.slice_s
         while True:
-            self._apply_commands(ctx, run_id)
-            if get_schedule(self.db, run_id) is not None:
+            if step is None:
+                step = ctx.unit.open(run_id, commands=self.settings.commands_per_pass)
+                if step is None:
+                    return
+            if step.commands:
+                self._apply_commands(ctx, step.commands, scheduled=step.scheduled)
+            if step.scheduled:
                 fired = fire_due(ctx, run_id)
                 if fired:
                     log.info("schedule_fired", run_id=run_id, children=fired)
                 return  # a scheduled parent is never ticked
-            run = ctx.run_store.load(run_id)
-            if run is None:
+            started = None
+            if step.state_json is None and not step.commands:
+                run = None  # just started: RUNNING, and the tick reads the state the start saved
+                started = str((step.start or {}).get("workflow_id") or "") or None
+            else:
+                # The state as read, unless commands changed it.
+                run = step.state() if not step.commands else ctx.run_store.load(run_id)
+                if run is None:
+                    return
+                paused = run.vars.get("_runtime", {}).get("control", {}).get("paused")
+                if not paused and resume_finished_child(ctx, run):
+                    run = None  # resumed: the tick reads the state it saved
+            ticked = self._tick(ctx, run_id, run, started=started)
+            if not ticked or self.stopping.is_set() or time.monotonic() > deadline:
                 return
-            if not run.vars.get("_runtime", {}).get("control", {}).get("paused"):
-                resume_finished_child(ctx, run)
-            if not self._tick(ctx, run_id) or self.stopping.is_set() or time.monotonic() > deadline:
-                return
+            step = None
 
-    def _start(self, ctx: CommandContext, run_id: str) -> bool:
-        request = start_request(self.db, run_id) or {}
+    def _start(self, ctx: CommandContext, run_id: str, request: dict[str, Any]) -> bool:
         if request.get("schedule"):
             start_parent(ctx, run_id)
             log.info("schedule_started", run_id=run_id, workflow_id=request.get("workflow_id"))
@@ -250,76 +304,118 @@ class Worker:
         except WorkflowUnavailable as exc:
             self._fail_unstarted(ctx, run_id, request, f"cannot start: {exc}")
             return False
+        # The workspace is the gateway's choice: a client's workspace keys are dropped.
+        run_vars = strip_client_keys(
+            dict(request.get("input_data") or {}), workspace_dir(self.settings.workspaces, run_id)
+        )
+        snapshot = self._snapshot(ctx, run_id, workflow_id)
+        if snapshot is not None:
+            runtime_ns = run_vars.get("_runtime")
+            run_vars["_runtime"] = {
+                **(runtime_ns if isinstance(runtime_ns, dict) else {}),
+                "workflow_snapshot": snapshot,
+            }
         ctx.runtime.start(
             workflow=spec,
-            # The workspace is the gateway's choice: a client's workspace keys are dropped.
-            vars=strip_client_keys(
-                dict(request.get("input_data") or {}), workspace_dir(self.settings.workspaces, run_id)
-            ),
+            vars=run_vars,
             # As the original: a run without a session is its own session; runs are the gateway's.
             session_id=request.get("session_id") or run_id,
             parent_run_id=request.get("parent_run_id"),
             run_id=run_id,
             actor_id=GATEWAY_ACTOR,
         )
-        self._snapshot(ctx, run_id, workflow_id)
         self.metrics.starts.inc()
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
 
-    def _snapshot(self, ctx: CommandContext, run_id: str, workflow_id: str) -> None:
+    def _snapshot(self, ctx: CommandContext, run_id: str, workflow_id: str) -> dict[str, Any] | None:
         """As the original: the workflow the run started with, kept as an artifact of the run and
         referenced from vars._runtime.workflow_snapshot (history_bundle's `workflow_snapshot`), so a
-        run can be replayed offline even after its bundle is replaced. abstractruntime writes both."""
-        document = ctx.host.document(workflow_id)
-        if document is None:
-            return
-        bundle_ref, _, flow_id = workflow_id.rpartition(":")
-        snapshot = {
-            "kind": "visualflow_json",
-            "bundle_ref": bundle_ref,
-            "flow_id": flow_id,
-            "visualflow": document,
-        }
-        try:
-            persist_workflow_snapshot(
-                run_store=ctx.run_store,
-                artifact_store=ctx.runtime.artifact_store,
-                run_id=run_id,
-                workflow_id=workflow_id,
-                snapshot=snapshot,
-                format="visualflow_json",
-            )
-        except StoreError:  # LeaseLost, or the db failing: not to be swallowed
-            raise
-        except Exception as exc:  # a snapshot is a convenience; the run goes on without one
-            if isinstance(exc.__cause__, StoreError):  # the runtime wraps a failed save in RuntimeError
-                raise exc.__cause__ from None
-            log.warning("workflow_snapshot_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+        run can be replayed offline even after its bundle is replaced.
 
-    def _apply_commands(self, ctx: CommandContext, run_id: str) -> None:
-        rows = self.db.query(q.PENDING_RUN_COMMANDS, (run_id, self.settings.commands_per_pass))
-        for row in rows:
-            command = command_from_row(row)
+        The document is encoded once per workflow (its blob is content-addressed: written once);
+        the run's artifact row is staged in the unit and the ref rides in the start's vars, so both
+        commit with the run's creation. abstractruntime's persist_workflow_snapshot loaded the state
+        and saved it again in two more transactions (+2.9 ms per start measured)."""
+        known = self._snapshots.get(workflow_id)
+        if known is None:
+            document = ctx.host.document(workflow_id)
+            if document is None:
+                return None
+            bundle_ref, _, flow_id = workflow_id.rpartition(":")
+            snapshot = {
+                "kind": "visualflow_json",
+                "bundle_ref": bundle_ref,
+                "flow_id": flow_id,
+                "visualflow": document,
+            }
+            content = json.dumps(snapshot, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            sha = hashlib.sha256(content).hexdigest()
+            tags = {
+                "kind": "workflow_snapshot",
+                "workflow_id": workflow_id,
+                "format": "visualflow_json",
+                "sha256": sha,
+            }
+            meta = ctx.runtime.artifact_store.store(
+                content, content_type="application/json", run_id=run_id, tags=tags
+            )
+            self._snapshots[workflow_id] = (content, sha, meta)
+        else:
+            content, sha, like = known
+            meta = ctx.runtime.artifact_store.store_copy(like, content, run_id=run_id)
+        return {
+            "workflow_id": workflow_id,
+            "format": "visualflow_json",
+            "sha256": sha,
+            "artifact_id": meta.artifact_id,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+
+    def _apply_commands(self, ctx: CommandContext, commands: list[Command], *, scheduled: bool) -> None:
+        for command in commands:
             with structlog.contextvars.bound_contextvars(request_id=command.request_id):
-                status, error = apply_command(ctx, command)
+                status, error = apply_command(ctx, command, scheduled=scheduled)
                 log.info(
-                    "command", run_id=run_id, seq=command.seq, type=command.type, status=status, error=error
+                    "command",
+                    run_id=command.run_id,
+                    seq=command.seq,
+                    type=command.type,
+                    status=status,
+                    error=error,
                 )
             self.metrics.commands.labels(command.type, status).inc()
             if command.type == "cancel" and status == "applied":
-                self._observe_end(ctx.run_store.load(run_id))
+                self._observe_end(ctx.run_store.load(command.run_id))
 
-    def _tick(self, ctx: CommandContext, run_id: str) -> bool:
-        """One tick of up to steps_per_tick steps; True when the run is still RUNNING afterwards."""
-        run = ctx.run_store.load(run_id)
-        if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
-            return False
-        started = time.perf_counter()
+    def _pending_commands(self, ctx: CommandContext, run_id: str) -> None:
+        """Apply what waits now (a cancel that killed a running code node)."""
+        step = ctx.unit.open(run_id, commands=self.settings.commands_per_pass)
+        if step is not None and step.commands:
+            self._apply_commands(ctx, step.commands, scheduled=step.scheduled)
+
+    def _tick(
+        self, ctx: CommandContext, run_id: str, run: RunState | None, *, started: str | None = None
+    ) -> bool:
+        """One tick of up to steps_per_tick steps; True when the run is still RUNNING afterwards.
+
+        `run`: the state as last read (None: read it here, unless `started` names the workflow of a
+        run just started: the runtime's tick reads its state anyway)."""
+        workflow_id = started
+        if workflow_id is None:
+            if run is None:
+                run = ctx.run_store.load(run_id)
+            if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+                return False
+            workflow_id = run.workflow_id
+        # Nothing staged waits across a tick (a step's code node may run for seconds): normally a
+        # no-op, the last save committed the unit.
+        ctx.unit.flush()
+        began = time.perf_counter()
         try:
-            spec = ctx.host.spec(run.workflow_id)
+            spec = ctx.host.spec(workflow_id)
             run = ctx.runtime.tick(workflow=spec, run_id=run_id, max_steps=self.settings.steps_per_tick)
-            self.metrics.tick.observe(time.perf_counter() - started)
+            self.metrics.tick.observe(time.perf_counter() - began)
         except StoreError:  # LeaseLost, or the db failing now (full, busy): not the run's fault
             raise
         except sandbox.SandboxLimit as exc:  # a code node over its limit: the run fails, saying which
@@ -330,7 +426,7 @@ class Worker:
             self._fail(ctx, run_id, str(exc))
             return False
         except sandbox.SandboxCancelled:  # its code node was killed; the pending cancel applies now
-            self._apply_commands(ctx, run_id)
+            self._pending_commands(ctx, run_id)
             return False
         except Exception as exc:  # a tick that raises fails the run, with the reason in the ledger
             self._fail(ctx, run_id, f"tick raised {type(exc).__name__}: {exc}")
@@ -353,11 +449,11 @@ class Worker:
     # --- failures ------------------------------------------------------------------------------
     def _fail_anyhow(self, run_id: str, error: str) -> None:
         ctx = self.context()
+        ctx.unit.discard()  # what the failed path staged is not written (its failure record is)
         try:
-            if self.db.query_one(q.RUN_STATUS, (run_id,)) == ("queued",):
-                self._fail_unstarted(
-                    ctx, run_id, start_request(self.db, run_id) or {}, f"cannot start: {error}"
-                )
+            step = ctx.unit.open(run_id, commands=0)
+            if step is not None and step.status == "queued":
+                self._fail_unstarted(ctx, run_id, step.start or {}, f"cannot start: {error}")
             else:
                 self._fail(ctx, run_id, error)
         except LeaseLost:
@@ -391,8 +487,8 @@ class Worker:
         log.error("run_failed", run_id=run_id, error=error)
 
     def _record_failure(self, ctx: CommandContext, run: RunState, error: str) -> None:
-        ctx.run_store.save(run)
-        self._observe_end(run)
+        """The failed state and its failure record commit together (one unit): a crash can no
+        longer leave a failed run whose ledger never says why."""
         now = datetime.now(UTC).isoformat()
         record = StepRecord(
             run_id=run.run_id,
@@ -404,4 +500,6 @@ class Worker:
             ended_at=now,
             session_id=run.session_id,
         )
-        ctx.runtime.ledger_store.append(record)
+        ctx.runtime.ledger_store.append(record)  # staged: it commits with the save below
+        ctx.run_store.save(run)
+        self._observe_end(run)

@@ -6,6 +6,7 @@ always points at complete bytes; a crash in between leaves only an unreferenced 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -27,13 +28,32 @@ from .codec import decode, encode
 from .db import Database
 from .leases import LeaseHolder
 from .private import private_dir
+from .run_unit import RunUnit
 
 
-class SqliteArtifactStore(ArtifactStore):
-    def __init__(self, db: Database, blob_dir: str | os.PathLike[str], *, fence: LeaseHolder | None = None):
+class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractruntime ships no types
+    def __init__(
+        self,
+        db: Database,
+        blob_dir: str | os.PathLike[str],
+        *,
+        fence: LeaseHolder | None = None,
+        unit: RunUnit | None = None,
+    ) -> None:
         self.db = db
         self.blob_dir = Path(blob_dir)
         self.fence = fence
+        # The runner's unit of work: a run's artifact row commits with the run's next save (its
+        # blob is on disk first, so a committed row always points at complete bytes).
+        self.unit = unit
+
+    def _row(self, sql: str, artifact_id: str) -> tuple[str, bytes] | None:
+        """(blob_id, metadata JSON) of an artifact: staged in the unit (read your writes), or stored."""
+        staged = self.unit.staged_artifact(artifact_id) if self.unit is not None else None
+        if staged is not None:
+            return str(staged["blob_id"]), staged["metadata"]
+        row = self.db.query_one(sql, (artifact_id,))
+        return None if row is None else (str(row[0]), row[1])
 
     def blob_path(self, blob_id: str) -> Path:
         return self.blob_dir / blob_id[:2] / blob_id
@@ -100,6 +120,11 @@ class SqliteArtifactStore(ArtifactStore):
         }
         sql = q.STORE_ARTIFACT
         fenced_on = job_run_id or run_id
+        if self.unit is not None and fenced_on:
+            if job_run_id:
+                params["job_run_id"] = job_run_id
+            self.unit.stage_artifact(fenced_on, params)
+            return meta
         if self.fence is not None and job_run_id:
             sql = q.STORE_ARTIFACT_FOR_JOB
             params.update(self.fence.params(job_run_id), job_run_id=job_run_id)
@@ -116,8 +141,40 @@ class SqliteArtifactStore(ArtifactStore):
                 )
         return meta
 
+    def store_copy(self, like: ArtifactMetadata, content: bytes, *, run_id: str) -> ArtifactMetadata:
+        """The bytes `like` describes (stored by store(), blob on disk) as an artifact of another
+        run this runner holds: its own id, the same blob, tags and metadata. What a run's workflow
+        snapshot costs after the first run of a workflow: one staged row, no normalisation.
+        (Retention may have removed the blob with the last row using it: then it is stored again.)"""
+        if like.blob_id is None or not self.blob_path(like.blob_id).exists():
+            return self.store(content, content_type=like.content_type, run_id=run_id, tags=like.tags)
+        artifact_id = compute_artifact_id(content, run_id=run_id)
+        meta = dataclasses.replace(
+            like, artifact_id=artifact_id, run_id=run_id, created_at=datetime.now(UTC).isoformat()
+        )
+        params: dict[str, Any] = {
+            "artifact_id": artifact_id,
+            "run_id": run_id,
+            "blob_id": meta.blob_id,
+            "content_type": meta.content_type,
+            "size_bytes": meta.size_bytes,
+            "created_at": meta.created_at,
+            "metadata": encode(meta.to_dict()),
+        }
+        if self.unit is not None:
+            self.unit.stage_artifact(run_id, params)
+            return meta
+        sql = q.STORE_ARTIFACT_FENCED if self.fence is not None else q.STORE_ARTIFACT
+        if self.fence is not None:
+            params.update(self.fence.params(run_id))
+        with self.db.write() as conn:
+            conn.execute(sql, params)
+            if conn.changes() == 0 and self.fence is not None:
+                raise self.fence.lost(run_id)
+        return meta
+
     def load(self, artifact_id: str) -> Artifact | None:
-        row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
+        row = self._row(q.ARTIFACT_BLOB, artifact_id)
         if row is None:
             return None
         try:
@@ -127,19 +184,19 @@ class SqliteArtifactStore(ArtifactStore):
         return Artifact(metadata=ArtifactMetadata.from_dict(decode(row[1])), content=content)
 
     def get_metadata(self, artifact_id: str) -> ArtifactMetadata | None:
-        row = self.db.query_one(q.ARTIFACT_METADATA, (artifact_id,))
-        return None if row is None else ArtifactMetadata.from_dict(decode(row[0]))
+        row = self._row(q.ARTIFACT_BLOB, artifact_id)
+        return None if row is None else ArtifactMetadata.from_dict(decode(row[1]))
 
     def content_path(self, artifact_id: str) -> Path | None:
-        row = self.db.query_one(q.ARTIFACT_BLOB, (artifact_id,))
+        row = self._row(q.ARTIFACT_BLOB, artifact_id)
         return None if row is None else self.blob_path(row[0])
 
     def exists(self, artifact_id: str) -> bool:
-        return self.db.query_one(q.ARTIFACT_EXISTS, (artifact_id,)) is not None
+        return self._row(q.ARTIFACT_BLOB, artifact_id) is not None
 
     def delete(self, artifact_id: str) -> bool:
         with self.db.write() as conn:
-            row = conn.execute(q.DELETE_ARTIFACT, (artifact_id,)).fetchone()
+            row: Any = conn.execute(q.DELETE_ARTIFACT, (artifact_id,)).fetchone()
             orphan = row is not None and conn.execute(q.BLOB_REFERENCED, (row[0],)).fetchone() is None
         if orphan:
             self.blob_path(row[0]).unlink(missing_ok=True)

@@ -100,7 +100,8 @@ def create_bulk(
     with db.write() as conn:
         conn.execute(INSERT_BULK, params)
         created = conn.changes() == 1
-        op = _op(conn.execute(BULK_OF, (bulk_id,)).fetchone())
+        created_row: Any = conn.execute(BULK_OF, (bulk_id,)).fetchone()
+        op = _op(created_row)
     if not created and op.request_sha256 != sha:
         raise BulkConflict(f"bulk_id {bulk_id!r} was used for a different operation; use a new bulk_id")
     return op, created
@@ -128,7 +129,8 @@ def expand_some(db: Database, *, batch: int = BATCH) -> int:
         row = conn.execute(NEXT_EXPANDING).fetchone()
         if row is None:
             return 0
-        op = _op(conn.execute(BULK_OF, (row[0],)).fetchone())
+        op_row: Any = conn.execute(BULK_OF, (row[0],)).fetchone()
+        op = _op(op_row)
         # Runs created after the operation are not its own.
         before = op.filter.created_before
         bound = op.created_at if before is None else min(before, op.created_at)

@@ -303,6 +303,13 @@ def bundle_content(db: Database, bundle_id: str, bundle_version: str) -> bytes:
     return bytes(row[0])
 
 
+def compile_source(db: Database, bundle_id: str, bundle_version: str) -> tuple[bytes, str] | None:
+    """(zip bytes, sha256) of a version for a runner to compile, removed versions included (runs
+    started before a removal keep working); None when it never existed."""
+    row = db.query_one(q.COMPILE_SOURCE, (bundle_id, bundle_version))
+    return None if row is None else (bytes(row[0]), str(row[1]))
+
+
 def flow_documents(db: Database, bundle_id: str, bundle_version: str) -> dict[str, dict[str, Any]]:
     """Every flow's VisualFlow JSON of a stored bundle, by flow id."""
     _, documents = read_bundle(bundle_content(db, bundle_id, bundle_version))

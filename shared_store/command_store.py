@@ -8,7 +8,7 @@ from . import inbox
 from .db import Database
 
 
-class SqliteCommandStore(CommandStore):
+class SqliteCommandStore(CommandStore):  # type: ignore[misc]  # abstractruntime ships no types
     def __init__(self, db: Database) -> None:
         self.db = db
 

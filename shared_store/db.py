@@ -147,7 +147,7 @@ class Database:
 
     def connection(self) -> apsw.Connection:
         """This thread's connection, opened on first use."""
-        conn = getattr(self._local, "conn", None)
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
         if self._closed:

@@ -232,7 +232,8 @@ def _import_run(db: Database, item: _RunFile) -> tuple[str, int]:
             conn.execute(q.SAVE_RUN_STATE, params)
             _append(conn, run.run_id, records)
             return "imported", len(records)
-        ledger_len, lease_owner, db_updated = conn.execute(q.IMPORT_RUN_PROBE, (run.run_id,)).fetchone()
+        probe: Any = conn.execute(q.IMPORT_RUN_PROBE, (run.run_id,)).fetchone()
+        ledger_len, lease_owner, db_updated = probe
         # The db's ledger must still be a prefix of the file's: a runner here that appended its own
         # records (or saved a newer state) owns the run now, and the file's tail no longer fits.
         if ledger_len > len(records):
@@ -294,7 +295,7 @@ def _import_commands(db: Database, source: Path, summary: ImportSummary) -> list
             continue
         if not (params["command_id"] and params["run_id"] and params["type"]) or params["command_id"] in ids:
             continue  # the file store ignores these too (duplicates are idempotent re-submissions)
-        ids[params["command_id"]] = None
+        ids[str(params["command_id"])] = None
         done = 0 < seq <= cursor
         # The file store kept no outcome; "applied" says only that its runner got past it.
         params.update(status="applied" if done else "pending", applied_at=cursor_at if done else None)

@@ -169,7 +169,7 @@ class FlowRequest:
 def declared_flow(manifest: dict[str, Any], flow_id: str) -> FlowRequest:
     """What a bundle declares: `metadata.flow_control` for every flow, overridden per entrypoint by
     the entrypoint's own `flow_control`."""
-    metadata = manifest.get("metadata") if isinstance(manifest.get("metadata"), dict) else {}
+    metadata: dict[str, Any] = manifest["metadata"] if isinstance(manifest.get("metadata"), dict) else {}
     bundle = FlowRequest.from_json(metadata.get("flow_control"), where="bundle flow_control")
     for entry in manifest.get("entrypoints") or []:
         if isinstance(entry, dict) and entry.get("flow_id") == flow_id and "flow_control" in entry:
@@ -259,14 +259,16 @@ def apply_at_enqueue(conn: apsw.Connection, run_id: str, flow: FlowSettings, *, 
     if key is not None:
         request = flow.request
         store_key_limits(conn, flow)
-        max_concurrent, _, _, _, last_tag = conn.execute(q.FLOW_KEY, (key,)).fetchone()
+        key_row: Any = conn.execute(q.FLOW_KEY, (key,)).fetchone()
+        max_concurrent, _, _, _, last_tag = key_row
         tag = now if last_tag is None else max(now, float(last_tag) + FAIR_STEP_S)
         conn.execute(q.SET_KEY_TAG, {"key": key, "tag": tag})
         if max_concurrent is not None:
             # A run of a limited key is born held; ADMIT_HELD (after the row is complete, below)
             # hands it a slot at once when one is free, as a freed slot is handed on later.
             hold = 1
-            slots = conn.execute(q.KEY_SLOTS, (key,)).fetchone()[0]
+            slots_row: Any = conn.execute(q.KEY_SLOTS, (key,)).fetchone()
+            slots = slots_row[0]
             overflow = request.overflow or "enqueue"
             if slots >= max_concurrent and overflow != "enqueue":
                 full = (
@@ -346,21 +348,33 @@ class Admission:
     why: str | None = None  # when not: "held" (waiting for a slot) or "rate" (deferred)
 
 
-def admit(db: Database, fence: LeaseHolder, run_id: str, *, now: float | None = None) -> Admission:
+def admit(
+    db: Database,
+    fence: LeaseHolder,
+    run_id: str,
+    *,
+    now: float | None = None,
+    flow: tuple[Any, ...] | None = None,
+) -> Admission:
     """Before a runner works on a claimed run: take a slot of its key and count its start against the
-    key's rate, or hold / defer it (fenced writes, one transaction so no slot is freed in between)."""
+    key's rate, or hold / defer it (fenced writes, one transaction so no slot is freed in between).
+
+    `flow`: the run's RUN_FLOW columns when the caller already read them (run_unit.RunUnit.open)."""
     now = time.time() if now is None else now
-    row = db.query_one(q.RUN_FLOW, (run_id,))  # most runs have no limited key: no write transaction
+    # Most runs have no limited key: no write transaction.
+    row = flow if flow is not None else db.query_one(q.RUN_FLOW, (run_id,))
     if row is None or row[1] is None or (row[4] is None and row[5] is None):
         return Admission(True)
     with db.write() as conn:
         row = conn.execute(q.RUN_FLOW, (run_id,)).fetchone()
+        assert row is not None  # we hold its lease: it exists
         status, key, slot, begun_at, max_concurrent, rate_limit, window_s, cancelling = row
         if cancelling or status in ("completed", "failed", "cancelled"):
             return Admission(True)  # a cancel is applied without a slot: it ends the run
         fenced = {**fence.params(run_id), "run_id": run_id}
         need_slot = max_concurrent is not None and not slot
-        if need_slot and conn.execute(q.KEY_SLOTS, (key,)).fetchone()[0] >= max_concurrent:
+        held_slots: Any = conn.execute(q.KEY_SLOTS, (key,)).fetchone()
+        if need_slot and held_slots[0] >= max_concurrent:
             conn.execute(q.HOLD_RUN_FENCED, fenced)
             return Admission(False, "held")
         starting = status == "queued" and begun_at is None

@@ -76,7 +76,7 @@ def runtime_history(
     run_store = SqliteRunStore(db)  # unfenced, and only read here
     if run_store.load(run_id) is None:
         return _unstarted(run_id, detail)
-    return export_run_history_bundle(
+    bundle: dict[str, Any] = export_run_history_bundle(
         run_id=run_id,
         run_store=run_store,
         ledger_store=SqliteLedgerStore(db),
@@ -88,6 +88,7 @@ def runtime_history(
         ledger_max_items=ledger_max_items,
         detail=detail,
     )
+    return bundle
 
 
 def main(argv: list[str]) -> int:

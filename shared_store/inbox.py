@@ -78,7 +78,7 @@ def append_command(
     with db.write() as conn:
         row = conn.execute(q.INSERT_COMMAND, params).fetchone()
         if row is None:
-            original = conn.execute(q.COMMAND_SEQ, (command_id,)).fetchone()
+            original: Any = conn.execute(q.COMMAND_SEQ, (command_id,)).fetchone()
             return AppendResult(accepted=False, duplicate=True, seq=int(original[0]))
         if type != "emit_event":  # runners dispatch events; the named run has nothing to apply
             conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": time.time()})

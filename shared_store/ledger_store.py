@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from abstractruntime.core.models import StepRecord
@@ -14,28 +15,28 @@ from .errors import LeaseLost, UnknownRun
 from .leases import LeaseHolder
 from .limits import OutputTooLarge, check_output
 from .reads import ledger_len, ledger_page
+from .run_unit import RunUnit
 
 
-class SqliteLedgerStore(LedgerStore):
+class SqliteLedgerStore(LedgerStore):  # type: ignore[misc]  # abstractruntime ships no types
     """Append-only journal. Bound to a LeaseHolder, an append checks the lease in its statement."""
 
     def __init__(
-        self, db: Database, *, fence: LeaseHolder | None = None, max_output_bytes: int | None = None
+        self,
+        db: Database,
+        *,
+        fence: LeaseHolder | None = None,
+        max_output_bytes: int | None = None,
+        unit: RunUnit | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
         # A record over this (its result named when that is what is over) raises OutputTooLarge,
         # unwritten (None: no cap).
         self.max_output_bytes = max_output_bytes
-        self._defer: tuple[Any, str] | None = None  # (run store, run_id)
-
-    def defer_until_save(self, run_store: Any, run_id: str | None) -> None:
-        """While run_id's next save is pending, its appends join that save's transaction.
-
-        A command's resume record and the state it resumed then commit together: a crash between
-        them can no longer leave a record whose resume is re-applied (two records, one wait).
-        None stops deferring."""
-        self._defer = None if run_id is None else (run_store, run_id)
+        # The runner's unit of work: appends are staged and commit with the run's next save (or
+        # the unit's flush), in one fenced transaction. None: each append is its own transaction.
+        self.unit = unit
 
     def append(self, record: StepRecord) -> None:
         run_id = record.run_id
@@ -55,35 +56,52 @@ class SqliteLedgerStore(LedgerStore):
             check_output(f"the result of node {record.node_id!r}", record.result, cap)
             # An effect's payload (an answer_user message, an LLM prompt) is in its STARTED record.
             raise OutputTooLarge(f"a ledger record of node {record.node_id!r}", len(params["record"]), cap)
+        if self.unit is not None:
+            self.unit.stage_record(run_id, params)
+            return
         if self.fence is None:
             sql = q.APPEND_LEDGER_UNLEASED
         else:
             sql = q.APPEND_LEDGER_FENCED
             params.update(self.fence.params(run_id))
-        defer = self._defer
-        if defer is not None and defer[1] == run_id and defer[0].has_pending(run_id):
-            defer[0].with_next_save(run_id, sql, params)
-            return
         if self.db.execute_write(sql, params) == 1:
             return
         if ledger_len(self.db, run_id) is None:
             raise UnknownRun(run_id)
         raise self.fence.lost(run_id) if self.fence else LeaseLost(run_id, None, None)
 
-    def list(self, run_id: str) -> list[dict[str, Any]]:
-        return [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
+    def _staged(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's records the unit stages (reads see them; they commit with the next save)."""
+        return self.unit.staged_records(run_id) if self.unit is not None else []
 
-    def list_after(self, *, run_id: str, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
+    def list(self, run_id: str) -> list[dict[str, Any]]:
+        stored = [decode(row[0]) for row in self.db.query(q.LIST_LEDGER, (run_id,))]
+        return stored + [decode(params["record"]) for params in self._staged(run_id)]
+
+    # `list` is a method of this class from here on: annotations below name the builtin explicitly.
+    def list_after(
+        self, *, run_id: str, after: int, limit: int = 1000
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
         """Cursor read: records after `after` (records consumed so far) and the next cursor."""
         page = ledger_page(self.db, run_id, after=after, limit=limit)
-        return [decode(record) for record in page.records], page.next_after
+        records = [decode(record) for record in page.records]
+        staged = self._staged(run_id)
+        if staged and len(records) < limit:  # the page reached the stored end: staged ones follow
+            stored = ledger_len(self.db, run_id) or 0
+            extra = [decode(p["record"]) for p in staged[max(0, after - stored) :]][: limit - len(records)]
+            return records + extra, max(after, stored) + len(extra) if extra else page.next_after
+        return records, page.next_after
 
     def find_completed_result(self, run_id: str, idempotency_key: str) -> dict[str, Any] | None:
         """Indexed point query (ledger_idempotency) instead of a scan of the ledger tail."""
         if not idempotency_key:
             return None
+        for params in reversed(self._staged(run_id)):
+            if params["idempotency_key"] == idempotency_key and params["step_status"] == "completed":
+                result: dict[str, Any] | None = decode(params["record"]).get("result")
+                return result
         row = self.db.query_one(q.FIND_COMPLETED_RESULT, (run_id, idempotency_key))
         return None if row is None else decode(row[0]).get("result")
 
     def count(self, run_id: str) -> int:
-        return ledger_len(self.db, run_id) or 0
+        return (ledger_len(self.db, run_id) or 0) + len(self._staged(run_id))

@@ -42,16 +42,24 @@ _RUN_COLUMNS = (
 )
 # created_at is the row's birth (a queued start keeps the time the client asked, not the start time).
 _SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS if c != "created_at")
+# A started run's identity (abstractruntime refuses to change it): a save by its lease holder leaves
+# those columns, and so their indexes (runs_workflow_created, runs_session_created, runs_parent), alone.
+_IDENTITY = ("created_at", "workflow_id", "session_id", "parent_run_id", "actor_id")
+_SET_STATE_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS if c not in _IDENTITY)
+# The claim order follows due_at in the same statement (a started run is never 'queued'), so the
+# runs_claim_order_updated trigger finds nothing to do: one row write per save, not two.
+_CLAIM_ORDER = "claim_order = excluded.due_at"
 
 
-def _upsert_run(guard: str, *, only_queued: bool) -> str:
+def _upsert_run(guard: str, *, only_queued: bool, identity: bool = True) -> str:
     columns = ", ".join(("run_id", *_RUN_COLUMNS))
     values = ", ".join(f":{c}" for c in ("run_id", *_RUN_COLUMNS))
     queued = "runs.status = 'queued' AND " if only_queued else ""
+    assigned = _SET_COLUMNS if identity else _SET_STATE_COLUMNS
     return (
         f"INSERT INTO runs ({columns}, due_at, lease_owner, lease_expires_at, lease_epoch, feed_seq) "
         f"VALUES ({values}, {_DUE}, :born_owner, :born_expires_at, :born_epoch, {_NEXT_FEED}) "
-        f"ON CONFLICT(run_id) DO UPDATE SET {_SET_COLUMNS}, due_at = excluded.due_at, "
+        f"ON CONFLICT(run_id) DO UPDATE SET {assigned}, due_at = excluded.due_at, {_CLAIM_ORDER}, "
         f"feed_seq = excluded.feed_seq WHERE {queued}{guard}"
     )
 
@@ -60,7 +68,7 @@ def _upsert_run(guard: str, *, only_queued: bool) -> str:
 # A save is two statements in one transaction: the guarded upsert of the runs row (a run this
 # writer creates is born leased to it: born_owner), then the document, written only if the
 # first changed a row.
-SAVE_RUN_FENCED = _upsert_run(_HELD, only_queued=False)
+SAVE_RUN_FENCED = _upsert_run(_HELD, only_queued=False, identity=False)
 SAVE_RUN_UNLEASED = _upsert_run(_FREE, only_queued=False)
 # create_if_absent: insert, or fill a queued row that this writer holds.
 CREATE_RUN_FENCED = _upsert_run(_HELD, only_queued=True)
@@ -119,6 +127,8 @@ _APPEND_LEDGER = (
 )
 APPEND_LEDGER_FENCED = _APPEND_LEDGER.format(guard=_HELD)
 APPEND_LEDGER_UNLEASED = _APPEND_LEDGER.format(guard=_FREE)
+# Inside a runner's unit of work (shared_store/run_unit.py), whose transaction checked the fence first.
+APPEND_LEDGER_IN_UNIT = _APPEND_LEDGER.format(guard="1")
 LIST_LEDGER = "SELECT record FROM ledger WHERE run_id = ? ORDER BY seq"
 # A page: one range read on the (run_id, seq) primary key.
 LEDGER_PAGE = "SELECT seq, record FROM ledger WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -138,8 +148,6 @@ INSERT_COMMAND = (
     "ON CONFLICT(command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
-# A statement that does nothing: opens a run store's "next save" group (ledger deferral) on its own.
-NOTHING = "SELECT 1 WHERE 0"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
 WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
@@ -219,6 +227,9 @@ RELEASE_LEASE = (
 # its inbox: a command that changed nothing leaves no stale "due now" behind to be claimed again.
 RELEASE_SETTLED = (
     f"UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, stalled_claims = 0, due_at = {_DUE}, "
+    # claim_order kept here too (the trigger would rewrite the row a second time): a queued run's
+    # fair tag, else the due time just computed.
+    f"claim_order = CASE WHEN status = 'queued' THEN COALESCE(fair_tag, {_DUE}) ELSE {_DUE} END, "
     f"slot = {_SLOT_AFTER_RELEASE} "
     "WHERE run_id = :run_id AND lease_owner = :owner AND lease_epoch = :epoch"
 )
@@ -306,6 +317,19 @@ WORK_PROBE = (
     "AND lease_expires_at < :now) "
     "OR EXISTS (SELECT 1 FROM commands INDEXED BY commands_pending_events "
     "WHERE status = 'pending' AND type = 'emit_event')"
+)
+# The unit of work's fence check: once per run per transaction, before the unit's statements.
+FENCE_HELD = f"SELECT 1 FROM runs WHERE run_id = :run_id AND {_HELD}"
+# What a claimed run is due for (run_unit.RunUnit.open): status, start request, state, whether it is
+# scheduled, whether commands wait, then the columns flow_control.admit reads (as RUN_FLOW).
+OPEN_RUN = (
+    "SELECT r.status, s.start_json, s.run_json, EXISTS (SELECT 1 FROM schedules WHERE schedules.run_id = r.run_id), "
+    "EXISTS (SELECT 1 FROM commands WHERE commands.run_id = r.run_id AND commands.status = 'pending' "
+    "AND commands.type != 'emit_event'), "
+    "r.status, r.concurrency_key, r.slot, r.begun_at, k.max_concurrent, k.rate_limit, k.rate_window_s, "
+    "EXISTS (SELECT 1 FROM commands WHERE commands.run_id = r.run_id AND commands.status = 'pending' "
+    "AND commands.type = 'cancel') FROM runs r LEFT JOIN run_states s ON s.run_id = r.run_id "
+    "LEFT JOIN flow_keys k ON k.key = r.concurrency_key WHERE r.run_id = ?"
 )
 PENDING_RUN_COMMANDS = (
     f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE run_id = ? AND status = 'pending' "

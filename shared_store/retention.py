@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from .codec import encode
 from .db import Database, translate_errors
@@ -127,7 +128,7 @@ class Retention:
         with self.db.write() as conn:
             ids: list[str] = []
             for root in roots:
-                tree = conn.execute(_TREE, {"root": root}).fetchall()
+                tree: list[Any] = conn.execute(_TREE, {"root": root}).fetchall()
                 if not tree or any(status not in TERMINAL or owner is not None for _, status, owner in tree):
                     self._blocked.add(root)
                     continue
@@ -139,7 +140,7 @@ class Retention:
             params = {"ids": _json_list(ids)}
             for statement in _DELETE:
                 conn.execute(statement, params)
-            blobs = [blob for (blob,) in conn.execute(_DELETE_ARTIFACTS, params).fetchall()]
+            blobs = [str(blob) for (blob,) in conn.execute(_DELETE_ARTIFACTS, params).fetchall()]
             conn.execute(_DELETE_RUNS, params)
             deleted = conn.changes()
         self.stats.artifacts_deleted += len(blobs)
@@ -167,14 +168,19 @@ def _json_list(ids: list[str]) -> str:
 def vacuum_some(db: Database, pages: int = VACUUM_PAGES) -> int:
     """Return up to `pages` free pages to the OS (auto_vacuum=INCREMENTAL dbs); the pages freed."""
     conn = db.connection()
+
+    def one(sql: str) -> Any:
+        row: Any = conn.execute(sql).fetchone()
+        return row[0]
+
     with translate_errors(db.path):
-        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        if one("PRAGMA auto_vacuum") != 2:
             return 0
-        before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        before = one("PRAGMA freelist_count")
         if not before:
             return 0
         conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
-        return int(before - conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return int(before - one("PRAGMA freelist_count"))
 
 
 def enable_incremental_vacuum(db: Database) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import apsw
 import msgspec
 from abstractruntime.core.models import RunState, RunStatus, WaitReason
 from abstractruntime.core.run_attribution import automation_index_fields
@@ -24,6 +25,7 @@ from .db import Database
 from .errors import LeaseLost
 from .leases import LeaseHolder
 from .limits import check_output
+from .run_unit import RunUnit
 
 _run_decoder = msgspec.json.Decoder(RunState)
 _DEADLINE_WAITS = (WaitReason.UNTIL, WaitReason.EVENT)
@@ -125,7 +127,7 @@ def run_columns(run: RunState, now: float) -> dict[str, Any]:
     }
 
 
-class SqliteRunStore(RunStore):
+class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships no types
     """RunStore + QueryableRunStore + event-waiter lookup over the shared SQLite file."""
 
     def __init__(
@@ -135,6 +137,7 @@ class SqliteRunStore(RunStore):
         fence: LeaseHolder | None = None,
         clock: Callable[[], float] = time.time,
         max_output_bytes: int | None = None,
+        unit: RunUnit | None = None,
     ) -> None:
         self.db = db
         self.fence = fence
@@ -142,23 +145,11 @@ class SqliteRunStore(RunStore):
         # The runner's cap on outputs (shared_store.limits): a save holding a bigger one raises
         # OutputTooLarge and writes nothing. None: no cap (the API's writes, tests).
         self.max_output_bytes = max_output_bytes
-        self._with_next_save: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self.unit = unit  # the runner's unit of work: a save commits what it staged, in one transaction
         self.born: list[str] = []  # runs this store created leased to its fence (to release after)
         # When each run this store saved is next due, as of that save: what a release settles with,
         # without reading the run's state back.
         self.last_due: dict[str, dict[str, Any]] = {}
-
-    def with_next_save(self, run_id: str, sql: str, params: dict[str, Any]) -> None:
-        """Run a statement in the transaction of the next successful save of run_id (a command's
-        outcome: the state a command produced and its 'applied' commit together or not at all)."""
-        self._with_next_save.setdefault(run_id, []).append((sql, params))
-
-    def has_pending(self, run_id: str) -> bool:
-        return bool(self._with_next_save.get(run_id))
-
-    def drop_pending(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-        """Statements queued for a save of run_id that never came."""
-        return self._with_next_save.pop(run_id, [])
 
     # --- writes (fenced) -----------------------------------------------------------------------
     def save(self, run: RunState) -> None:
@@ -195,29 +186,27 @@ class SqliteRunStore(RunStore):
                 born_expires_at=now + fence.lease_s,
                 born_epoch=1,
             )
-        extras = self._with_next_save.get(run.run_id, ())
 
-        class _Unwritten(Exception):
-            pass
+        def save(conn: apsw.Connection) -> bool:
+            conn.execute(sql, params)
+            if conn.changes() != 1:
+                return False
+            conn.execute(q.SAVE_RUN_STATE, params)
+            return True
 
-        try:
+        if self.unit is not None:
+            # What the unit staged (command outcomes first: a command resolved here no longer counts
+            # as pending in the due_at of the save) commits with this state, or nothing does.
+            written = self.unit.commit(save, fenced_by=run.run_id if fence is not None else None)
+        else:
             with self.db.write() as conn:
-                # Extras first: a command resolved here no longer counts as pending in the due_at below.
-                for extra_sql, extra in extras:
-                    conn.execute(extra_sql, extra)
-                conn.execute(sql, params)
-                written = conn.changes() == 1
-                if written:
-                    conn.execute(q.SAVE_RUN_STATE, params)
-                elif extras:
-                    raise _Unwritten  # roll the extras back with the refused save
-        except _Unwritten:
-            written = False
+                written = save(conn)
         if written:
-            self._with_next_save.pop(run.run_id, None)
             self.last_due[run.run_id] = {k: params[k] for k in ("due_at", "paused", "sub_run_id")}
         if not written:
             if strict:
+                if self.unit is not None:
+                    self.unit.discard()  # the run was taken over: what it staged is not ours to write
                 raise self._lost(run.run_id)
             return False
         if fence is not None and params["epoch"] is None:

@@ -12,18 +12,21 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
 from . import queries as q
 from .bundles import ResolvedWorkflow
-from .codec import decode, encode
+from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .errors import Invalid
-from .flow_control import FlowSettings, store_key_limits
-from .run_labels import Labels, write_labels
+from .flow_control import FlowSettings, child_statements, store_key_limits
+from .run_labels import INHERIT_LABELS, Labels, write_labels
+
+if TYPE_CHECKING:
+    from .run_unit import RunUnit
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -365,3 +368,103 @@ def schedule_from_row(row: tuple[Any, ...]) -> Schedule:
         next_fire_at, int(fired), int(skipped), last_fired, last_child, status,
         f"{bundle_id}@{bundle_version}", flow_id, created_at, updated_at,
     )  # fmt: skip
+
+
+# --- runner side: what firing a schedule writes, staged in the parent's unit of work ---------------
+# (shared_store/run_unit.py: it commits with the parent's fenced save, or not at all.)
+_ACTIVE = ("queued", "running", "waiting")
+
+
+def child_active(db: Database, run_id: str | None) -> bool:
+    """Whether a schedule's last child is still queued or going (overlap=skip)."""
+    if not run_id:
+        return False
+    row = db.query_one(q.RUN_STATUS, (run_id,))
+    return row is not None and row[0] in _ACTIVE
+
+
+def stage_firings(unit: RunUnit, schedule: Schedule, fire_times: list[float], *, now: float) -> str | None:
+    """One queued child run per firing time (labels and flow control inherited); the last child's id."""
+    run_id = schedule.run_id
+    flow_row = unit.db.query_one(q.SCHEDULE_FLOW, (run_id,))
+    flow = decode(flow_row[0]) if flow_row and flow_row[0] else None
+    child_id = None
+    for fire_at in fire_times:
+        child_id = str(uuid.uuid4())
+        # Shared context: the parent's session; otherwise the child is its own (as the original).
+        session = (schedule.session_id or run_id) if schedule.share_context else child_id
+        start = {
+            "workflow_id": schedule.workflow_id,
+            "input_data": schedule.input_data,
+            "session_id": session,
+            "parent_run_id": run_id,
+            "scheduled_for": iso(fire_at),
+        }
+        params = {
+            "run_id": run_id,
+            "child_run_id": child_id,
+            "workflow_id": schedule.workflow_id,
+            "session_id": session,
+            "created_at": utc_now_iso(),
+            "now": now,
+            "start_json": encode(start),
+        }
+        unit.stage(run_id, q.ENQUEUE_CHILD_RUN, params)
+        unit.stage(run_id, q.ENQUEUE_CHILD_STATE, params)
+        for statement in INHERIT_LABELS:  # tags, metadata, ttl, webhook target
+            unit.stage(run_id, statement, params)
+        for sql, flow_params in child_statements(flow, child_id, now=now) if flow else ():
+            unit.stage(run_id, sql, flow_params)
+    return child_id
+
+
+def stage_advance(
+    unit: RunUnit,
+    run_id: str,
+    *,
+    next_fire_at: float | None,
+    fired: list[float],
+    skipped: int,
+    last_child_run_id: str | None,
+) -> None:
+    unit.stage(
+        run_id,
+        q.ADVANCE_SCHEDULE,
+        {
+            "run_id": run_id,
+            "next_fire_at": next_fire_at,
+            "fired": len(fired),
+            "skipped": skipped,
+            "last_fired_at": fired[-1] if fired else None,
+            "last_child_run_id": last_child_run_id,
+            "status": "finished" if next_fire_at is None else "active",
+            "updated_at": utc_now_iso(),
+        },
+    )
+
+
+def stage_spec_update(unit: RunUnit, run_id: str, spec: ScheduleSpec, next_fire_at: float | None) -> None:
+    """New timing / limits (update_schedule); next_fire_at None finishes the schedule."""
+    params = {
+        "run_id": run_id,
+        "interval_s": spec.interval_s,
+        "interval": spec.interval,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "repeat_count": spec.repeat_count,
+        "repeat_until": spec.repeat_until,
+        "catch_up": spec.catch_up,
+        "overlap": spec.overlap,
+        "start_at": spec.start_at,
+        "next_fire_at": next_fire_at,
+        "status": "finished" if next_fire_at is None else "active",
+        "updated_at": utc_now_iso(),
+    }
+    unit.stage(run_id, q.UPDATE_SCHEDULE_SPEC, params)
+
+
+def stage_status(unit: RunUnit, run_id: str, status: str) -> None:
+    """The schedule stops with its parent (cancel)."""
+    unit.stage(
+        run_id, q.SET_SCHEDULE_STATUS, {"run_id": run_id, "status": status, "updated_at": utc_now_iso()}
+    )

@@ -70,7 +70,7 @@ def enqueue_run(
     request_sha = hashlib.sha256(encode(start)).hexdigest()
     start_json = encode({**start, "request_id": request_id} if request_id else start)
     run_id = str(uuid.uuid4())
-    params = {
+    params: dict[str, Any] = {
         "run_id": run_id,
         "workflow_id": resolved.workflow_id,
         # As the original: a run started without a session is its own session (session-scoped events

@@ -207,7 +207,8 @@ def start_secret(db: Database) -> str:
         return str(row[0])
     with db.write() as conn:
         conn.execute(INSERT_START_KEY, {"secret": new_secret(), "now": utc_now_iso()})
-        return str(conn.execute(START_KEY).fetchone()[0])
+        created: Any = conn.execute(START_KEY).fetchone()
+        return str(created[0])
 
 
 def _delivery(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -271,7 +272,7 @@ def claim_due(db: Database, *, n: int = 10, claim_s: float = 60.0) -> list[Claim
     if db.query_one(DUE_PROBE, (now,)) is None:  # idle: one read, no write lock
         return []
     with db.write() as conn:
-        rows = conn.execute(
+        rows: list[Any] = conn.execute(
             CLAIM_DUE, {"until": now + claim_s, "now": now, "n": n, "iso": utc_now_iso()}
         ).fetchall()
     return [
@@ -284,7 +285,8 @@ def keep_body(db: Database, delivery_id: str, body: bytes) -> bytes:
     """Store the body of a first attempt (every retry sends the same bytes); the stored one wins."""
     with db.write() as conn:
         conn.execute(SET_BODY, {"delivery_id": delivery_id, "body": body})
-        return bytes(conn.execute(BODY_OF, (delivery_id,)).fetchone()[0])
+        kept: Any = conn.execute(BODY_OF, (delivery_id,)).fetchone()
+        return bytes(kept[0])
 
 
 def record_attempt(

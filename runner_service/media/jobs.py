@@ -16,7 +16,6 @@ import structlog
 from abstractruntime.core.models import RunState, RunStatus, StepRecord, StepStatus
 
 from shared_store import StoreError
-from shared_store import queries as q
 from shared_store.codec import utc_now_iso
 
 from ..commands import CommandContext
@@ -149,9 +148,11 @@ def execute_job(ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None
         _finish(ctx, run, kind, attempt, None, f"{kind} job interrupted {MAX_ATTEMPTS} times; giving up")
         return
     run.updated_at = utc_now_iso()
-    ctx.run_store.save(run)  # the attempt counts before the work: a crash mid-call is retried, bounded
     effect = {"type": "media", "payload": {"kind": kind, "request_id": media.get("request_id")}}
     ctx.runtime.ledger_store.append(_record(run, StepStatus.STARTED, kind, attempt, effect=effect))
+    # The attempt counts before the work (a crash mid-call is retried, bounded), and its STARTED
+    # record commits with it: both before the backend runs (seconds), so readers see the job start.
+    ctx.run_store.save(run)
     log.info("media_job_started", run_id=run_id, kind=kind, parent_run_id=parent, attempt=attempt)
     try:
         request, models, default = apply_default(ctx.db, kind, request)
@@ -177,7 +178,7 @@ def execute_job(ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None
 def _finish(
     ctx: CommandContext, run: RunState, kind: str, attempt: int, output: dict | None, error: str | None
 ) -> None:
-    """The closing record and the terminal state commit in one transaction."""
+    """The closing record and the terminal state commit in one transaction (the worker's unit)."""
     if error is None:
         record = _record(run, StepStatus.COMPLETED, kind, attempt, result=output)
         run.status, run.output, run.error = RunStatus.COMPLETED, output, None
@@ -189,13 +190,7 @@ def _finish(
             error,
         )
     run.updated_at = utc_now_iso()
-    ledger = ctx.runtime.ledger_store
-    ctx.run_store.with_next_save(run.run_id, q.NOTHING, {})
-    ledger.defer_until_save(ctx.run_store, run.run_id)
-    try:
-        ledger.append(record)
-        ctx.run_store.save(run)
-    finally:
-        ledger.defer_until_save(ctx.run_store, None)
-        ctx.run_store.drop_pending(run.run_id)
+    # The closing record, the output's artifacts (staged by _store) and the terminal state: one unit.
+    ctx.runtime.ledger_store.append(record)
+    ctx.run_store.save(run)
     log.info("media_job_finished", run_id=run.run_id, kind=kind, status=run.status.value, error=error)

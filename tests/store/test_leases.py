@@ -162,3 +162,22 @@ def test_runs_created_by_a_runner_are_born_leased_to_it(db) -> None:
     assert LeaseHolder(db, "b").claim(10) == []
     holder.release("child-1")
     assert [x.epoch for x in LeaseHolder(db, "b").claim(10)] == [2]
+
+
+def test_a_lease_released_while_a_heartbeat_renews_is_not_reported_lost(db) -> None:
+    """The heartbeat snapshots the held leases, then renews them under the write lock: a worker
+    releasing one in between (a 1 ms run) is a release, not a lost lease (the 2-runner bench
+    failed on exactly this `lease_lost`). A lease really taken over is still reported."""
+    released, taken, kept = _due_runs(db, 3)
+    fence = LeaseHolder(db, "r1", lease_s=30.0)
+    assert {lease.run_id for lease in fence.claim(3)} == {released, taken, kept}
+    snapshot = fence.held()  # what the heartbeat read before the worker released one
+    assert fence.release(released)
+    db.execute_write(
+        "UPDATE runs SET lease_owner = 'r2', lease_epoch = lease_epoch + 1 WHERE run_id = ?", (taken,)
+    )
+    fence.held = lambda: snapshot  # type: ignore[method-assign]
+    lost = fence.heartbeat()
+    assert [lease.run_id for lease in lost] == [taken]
+    assert fence.lost_leases == 1
+    assert fence.epoch(kept) is not None and fence.epoch(taken) is None
