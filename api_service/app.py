@@ -135,7 +135,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
     app = Starlette(
         routes=[*routes, *doc_routes(spec), *pages],
         middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     streams = StreamQuotas(settings.max_streams_per_client, settings.max_streams_per_token)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 from starlette.requests import Request
@@ -80,7 +80,7 @@ def decode_json(data: bytes, kind: type[T]) -> T:
     msgspec reports invalid UTF-8 as UnicodeDecodeError and nesting past the recursion limit as
     RecursionError, not DecodeError: both are malformed input, never a 500."""
     try:
-        return _decoder(kind).decode(data or b"{}")
+        return _decoder(cast(type, kind)).decode(data or b"{}")
     except msgspec.ValidationError as exc:
         raise ApiError(422, str(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

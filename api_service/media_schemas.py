@@ -1,4 +1,4 @@
-"""msgspec Structs of the media, discovery and knowledge-graph routes (bodies, queries, responses).
+"""msgspec Structs of the media, discovery and knowledge-graph routes (bodies, query strings, responses).
 
 The request bodies are the shared rules of shared_store.contracts.media, which the runner applies to
 the stored job request too: an absurd value (a width that is not a multiple of 8, 500 steps, 20

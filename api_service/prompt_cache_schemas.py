@@ -1,8 +1,8 @@
 """msgspec Structs of the prompt-cache routes: the original gateway's request fields, with bounds.
 
-The bodies and the queries' fields are the shared rules of shared_store.contracts.prompt_cache, which
+The bodies and the query-string fields are the shared rules of shared_store.contracts.prompt_cache, which
 the runner applies to the stored job too. Bodies ignore unknown fields (as the original's models did);
-queries refuse unknown names (400). `wait_s` (query) bounds how long a request waits for the runner's
+query strings refuse unknown names (400). `wait_s` (query) bounds how long a request waits for the runner's
 answer, as for media jobs.
 """
 
@@ -33,7 +33,7 @@ class WaitQuery(Struct, forbid_unknown_fields=True):
     wait_s: WaitS = 60.0
 
 
-# The queries are the shared params (what the runner checks again) plus wait_s.
+# The query strings are the shared params (what the runner checks again) plus wait_s.
 class TargetQuery(Target, forbid_unknown_fields=True, kw_only=True):
     wait_s: WaitS = 60.0
 

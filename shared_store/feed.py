@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import cast
 
 import apsw
 
@@ -49,12 +50,15 @@ class ChangeFeed:
         """Entries with feed_seq > cursor and the next cursor; no query when nothing committed."""
         with self._lock, translate_errors(self.db.path):
             conn = self._connection()
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            version_row = conn.execute("PRAGMA data_version").fetchone()
+            version = int(cast(int, version_row[0])) if version_row else -1
             if self._caught_up == (version, cursor):
                 return [], cursor
             rows = conn.execute(q.FEED_SINCE, (cursor, limit)).fetchall()
             self.queries += 1
-            entries = [FeedEntry(int(s), str(r), int(n), str(st)) for s, r, n, st in rows]
+            entries = [
+                FeedEntry(int(cast(int, s)), str(r), int(cast(int, n)), str(st)) for s, r, n, st in rows
+            ]
             next_cursor = entries[-1].feed_seq if entries else cursor
             # Caught up: until another connection commits, nothing newer than next_cursor exists.
             self._caught_up = (version, next_cursor) if len(rows) < limit else None

@@ -1,4 +1,4 @@
-"""Knowledge graph queries over AbstractMemory's triple store. The store and the embedder (for
+"""Knowledge graph lookups over AbstractMemory's triple store. The store and the embedder (for
 `query_text`) live with the runner, so a query is a job like media work: a queued `kg:query` run
 (a child of `run_id` when one is given) whose output is the answer."""
 
