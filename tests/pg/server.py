@@ -159,9 +159,16 @@ class PgServer:
             shutil.chown(self.sockdir, SUPERUSER, SUPERUSER)
         # The watchdog first: from here on, whatever happens to this process, the server goes too.
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, self._bin("pg_ctl"), str(self.data), str(self.root)]
-            + self.wrap
-            + self._as_user,
+            [
+                sys.executable,
+                "-c",
+                _WATCHDOG,
+                self._bin("pg_ctl"),
+                str(self.data),
+                str(self.root),
+                *self.wrap,
+                *self._as_user,
+            ],
             stdin=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C to the test's process group must not kill it first
         )
@@ -205,8 +212,19 @@ class PgServer:
         if self._started:
             self._started = False
             subprocess.run(
-                [*self.wrap, *self._as_user, self._bin("pg_ctl"), "stop", "-D", str(self.data)]
-                + ["-m", "fast", "-w", "-t", "30"],
+                [
+                    *self.wrap,
+                    *self._as_user,
+                    self._bin("pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                ],
                 capture_output=True,
                 timeout=60,
                 check=False,

@@ -71,7 +71,7 @@ def test_failed_migration_keeps_nothing_of_itself(pg_empty_db: PgDatabase, tmp_p
         "checksum text NOT NULL, applied_at text NOT NULL); CREATE TABLE a (x int);"
     )
     (tmp_path / "0002_two.sql").write_text("CREATE TABLE b (x int); CREATE TABLE a (y int);")
-    with pytest.raises(MigrationError, match="0002_two.sql"):
+    with pytest.raises(MigrationError, match=r"0002_two\.sql"):
         migrate(pg_empty_db.dsn, tmp_path)
     with psycopg.connect(pg_empty_db.dsn) as conn:
         assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
@@ -103,9 +103,7 @@ def _sqlite_schema(path: Path) -> tuple[dict[str, list[str]], dict[str, list[str
             keys[table] = [str(name) for name, pk in sorted(info, key=lambda r: r[1]) if pk]
         indexes = {
             str(r[0])
-            for r in db.query(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-            )
+            for r in db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
         }
     finally:
         db.close()

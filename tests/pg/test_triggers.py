@@ -114,6 +114,7 @@ def test_ending_a_run_writes_its_webhook_deliveries_and_expiry(conn: psycopg.Con
     _run(conn, "u")
     for key in ("k1", "k1", "k2"):
         conn.execute(
-            "UPDATE runs SET status = 'waiting', wait_reason = 'user', wait_key = %s WHERE run_id = 'u'", (key,)
+            "UPDATE runs SET status = 'waiting', wait_reason = 'user', wait_key = %s WHERE run_id = 'u'",
+            (key,),
         )
     assert _one(conn, "SELECT count(*) FROM webhook_deliveries WHERE run_id = 'u'") == (2,)
