@@ -104,6 +104,7 @@ class PgServer:
         port: int | None = None,
         settings: dict[str, str] | None = None,
         wrap: Sequence[str] = (),
+        allow_cidr: str | None = None,
     ) -> None:
         bindir = find_bindir()
         if bindir is None:
@@ -114,6 +115,8 @@ class PgServer:
         self.settings = {**TEST_SETTINGS, **(settings or {})}
         # A command prefix the server runs under (the netns harness passes `ip netns exec NS`).
         self.wrap = list(wrap)
+        # initdb --auth=trust trusts loopback only; clients on other hosts (namespaces) need a line.
+        self.allow_cidr = allow_cidr
         self.root = Path(tempfile.mkdtemp(prefix="gw-pg-"))
         self.data = self.root / "data"
         self.sockdir = self.root / "sock"
@@ -186,6 +189,9 @@ class PgServer:
             ],
             timeout=START_DEADLINE_S,
         )
+        if self.allow_cidr:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.allow_cidr} trust\n")
         options = [f"-p {self.port}", f"-k {self.sockdir}", f"-c listen_addresses={self.host}"]
         options += [f"-c {key}={value}" for key, value in self.settings.items()]
         self._started = True
