@@ -176,12 +176,12 @@ class Netns:
 
     def _pick_subnet(self) -> ipaddress.IPv4Network:
         used = _ip("route", "show", check=False).stdout + _ip("route", "show", "type", "blackhole").stdout
-        subnets = list(SUBNET_POOL.subnets(new_prefix=24))
+        subnets: list[ipaddress.IPv4Network] = list(SUBNET_POOL.subnets(new_prefix=24))  # type: ignore[arg-type]
         first = os.getpid() % len(subnets)
         for i in range(len(subnets)):
             candidate = subnets[(first + i) % len(subnets)]
             if str(candidate.network_address).rsplit(".", 1)[0] + "." not in used:
-                return candidate  # type: ignore[return-value]
+                return candidate
         raise RuntimeError("no free test subnet in 10.200.0.0/13")
 
     def add_host(self, name: str) -> Host:

@@ -37,6 +37,12 @@ def _runs(conn: psycopg.Connection, count: int, *, prefix: str = "r", due: bool 
     return [f"{prefix}{i}" for i in range(1, count + 1)]
 
 
+def _scalar(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 @pytest.fixture
 def connect(pg_db: PgDatabase) -> Iterator[Callable[..., psycopg.Connection]]:
     opened: list[psycopg.Connection] = []
@@ -88,7 +94,9 @@ def test_concurrent_claimers_never_hold_one_run_twice(connect: Callable[..., psy
     assert sum(1 for got in per_owner if got) >= 2, "the claimers really ran side by side"
     epochs = setup.execute("SELECT lease_epoch, count(*) FROM runs GROUP BY lease_epoch").fetchall()
     assert epochs == [(1, len(runs))], "no run's epoch bumped twice (no holder silently fenced out)"
-    owners = dict(setup.execute("SELECT lease_owner, count(*) FROM runs GROUP BY lease_owner").fetchall())
+    owners: dict[str, int] = dict(
+        setup.execute("SELECT lease_owner, count(*) FROM runs GROUP BY lease_owner").fetchall()
+    )
     assert owners == {f"runner-{i}": len(got) for i, got in enumerate(per_owner) if got}
 
 
@@ -215,7 +223,7 @@ def test_a_late_commit_is_delivered_not_skipped(connect: Callable[..., psycopg.C
     _runs(setup, 2, due=False)
     reader = connect()
     cursor = feed_head(reader)
-    naive_cursor = setup.execute("SELECT max(feed_seq) FROM runs").fetchone()[0]
+    naive_cursor = _scalar(setup, "SELECT max(feed_seq) FROM runs")
     early = connect(autocommit=False)
     append_unleased(early, "r1", b"x")  # started first (lower xid and seq), commits last
     append_unleased(connect(), "r2", b"y")  # committed
@@ -289,9 +297,9 @@ def test_a_deadlock_victim_statement_is_retried(connect: Callable[..., psycopg.C
         "('c', 'w', 'running', %(t)s, %(t)s, NULL, NULL, 'p')",
         {"t": NOW},
     )
-    deadlocks_before = setup.execute(
-        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-    ).fetchone()[0]
+    deadlocks_before = _scalar(
+        setup, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    )
     other = connect(autocommit=False)
     other.execute("SET deadlock_timeout = '60s'")  # the child's statement detects it, and is the victim
     other.execute("UPDATE runs SET paused = 0 WHERE run_id = 'p'")
@@ -309,9 +317,9 @@ def test_a_deadlock_victim_statement_is_retried(connect: Callable[..., psycopg.C
     child.execute("SELECT pg_stat_force_next_flush()")  # report the deadlock now, not within a second
     child.execute("SELECT 1")
     for _ in range(1_000):  # the statistics collector reports the deadlock a moment later
-        deadlocks = setup.execute(
-            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()[0]
+        deadlocks = _scalar(
+            setup, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
         if deadlocks > deadlocks_before:
             break
         setup.execute("SELECT pg_stat_clear_snapshot()")

@@ -169,6 +169,12 @@ def _dump_pg(
     return out
 
 
+def _next(conn: psycopg.Connection, sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_copy_is_complete_exact_and_idempotent(sqlite_gateway: Path, pg_empty_db: PgDatabase) -> None:
     first = _cli("--from=sqlite", "--db", str(sqlite_gateway), "--db-url", pg_empty_db.url)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -195,12 +201,9 @@ def test_copy_is_complete_exact_and_idempotent(sqlite_gateway: Path, pg_empty_db
     with psycopg.connect(pg_empty_db.dsn) as conn:
         # Sequences moved past the copied values: the next command and feed position are new ones.
         largest_seq = max(r[0] for r in conn.execute("SELECT seq FROM commands"))
-        assert (
-            conn.execute("SELECT nextval(pg_get_serial_sequence('commands', 'seq'))").fetchone()[0]
-            > largest_seq
-        )
+        assert _next(conn, "SELECT nextval(pg_get_serial_sequence('commands', 'seq'))") > largest_seq
         largest_feed = max(r[0] for r in conn.execute("SELECT feed_seq FROM runs"))
-        assert conn.execute("SELECT nextval('runs_feed_seq')").fetchone()[0] > largest_feed
+        assert _next(conn, "SELECT nextval('runs_feed_seq')") > largest_feed
 
 
 def test_a_count_mismatch_exits_1_naming_the_table(sqlite_gateway: Path, pg_empty_db: PgDatabase) -> None:
