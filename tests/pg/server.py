@@ -111,6 +111,7 @@ class PgServer:
             raise RuntimeError(unavailable_reason() or "no PostgreSQL binaries")
         self.bindir = bindir
         self.host = host
+        self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
         self.settings = {**TEST_SETTINGS, **(settings or {})}
         # A command prefix the server runs under (the netns harness passes `ip netns exec NS`).
@@ -192,9 +193,22 @@ class PgServer:
         if self.allow_cidr:
             with (self.data / "pg_hba.conf").open("a") as hba:
                 hba.write(f"host all all {self.allow_cidr} trust\n")
+        self._started = True
+        # A free port can be taken between free_port() and the bind: try another one (auto ports only).
+        for attempt in range(3):
+            try:
+                self._pg_ctl_start()
+                break
+            except RuntimeError as exc:
+                if self._fixed_port or attempt == 2 or "already in use" not in str(exc):
+                    raise
+                self.port = free_port(self.host)
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def _pg_ctl_start(self) -> None:
         options = [f"-p {self.port}", f"-k {self.sockdir}", f"-c listen_addresses={self.host}"]
         options += [f"-c {key}={value}" for key, value in self.settings.items()]
-        self._started = True
         self._run(
             [
                 self._bin("pg_ctl"),
@@ -211,8 +225,6 @@ class PgServer:
             ],
             timeout=START_DEADLINE_S + 10,
         )
-        self.start_seconds = time.monotonic() - began
-        return self
 
     def stop(self) -> None:
         if self._started:
