@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PREFIX_ROOT = "gwt"  # every name this harness makes starts with it (then the owner's pid in hex)
 # Test subnets come from 10.200.0.0/13's /24s (picked by pid, skipped when a route already uses one).
@@ -151,7 +152,7 @@ class Netns:
     prefix: str = field(default_factory=lambda: owner_prefix(os.getpid()))
     hosts: dict[str, Host] = field(default_factory=dict)
     subnet: ipaddress.IPv4Network | None = None
-    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     _watchdog: subprocess.Popen[bytes] | None = None
     _closed: bool = False
 
@@ -241,6 +242,21 @@ class Netns:
         self._processes.append(process)
         return process
 
+    def interactive(
+        self, host: Host, args: Sequence[str], *, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """Start a process on `host` with pipes for stdin and stdout (text; stderr inherited), for a
+        test that drives it step by step; stopped by close() if still running."""
+        process = subprocess.Popen(
+            [*self.wrap(host), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else None,
+        )
+        self._processes.append(process)
+        return process
+
     def cut(self, host: Host) -> None:
         """Take `host` off the network (its link down): its packets and those to it are lost."""
         _ip("link", "set", host.veth, "down")
@@ -262,6 +278,9 @@ class Netns:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
         cleanup(self.prefix)
         if self._watchdog is not None:
             assert self._watchdog.stdin is not None
