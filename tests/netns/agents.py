@@ -69,5 +69,14 @@ def take(url: str, run_id: str, deadline_s: str) -> None:
     say(event="gave-up", passes=passes)
 
 
+def main(argv: list[str]) -> None:
+    if argv[0] == "hold":
+        hold(*argv[1:3])
+    elif argv[0] == "take":
+        take(*argv[1:4])
+    else:
+        raise SystemExit(f"unknown agent {argv[0]!r} (hold, take)")
+
+
 if __name__ == "__main__":
-    {"hold": hold, "take": take}[sys.argv[1]](*sys.argv[2:])
+    main(sys.argv[1:])
