@@ -88,3 +88,20 @@ FEED_SINCE = (
 # Everything below the oldest running transaction is history: a subscription starting here sees
 # only what commits from now on (no scan).
 FEED_HEAD = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
+
+# --- idempotent starts and commands ---------------------------------------------------------------
+# A read-then-insert lets two concurrent duplicates both through under READ COMMITTED. The INSERT's
+# ON CONFLICT waits for a concurrent insert of the same key to commit and then does nothing; the
+# existing row is then read by a NEW statement (this statement's snapshot predates that commit).
+INSERT_START_KEY = (
+    "INSERT INTO run_start_keys (idempotency_key, run_id, request_sha256, created_at) "
+    "VALUES (%(idempotency_key)s, %(run_id)s, %(request_sha256)s, %(created_at)s) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING run_id"
+)
+START_KEY = "SELECT run_id, request_sha256 FROM run_start_keys WHERE idempotency_key = %s"
+INSERT_COMMAND = (
+    "INSERT INTO commands (command_id, run_id, type, payload, ts, client_id, request_id) "
+    "VALUES (%(command_id)s, %(run_id)s, %(type)s, %(payload)s, %(ts)s, %(client_id)s, %(request_id)s) "
+    "ON CONFLICT (command_id) DO NOTHING RETURNING seq"
+)
+COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = %s"

@@ -327,3 +327,65 @@ def test_a_deadlock_victim_statement_is_retried(connect: Callable[..., psycopg.C
     assert deadlocks == deadlocks_before + 1
     assert setup.execute("SELECT status FROM runs WHERE run_id = 'c'").fetchone() == ("completed",)
     assert setup.execute("SELECT due_at IS NOT NULL FROM runs WHERE run_id = 'p'").fetchone() == (True,)
+
+
+# --- idempotent starts and commands ---------------------------------------------------------------
+
+
+def test_concurrent_duplicate_idempotency_keys_start_one_run(
+    connect: Callable[..., psycopg.Connection],
+) -> None:
+    from shared_store.postgres.idempotent import register_start_key
+
+    clients = [connect(autocommit=False) for _ in range(8)]
+    barrier = threading.Barrier(len(clients))
+
+    def start(conn: psycopg.Connection, i: int) -> Any:
+        barrier.wait(30)
+        keyed = register_start_key(conn, "key-1", f"run-{i}", "sha", NOW)
+        time.sleep(0.01)  # hold the key uncommitted a moment: duplicates wait on it
+        conn.commit()
+        return keyed
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        results = [f.result(timeout=120) for f in [pool.submit(start, c, i) for i, c in enumerate(clients)]]
+    assert sum(r.created for r in results) == 1
+    assert len({r.run_id for r in results}) == 1
+    assert connect().execute("SELECT count(*) FROM run_start_keys").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+def test_a_duplicate_waits_for_the_first_request_to_decide(
+    connect: Callable[..., psycopg.Connection], first_commits: bool
+) -> None:
+    from shared_store.postgres.idempotent import insert_command, register_start_key
+
+    first = connect(autocommit=False)
+    assert register_start_key(first, "k", "run-a", "sha-a", NOW).created
+    assert not insert_command(first, "cmd-1", "run-a", "pause", b"{}", NOW).duplicate
+    observer = connect()
+    second = connect()
+    pool = ThreadPoolExecutor(1)
+    answer = pool.submit(
+        lambda: (
+            register_start_key(second, "k", "run-b", "sha-b", NOW),
+            insert_command(second, "cmd-1", "run-b", "pause", b"{}", NOW),
+        )
+    )
+    pool.shutdown(wait=False)
+    _wait_until_blocked(observer, second.info.backend_pid)
+    if first_commits:
+        first.commit()
+    else:
+        first.rollback()
+    keyed, command = answer.result(timeout=60)
+    if first_commits:
+        assert (keyed.run_id, keyed.created, keyed.request_sha256, command.duplicate) == (
+            "run-a",
+            False,
+            "sha-a",
+            True,
+        )
+    else:
+        assert (keyed.run_id, keyed.created, command.duplicate) == ("run-b", True, False)
+    assert observer.execute("SELECT count(*) FROM commands").fetchone() == (1,)
