@@ -150,3 +150,32 @@ def test_schema_parity_with_sqlite(pg_db: PgDatabase, tmp_path: Path) -> None:
         assert p_columns[table] == s_columns[table], table
         assert p_keys.get(table, []) == s_keys[table], table
     assert p_indexes == s_indexes - SQLITE_ONLY_INDEXES
+
+
+def test_migrate_cli_with_a_db_url(pg_empty_db: PgDatabase) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    # The test server trusts every client; the password is there to check it is never printed.
+    url = pg_empty_db.url.replace("postgres@", "postgres:s3cret-pw@")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway_cli", "migrate", "--db-url", url, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            timeout=120,
+            check=False,
+        )
+
+    latest = len(known_pg_migrations())
+    first = cli()
+    assert first.returncode == 0 and "applied 0001" in first.stdout and f"{latest:04d}" in first.stdout
+    again = cli()
+    assert again.returncode == 0 and "up to date" in again.stdout
+    status = cli("--status")
+    assert status.returncode == 0 and f"schema version {latest}, latest known {latest}" in status.stdout
+    assert all("s3cret-pw" not in r.stdout + r.stderr for r in (first, again, status))
