@@ -22,6 +22,16 @@ TEMPLATE = "gw_template"
 _counter = itertools.count(1)
 
 
+def gateway_command() -> list[str]:
+    """`abstractgateway` as a subprocess command line from this tree (the CLI module may live in a
+    package, abstractgateway.cli, or at the top, gateway_cli)."""
+    import importlib.util
+    import sys
+
+    module = "abstractgateway.cli" if importlib.util.find_spec("abstractgateway") else "gateway_cli"
+    return [sys.executable, "-m", module]
+
+
 def require_postgres() -> None:
     """Skip (fail under CI) when no test server can be started here."""
     reason = unavailable_reason()

@@ -13,7 +13,7 @@ from shared_store import migrate as sqlite_migrate
 from shared_store.errors import MigrationError, SchemaTooNew
 from shared_store.migrate import known_migrations
 from shared_store.postgres.migrate import known_pg_migrations, migrate, schema_status
-from tests.pg.fixtures import PgDatabase
+from tests.pg.fixtures import PgDatabase, gateway_command
 
 # Columns only the PostgreSQL schema has, and why (anything else must match SQLite's exactly).
 PG_ONLY_COLUMNS = {
@@ -155,7 +155,6 @@ def test_schema_parity_with_sqlite(pg_db: PgDatabase, tmp_path: Path) -> None:
 def test_migrate_cli_with_a_db_url(pg_empty_db: PgDatabase) -> None:
     import os
     import subprocess
-    import sys
 
     repo = Path(__file__).resolve().parents[2]
     # The test server trusts every client; the password is there to check it is never printed.
@@ -163,7 +162,7 @@ def test_migrate_cli_with_a_db_url(pg_empty_db: PgDatabase) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "gateway_cli", "migrate", "--db-url", url, *args],
+            [*gateway_command(), "migrate", "--db-url", url, *args],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONPATH": str(repo)},

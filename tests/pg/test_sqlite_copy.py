@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from shared_store.postgres.sqlite_copy import copy_order
 from tests.api.conftest import TERMINAL, Gateway, make_gateway, start_runner, stop_process
 from tests.api.test_bundles import bundle_bytes, upload
-from tests.pg.fixtures import PgDatabase
+from tests.pg.fixtures import PgDatabase, gateway_command
 from tests.pg.test_migrations import PG_ONLY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def sqlite_gateway(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Pat
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "gateway_cli", "migrate", *args],
+        [*gateway_command(), "migrate", *args],
         capture_output=True,
         text=True,
         env=env,
