@@ -53,13 +53,15 @@ RENEW_LEASE = (
 LEASE_OF = "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id = %s"
 
 # --- ledger ---------------------------------------------------------------------------------------
+# Every statement that moves a run in the change feed (an append, a state save) sets both columns.
+FEED_MOVE = "feed_seq = nextval('runs_feed_seq'), feed_xid = pg_current_xact_id()"
 # The fence first: the UPDATE locks the run row (waiting for a takeover in progress, then re-checking
 # owner and epoch on what it committed), moves the feed and hands out the dense seq; the INSERT
 # writes nothing when the fence matched no row. The ledger_appended trigger then finds the run
 # already up to date and writes no second row version.
 _FENCE = (
-    "UPDATE runs SET ledger_len = ledger_len + 1, feed_seq = nextval('runs_feed_seq'), "
-    "feed_xid = pg_current_xact_id(), stalled_claims = 0 WHERE run_id = %(run_id)s AND {guard} "
+    f"UPDATE runs SET ledger_len = ledger_len + 1, {FEED_MOVE}, stalled_claims = 0 "
+    "WHERE run_id = %(run_id)s AND {guard} "
     "RETURNING run_id, ledger_len"
 )
 _APPEND_LEDGER = (
