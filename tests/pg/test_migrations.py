@@ -178,3 +178,22 @@ def test_migrate_cli_with_a_db_url(pg_empty_db: PgDatabase) -> None:
     status = cli("--status")
     assert status.returncode == 0 and f"schema version {latest}, latest known {latest}" in status.stdout
     assert all("s3cret-pw" not in r.stdout + r.stderr for r in (first, again, status))
+
+
+# SQLite triggers whose PostgreSQL twin has another name (one BEFORE trigger does both AFTER ones' work).
+TRIGGER_TWINS = {
+    "runs_claim_order_inserted": "runs_claim_order",
+    "runs_claim_order_updated": "runs_claim_order",
+}
+
+
+def test_every_sqlite_trigger_has_a_postgresql_twin(pg_db: PgDatabase, tmp_path: Path) -> None:
+    db = Database(tmp_path / "gateway.sqlite3")
+    try:
+        sqlite_migrate(db)
+        sqlite = {str(r[0]) for r in db.query("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    finally:
+        db.close()
+    with psycopg.connect(pg_db.dsn) as conn:
+        pg = {str(r[0]) for r in conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
+    assert {TRIGGER_TWINS.get(name, name) for name in sqlite} == pg
