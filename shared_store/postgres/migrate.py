@@ -31,7 +31,13 @@ def migrations_source() -> Traversable:
 
 
 def known_pg_migrations(source: Traversable | Path | None = None) -> list[Migration]:
-    return known_migrations(source or migrations_source())
+    folder = source or migrations_source()
+    if not folder.is_dir():
+        raise MigrationError(f"no PostgreSQL migrations shipped: {folder} is not a folder")
+    known = known_migrations(folder)
+    if not known:
+        raise MigrationError(f"no PostgreSQL migrations found in {folder}")
+    return known
 
 
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
