@@ -27,6 +27,14 @@ def migrations_source() -> Traversable:
     that knows the layout)."""
     from importlib import resources
 
+    from .. import migrate as sqlite_side
+
+    # The packaging change (migrations installed inside shared_store) gives the SQLite migrator a
+    # `shipped_migrations()` helper; until it lands, the top-level `migrations` package is the folder.
+    shipped = getattr(sqlite_side, "shipped_migrations", None)
+    if shipped is not None:
+        folder: Traversable = shipped()
+        return folder.joinpath("postgresql")
     return resources.files("migrations").joinpath("postgresql")
 
 
