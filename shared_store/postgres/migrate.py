@@ -25,9 +25,10 @@ MIGRATION_LOCK_KEY = 0x6777_6D69_6772_6174  # "gwmigrat"
 def migrations_source() -> Traversable:
     """Where the PostgreSQL migrations live: beside the SQLite ones, found the same way (the one place
     that knows the layout)."""
-    from importlib import resources
+    from importlib import import_module, resources
 
-    from .. import migrate as sqlite_side
+    # The module, not the package's `migrate` attribute (shared_store re-exports the function).
+    sqlite_side = import_module("..migrate", __package__)
 
     # The packaging change (migrations installed inside shared_store) gives the SQLite migrator a
     # `shipped_migrations()` helper; until it lands, the top-level `migrations` package is the folder.
