@@ -20,6 +20,8 @@ from tests.pg.server import PgServer, unavailable_reason
 
 TEMPLATE = "gw_template"
 _counter = itertools.count(1)
+# The session's clusters, for the timing line at the end of the run (tests/pg/conftest.py).
+CLUSTERS: list[PgCluster] = []
 
 
 def gateway_command() -> list[str]:
@@ -47,6 +49,14 @@ class PgCluster:
     server: PgServer
     template_seconds: float = 0.0
     clone_seconds: list[float] = field(default_factory=list)
+
+    def timings(self) -> str:
+        clones = sorted(self.clone_seconds)
+        median = f"{clones[len(clones) // 2] * 1000:.0f} ms" if clones else "-"
+        return (
+            f"PostgreSQL test server: started in {self.server.start_seconds:.2f} s, template migrated in "
+            f"{self.template_seconds:.2f} s, {len(clones)} databases cloned (median {median})"
+        )
 
     def create_db(self, name: str, template: str = TEMPLATE) -> str:
         import psycopg
@@ -91,6 +101,7 @@ def pg_cluster() -> Iterator[PgCluster]:
             conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
         migrate(server.dsn(TEMPLATE))
         cluster.template_seconds = time.monotonic() - began
+        CLUSTERS.append(cluster)
         yield cluster
     finally:
         server.stop()
