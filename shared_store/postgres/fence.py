@@ -46,3 +46,39 @@ def append_unleased(
     params = {"run_id": run_id, "record": record, "step_status": step_status, "idempotency_key": None}
     row = retrying(conn, lambda: conn.execute(s.APPEND_LEDGER_UNLEASED, params).fetchone())
     return None if row is None else int(row[0])
+
+
+def fire_schedule_fenced(
+    conn: psycopg.Connection,
+    run_id: str,
+    owner: str,
+    epoch: int,
+    *,
+    fire_at: float,
+    next_fire_at: float | None,
+    child_run_id: str,
+    workflow_id: str,
+    now: str,
+    session_id: str | None = None,
+) -> str | None:
+    """Fire the schedule of parent `run_id` at `fire_at` as its holder: advance it and enqueue the child
+    in one transaction; returns the child's id, None when that firing already happened. Raises
+    LeaseLost (nothing written) when `owner` at `epoch` no longer holds the parent."""
+    params = {
+        "run_id": run_id,
+        "owner": owner,
+        "epoch": epoch,
+        "fire_at": fire_at,
+        "next_fire_at": next_fire_at,
+        "child_run_id": child_run_id,
+        "workflow_id": workflow_id,
+        "session_id": session_id,
+        "now": now,
+    }
+    with conn.transaction():
+        if conn.execute(s.LOCK_HELD_RUN, params).fetchone() is None:
+            raise LeaseLost(run_id, owner, epoch)
+        if conn.execute(s.ADVANCE_SCHEDULE, params).fetchone() is None:
+            return None
+        conn.execute(s.ENQUEUE_CHILD, params)
+    return child_run_id

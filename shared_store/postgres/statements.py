@@ -107,3 +107,17 @@ INSERT_COMMAND = (
     "ON CONFLICT (command_id) DO NOTHING RETURNING seq"
 )
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = %s"
+
+# --- schedules ------------------------------------------------------------------------------------
+# A firing is fenced by the schedule's parent run (LOCK_HELD_RUN first, in the same transaction) and
+# guarded by the firing it advances from (next_fire_at = the fire time read): the same firing run
+# twice, by a stale holder or a duplicate, advances nothing and starts no second child.
+ADVANCE_SCHEDULE = (
+    "UPDATE schedules SET fired_count = fired_count + 1, last_fired_at = %(fire_at)s, "
+    "last_child_run_id = %(child_run_id)s, next_fire_at = %(next_fire_at)s, updated_at = %(now)s "
+    "WHERE run_id = %(run_id)s AND status = 'active' AND next_fire_at = %(fire_at)s RETURNING fired_count"
+)
+ENQUEUE_CHILD = (
+    "INSERT INTO runs (run_id, workflow_id, status, parent_run_id, session_id, created_at, updated_at, due_at) "
+    "VALUES (%(child_run_id)s, %(workflow_id)s, 'queued', %(run_id)s, %(session_id)s, %(now)s, %(now)s, gw_epoch())"
+)

@@ -389,3 +389,35 @@ def test_a_duplicate_waits_for_the_first_request_to_decide(
     else:
         assert (keyed.run_id, keyed.created, command.duplicate) == ("run-b", True, False)
     assert observer.execute("SELECT count(*) FROM commands").fetchone() == (1,)
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+
+def test_a_schedule_fires_once_across_a_takeover(connect: Callable[..., psycopg.Connection]) -> None:
+    from shared_store.postgres.fence import fire_schedule_fenced
+
+    connect().execute(
+        "INSERT INTO schedules (run_id, workflow_id, bundle_id, bundle_version, flow_id, input_data, "
+        "start_at, interval_s, next_fire_at, created_at, updated_at) "
+        "VALUES ('r1', 'b@1:f', 'b', '1', 'f', '{}', 100.0, 100.0, 100.0, %(t)s, %(t)s)",
+        {"t": NOW},
+    )
+
+    def fire(conn: psycopg.Connection, owner: str, epoch: int, child: str) -> str | None:
+        return fire_schedule_fenced(
+            conn, "r1", owner, epoch, fire_at=100.0, next_fire_at=200.0, child_run_id=child,
+            workflow_id="b@1:f", now=NOW,
+        )  # fmt: skip
+
+    future, takeover = _takeover_during(connect, lambda c: fire(c, "a", 1, "child-a"))
+    takeover.commit()
+    with pytest.raises(LeaseLost):
+        future.result(timeout=60)
+    conn = connect()
+    assert fire(conn, "b", 2, "child-b") == "child-b"
+    assert fire(conn, "b", 2, "child-again") is None, "the same firing twice starts nothing"
+    assert conn.execute("SELECT run_id FROM runs WHERE parent_run_id = 'r1'").fetchall() == [("child-b",)]
+    assert conn.execute("SELECT fired_count, next_fire_at, last_child_run_id FROM schedules").fetchall() == [
+        (1, 200.0, "child-b")
+    ]
