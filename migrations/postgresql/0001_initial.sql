@@ -78,13 +78,13 @@ CREATE INDEX ledger_idempotency ON ledger(run_id, idempotency_key, seq) WHERE id
 
 -- As on SQLite, whoever appends a record moves the run's ledger_len and feed position. The fenced
 -- append (shared_store/postgres/fence.py) already did both in its UPDATE of the run row, which it
--- locks first: then this finds nothing to change and writes no second row version.
+-- locks first: then ledger_len is not behind and this writes no second row version. (Nor does it when
+-- `migrate --from=sqlite`, resuming a cut-short copy, inserts records of a run copied already.)
 CREATE FUNCTION ledger_appended() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE runs SET ledger_len = NEW.seq, feed_seq = nextval('runs_feed_seq'),
         feed_xid = pg_current_xact_id()
-    WHERE run_id = NEW.run_id
-        AND (ledger_len <> NEW.seq OR feed_xid <> pg_current_xact_id());
+    WHERE run_id = NEW.run_id AND ledger_len < NEW.seq;
     RETURN NULL;
 END $$;
 CREATE TRIGGER ledger_appended AFTER INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION ledger_appended();

@@ -7,7 +7,6 @@ CREATE OR REPLACE FUNCTION ledger_appended() RETURNS trigger LANGUAGE plpgsql AS
 BEGIN
     UPDATE runs SET ledger_len = NEW.seq, feed_seq = nextval('runs_feed_seq'),
         feed_xid = pg_current_xact_id(), stalled_claims = 0
-    WHERE run_id = NEW.run_id
-        AND (ledger_len <> NEW.seq OR feed_xid <> pg_current_xact_id() OR stalled_claims <> 0);
+    WHERE run_id = NEW.run_id AND ledger_len < NEW.seq;
     RETURN NULL;
 END $$;

@@ -324,7 +324,8 @@ def test_a_deadlock_victim_statement_is_retried(connect: Callable[..., psycopg.C
             break
         setup.execute("SELECT pg_stat_clear_snapshot()")
         time.sleep(0.01)
-    assert deadlocks == deadlocks_before + 1
+    # At least one (the retry may lose the race for the child's row again, and be retried again).
+    assert deadlocks > deadlocks_before
     assert setup.execute("SELECT status FROM runs WHERE run_id = 'c'").fetchone() == ("completed",)
     assert setup.execute("SELECT due_at IS NOT NULL FROM runs WHERE run_id = 'p'").fetchone() == (True,)
 

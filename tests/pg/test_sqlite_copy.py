@@ -197,6 +197,17 @@ def test_copy_is_complete_exact_and_idempotent(sqlite_gateway: Path, pg_empty_db
     assert ": 0 rows inserted" in second.stdout
     assert _dump_pg(pg_empty_db.dsn, list(source), lambda t, c: True) == everything, "twice changed rows"
 
+    # A copy cut short (some rows of some tables missing) is completed by running it again.
+    with psycopg.connect(pg_empty_db.dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM ledger WHERE seq > 1")
+        conn.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs ORDER BY run_id LIMIT 5)")
+        conn.execute("DELETE FROM commands")
+    resumed = _cli("--from=sqlite", "--db", str(sqlite_gateway), "--db-url", pg_empty_db.url)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    completed = _dump_pg(pg_empty_db.dsn, list(source), lambda t, c: (t, c) not in PG_ONLY_COLUMNS)
+    for table, rows in source.items():
+        assert completed[table] == rows, f"{table} differs after completing a cut-short copy"
+
     with psycopg.connect(pg_empty_db.dsn) as conn:
         # Sequences moved past the copied values: the next command and feed position are new ones.
         largest_seq = max(r[0] for r in conn.execute("SELECT seq FROM commands"))
