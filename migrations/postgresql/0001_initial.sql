@@ -53,6 +53,15 @@ CREATE TABLE run_states (
     run_json    bytea,
     start_json  bytea
 );
+-- A runner saves the whole RunState every step: lz4 instead of the default pglz (measured, fsync on,
+-- a 59 KB state saved with a ledger append: 83 steps/s with pglz, which barely compressed it, 213/s
+-- with lz4, stored in 35 KB). A server built without lz4 keeps pglz rather than refusing the schema.
+DO $$ BEGIN
+    ALTER TABLE run_states ALTER COLUMN run_json SET COMPRESSION lz4,
+        ALTER COLUMN start_json SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 is not available on this server: run states stay pglz-compressed';
+END $$;
 
 CREATE INDEX runs_claimable ON runs(due_at) WHERE lease_owner IS NULL AND due_at IS NOT NULL;
 CREATE INDEX runs_leased ON runs(lease_expires_at) WHERE lease_owner IS NOT NULL;

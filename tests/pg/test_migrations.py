@@ -197,3 +197,12 @@ def test_every_sqlite_trigger_has_a_postgresql_twin(pg_db: PgDatabase, tmp_path:
     with psycopg.connect(pg_db.dsn) as conn:
         pg = {str(r[0]) for r in conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
     assert {TRIGGER_TWINS.get(name, name) for name in sqlite} == pg
+
+
+def test_run_states_are_lz4_compressed(pg_db: PgDatabase) -> None:
+    with psycopg.connect(pg_db.dsn) as conn:
+        rows = conn.execute(
+            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'run_states'::regclass "
+            "AND attname IN ('run_json', 'start_json') ORDER BY attname"
+        ).fetchall()
+    assert rows == [("run_json", "l"), ("start_json", "l")]
