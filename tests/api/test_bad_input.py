@@ -202,6 +202,9 @@ NOT_STORE_ERRORS = {
     # A cap on what a node writes, raised inside the runner's tick: the worker fails the run with it,
     # while a StoreError (the db failing, a lost lease) must propagate past the run. Never an API answer.
     "OutputTooLarge",
+    # A bad ABSTRACTGATEWAY_* value, refused when a process starts (exit 2 naming the variable): no
+    # request exists yet to answer.
+    "SettingsError",
 }
 
 
