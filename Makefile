@@ -37,9 +37,13 @@ run: install flows
 	ABSTRACTGATEWAY_AUTH_TOKEN="$$token" ABSTRACTGATEWAY_DATA_DIR="$(DATA_DIR)" \
 	ABSTRACTGATEWAY_FLOWS_DIR="$(FLOWS_DIR)" exec $(BIN)/abstractgateway serve --host $(HOST) --port $(PORT)
 
+# Style, then types ([tool.mypy]: strict for shared_store), then the import contracts between the API,
+# the runner and the store ([tool.importlinter]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -76,7 +76,7 @@ def _unb64(text: str) -> bytes:
 def load_secret(data_dir: Path, env: dict[str, str] | os._Environ[str] | None = None) -> bytes:
     """The signing secret: ABSTRACTGATEWAY_TOKEN_SECRET, else `data_dir/token_secret` (created 0600
     with 32 random bytes on first use; every API worker on the data dir reads the same one)."""
-    env = os.environ if env is None else env
+    env = {} if env is None else env  # the environment's secret arrives as ApiSettings.token_secret
     configured = env.get("ABSTRACTGATEWAY_TOKEN_SECRET", "").strip()
     if configured:
         if len(configured) < 32:

@@ -1,16 +1,22 @@
 """`abstractgateway serve`: the API under Hypercorn, plus one runner as a separate child process.
 
-Cheap to import (click only): gateway_cli loads it lazily. The schema is not migrated implicitly: a db
+Cheap to import (click only): abstractgateway.cli loads it lazily. The schema is not migrated implicitly: a db
 behind this code is refused with the command to run, unless `--migrate` is given.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+if TYPE_CHECKING:
+    from .settings import ApiSettings
+
+log = logging.getLogger("abstractgateway.serve")
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -25,27 +31,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 
+# Options left out fall back to the settings (ABSTRACTGATEWAY_*, api_service/settings.py).
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="ABSTRACTGATEWAY_HOST")
+@click.option("--host", help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen port (default 8080).")
+@click.option("--data-dir", help="Data directory (db and artifacts).")
+@click.option("--db", "db_file", help="SQLite file (default DATA_DIR/gateway.sqlite3).")
 @click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="ABSTRACTGATEWAY_PORT"
-)
-@click.option("--data-dir", envvar="ABSTRACTGATEWAY_DATA_DIR", help="Data directory (db and artifacts).")
-@click.option(
-    "--db",
-    "db_file",
-    envvar="ABSTRACTGATEWAY_DB_PATH",
-    help="SQLite file (default DATA_DIR/gateway.sqlite3).",
-)
-@click.option(
-    "--flows-dir",
-    envvar="ABSTRACTGATEWAY_FLOWS_DIR",
-    help="A .flow bundle, a VisualFlow .json, or a folder of them, imported at start.",
+    "--flows-dir", help="A .flow bundle, a VisualFlow .json, or a folder of them, imported at start."
 )
 @click.option("--no-runner", is_flag=True, help="Serve the API only; runners are started elsewhere.")
 @click.option("--migrate", "auto_migrate", is_flag=True, help="Apply pending schema migrations first.")
@@ -57,10 +55,7 @@ def _fail(message: str) -> None:
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    envvar="ABSTRACTGATEWAY_WORKERS",
-    help="API processes sharing the port (SO_REUSEPORT); the runner stays one separate process.",
+    help="API processes sharing the port (SO_REUSEPORT; default 1); the runner stays one separate process.",
 )
 @click.option(
     "--insecure-local-no-auth",
@@ -68,22 +63,33 @@ def _fail(message: str) -> None:
     help="Serve without a bearer token (loopback hosts only). Never use on a shared network.",
 )
 def serve(
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
     data_dir: str | None,
     db_file: str | None,
     flows_dir: str | None,
     no_runner: bool,
     auto_migrate: bool,
     reuse_port: bool,
-    workers: int,
+    workers: int | None,
     insecure_local_no_auth: bool,
 ) -> None:
     """Serve the HTTP API (and start one runner process unless --no-runner)."""
+    from .settings import ApiSettings, SettingsError
+
+    flags: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "flows_dir": Path(flows_dir) if flows_dir else None,
+    }
+    try:  # the environment is read here, once, and the settings passed down
+        settings = ApiSettings.from_env(**{k: v for k, v in flags.items() if v is not None})
+    except SettingsError as exc:
+        _fail(str(exc))
     owned_metrics_dir = _metrics_dir()
     try:
-        _serve(host, port, data_dir, db_file, flows_dir, no_runner, auto_migrate, reuse_port, workers,
-               insecure_local_no_auth)  # fmt: skip
+        _serve(settings, data_dir, db_file, no_runner, auto_migrate, reuse_port, insecure_local_no_auth)
     finally:
         if owned_metrics_dir is not None:
             import shutil
@@ -92,29 +98,18 @@ def serve(
 
 
 def _serve(
-    host: str,
-    port: int,
+    settings: ApiSettings,
     data_dir: str | None,
     db_file: str | None,
-    flows_dir: str | None,
     no_runner: bool,
     auto_migrate: bool,
     reuse_port: bool,
-    workers: int,
     insecure_local_no_auth: bool,
 ) -> None:
-    from .settings import ApiSettings, SettingsError
+    from shared_store.logs import configure_logging
 
-    try:
-        settings = ApiSettings.from_env(flows_dir=Path(flows_dir) if flows_dir else None)
-    except SettingsError as exc:
-        _fail(str(exc))
-    from shared_store.bundle_code import code_nodes_mode
-
-    try:
-        code_nodes_mode()  # a bad value is refused here, not on the first upload
-    except ValueError as exc:
-        _fail(str(exc))
+    configure_logging(settings.log_level)
+    host, port, workers = settings.host, settings.port, settings.workers
     if not settings.tokens:
         if not insecure_local_no_auth:
             _fail(
@@ -123,12 +118,12 @@ def _serve(
             )
         if not _is_loopback(host):
             _fail(f"--insecure-local-no-auth serves loopback hosts only, not {host!r}")
-        click.echo("WARNING: serving WITHOUT authentication (--insecure-local-no-auth)", err=True)
+        log.warning("serving WITHOUT authentication (--insecure-local-no-auth)")
 
     from .startup import ApiWorkerProcess, ChildProcess, RunnerProcess, open_store, raise_open_files_limit
 
     db, paths = open_store(
-        data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
+        settings, data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
     )
     raise_open_files_limit()
     if settings.audit_log is None:
@@ -179,15 +174,11 @@ def _run(
     db, settings, artifacts_dir: Path, host: str, port: int, runner, *, reuse_port: bool = False
 ) -> None:  # type: ignore[no-untyped-def]
     import asyncio
-    import logging
     import signal
 
     from . import metrics
     from .app import create_app
-    from .logs import configure_logging
     from .server import hypercorn_config, reuse_port_socket, serve_until
-
-    configure_logging()
 
     app = create_app(db, settings, artifacts_dir=artifacts_dir)
     sock = reuse_port_socket(host, port) if reuse_port else None
@@ -207,7 +198,7 @@ def _run(
             loop.add_signal_handler(sig, stop.set)
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
-        click.echo(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})", err=True)
+        log.info(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})")
         config = hypercorn_config(host, port, sock=sock, header_timeout_s=settings.header_timeout_s)
         # Hypercorn's own lines go through the root handler (JSON, with the request id), not its
         # extra stderr handler (which printed each line twice).

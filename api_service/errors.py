@@ -4,6 +4,10 @@
 408 body too slow, 409 conflict, 413 body over the cap, 422 invalid shape (names the field) or a body
 that is not JSON (the original's status, which its clients expect), 429 busy / locked out, 503 store
 unavailable.
+
+The store's errors carry a kind (shared_store/errors.py); STATUS_OF_KIND below is the one place a kind
+becomes an HTTP status, for every route: a route lets the store's error propagate, or, where it must
+word the detail itself, asks `status_of(exc)`.
 """
 
 from __future__ import annotations
@@ -17,19 +21,26 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared_store.bulk_ops import BulkConflict
-from shared_store.bundle_files import BundleError
-from shared_store.errors import StoreError
-from shared_store.flow_control import FlowControlError
-from shared_store.reruns import RerunRefused, UnknownRun
-from shared_store.run_filter import FilterInvalid
-from shared_store.schedules import ScheduleInvalid
-from shared_store.starts import IdempotencyConflict
-from shared_store.webhooks import StillPending
+from shared_store.errors import ErrorKind, StoreError
 
 log = logging.getLogger("abstractgateway.api")
 
 _encode = msgspec.json.encode
+
+# kind -> HTTP status, for every route. lease_lost never reaches a client today (only runners write
+# under a lease); were it to, the write lost a race with another writer: a conflict.
+STATUS_OF_KIND: dict[ErrorKind, int] = {
+    "not_found": 404,
+    "conflict": 409,
+    "invalid": 422,
+    "bad_value": 400,
+    "unavailable": 503,
+    "lease_lost": 409,
+}
+
+
+def status_of(exc: StoreError) -> int:
+    return STATUS_OF_KIND[exc.kind]
 
 
 class ApiError(Exception):
@@ -83,19 +94,14 @@ async def _body_timeout(_: Request, exc: Exception) -> Response:
     return error_body(408, str(exc), {"Connection": "close"})
 
 
-async def _classified(_: Request, exc: Exception) -> Response:
-    # The store's client-facing errors carry their status (UnknownBundle 404, BundleExists 409, ...).
-    return error_body(int(getattr(exc, "status", 400)), getattr(exc, "detail", None) or str(exc))
-
-
-async def _schedule_invalid(_: Request, exc: Exception) -> Response:
-    return error_body(422, str(exc))
-
-
 async def _store(_: Request, exc: Exception) -> Response:
-    # Busy, unavailable, damaged: the client may retry; a store error is never the client's fault.
+    assert isinstance(exc, StoreError)
+    status = status_of(exc)
+    if exc.kind != "unavailable":  # the client's request: its message says what to change
+        return error_body(status, str(exc))
+    # Busy, unavailable, damaged: the client may retry; it is not the client's fault.
     log.warning("store error: %s", exc)
-    return error_body(503, f"store unavailable: {exc}", {"Retry-After": "1"})
+    return error_body(status, f"store unavailable: {exc}", {"Retry-After": "1"})
 
 
 async def _internal(_: Request, exc: Exception) -> Response:
@@ -108,15 +114,6 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     BodyTooLarge: _too_large,
     BodyTimeout: _body_timeout,
-    BundleError: _classified,
-    IdempotencyConflict: _classified,
-    FilterInvalid: _classified,
-    BulkConflict: _classified,
-    RerunRefused: _classified,
-    UnknownRun: _classified,
-    StillPending: _classified,
-    FlowControlError: _classified,
-    ScheduleInvalid: _schedule_invalid,
     StoreError: _store,
     Exception: _internal,
 }

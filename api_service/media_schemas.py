@@ -1,132 +1,35 @@
 """msgspec Structs of the media, discovery and knowledge-graph routes (bodies, queries, responses).
 
-Bounds live here as msgspec `Meta`, so an absurd value (a width that is not a multiple of 8, 500 steps,
-20 images) is a 422 naming the field before anything is stored, and OpenAPI shows the same bounds.
-Bodies ignore unknown fields (thin clients may send more than this server uses); only the fields
-below reach the job's request.
+The request bodies are the shared rules of shared_store.contracts.media, which the runner applies to
+the stored job request too: an absurd value (a width that is not a multiple of 8, 500 steps, 20
+images) is a 422 naming the field and the bound before anything is stored, OpenAPI shows the same
+bounds, and what the API accepts the runner accepts. Only a body's declared fields reach the job.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
 
-Id = Annotated[str, Meta(min_length=1, max_length=256)]
-Name = Annotated[str, Meta(max_length=256)]  # provider, model, voice names
-Text = Annotated[str, Meta(max_length=100_000)]  # TTS text
-Prompt = Annotated[str, Meta(max_length=10_000)]
-Dimension = Annotated[int, Meta(ge=64, le=2048, multiple_of=8)]
-Steps = Annotated[int, Meta(ge=1, le=200)]
-Count = Annotated[int, Meta(ge=1, le=8)]
-Seed = Annotated[int, Meta(ge=0, le=2**63 - 1)]
-Guidance = Annotated[float, Meta(ge=0, le=50)]
-Strength = Annotated[float, Meta(gt=0, le=1)]
-Speed = Annotated[float, Meta(ge=0.25, le=4.0)]
-MusicDuration = Annotated[float, Meta(gt=0, le=300)]
-VideoDuration = Annotated[float, Meta(gt=0, le=60)]
-Fps = Annotated[int, Meta(ge=1, le=60)]
-Frames = Annotated[int, Meta(ge=1, le=1_000)]
-Language = Annotated[str, Meta(max_length=32)]
+from shared_store.contracts.media import (
+    ArtifactInput,
+    ImageEditRequest,
+    ImageGenerateRequest,
+    KgQueryRequest,
+    MusicGenerateRequest,
+    TranscribeRequest,
+    TtsRequest,
+    VideoFromImageRequest,
+    VideoGenerateRequest,
+)
+
 WaitS = Annotated[float, Meta(ge=0, le=300)]
-
-
-class ArtifactInput(Struct):
-    """An input artifact: `{"$artifact": id}` (other keys of a ref returned earlier are ignored)."""
-
-    artifact_id: Id = msgspec.field(name="$artifact")
 
 
 class MediaWaitQuery(Struct, forbid_unknown_fields=True):
     wait_s: WaitS = 60.0  # how long the request waits for the job before answering 202 (pending)
-
-
-# --- media requests -----------------------------------------------------------------------------------
-class TtsRequest(Struct):
-    text: Text
-    provider: Name | None = None
-    voice: Name | None = None
-    model: Name | None = None
-    format: Literal["wav", "mp3"] = "wav"
-    speed: Speed | None = None
-    request_id: Id | None = None
-
-
-class TranscribeRequest(Struct):
-    audio_artifact: ArtifactInput
-    language: Language | None = None
-    provider: Name | None = None
-    model: Name | None = None
-    prompt: Prompt | None = None
-    request_id: Id | None = None
-
-
-class _ImageOptions(Struct, kw_only=True):
-    """What image generation and editing share."""
-
-    image_provider: Name | None = None
-    image_model: Name | None = None
-    width: Dimension | None = None
-    height: Dimension | None = None
-    steps: Steps | None = None
-    seed: Seed | None = None
-    count: Count | None = None
-    negative_prompt: Prompt | None = None
-    guidance_scale: Guidance | None = None
-    format: Literal["png", "jpeg", "webp"] = "png"
-    request_id: Id | None = None
-
-
-class ImageGenerateRequest(_ImageOptions, kw_only=True):
-    prompt: Prompt
-
-
-class ImageEditRequest(_ImageOptions, kw_only=True):
-    prompt: Prompt
-    image_artifact: ArtifactInput  # the source image
-    mask_artifact: ArtifactInput | None = None
-    strength: Strength | None = None
-
-
-class _VideoOptions(Struct, kw_only=True):
-    """What both video routes share."""
-
-    video_provider: Name | None = None
-    video_model: Name | None = None
-    width: Dimension | None = None
-    height: Dimension | None = None
-    steps: Steps | None = None
-    seed: Seed | None = None
-    negative_prompt: Prompt | None = None
-    guidance_scale: Guidance | None = None
-    duration_s: VideoDuration | None = None
-    fps: Fps | None = None
-    num_frames: Frames | None = None
-    format: Literal["mp4", "gif"] = "mp4"
-    request_id: Id | None = None
-
-
-class VideoGenerateRequest(_VideoOptions, kw_only=True):
-    prompt: Prompt
-
-
-class VideoFromImageRequest(_VideoOptions, kw_only=True):
-    image_artifact: ArtifactInput  # the first frame
-    prompt: Prompt | None = None  # optional: image-to-video models may take none
-
-
-class MusicGenerateRequest(Struct):
-    prompt: Prompt
-    music_provider: Name | None = None
-    music_model: Name | None = None
-    duration_s: MusicDuration | None = None
-    steps: Steps | None = None
-    seed: Seed | None = None
-    negative_prompt: Prompt | None = None
-    guidance_scale: Guidance | None = None
-    format: Literal["wav", "mp3"] = "wav"
-    request_id: Id | None = None
 
 
 # --- media responses ----------------------------------------------------------------------------------
@@ -188,20 +91,6 @@ class CatalogResponse(Struct):
 
 
 # --- knowledge graph ----------------------------------------------------------------------------------
-class KgQueryRequest(Struct):
-    scope: Literal["run", "session", "global", "all"] = "all"
-    run_id: Id | None = None  # needed for scope=run; the query job becomes a child of this run
-    session_id: Id | None = None  # needed for scope=session
-    subject: Prompt | None = None
-    predicate: Prompt | None = None
-    object: Prompt | None = None
-    query_text: Prompt | None = None  # semantic search (the runner's embedder)
-    min_score: Annotated[float, Meta(ge=-1.0, le=1.0)] | None = None
-    limit: Annotated[int, Meta(ge=1, le=10_000)] = 500
-    order: Literal["asc", "desc"] = "desc"
-    request_id: Id | None = None
-
-
 class KgTriple(Struct):
     subject: str
     predicate: str
@@ -222,3 +111,16 @@ class KgQueryResponse(Struct, omit_defaults=True):
     supported: bool = True
     code: str | None = None
     error: str | None = None
+
+
+__all__ = [
+    "ArtifactInput",
+    "ImageEditRequest",
+    "ImageGenerateRequest",
+    "KgQueryRequest",
+    "MusicGenerateRequest",
+    "TranscribeRequest",
+    "TtsRequest",
+    "VideoFromImageRequest",
+    "VideoGenerateRequest",
+]

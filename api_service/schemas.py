@@ -433,56 +433,17 @@ class CommandResponse(Struct):
     seq: int
 
 
+CommandState = Literal["pending", "applied", "rejected"]
+
+
 class CommandStatus(Struct):
     command_id: str
     seq: int
     run_id: str
     type: str
-    status: Literal["pending", "applied", "rejected"]
+    status: CommandState
     error: str | None
     applied_at: str | None
-
-
-# Per-type payloads: validated so a typo fails at request time, not later in the runner. Unknown
-# keys are kept (the runner may understand more than this API version).
-class PausePayload(Struct):
-    reason: str | None = None
-
-
-class ResumePayload(Struct):
-    wait_key: str | None = None
-    payload: dict[str, Any] | None = None
-
-
-class CancelPayload(Struct):
-    reason: str | None = None
-
-
-class EmitEventPayload(Struct):
-    name: Annotated[str, Meta(min_length=1)]
-    payload: Any = None
-    scope: Literal["session", "run", "workflow", "global"] | None = None
-    session_id: str | None = None
-
-
-class UpdateSchedulePayload(Struct):
-    interval: str | None = None
-    cron: str | None = None
-    timezone: str | None = None
-    repeat_count: Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)] | None = None
-    repeat_until: str | None = None
-    catch_up: Literal["skip", "one", "all"] | None = None
-    overlap: Literal["skip", "allow"] | None = None
-
-
-COMMAND_PAYLOADS: dict[str, type[Struct] | None] = {
-    "pause": PausePayload,
-    "resume": ResumePayload,
-    "cancel": CancelPayload,
-    "emit_event": EmitEventPayload,
-    "update_schedule": UpdateSchedulePayload,
-    "compact_memory": None,
-}
 
 
 # --- ledger -------------------------------------------------------------------------------------------

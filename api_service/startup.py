@@ -15,11 +15,13 @@ from shared_store import Database, StorePaths
 from shared_store.bundles import import_flows_dir
 from shared_store.errors import StoreError
 from shared_store.migrate import create_schema_if_new, migrate, require_current
+from shared_store.settings import SharedSettings
 
 log = logging.getLogger("abstractgateway.serve")
 
 
 def open_store(
+    settings: SharedSettings,
     data_dir: str | None,
     db_file: str | None,
     *,
@@ -29,7 +31,8 @@ def open_store(
 ) -> tuple[Database, StorePaths]:
     """Open the db (a new one gets the whole schema), migrate it if asked, refuse a schema this code
     does not match, import flows."""
-    paths = StorePaths.from_env(data_dir)
+    paths = StorePaths.from_settings(settings, data_dir)
+    db_file = db_file or (str(settings.db_path) if settings.db_path else None)
     if db_file:
         db_path = Path(db_file).expanduser()
         # As the runner does for --db: artifacts live beside the db file.
@@ -51,7 +54,7 @@ def open_store(
         fail(f"{exc} (or start serve with --migrate)" if "migrate" in str(exc) else str(exc))
     if flows_dir is not None:
         for problem in import_flows_dir(db, flows_dir):
-            print(f"warning: flows dir: {problem}", file=sys.stderr)
+            log.warning("flows dir: %s", problem)
     return db, paths
 
 
@@ -120,7 +123,7 @@ class RunnerProcess(ChildProcess):
     def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
         # A short idle poll: a command reaches the run within ~10 ms (resume -> done), for one
         # index probe per poll while idle.
-        args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
+        args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.01"]
         if flows_dir is not None:
             args += ["--flows-dir", str(flows_dir)]
         super().__init__(args, stop_timeout_s=stop_timeout_s)
@@ -132,7 +135,7 @@ class ApiWorkerProcess(ChildProcess):
     name = "api worker"
 
     def __init__(self, host: str, port: int, db_path: Path, *, insecure: bool) -> None:
-        args = [sys.executable, "-m", "gateway_cli", "serve", "--host", host, "--port", str(port)]
+        args = [sys.executable, "-m", "abstractgateway", "serve", "--host", host, "--port", str(port)]
         args += ["--db", str(db_path), "--no-runner", "--reuse-port", "--workers", "1"]
         if insecure:
             args.append("--insecure-local-no-auth")

@@ -108,13 +108,13 @@ class OneTransaction:
 
 
 class RunnerProcess:
-    """`python -m gateway_cli runner` as a child process; its JSON log lines go to a file."""
+    """`python -m abstractgateway runner` as a child process; its JSON log lines go to a file."""
 
     def __init__(self, db_path: Path, log_path: Path, runner_id: str, env: dict[str, str]) -> None:
         self.runner_id = runner_id
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path)]
+        command = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path)]
         command += ["--runner-id", runner_id, "--poll-s", str(POLL_S)]
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=self._log)
 

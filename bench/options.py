@@ -12,7 +12,7 @@ def default_flows_dir() -> Path:
     env = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
     if env:
         return Path(env)
-    from sample_flows import ensure_built
+    from abstractgateway.sample_flows import ensure_built
 
     return ensure_built()
 

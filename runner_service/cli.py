@@ -10,21 +10,11 @@ import click
 
 
 @click.command()
-@click.option("--data-dir", envvar="ABSTRACTGATEWAY_DATA_DIR", help="Data directory (db and artifacts).")
-@click.option(
-    "--db",
-    "db_file",
-    envvar="ABSTRACTGATEWAY_DB_PATH",
-    help="SQLite file (default DATA_DIR/gateway.sqlite3).",
-)
-@click.option(
-    "--flows-dir",
-    envvar="ABSTRACTGATEWAY_FLOWS_DIR",
-    help="A .flow bundle, a VisualFlow .json, or a folder of them, to load.",
-)
-@click.option(
-    "--runner-id", envvar="ABSTRACTGATEWAY_RUNNER_ID", help="Lease owner id (default host-pid-random)."
-)
+# Options left out fall back to the settings (ABSTRACTGATEWAY_*, runner_service/settings.py).
+@click.option("--data-dir", help="Data directory (db and artifacts).")
+@click.option("--db", "db_file", help="SQLite file (default DATA_DIR/gateway.sqlite3).")
+@click.option("--flows-dir", help="A .flow bundle, a VisualFlow .json, or a folder of them, to load.")
+@click.option("--runner-id", help="Lease owner id (default host-pid-random).")
 @click.option(
     "--lease-s", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Lease length."
 )
@@ -36,7 +26,6 @@ import click
 )
 @click.option(
     "--retention-days",
-    envvar="ABSTRACTGATEWAY_RETENTION_DAYS",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Delete finished runs (ledgers, commands, child runs, artifacts) this long after they ended.",
@@ -65,32 +54,33 @@ def runner(
 
     # A runner started by `serve` inherits the API's multiprocess metrics directory: its own metrics
     # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
+    # (PROMETHEUS_MULTIPROC_DIR is prometheus_client's variable, not a setting of ours.)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared_store import Database, StoreError, StorePaths, require_current
     from shared_store.artifact_store import SqliteArtifactStore
     from shared_store.capability_defaults import default_for
     from shared_store.flow_control import FlowControlError, parse_labels
-    from shared_store.limits import max_output_bytes
+    from shared_store.logs import configure_logging
     from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
 
+    from . import settings as runner_settings
     from .daemon import Runner, RunnerSettings
     from .llm import LLMHandlers, LLMSettings, llm_effect_handlers
-    from .logs import configure_logging
 
-    configure_logging()
-    from .sandbox import SandboxSettings
-
-    try:
-        runner_labels = parse_labels(
-            [*parse_labels(os.environ.get("ABSTRACTGATEWAY_RUNNER_LABELS")), *labels]
-        )
-        SandboxSettings.from_env()
-        max_output_bytes()  # a malformed cap stops the runner here, with the reason
-    except (FlowControlError, ValueError) as exc:
+    try:  # the environment is read here, once: a bad value stops the runner with the reason
+        # --data-dir wins for everything under it (kg, prompt caches), not only the db.
+        given = {"data_dir": Path(data_dir).expanduser()} if data_dir else {}
+        config = runner_settings.RunnerConfig.from_env(None, **given)
+        runner_labels = parse_labels([*config.runner_labels, *labels])
+    except (FlowControlError, runner_settings.SettingsError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    paths = StorePaths.from_env(data_dir)
+    runner_settings.install(config)
+    configure_logging(config.log_level)
+    paths = StorePaths.from_settings(config, data_dir)
+    db_file = db_file or (str(config.db_path) if config.db_path else None)
+    flows_dir = flows_dir or (str(config.flows_dir) if config.flows_dir else None)
     db_path = Path(db_file) if db_file else paths.db_path
     try:
         db = Database(db_path)
@@ -113,12 +103,13 @@ def runner(
         lease_s=lease_s,
         poll_s=poll_s,
         workers=workers,
-        retention_days=retention_days,
+        retention_days=retention_days if retention_days is not None else config.retention_days,
         labels=runner_labels,
+        tick_timeout_s=config.tick_timeout_s,
     )
-    if runner_id:
-        settings.runner_id = runner_id
-    llm = LLMSettings.from_env()
+    if runner_id or config.runner_id:
+        settings.runner_id = runner_id or str(config.runner_id)
+    llm = LLMSettings.from_config(config)
 
     def handlers(artifacts: SqliteArtifactStore) -> LLMHandlers:
         # The output.text default is read from the db on every call: a change reaches running runners.

@@ -20,6 +20,7 @@ from abstractruntime.core.runtime import Runtime
 from shared_store import Database
 from shared_store import queries as q
 from shared_store.codec import encode, utc_now_iso
+from shared_store.contracts import check_command_payload
 from shared_store.inbox import Command
 from shared_store.leases import LeaseHolder
 from shared_store.run_store import SqliteRunStore
@@ -116,6 +117,7 @@ def _apply(ctx: CommandContext, command: Command) -> None:
 
     payload = command.payload
     kind = command.type
+    check_command_payload(kind, payload, refuse=Rejected)  # the rule the API applied (shared_store.contracts)
     scheduled = get_schedule(ctx.db, command.run_id) is not None
     if kind == "pause":
         ctx.runtime.pause_run(command.run_id, reason=_text(payload.get("reason")))

@@ -27,6 +27,7 @@ from shared_store.limits import max_output_bytes
 from shared_store.retention import Retention
 from shared_store.runners import register_runner, runner_heartbeat, runner_stopped
 
+from . import settings as runner_settings
 from .bundle_host import BundleHost
 from .events import dispatch_pending_events
 from .maintenance import Maintenance
@@ -61,9 +62,7 @@ class RunnerSettings:
     # A worker busy with one run longer than this stops the runner (exit 70; `serve` restarts it):
     # a thread cannot be killed, and a stalled tick would otherwise hold its run and worker forever.
     # Code nodes are bounded by the sandbox's own timeout well before this. 0: no watchdog.
-    tick_timeout_s: float = field(
-        default_factory=lambda: float(os.environ.get("ABSTRACTGATEWAY_TICK_TIMEOUT_S", "900"))
-    )
+    tick_timeout_s: float = field(default_factory=lambda: runner_settings.current().tick_timeout_s)
 
 
 class Runner:
@@ -216,7 +215,7 @@ class Runner:
 
     def _guard_loop(self) -> None:
         """Once a second, no db access: a stalled tick stops the runner; so does losing `serve`."""
-        parent = os.environ.get("ABSTRACTGATEWAY_SUPERVISOR_PID")
+        parent = runner_settings.current().supervisor_pid
         while not self.stopping.wait(1.0):
             self._watchdog()
             if parent and os.getppid() != int(parent):  # `serve` is gone (PDEATHSIG is the fast path)

@@ -21,6 +21,7 @@ from abstractruntime.core.runtime import EffectOutcome
 from shared_store import Database
 from shared_store import queries as q
 from shared_store.codec import encode, utc_now_iso
+from shared_store.contracts import check_command_payload
 from shared_store.inbox import Command, command_from_row
 
 EVENT_SCOPES = ("session", "run", "workflow", "global")
@@ -97,6 +98,7 @@ def deliver(
 
 def _client_event(conn: apsw.Connection, command: Command) -> tuple[EventTarget, dict[str, Any]]:
     payload = command.payload
+    check_command_payload("emit_event", payload, refuse=BadEvent)  # the API's rule (shared_store.contracts)
     name = payload.get("name")
     if not isinstance(name, str) or not name.strip():
         raise BadEvent("emit_event needs payload.name (the event name)")

@@ -19,12 +19,12 @@ prompt caches, so every worker's client and the prompt-cache control jobs
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .settings import RunnerConfig, current
 
 if TYPE_CHECKING:
     from abstractruntime.core.models import Effect, RunState
@@ -64,11 +64,13 @@ class LLMSettings:
     api_key: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> LLMSettings:
-        def get(name: str) -> str | None:
-            return environ.get(name, "").strip() or None
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMSettings:
+        """The runner's (runner_service/settings.py), or those `environ` would give."""
+        return cls.from_config(current() if environ is None else RunnerConfig.from_env(environ))
 
-        return cls(get(ENV_PROVIDER), get(ENV_MODEL), get(ENV_BASE_URL), get(ENV_API_KEY))
+    @classmethod
+    def from_config(cls, config: RunnerConfig) -> LLMSettings:
+        return cls(config.provider, config.model, config.base_url, config.api_key)
 
     @property
     def configured(self) -> bool:
@@ -109,7 +111,7 @@ def shared_provider(settings: LLMSettings, **kwargs: Any) -> Any:
 
 def prompt_cache_export_dir() -> str:
     """Where saved prompt caches go: DATA_DIR/prompt_cache (the runner's data dir)."""
-    return str(Path(os.environ.get("ABSTRACTGATEWAY_DATA_DIR", "").strip() or "data") / "prompt_cache")
+    return str(current().data_dir / "prompt_cache")
 
 
 def make_client(settings: LLMSettings, artifact_store: Any = None) -> Any:
@@ -168,11 +170,11 @@ class _RoutedLLMCall:
         default = self._defaults() if self._defaults is not None else None
         pinned = str(payload.get("provider") or "").strip().lower()
         if pinned:
-            same = default is not None and default.provider == pinned
-            model = str(payload.get("model") or "").strip() or (default.model if same else None)
-            base_url = default.base_url if same else None
+            same = default if default is not None and default.provider == pinned else None
+            model = str(payload.get("model") or "").strip() or (same.model if same else None)
+            base_url = same.base_url if same else None
             api_key = forced.api_key if same else None
-            return (pinned, model or "", base_url, api_key), dict(default.options) if same else {}, "flow"
+            return (pinned, model or "", base_url, api_key), dict(same.options) if same else {}, "flow"
         if default is not None:
             target = (default.provider, default.model or "", default.base_url, forced.api_key)
             return target, dict(default.options), f"capability default {TEXT_ROUTE}"
@@ -203,7 +205,8 @@ class _RoutedLLMCall:
         if options:
             # The default's options are call parameters (temperature, max_tokens, guided_json, ...);
             # those the flow sets win.
-            params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
+            given = payload.get("params")
+            params: dict[str, Any] = given if isinstance(given, dict) else {}
             payload["params"] = {**options, **params}
             effect = dataclasses.replace(effect, payload=payload)
         return handler(run, effect, default_next_node)
@@ -232,7 +235,7 @@ def release_provider(settings: LLMSettings) -> None:
     """Forget this process's provider for `settings` and close its HTTP connections (runner stop)."""
     with _providers_lock:
         provider = _providers.pop((str(settings.provider), str(settings.model), settings.base_url), None)
-    http = getattr(provider, "client", None)  # the provider's httpx.Client
+    http: Any = getattr(provider, "client", None)  # the provider's httpx.Client
     if callable(getattr(http, "close", None)):
         http.close()
 

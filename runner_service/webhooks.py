@@ -17,7 +17,6 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import os
 import random
 import socket
 import time
@@ -31,6 +30,8 @@ from shared_store import Database
 from shared_store.codec import encode
 from shared_store.run_views import run_view
 from shared_store.webhooks import Claimed, claim_due, get_webhook, keep_body, record_attempt, start_secret
+
+from . import settings as runner_settings
 
 log = structlog.get_logger("runner")
 
@@ -51,14 +52,8 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
-        networks = os.environ.get("ABSTRACTGATEWAY_WEBHOOK_ALLOW_NETWORKS", "")
-        return cls(
-            allow_networks=tuple(
-                ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip()
-            ),
-            retry_base_s=float(os.environ.get("ABSTRACTGATEWAY_WEBHOOK_RETRY_BASE_S", "5")),
-            timeout_s=float(os.environ.get("ABSTRACTGATEWAY_WEBHOOK_TIMEOUT_S", "5")),
-        )
+        config = runner_settings.current()  # the runner's settings (runner_service/settings.py)
+        return cls(config.webhook_allow_networks, config.webhook_retry_base_s, config.webhook_timeout_s)
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

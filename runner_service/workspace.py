@@ -63,4 +63,4 @@ def _confined_scope(cls: type, input_data: dict[str, Any], **_: Any) -> Any:
 def install() -> None:
     """Make every workspace scope in this process the current run's own folder (idempotent)."""
     scope = workspace_scoped_tools.WorkspaceScope
-    scope.from_input_data = classmethod(_confined_scope)  # type: ignore[method-assign,assignment]
+    scope.from_input_data = classmethod(_confined_scope)

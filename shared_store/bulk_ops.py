@@ -18,6 +18,7 @@ from typing import Any
 from . import queries as q
 from .codec import decode, encode, utc_now_iso
 from .db import Database
+from .errors import Conflict
 from .run_filter import RunFilter
 from .run_list import page_sql
 
@@ -50,10 +51,8 @@ BULK_OUTCOMES = (
 )
 
 
-class BulkConflict(ValueError):
+class BulkConflict(Conflict):
     """The bulk_id was used for a different operation."""
-
-    status = 409
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ scan finds: `code` nodes, `function` nodes given a `code` body, and flow-level `
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from .settings import SharedSettings, read_one
 
 CODE_NODES_ENV = "ABSTRACTGATEWAY_CODE_NODES"
 CODE_NODE_MODES = ("sandbox", "off")
@@ -16,14 +17,16 @@ CODE_NODE_MODES = ("sandbox", "off")
 
 def code_nodes_mode() -> str:
     """'sandbox' (the default: code runs in the runner's sandbox) or 'off' (no code at all)."""
-    mode = os.environ.get(CODE_NODES_ENV, "sandbox").strip().lower() or "sandbox"
-    if mode not in CODE_NODE_MODES:
-        raise ValueError(f"{CODE_NODES_ENV} must be one of {', '.join(CODE_NODE_MODES)}, not {mode!r}")
+    mode: str = read_one(SharedSettings, "code_nodes")  # SettingsError (a ValueError) when bad
     return mode
 
 
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _node_type(node: dict[str, Any]) -> str:
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    data = _dict(node.get("data"))
     return str(node.get("type") or data.get("nodeType") or "")
 
 
@@ -37,7 +40,7 @@ def code_locations(flow_id: str, document: dict[str, Any]) -> list[str]:
     for node in nodes if isinstance(nodes, list) else []:
         if not isinstance(node, dict):
             continue
-        data = node.get("data") if isinstance(node.get("data"), dict) else {}
+        data = _dict(node.get("data"))
         kind = _node_type(node)
         if kind == "code" or (kind == "function" and "code" in data):
             found.append(f"flow {flow_id}: {kind} node {node.get('id')!r}")

@@ -5,13 +5,20 @@ API-safe (no abstractruntime): the API lists and resolves from here; runners com
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import queries as q
-from .bundle_files import BundleError, BundleInvalid, read_bundle, read_manifest, version_key
+from .bundle_files import (
+    BundleError,
+    BundleInvalid,
+    ParsedBundle,
+    parse_bundle,
+    read_bundle,
+    read_manifest,
+    version_key,
+)
 from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .visualflow_files import visualflow_bundles
@@ -23,6 +30,7 @@ __all__ = [
     "BundleInfo",
     "BundleInvalid",
     "FlowDeprecated",
+    "ParsedBundle",
     "ResolvedWorkflow",
     "UnknownBundle",
     "UnknownFlow",
@@ -34,6 +42,7 @@ __all__ = [
     "get_bundle",
     "import_flows_dir",
     "list_bundles",
+    "parse_bundle",
     "put_bundle",
     "read_manifest",
     "record_check",
@@ -43,23 +52,23 @@ __all__ = [
 
 
 class BundleExists(BundleError):
-    status = 409
+    kind = "conflict"
 
 
 class UnknownBundle(BundleError):
-    status = 404
+    kind = "not_found"
 
 
 class UnknownFlow(BundleError):
-    status = 404
+    kind = "not_found"
 
 
 class BundleConflict(BundleError):
-    status = 400
+    pass
 
 
 class FlowDeprecated(BundleError):
-    status = 409
+    kind = "conflict"
 
 
 @dataclass(frozen=True)
@@ -143,23 +152,27 @@ class BundleInfo:
         }
 
 
-def _row_params(data: bytes, manifest: dict[str, Any], source: str) -> dict[str, Any]:
+def _row_params(bundle: ParsedBundle, source: str) -> dict[str, Any]:
     return {
-        "bundle_id": manifest["bundle_id"],
-        "bundle_version": manifest["bundle_version"],
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-        "content": data,
-        "manifest": encode(manifest),
+        "bundle_id": bundle.bundle_id,
+        "bundle_version": bundle.bundle_version,
+        "sha256": bundle.sha256,
+        "size_bytes": len(bundle.data),
+        "content": bundle.data,
+        "manifest": encode(bundle.manifest),
         "source": source,
         "created_at": utc_now_iso(),
     }
 
 
-def put_bundle(db: Database, data: bytes, *, overwrite: bool = False, source: str = "upload") -> BundleInfo:
-    """Store a validated bundle; an existing id@version is kept (BundleExists) unless overwrite."""
-    manifest = read_manifest(data)
-    params = _row_params(data, manifest, source)
+def put_bundle(
+    db: Database, bundle: ParsedBundle | bytes, *, overwrite: bool = False, source: str = "upload"
+) -> BundleInfo:
+    """Store a bundle (parsed already, or zip bytes parsed here); an existing id@version is kept
+    (BundleExists) unless overwrite. A ParsedBundle is stored as it is: no zip is opened here, so a
+    caller inside the writer's transaction pays only for the insert."""
+    parsed = bundle if isinstance(bundle, ParsedBundle) else parse_bundle(bundle)
+    params = _row_params(parsed, source)
     with db.write() as conn:
         conn.execute(q.REPLACE_BUNDLE if overwrite else q.INSERT_BUNDLE, params)
         if conn.changes() == 0:
@@ -196,23 +209,23 @@ def import_flows_dir(db: Database, path: str | Path) -> list[str]:
     seen: dict[tuple[str, str], str] = {}
     for file, data in loaded:
         try:
-            manifest = read_manifest(data)
+            parsed = parse_bundle(data)
         except BundleError as exc:
             problems.append(f"{file.name}: {exc}")
             continue
-        ref = (manifest["bundle_id"], manifest["bundle_version"])
+        ref = (parsed.bundle_id, parsed.bundle_version)
         if ref in seen:
             problems.append(f"{file.name}: {ref[0]}@{ref[1]} is also {seen[ref]}; kept that one")
             continue
         seen[ref] = file.name
-        problem = _import_one(db, data, manifest)
+        problem = _import_one(db, parsed)
         if problem:
             problems.append(f"{file.name}: {problem}")
     return problems
 
 
-def _import_one(db: Database, data: bytes, manifest: dict[str, Any]) -> str | None:
-    params = _row_params(data, manifest, "flows_dir")
+def _import_one(db: Database, bundle: ParsedBundle) -> str | None:
+    params = _row_params(bundle, "flows_dir")
     with db.write() as conn:
         existing = conn.execute(q.BUNDLE_SOURCE, (params["bundle_id"], params["bundle_version"])).fetchone()
         if existing is None:
@@ -398,7 +411,9 @@ def resolve_workflow(
     if flow_id in info.deprecated_flows:
         reason = info.deprecated_flows[flow_id] or "no reason given"
         raise FlowDeprecated(f"flow '{flow_id}' of bundle '{bundle_id}' is deprecated: {reason}")
-    entry = next((e for e in info.manifest.get("entrypoints", []) if e.get("flow_id") == flow_id), {})
+    entry: dict[str, Any] = next(
+        (e for e in info.manifest.get("entrypoints", []) if e.get("flow_id") == flow_id), {}
+    )
     name = str(entry.get("name") or flow_id)
     return ResolvedWorkflow(
         f"{info.bundle_ref}:{flow_id}", info.bundle_id, info.bundle_version, flow_id, name
@@ -432,9 +447,8 @@ def shadowed_flow_files(db: Database, path: str | Path) -> list[str]:
             key = (str(file), stat.st_mtime_ns, stat.st_size)
             ids = _FLOW_FILE_IDS.get(key)
             if ids is None:
-                data = file.read_bytes()
-                manifest = read_manifest(data)
-                ids = (manifest["bundle_id"], manifest["bundle_version"], hashlib.sha256(data).hexdigest())
+                parsed = parse_bundle(file.read_bytes())
+                ids = (parsed.bundle_id, parsed.bundle_version, parsed.sha256)
                 if len(_FLOW_FILE_IDS) > 10_000:
                     _FLOW_FILE_IDS.clear()
                 _FLOW_FILE_IDS[key] = ids

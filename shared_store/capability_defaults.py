@@ -16,6 +16,7 @@ from typing import Any
 from . import queries as q
 from .codec import decode, encode, utc_now_iso
 from .db import Database
+from .errors import Invalid
 
 __all__ = [
     "ALIASES",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class UnknownRoute(ValueError):
+class UnknownRoute(Invalid):
     """A route or provider this gateway does not have; the message lists the valid ones."""
 
 

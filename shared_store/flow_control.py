@@ -27,6 +27,7 @@ import apsw
 from . import queries as q
 from .codec import decode, encode, utc_now_iso
 from .db import Database
+from .errors import Invalid
 from .leases import LeaseHolder
 from .runners import live_runners
 
@@ -42,16 +43,14 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}(=[A-Za-z0-9_.:/-]{1,64})?$")
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 
 
-class FlowControlError(ValueError):
-    """A flow-control value the API refuses (the status says how)."""
-
-    status = 422
+class FlowControlError(Invalid):
+    """A flow-control value the API refuses (its kind says how: invalid, or conflict for KeyFull)."""
 
 
 class KeyFull(FlowControlError):
     """overflow: reject, and the key has max_concurrent runs in flight: nothing is written."""
 
-    status = 409
+    kind = "conflict"
 
 
 def parse_labels(values: Any) -> list[str]:

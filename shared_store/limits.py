@@ -9,35 +9,26 @@ default well under the 16 MiB request-body cap: 200 starts with a 5 MB input onc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from .codec import encode
+from .settings import SharedSettings, read_one
 
-DEFAULT_MAX_INPUT_BYTES = 1024 * 1024
-DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
-
-
-def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name} must be a whole number of bytes >= 1, not {raw!r}")
-    return int(raw)
+DEFAULT_MAX_INPUT_BYTES: int = SharedSettings.max_input_bytes
+DEFAULT_MAX_OUTPUT_BYTES: int = SharedSettings.max_output_bytes
 
 
 def max_input_bytes(env: Mapping[str, str] | None = None) -> int:
-    return _bytes(
-        os.environ if env is None else env, "ABSTRACTGATEWAY_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES
-    )
+    """ABSTRACTGATEWAY_MAX_INPUT_BYTES (declared in shared_store/settings.py; SettingsError if bad)."""
+    value: int = read_one(SharedSettings, "max_input_bytes", env)
+    return value
 
 
 def max_output_bytes(env: Mapping[str, str] | None = None) -> int:
-    return _bytes(
-        os.environ if env is None else env, "ABSTRACTGATEWAY_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES
-    )
+    """ABSTRACTGATEWAY_MAX_OUTPUT_BYTES (declared in shared_store/settings.py; SettingsError if bad)."""
+    value: int = read_one(SharedSettings, "max_output_bytes", env)
+    return value
 
 
 class OutputTooLarge(Exception):

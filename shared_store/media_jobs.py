@@ -18,7 +18,7 @@ from typing import Any
 from . import queries as q
 from .codec import decode, encode
 from .db import Database
-from .errors import UnknownRun
+from .errors import NotFound, UnknownRun
 from .flow_control import FlowSettings, apply_at_enqueue
 from .starts import IdempotencyConflict, StartResult
 
@@ -36,7 +36,7 @@ PROMPT_CACHE = "prompt_cache"  # a prompt-cache control operation, run where the
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-class UnknownArtifact(LookupError):
+class UnknownArtifact(NotFound):
     """An input artifact id that does not exist (the API answers 400: no job created)."""
 
 

@@ -38,10 +38,28 @@ class SchemaStatus:
     modified: list[int]  # applied migrations whose file changed since
 
 
+def shipped_migrations() -> Traversable:
+    """The folder of migrations this abstractgateway ships: SQLite's `NNNN_*.sql` at its top, another
+    dialect's in a folder of its own (`postgresql/`).
+
+    Installed from a wheel, it is the package data of `shared_store.migrations`. The repository keeps
+    the files at its top (`migrations/`), which the build maps into that package; run from a checkout
+    (an editable install, or the tree on PYTHONPATH) `shared_store` has no such folder, and the one
+    beside it is the same tree's. Checked in that order, a wheel never reads a top-level `migrations`
+    of site-packages (some other project's)."""
+    packaged = resources.files("shared_store").joinpath("migrations")
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if not checkout.is_dir():
+        raise MigrationError(f"no migrations shipped: neither {packaged} nor {checkout} is a folder")
+    return checkout
+
+
 def known_migrations(source: Traversable | Path | None = None) -> list[Migration]:
     """The migrations shipped with this abstractgateway (or found in `source`), in order."""
     found: dict[int, Migration] = {}
-    for entry in (source or resources.files("migrations")).iterdir():
+    for entry in (source or shipped_migrations()).iterdir():
         match = _NAME.match(entry.name)
         if match is None:
             continue

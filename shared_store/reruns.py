@@ -8,19 +8,14 @@ from typing import Any
 
 from . import bundles
 from .db import Database
+from .errors import Conflict, UnknownRun
 from .run_labels import read_labels
 from .run_views import input_data
 from .starts import StartResult, enqueue_run, start_request
 
 
-class RerunRefused(ValueError):
+class RerunRefused(Conflict):
     """The run cannot be rerun (a scheduled parent, a media job, a workflow not from a bundle)."""
-
-    status = 409
-
-
-class UnknownRun(ValueError):
-    status = 404
 
 
 def rerun(
@@ -35,7 +30,7 @@ def rerun(
     the original's; `input_patch` replaces top-level input keys."""
     original = input_data(db, run_id)
     if original is None:
-        raise UnknownRun(f"Run '{run_id}' not found")
+        raise UnknownRun(run_id)
     start = start_request(db, run_id) or {}
     if start.get("schedule"):
         raise RerunRefused("a scheduled parent is not rerun; rerun one of its children, or schedule again")

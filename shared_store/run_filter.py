@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from .codec import decode, encode
+from .errors import BadValue
 
 MAX_TAGS = 32
 MAX_TAG_LEN = 64
@@ -39,10 +40,8 @@ STATUSES = tuple(STATUS_SQL)
 TERMINAL_SQL = "r.status IN ('completed', 'failed', 'cancelled')"
 
 
-class FilterInvalid(ValueError):
+class FilterInvalid(BadValue):
     """A filter value that cannot be used; the message names it (a 400 for the client)."""
-
-    status = 400
 
 
 def check_tags(tags: Any, where: str = "tags") -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .errors import Invalid
 from .flow_control import FlowSettings, store_key_limits
 from .run_labels import Labels, write_labels
 
@@ -36,7 +37,7 @@ MAX_SPAN_S = (
 )  # intervals and how far ahead a time may be  # a firing later than this after its time counts as missed (catch-up policy)
 
 
-class ScheduleInvalid(ValueError):
+class ScheduleInvalid(Invalid):
     """A schedule request value that cannot be used; `field` names it."""
 
     def __init__(self, field: str, detail: str) -> None:

@@ -17,6 +17,7 @@ from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
+from .errors import Conflict
 from .flow_control import FlowSettings, apply_at_enqueue
 from .run_labels import Labels, write_labels
 
@@ -24,10 +25,8 @@ from .run_labels import Labels, write_labels
 GATEWAY_ACTOR = "gateway"
 
 
-class IdempotencyConflict(ValueError):
+class IdempotencyConflict(Conflict):
     """The Idempotency-Key was used before for a different request."""
-
-    status = 409
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .codec import decode, encode, utc_now_iso
 from .db import Database
+from .errors import Conflict
 
 EVENTS = ("run.completed", "run.failed", "run.cancelled", "run.waiting")
 ROTATION_OVERLAP_S = 86_400.0  # a rotated-out secret keeps signing this long
@@ -222,10 +223,8 @@ def deliveries(db: Database, webhook_id: str, *, limit: int = 100) -> list[dict[
     return [_delivery(row) for row in db.query(DELIVERIES_OF, {"webhook_id": webhook_id, "limit": limit})]
 
 
-class StillPending(ValueError):
+class StillPending(Conflict):
     """A delivery that has not finished (being sent or waiting for a retry) is not redelivered."""
-
-    status = 409
 
 
 def redeliver(db: Database, webhook_id: str, delivery_id: str) -> dict[str, Any] | None:

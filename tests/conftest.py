@@ -20,7 +20,7 @@ def flows_dir() -> Path:
     configured = os.environ.get("ABSTRACTGATEWAY_FLOWS_DIR")
     if configured:
         return Path(configured)
-    from sample_flows import ensure_built
+    from abstractgateway.sample_flows import ensure_built
 
     return ensure_built()
 

@@ -12,7 +12,11 @@ from shared_store.migrate import known_migrations
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway_cli", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "abstractgateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -9,7 +9,7 @@ import sys
 def test_store_surface_for_the_api_does_not_import_abstractruntime() -> None:
     code = (
         "import sys, shared_store, shared_store.reads, shared_store.inbox, shared_store.runners, "
-        "shared_store.feed, shared_store.leases, gateway_cli; "
+        "shared_store.feed, shared_store.leases, abstractgateway.cli; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('abstractruntime', 'torch', 'diffusers', 'abstractcore')); print(loaded)"
     )
@@ -21,7 +21,7 @@ def test_the_api_app_and_the_config_command_import_no_ml_stack() -> None:
     """The API process (its app, the LLM endpoint probe, capability defaults, VisualFlow import) and
     `abstractgateway config` load neither the runtime nor abstractcore nor any ML package."""
     code = (
-        "import sys, api_service.app, api_service.cli, api_service.llm_probe, gateway_config, "
+        "import sys, api_service.app, api_service.cli, api_service.llm_probe, abstractgateway.config_cli, "
         "shared_store.capability_defaults, shared_store.visualflow_files; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'abstractruntime', 'abstractcore', "
         "'torch', 'diffusers', 'transformers', 'numpy', 'pandas', 'vllm'}))"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sample_flows import SOURCES_DIR, build_samples, is_current
+from abstractgateway.sample_flows import SOURCES_DIR, build_samples, is_current
 from tests.conftest import REPO
 
 # The bundles the suite and the benchmarks start by id@version: renaming one breaks their callers.
@@ -54,7 +54,7 @@ def test_the_stamp_tracks_the_sources(tmp_path: Path) -> None:
 
 
 def test_the_cli_builds_then_says_up_to_date(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "gateway_cli", "flows", "build", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "abstractgateway", "flows", "build", "--out", str(tmp_path)]
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     assert f"built {len(EXPECTED)} bundles" in first.stdout
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)

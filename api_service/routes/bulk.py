@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 
 from shared_store.bulk_ops import BulkOp, bulk_counts, create_bulk, get_bulk
 from shared_store.codec import decode
+from shared_store.contracts import check_command_payload
+from shared_store.errors import RequestInvalid
 from shared_store.run_filter import FilterInvalid, RunFilter
 
 from ..access import ADMIN
 from ..errors import ApiError
 from ..http import ApiRoute, blocking
 from ..ops_schemas import BulkRequest, BulkStatus
-from ..schemas import COMMAND_PAYLOADS
 from . import gateway
 
 
@@ -27,15 +27,11 @@ def _status(op: BulkOp, counts: dict[str, int], duplicate: bool = False) -> Bulk
 
 async def post_bulk(request: Request, body: BulkRequest) -> object:
     """Apply cancel, pause or resume to every run the filter matches (idempotent by bulk_id)."""
-    kind = COMMAND_PAYLOADS[body.type]
+    check_command_payload(body.type, body.payload)  # RequestInvalid: 422, the rule runners apply too
     try:
-        if kind is not None:
-            msgspec.convert(body.payload, kind)
         run_filter = RunFilter.parse(body.filter)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, f"invalid payload for {body.type}: {exc}") from None
-    except FilterInvalid as exc:
-        raise ApiError(422, f"filter: {exc}") from None
+    except FilterInvalid as exc:  # a filter's bad value, but here a rule of the request: invalid (422)
+        raise RequestInvalid(f"filter: {exc}") from None
     if run_filter.is_empty():
         raise ApiError(422, "filter: name at least one condition (a bulk command never means every run)")
     db = gateway(request).db

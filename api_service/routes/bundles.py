@@ -7,7 +7,6 @@ child process (`python -m runner_service.bundle_check`): the API never imports a
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from typing import Any
 
@@ -79,8 +78,13 @@ def _bundle_detail(db: Database, bundle_id: str, version: str | None) -> dict[st
     return doc
 
 
+def _dict(value: object) -> dict[str, Any]:
+    """A JSON object from a flow document, or {} where it holds something else (or nothing)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _node_entry(node: dict[str, Any]) -> dict[str, str]:
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    data = _dict(node.get("data"))
     kind = str(data.get("nodeType") or node.get("type") or "unknown")
     return {"type": kind, "label": str(data.get("label") or node.get("label") or node["id"])}
 
@@ -107,8 +111,8 @@ async def input_schema(request: Request, query: BundleVersionQuery) -> object:
     flow_id = request.path_params["flow_id"]
     flow = await reading(bundles.flow_json, db, info.bundle_id, info.bundle_version, flow_id)
     node = _entry_node(flow) or {}
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
-    given = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
+    data = _dict(node.get("data"))
+    given = _dict(data.get("pinDefaults"))
     pins = input_pins(flow)
     document: dict[str, Any] = {
         "type": "object",
@@ -161,14 +165,14 @@ def _pin_schema(pin: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]
 def input_pins(flow: dict[str, Any]) -> list[InputPin]:
     """The entry node's data outputs, with their defaults and JSON Schemas."""
     node = _entry_node(flow) or {}
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
-    defaults = data.get("pinDefaults") if isinstance(data.get("pinDefaults"), dict) else {}
+    data = _dict(node.get("data"))
+    defaults = _dict(data.get("pinDefaults"))
     return [
         InputPin(
             str(pin.get("id")),
             pin.get("label"),
             pin.get("type"),
-            defaults.get(pin.get("id")),
+            defaults.get(str(pin.get("id"))),
             pin.get("required") is True,
             _pin_schema(pin, defaults),
         )
@@ -208,37 +212,40 @@ async def upload_bundle(request: Request) -> object:
         overwrite = _form_bool(form.get("overwrite"), "overwrite")
         _form_bool(form.get("reload"), "reload")
         data = await upload.read()
-    manifest = bundles.read_manifest(data)
+    # Inflate, decode and hash once, in a worker thread: a 128 MiB bundle would stall every request
+    # and stream on the event loop, and the writer's transaction (which blocks all other writes) only
+    # stores what this produced.
+    parsed = await anyio.to_thread.run_sync(bundles.parse_bundle, data)
     db = gateway(request).db
-    new_sha = hashlib.sha256(data).hexdigest()
     # The audit line (api_service.middleware.audit) names the bundle and both hashes, refused or not.
-    audit = {
-        "bundle_ref": f"{manifest['bundle_id']}@{manifest['bundle_version']}",
+    audit: dict[str, Any] = {
+        "bundle_ref": f"{parsed.bundle_id}@{parsed.bundle_version}",
         "action": "overwrite" if overwrite else "upload",
-        "new_sha256": new_sha,
+        "new_sha256": parsed.sha256,
     }
     request.state.audit = audit
     if not overwrite:  # refuse before paying for the compile
         try:
-            await reading(bundles.get_bundle, db, manifest["bundle_id"], manifest["bundle_version"])
+            await reading(bundles.get_bundle, db, parsed.bundle_id, parsed.bundle_version)
         except bundles.UnknownBundle:
             pass
         else:
             raise bundles.BundleExists(
-                f"bundle {manifest['bundle_id']}@{manifest['bundle_version']} exists; upload with overwrite=true"
+                f"bundle {parsed.bundle_id}@{parsed.bundle_version} exists; upload with overwrite=true"
             )
     await compile_check(data)
-    info, old_sha = await blocking(_put, db, data, overwrite=overwrite)
+    info, old_sha = await blocking(_put, db, parsed, overwrite=overwrite)
     audit["old_sha256"] = old_sha
     return info.to_json()
 
 
-def _put(db: Database, data: bytes, *, overwrite: bool) -> tuple[bundles.BundleInfo, str | None]:
+def _put(
+    db: Database, parsed: bundles.ParsedBundle, *, overwrite: bool
+) -> tuple[bundles.BundleInfo, str | None]:
     """Store the bundle and say what it replaced, in one transaction (the writer's group commit)."""
-    manifest = bundles.read_manifest(data)
     with db.write():
-        old = bundles.bundle_sha(db, manifest["bundle_id"], manifest["bundle_version"])
-        return bundles.put_bundle(db, data, overwrite=overwrite), old
+        old = bundles.bundle_sha(db, parsed.bundle_id, parsed.bundle_version)
+        return bundles.put_bundle(db, parsed, overwrite=overwrite), old
 
 
 def _delete(db: Database, bundle_id: str, version: str | None) -> tuple[int, dict[str, str]]:

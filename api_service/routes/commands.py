@@ -6,9 +6,11 @@ The API validates the type and its payload now (400 / 422) so a typo never waits
 
 from __future__ import annotations
 
-import msgspec
+from typing import cast
+
 from starlette.requests import Request
 
+from shared_store.contracts import COMMAND_PAYLOADS, check_command_payload
 from shared_store.inbox import append_command, get_command
 from shared_store.reads import ledger_len
 
@@ -17,7 +19,7 @@ from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
 from ..http import ApiRoute, blocking, reading, require_run
 from ..request_context import current_request_id
-from ..schemas import COMMAND_PAYLOADS, CommandRequest, CommandResponse, CommandStatus
+from ..schemas import CommandRequest, CommandResponse, CommandState, CommandStatus
 from . import gateway
 
 COMMAND_TYPES = tuple(COMMAND_PAYLOADS)
@@ -27,14 +29,7 @@ async def post_command(request: Request, body: CommandRequest) -> object:
     """Append a command; the same command_id again answers duplicate with the original seq."""
     if body.type not in COMMAND_PAYLOADS:
         raise ApiError(400, f"unknown command type {body.type!r}; valid types: {', '.join(COMMAND_TYPES)}")
-    kind = COMMAND_PAYLOADS[body.type]
-    if kind is not None:
-        try:
-            msgspec.convert(body.payload, kind)
-        except msgspec.ValidationError as exc:
-            where = str(exc).replace("`$", "`$.payload")
-            where += "" if "- at `" in where else " - at `$.payload`"
-            raise ApiError(422, f"invalid payload for {body.type}: {where}") from None
+    check_command_payload(body.type, body.payload)  # RequestInvalid: 422, the rule runners apply too
     await require_run(request, body.run_id)
     db = gateway(request).db
     if body.type != "emit_event" and await reading(ledger_len, db, body.run_id) is None:
@@ -66,7 +61,7 @@ async def command_status(request: Request) -> object:
         command.seq,
         command.run_id,
         command.type,
-        command.status,
+        cast(CommandState, command.status),  # the store's column holds only these three
         command.error,
         command.applied_at,
     )

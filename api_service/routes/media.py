@@ -18,12 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shared_store.db import Database
-from shared_store.errors import UnknownRun
 from shared_store.media_jobs import JobState, UnknownArtifact, artifact_ref, enqueue_media_job, job_state
 from shared_store.reads import ledger_len
 
 from ..access import RUN
-from ..errors import ApiError, not_found_run
+from ..errors import ApiError, not_found_run, status_of
 from ..http import ApiRoute, blocking, json_response, reading
 from ..media_schemas import (
     ArtifactInput,
@@ -67,19 +66,16 @@ async def submit_job(
 
     Returns the child run id and its state (None or unfinished: still pending)."""
     db = gateway(request).db
-    try:
-        started = await blocking(
-            enqueue_media_job,
-            db,
-            kind=kind,
-            request=job_request,
-            parent_run_id=parent_run_id,
-            request_id=request_id,
-            http_request_id=current_request_id(),
-            requires=gateway(request).settings.media_requires.get(kind),
-        )
-    except UnknownRun:
-        raise not_found_run(parent_run_id or "") from None
+    started = await blocking(  # an unknown parent: UnknownRun, a 404 by the errors table
+        enqueue_media_job,
+        db,
+        kind=kind,
+        request=job_request,
+        parent_run_id=parent_run_id,
+        request_id=request_id,
+        http_request_id=current_request_id(),
+        requires=gateway(request).settings.media_requires.get(kind),
+    )
     request.state.audit = {"run_id": started.run_id, "parent_run_id": parent_run_id, "kind": kind}
     return started.run_id, await wait_for_job(request, db, started.run_id, wait_s)
 
@@ -135,8 +131,8 @@ def _check_artifact(db: Database, ref: ArtifactInput | None, field: str, family:
         return
     try:
         found = artifact_ref(db, ref.artifact_id)
-    except UnknownArtifact:
-        raise ApiError(404, f"{field}: artifact '{ref.artifact_id}' not found") from None
+    except UnknownArtifact as exc:  # the table's status, a detail naming the field
+        raise ApiError(status_of(exc), f"{field}: artifact '{ref.artifact_id}' not found") from None
     content_type = (found.content_type or "").split(";", 1)[0].strip().lower()
     if not content_type.startswith(f"{family}/"):
         raise ApiError(
@@ -194,7 +190,7 @@ async def audio_transcribe(request: Request, body: TranscribeRequest, query: Med
 
 async def images_generate(request: Request, body: ImageGenerateRequest, query: MediaWaitQuery) -> Response:
     """Text to image → `image_artifact` (the first) and `image_artifacts` (all `count`). Empty prompt:
-    400; width/height must be multiples of 8 in 64..2048, steps ≤ 200, count ≤ 8 (422 otherwise)."""
+    400; width/height must be multiples of 8 in 8..2048, steps ≤ 200, count ≤ 8 (422 otherwise)."""
     _require_text(body.prompt, "prompt")
     return await _media(request, "image_generate", body, query)
 

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from .. import metrics
 from . import gateway
@@ -44,7 +45,7 @@ class ConsoleFiles(StaticFiles):
     """The console's files with its security headers; any unknown path below /console/ is the app
     (it routes in the page), so a reload on /console/runs/x works."""
 
-    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
+    async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path if "." in path.rsplit("/", 1)[-1] else "index.html", scope)
         response.headers.update(CONSOLE_HEADERS)
         return response

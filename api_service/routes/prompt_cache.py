@@ -6,13 +6,13 @@ no job)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared_store.contracts.prompt_cache import MAX_SESSION_ID, check_modules
 from shared_store.media_jobs import PROMPT_CACHE
 
 from ..access import READ, RUN
@@ -36,24 +36,10 @@ from ..prompt_cache_schemas import (
 )
 from .media import job_result, submit_job
 
-MAX_MODULES = 12
-MAX_MODULES_BYTES = 256_000
-MAX_SESSION_ID = 256
-
-
-def _check_modules(modules: list[dict[str, Any]] | None) -> None:
-    if modules is None:
-        return
-    if len(modules) > MAX_MODULES:
-        raise ApiError(400, f"modules must contain at most {MAX_MODULES} items")
-    size = len(json.dumps(modules, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    if size > MAX_MODULES_BYTES:
-        raise ApiError(400, f"modules payload is too large ({size} bytes; max {MAX_MODULES_BYTES})")
-
 
 def _session_id(request: Request) -> str:
     session_id = str(request.path_params["session_id"]).strip()
-    if not session_id or len(session_id) > MAX_SESSION_ID:
+    if not session_id or len(session_id) > MAX_SESSION_ID:  # a path segment: 400, as the original
         raise ApiError(400, f"session_id must be 1..{MAX_SESSION_ID} characters")
     return session_id
 
@@ -115,7 +101,7 @@ async def prompt_cache_prepare_modules(
     request: Request, body: PrepareModulesRequest, query: WaitQuery
 ) -> Response:
     """Prepare hierarchical cache `modules` under `namespace` (at most 12, 256 kB: 400 otherwise)."""
-    _check_modules(body.modules)
+    check_modules(body.modules)  # BadValue: 400 by the errors table, as the original
     return await _job(request, "prepare_modules", _params(body), query.wait_s)
 
 
@@ -139,7 +125,7 @@ async def session_status(request: Request, query: SessionStatusQuery) -> Respons
 
 async def _session_post(request: Request, operation: str, body: SessionRequest, query: WaitQuery) -> Response:
     session_id = _session_id(request)
-    _check_modules(body.modules)
+    check_modules(body.modules)  # BadValue: 400 by the errors table, as the original
     return await _job(request, operation, _params(body, session_id=session_id), query.wait_s)
 
 

@@ -13,6 +13,7 @@ from starlette.responses import FileResponse
 
 from shared_store import bundles, run_views
 from shared_store.db import Database
+from shared_store.errors import RequestInvalid
 from shared_store.reads import ledger_len
 from shared_store.run_filter import FilterInvalid, RunFilter
 from shared_store.run_labels import Labels
@@ -58,8 +59,8 @@ def _labels(body: StartRequest) -> Labels:
         return Labels.checked(
             tags=body.tags, metadata=body.metadata, ttl_s=body.ttl_s, webhook_url=body.webhook_url
         )
-    except FilterInvalid as exc:
-        raise ApiError(422, str(exc)) from None
+    except FilterInvalid as exc:  # a filter's bad value, but here a rule of the request: invalid (422)
+        raise RequestInvalid(str(exc)) from None
 
 
 def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, str]:

@@ -8,13 +8,13 @@ from starlette.requests import Request
 
 from shared_store import bundles
 from shared_store.db import Database
+from shared_store.errors import RequestInvalid
 from shared_store.flow_control import FlowControlError
 from shared_store.run_filter import FilterInvalid
 from shared_store.run_labels import Labels
 from shared_store.schedules import ScheduleSpec, create_schedule
 
 from ..access import RUN
-from ..errors import ApiError
 from ..flow_control import flow_settings
 from ..http import ApiRoute, blocking, require_input_size, require_session
 from ..schemas import FlowControlFields, StartResponse, Tags, TtlS, WebhookUrl
@@ -86,8 +86,8 @@ async def schedule_run(request: Request, body: ScheduleRequest) -> object:
         labels = Labels.checked(
             tags=body.tags, metadata=body.metadata, ttl_s=body.ttl_s, webhook_url=body.webhook_url
         )
-    except FilterInvalid as exc:
-        raise ApiError(422, str(exc)) from None
+    except FilterInvalid as exc:  # a filter's bad value, but here a rule of the request: invalid (422)
+        raise RequestInvalid(str(exc)) from None
     run_id, resolved = await blocking(_schedule, gateway(request).db, body, spec, labels)
     request.state.audit = {"run_id": run_id, "workflow_id": resolved.workflow_id}
     return await start_response(gateway(request).db, run_id, resolved)

@@ -4,7 +4,7 @@ session: a browser page, a bot) and revokes them. The token is shown once, in th
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from msgspec import Meta, Struct
 from starlette.requests import Request
@@ -78,7 +78,7 @@ async def mint_token(request: Request, body: MintRequest) -> object:
             f"ttl_s {body.ttl_s:g} exceeds {gw.settings.token_max_ttl_s:g} (ABSTRACTGATEWAY_TOKEN_MAX_TTL_S)",
         )
     scopes = tuple(s for s in SCOPES if s in body.scopes)
-    missing = set(scopes) - principal_of(request.scope).scopes
+    missing = set(scopes) - principal_of(cast(dict[str, Any], request.scope)).scopes
     if missing:
         raise ApiError(403, f"cannot grant scopes this token lacks: {', '.join(sorted(missing))}")
     token, claims = mint(gw.token_secret, scopes, body.ttl_s, run_id=body.run_id, session_id=body.session_id)

@@ -161,7 +161,7 @@ class Proc:
 
 def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[Proc, int]:
     port = free_port()
-    args = [sys.executable, "-m", "gateway_cli", "serve", "--host", HOST, "--port", str(port)]
+    args = [sys.executable, "-m", "abstractgateway", "serve", "--host", HOST, "--port", str(port)]
     args += ["--db", str(case_dir / "gateway.sqlite3"), "--migrate", "--flows-dir", str(flows_dir)]
     if not with_runner:
         args.append("--no-runner")
@@ -181,7 +181,7 @@ def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[
 
 
 def start_runner(case_dir: Path) -> Proc:
-    args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(case_dir / "gateway.sqlite3")]
+    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(case_dir / "gateway.sqlite3")]
     args += ["--runner-id", "bench-api-runner", "--poll-s", str(RUNNER_POLL_S)]
     env = {**base_env(), "ABSTRACTGATEWAY_LOG_LEVEL": "info"}
     runner = Proc("runner", args, case_dir / "runner.log", env)

@@ -6,12 +6,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shared_store.contracts import check_media_request
+
 from .backends import BadMediaRequest, Unsupported
 
-MAX_PROMPT = 10_000
+
+def checked(kind: str, request: dict[str, Any]) -> None:
+    """Refuse (BadMediaRequest, naming the field and the bound) a job request the shared rule
+    (shared_store.contracts.media, which the API applied on arrival) refuses. Called on the request as
+    the backend will see it, a capability default's options merged in, before any work; the backends
+    below then read values that are in bounds and declare no bound of their own."""
+    check_media_request(kind, request, refuse=BadMediaRequest)
 
 
 def text_field(request: dict[str, Any], name: str, *, required: bool) -> str | None:
+    """A text value; a required one must not be blank (the API answers 400 for a blank prompt)."""
     value = request.get(name)
     if value is None and not required:
         return None
@@ -19,9 +28,19 @@ def text_field(request: dict[str, Any], name: str, *, required: bool) -> str | N
         raise BadMediaRequest(
             f"{name} must be a non-empty string" if required else f"{name} must be a string"
         )
-    if len(value) > MAX_PROMPT:
-        raise BadMediaRequest(f"{name} is longer than {MAX_PROMPT} characters")
     return value
+
+
+def whole(request: dict[str, Any], name: str) -> int | None:
+    """An integer the shared rule checked (None when absent)."""
+    value = request.get(name)
+    return None if value is None else int(value)
+
+
+def number(request: dict[str, Any], name: str) -> float | None:
+    """A number the shared rule checked (None when absent); JSON may carry it as an int."""
+    value = request.get(name)
+    return None if value is None else float(value)
 
 
 def hub_cache() -> Path:

@@ -13,6 +13,8 @@ from typing import Any
 from shared_store import Database
 from shared_store.capability_defaults import JOB_ROUTES, CapabilityDefault, default_for
 
+from .checks import checked
+
 # kind -> (the request's provider field, the MediaSettings field the default's model replaces)
 FIELDS: dict[str, tuple[str, str]] = {
     "tts": ("provider", "tts_model"),
@@ -26,7 +28,18 @@ FIELDS: dict[str, tuple[str, str]] = {
 def apply_default(
     db: Database, kind: str, request: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str], CapabilityDefault | None]:
-    """(request with the default filled in, the settings its model replaces, the default used)."""
+    """(request with the default filled in, the settings its model replaces, the default used).
+
+    The request the backend will run is then checked against the shared request rule (the Struct the
+    API validated the request with): BadMediaRequest names the field and the bound, before any work."""
+    merged, models, default = _with_default(db, kind, request)
+    checked(kind, merged)
+    return merged, models, default
+
+
+def _with_default(
+    db: Database, kind: str, request: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str], CapabilityDefault | None]:
     routes = JOB_ROUTES.get(kind)
     default = default_for(db, *routes) if routes else None
     if default is None:

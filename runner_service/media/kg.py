@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from shared_store.codec import utc_now_iso
+from shared_store.contracts.media import MAX_KG_LIMIT
 
 from .backends import BadMediaRequest, MediaInput, MediaOutput, Unsupported
 from .settings import MediaSettings
 
 SCOPES = ("run", "session", "global", "all")
 DEFAULT_LIMIT = 500
-MAX_LIMIT = 10_000
+MAX_LIMIT = MAX_KG_LIMIT  # the shared rule's bound (shared_store.contracts.media)
 
 # abstractruntime's owner ids (integrations/abstractmemory/effect_handlers.py), mirrored so the query
 # side needs no run store; tests/media/test_kg.py checks both sides agree through a real run.

@@ -18,30 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
-from .checks import configured_model, is_dir, resolvable, text_field
+from .checks import configured_model, is_dir, number, resolvable, text_field, whole
 from .settings import MediaSettings
 
-MIN_DURATION_S, MAX_DURATION_S = 0.1, 300.0
 DEFAULT_DURATION_S = 10.0
-MAX_STEPS = 200
-MAX_SEED = 2**63 - 1
-MAX_GUIDANCE = 50.0
 PROVIDERS = {"diffusers", "huggingface", "abstractmusic", "local", "audioldm"}
 ROLE = "music_artifact"
 
 _lock = threading.Lock()  # guards the cache and every pipeline call
 _backends: dict[str, Any] = {}  # model id -> abstractmusic DiffusersAudioBackend
-
-
-def _number(request: dict[str, Any], name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
-    value = request.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise BadMediaRequest(f"{name} must be {'an integer' if integer else 'a number'}")
-    if not lo <= value <= hi:
-        raise BadMediaRequest(f"{name} must be between {lo} and {hi}")
-    return value if integer else float(value)
 
 
 def _stack_installed() -> bool:
@@ -124,10 +109,10 @@ def generate_music(request: dict[str, Any], inputs: dict[str, MediaInput]) -> Me
     """Text to music: one WAV (16-bit PCM) of `duration_s` seconds; same seed, same bytes."""
     prompt = text_field(request, "prompt", required=True)
     negative = text_field(request, "negative_prompt", required=False)
-    duration = _number(request, "duration_s", MIN_DURATION_S, MAX_DURATION_S)
-    steps = _number(request, "steps", 1, MAX_STEPS, integer=True)
-    seed = _number(request, "seed", 0, MAX_SEED, integer=True)
-    guidance = _number(request, "guidance_scale", 0.0, MAX_GUIDANCE)
+    duration = number(request, "duration_s")
+    steps = whole(request, "steps")
+    seed = whole(request, "seed")
+    guidance = number(request, "guidance_scale")
     fmt = request.get("format") or "wav"
     if fmt != "wav":
         raise BadMediaRequest("format must be wav (this runner has no mp3 encoder)")
@@ -159,5 +144,5 @@ def catalog() -> dict[str, Any]:
     model = MediaSettings.from_env().music_model
     return {
         "music_models": [model] if model else [],
-        "available": bool(model) and _stack_installed() and resolvable(model),
+        "available": bool(model and _stack_installed() and resolvable(model)),
     }

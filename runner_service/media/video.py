@@ -25,14 +25,13 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput
-from .checks import configured_model, is_dir, resolvable, text_field
-from .settings import MediaSettings
-from .vision import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MIN_SIDE, _decode, _float, _int, _side
+from shared_store.contracts.media import MAX_FRAMES, MIN_SIDE
 
-MAX_FRAMES = 1_000
-MAX_FPS = 60
-MAX_DURATION_S = 60.0
+from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput
+from .checks import configured_model, is_dir, number, resolvable, text_field, whole
+from .settings import MediaSettings
+from .vision import _decode
+
 DEFAULT_FPS = 8
 PROVIDERS = {"diffusers", "huggingface", "huggingface-diffusers", "abstractvision", "local"}
 FORMATS = {"mp4": ("video/mp4", "mp4"), "gif": ("image/gif", "gif")}
@@ -154,19 +153,19 @@ def _values(request: dict[str, Any], *, prompt_required: bool) -> dict[str, Any]
     provider = request.get("video_provider")
     if provider is not None and str(provider).strip().lower() not in PROVIDERS:
         raise BadMediaRequest(f"unknown video_provider {provider!r} (this runner has: diffusers)")
-    fps = _int(request, "fps", 1, MAX_FPS, default=DEFAULT_FPS)
-    frames = _int(request, "num_frames", 1, MAX_FRAMES)
-    duration = _float(request, "duration_s", 0.0, MAX_DURATION_S, open_low=True)
+    fps = whole(request, "fps") or DEFAULT_FPS
+    frames = whole(request, "num_frames")
+    duration = number(request, "duration_s")
     if frames is None and duration is not None:
         frames = max(1, min(MAX_FRAMES, round(duration * fps)))
     return {
         "prompt": text_field(request, "prompt", required=prompt_required),
         "negative_prompt": text_field(request, "negative_prompt", required=False),
-        "width": _side(request, "width"),
-        "height": _side(request, "height"),
-        "steps": _int(request, "steps", 1, MAX_STEPS),
-        "seed": _int(request, "seed", 0, MAX_SEED),
-        "guidance_scale": _float(request, "guidance_scale", 0.0, MAX_GUIDANCE),
+        "width": whole(request, "width"),
+        "height": whole(request, "height"),
+        "steps": whole(request, "steps"),
+        "seed": whole(request, "seed"),
+        "guidance_scale": number(request, "guidance_scale"),
         "fps": fps,
         "num_frames": frames,
         "format": _format(request),
@@ -270,7 +269,7 @@ def _gif(mp4: bytes, fps: int) -> bytes:
     """Re-encode the mp4's frames as a looping GIF (Pillow; PyAV decodes)."""
     import av
 
-    with av.open(io.BytesIO(mp4)) as container:
+    with av.open(io.BytesIO(mp4), mode="r") as container:
         frames = [frame.to_image() for frame in container.decode(video=0)]
     out = io.BytesIO()
     frames[0].save(

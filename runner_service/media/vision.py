@@ -14,15 +14,13 @@ import warnings
 from importlib.util import find_spec
 from typing import Any
 
+from shared_store.contracts.media import MAX_SEED, MAX_SIDE, MIN_SIDE
+
 from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput
-from .checks import configured_model, resolvable, text_field
+from .checks import configured_model, number, resolvable, text_field, whole
 from .settings import MediaSettings
 
-MIN_SIDE, MAX_SIDE = 8, 2048
-MAX_STEPS = 200
-MAX_COUNT = 8
-MAX_SEED = 2**63 - 1
-MAX_GUIDANCE = 50.0
+MAX_INPUT_PIXELS = MAX_SIDE * MAX_SIDE * 4  # an input image is refused over this, before decoding
 PROVIDERS = {"diffusers", "huggingface", "huggingface-diffusers", "abstractvision", "local"}
 FORMATS = {
     "png": ("PNG", "image/png", "png"),
@@ -35,39 +33,7 @@ _lock = threading.Lock()  # guards the cache and every pipeline call
 _backends: dict[str, Any] = {}  # model id -> HuggingFaceDiffusersVisionBackend
 
 
-# --- request checks ------------------------------------------------------------------------------------
-def _int(request: dict[str, Any], name: str, lo: int, hi: int, default: int | None = None) -> int | None:
-    value = request.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadMediaRequest(f"{name} must be an integer")
-    if not lo <= value <= hi:
-        raise BadMediaRequest(f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _float(
-    request: dict[str, Any], name: str, lo: float, hi: float, *, open_low: bool = False
-) -> float | None:
-    value = request.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadMediaRequest(f"{name} must be a number")
-    value = float(value)
-    if not (lo < value <= hi if open_low else lo <= value <= hi):
-        raise BadMediaRequest(f"{name} must be {'over' if open_low else 'at least'} {lo} and at most {hi}")
-    return value
-
-
-def _side(request: dict[str, Any], name: str) -> int | None:
-    value = _int(request, name, MIN_SIDE, MAX_SIDE)
-    if value is not None and value % 8:
-        raise BadMediaRequest(f"{name} must be a multiple of 8")
-    return value
-
-
+# --- request values (checked against shared_store.contracts.media before a backend runs) -------------
 def _format(request: dict[str, Any]) -> tuple[str, str, str]:
     fmt = request.get("format") or "png"
     if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
@@ -83,12 +49,12 @@ def _common(request: dict[str, Any]) -> dict[str, Any]:
     return {
         "prompt": text_field(request, "prompt", required=True),
         "negative_prompt": text_field(request, "negative_prompt", required=False),
-        "width": _side(request, "width"),
-        "height": _side(request, "height"),
-        "steps": _int(request, "steps", 1, MAX_STEPS),
-        "seed": _int(request, "seed", 0, MAX_SEED),
-        "count": _int(request, "count", 1, MAX_COUNT, default=1),
-        "guidance_scale": _float(request, "guidance_scale", 0.0, MAX_GUIDANCE),
+        "width": whole(request, "width"),
+        "height": whole(request, "height"),
+        "steps": whole(request, "steps"),
+        "seed": whole(request, "seed"),
+        "count": whole(request, "count") or 1,
+        "guidance_scale": number(request, "guidance_scale"),
         "format": _format(request),
     }
 
@@ -198,7 +164,7 @@ def _decode(data: bytes, name: str) -> Any:
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
-        if width * height > MAX_SIDE * MAX_SIDE * 4:  # checked before decoding the pixels
+        if width * height > MAX_INPUT_PIXELS:  # checked before decoding the pixels
             raise BadMediaRequest(f"{name} is too large ({width}x{height})")
         image.load()
     except BadMediaRequest:
@@ -223,8 +189,9 @@ def edit_image(request: dict[str, Any], inputs: dict[str, MediaInput]) -> MediaO
     """Image to image (inpainting with a mask): the source is resized to width x height when given,
     else kept (rounded down to a multiple of 8); the output has that size."""
     values = _common(request)
-    strength = _float(request, "strength", 0.0, 1.0, open_low=True)
+    strength = number(request, "strength")
     source = _image_input(inputs, "image_artifact", required=True)
+    assert source is not None  # required: _image_input raised otherwise
     mask = _image_input(inputs, "mask_artifact", required=False)
     model_id = _model(request)
     image = _decode(source.data, "image_artifact")
@@ -262,7 +229,7 @@ def catalog() -> dict[str, Any]:
     from .video import catalog as video_catalog
 
     model = MediaSettings.from_env().image_model
-    usable = bool(model) and _stack_installed() and resolvable(model)
+    usable = bool(model and _stack_installed() and resolvable(model))
     video = video_catalog()
     return {
         "vision_models": list(dict.fromkeys([*([model] if model else []), *video["video_models"]])),

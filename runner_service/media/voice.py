@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
 import threading
@@ -33,11 +32,12 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from shared_store.contracts.media import TTS_FORMATS
+
 from .backends import BadMediaRequest, MediaFile, MediaInput, MediaOutput, Unsupported
+from .checks import number
 from .settings import MediaSettings
 
-MAX_TTS_CHARS = 20_000
-TTS_FORMATS = ("wav", "mp3")
 TTS_PROVIDERS = ("piper",)
 STT_PROVIDERS = ("faster-whisper", "faster_whisper", "whisper")
 PACKAGED_WHISPER_ID = "whisper-base"
@@ -227,17 +227,6 @@ def _load_voice(voice: _Voice) -> tuple[Any, threading.Lock]:
         return cached
 
 
-def _speed(request: dict[str, Any]) -> float | None:
-    value = request.get("speed")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadMediaRequest("speed must be a number")
-    if not 0.25 <= value <= 4.0:
-        raise BadMediaRequest("speed must be between 0.25 and 4")
-    return float(value)
-
-
 def _encode_mp3(pcm: bytes, sample_rate: int) -> bytes:
     """16-bit mono PCM -> MP3 through PyAV's bundled libmp3lame (no ffmpeg binary involved)."""
     try:
@@ -271,8 +260,6 @@ def tts(
     text = request.get("text")
     if not isinstance(text, str) or not text.strip():
         raise BadMediaRequest("text must be a non-empty string")
-    if len(text) > MAX_TTS_CHARS:
-        raise BadMediaRequest(f"text is over {MAX_TTS_CHARS} characters")
     provider = (_opt_str(request, "provider") or "piper").lower()
     if provider not in TTS_PROVIDERS:
         raise Unsupported(
@@ -281,7 +268,7 @@ def tts(
     fmt = (_opt_str(request, "format") or "wav").lower()
     if fmt not in TTS_FORMATS:
         raise BadMediaRequest(f"format must be one of {list(TTS_FORMATS)}")
-    speed = _speed(request)
+    speed = number(request, "speed")
     voice, speaker = _pick_voice(request, _settings(settings))
     if not _installed("piper"):
         raise Unsupported("voice_unavailable", "piper-tts is not installed")

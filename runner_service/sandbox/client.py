@@ -19,8 +19,7 @@ from typing import Any
 
 import structlog
 
-from shared_store.bundle_code import code_nodes_mode
-
+from ..settings import current
 from .zygote import _HEADER
 
 log = structlog.get_logger("runner")
@@ -56,12 +55,13 @@ class SandboxSettings:
 
     @classmethod
     def from_env(cls) -> SandboxSettings:
-        env = os.environ
+        """From the runner's settings (runner_service/settings.py: read, and bounds checked, once)."""
+        config = current()
         return cls(
-            mode=code_nodes_mode(),
-            cpu_s=max(1, int(env.get("ABSTRACTGATEWAY_SANDBOX_CPU_S", "10"))),
-            memory_mb=max(32, int(env.get("ABSTRACTGATEWAY_SANDBOX_MEMORY_MB", "512"))),
-            timeout_s=max(0.1, float(env.get("ABSTRACTGATEWAY_SANDBOX_TIMEOUT_S", "30"))),
+            mode=config.code_nodes,
+            cpu_s=config.sandbox_cpu_s,
+            memory_mb=config.sandbox_memory_mb,
+            timeout_s=config.sandbox_timeout_s,
         )
 
     def limits(self) -> dict[str, int]:

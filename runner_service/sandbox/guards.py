@@ -64,7 +64,7 @@ def guarded_import(
 def install() -> None:
     """Bind the guards where abstractruntime's three tiers look them up (module globals read at call
     time; the installed package is left as it is)."""
-    code_executor.safer_getattr = guarded_getattr  # type: ignore[attr-defined]
+    code_executor.safer_getattr = guarded_getattr
     code_executor._sandbox_import = guarded_import
-    function_library.safer_getattr = guarded_getattr  # type: ignore[attr-defined]
-    pin_expressions.safer_getattr = guarded_getattr  # type: ignore[attr-defined]
+    function_library.safer_getattr = guarded_getattr
+    pin_expressions.safer_getattr = guarded_getattr

@@ -134,6 +134,6 @@ def install(settings: SandboxSettings) -> SandboxedCode:
     guards.install()  # pin expressions, the tier that stays in the runner
     if _installed is None or _installed.settings != settings:
         _installed = SandboxedCode(settings)
-        executor.create_code_handler = _installed.create_code_handler  # type: ignore[assignment]
-        executor.compile_function_library = _installed.compile_function_library  # type: ignore[assignment]
+        executor.create_code_handler = _installed.create_code_handler
+        executor.compile_function_library = _installed.compile_function_library
     return _installed

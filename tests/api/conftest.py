@@ -94,8 +94,8 @@ def running_server(db: Database, settings: ApiSettings, artifacts_dir: Path) -> 
 
 
 def start_runner(db_path: Path, flows: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--flows-dir", str(flows)]
-    args += ["--poll-s", "0.02"]
+    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path)]
+    args += ["--flows-dir", str(flows), "--poll-s", "0.02"]
     env = {**os.environ, "ABSTRACTGATEWAY_DATA_DIR": str(db_path.parent)}
     # Logs to a file: an unread pipe fills up and blocks the runner mid-write.
     with (db_path.parent / "runner.log").open("ab") as log:

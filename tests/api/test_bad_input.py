@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import apsw
+import httpx
 import pytest
 
-from .conftest import Gateway
+from api_service.errors import STATUS_OF_KIND
+from shared_store import Database, migrate
+from shared_store.bundles import import_flows_dir
+from shared_store.db import BusyPolicy
+from shared_store.errors import KINDS, LeaseLost, StoreBusy, StoreError, UnknownRun
+
+from .conftest import TOKEN, Gateway, make_settings, running_server
 
 
 @pytest.fixture
@@ -183,3 +194,113 @@ def test_bad_cursors(gw: Gateway) -> None:
 
 def test_method_not_allowed_is_json(gw: Gateway) -> None:
     _check(gw.client.put("/api/gateway/runs/start", json={}), 405, "Method Not Allowed")
+
+
+# --- one error hierarchy: every store error has a kind, one table maps kinds to statuses ---------------
+# Exceptions shared_store defines that are not store errors, each with the reason.
+NOT_STORE_ERRORS = {
+    # A cap on what a node writes, raised inside the runner's tick: the worker fails the run with it,
+    # while a StoreError (the db failing, a lost lease) must propagate past the run. Never an API answer.
+    "OutputTooLarge",
+    # A bad ABSTRACTGATEWAY_* value, refused when a process starts (exit 2 naming the variable): no
+    # request exists yet to answer.
+    "SettingsError",
+}
+
+
+def _store_modules() -> list[Any]:
+    import shared_store
+
+    modules = []
+    for info in pkgutil.walk_packages(shared_store.__path__, "shared_store."):
+        try:
+            modules.append(importlib.import_module(info.name))
+        except ImportError as exc:  # an optional backend's driver (the postgres extra) not installed
+            assert info.name.startswith("shared_store.postgres"), (info.name, exc)
+    return modules
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found
+
+
+def test_every_store_error_has_a_kind_the_table_maps() -> None:
+    modules = _store_modules()
+    assert set(STATUS_OF_KIND) == set(KINDS)
+    errors = {c for c in _subclasses(StoreError) | {StoreError} if c.__module__.startswith("shared_store")}
+    assert len(errors) >= 25  # the walk found the store's errors, not just the base
+    for cls in errors:
+        assert cls.kind in KINDS, cls
+        assert STATUS_OF_KIND[cls.kind] in (400, 404, 409, 422, 503), cls
+    defined = {
+        obj
+        for module in modules
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == module.__name__
+    }
+    strays = {cls.__name__ for cls in defined - errors} - NOT_STORE_ERRORS
+    assert not strays, f"store exceptions without a kind: {strays}"
+    # the kinds the issue names, and the statuses the contract documents
+    assert UnknownRun.kind == "not_found" and STATUS_OF_KIND["not_found"] == 404
+    assert LeaseLost.kind == "lease_lost" and StoreBusy.kind == "unavailable"
+    assert STATUS_OF_KIND["unavailable"] == 503
+
+
+def test_each_kind_over_http_gets_its_status_and_changes_nothing(lone_gateway: Gateway) -> None:
+    gw = lone_gateway  # the conflict needs a first start; the refused requests after it write nothing
+    started = gw.client.post(
+        "/api/gateway/runs/start",
+        json={"bundle_id": "bench-echo", "input_data": {"n": 1}},
+        headers={"Idempotency-Key": "kinds-1"},
+    )
+    assert started.status_code == 200, started.text
+    before = gw.counts()
+    # not_found: UnknownRun from the store (was a 503 "never the client's fault" on some routes)
+    _check(gw.client.post("/api/gateway/runs/nope/rerun", json={}), 404, "Run 'nope' not found")
+    # conflict: the idempotency key again, for another request (IdempotencyConflict)
+    again = gw.client.post(
+        "/api/gateway/runs/start",
+        json={"bundle_id": "bench-echo", "input_data": {"n": 2}},
+        headers={"Idempotency-Key": "kinds-1"},
+    )
+    _check(again, 409, "Idempotency-Key")
+    # invalid: a schedule value the rule refuses (ScheduleInvalid), naming the field
+    schedule = {"bundle_id": "bench-echo", "interval": "often"}
+    _check(gw.client.post("/api/gateway/runs/schedule", json=schedule), 422, "interval")
+    # bad_value: a cursor this server never gave out (FilterInvalid)
+    _check(gw.client.get("/api/gateway/runs", params={"cursor": "garbage"}), 400, "cursor")
+    assert gw.counts() == before
+
+
+def test_unavailable_is_503_retry_after_and_writes_nothing(tmp_path: Path, flows: Path) -> None:
+    """A write that cannot get the lock within the busy deadline: StoreBusy, kind unavailable."""
+    db_path = tmp_path / "gateway.sqlite3"
+    setup = Database(db_path)
+    migrate(setup)
+    assert import_flows_dir(setup, flows) == []
+    setup.close()
+    db = Database(db_path, busy=BusyPolicy(deadline_s=0.2))  # a short deadline, to be hit quickly
+    holder = apsw.Connection(str(db_path))
+    try:
+        with (
+            running_server(db, make_settings(tmp_path), tmp_path / "artifacts") as server,
+            httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+            ) as client,
+        ):
+            runs = int(db.query_one("SELECT count(*) FROM runs")[0])  # type: ignore[index]
+            holder.execute("BEGIN EXCLUSIVE")  # another writer holds the lock past the deadline
+            try:
+                busy = client.post("/api/gateway/runs/start", json={"bundle_id": "bench-echo"})
+            finally:
+                holder.execute("ROLLBACK")
+            _check(busy, 503, "store unavailable")
+            assert busy.headers["retry-after"] == "1"
+            assert int(db.query_one("SELECT count(*) FROM runs")[0]) == runs  # type: ignore[index]
+            assert client.post("/api/gateway/runs/start", json={"bundle_id": "bench-echo"}).status_code == 200
+    finally:
+        holder.close()
+        db.close()

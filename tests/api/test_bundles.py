@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from shared_store.bundle_files import zip_opens
+
 from .conftest import Gateway
 
 
@@ -90,6 +92,28 @@ def test_upload_lists_versions_and_refuses_a_duplicate(lone_gateway: Gateway, fl
     }
     pinned = gw.client.post("/api/gateway/runs/start", json={"flow_id": "bench-echo@1.0.0:echo"}).json()
     assert pinned["resolved_workflow"]["bundle_version"] == "1.0.0"
+
+
+def _opened_since(before: dict[str, int]) -> dict[str, int]:
+    return {name: n - before.get(name, 0) for name, n in zip_opens().items() if n != before.get(name, 0)}
+
+
+@pytest.mark.parametrize("overwrite", ["false", "true"])
+def test_an_upload_opens_its_zip_once_off_the_event_loop_and_the_writer(
+    lone_gateway: Gateway, flows: Path, overwrite: str
+) -> None:
+    """The API parses and hashes an upload once, in a worker thread; the writer's transaction stores
+    that (it used to parse the zip on the event loop and twice more inside the transaction). The
+    compile check's child process parses its own copy: it is not this process's count."""
+    data = bundle_bytes(flows, version=f"8.0.{overwrite == 'true':d}")
+    if overwrite == "true":
+        assert upload(lone_gateway, data).status_code == 200
+    before = zip_opens()
+    response = upload(lone_gateway, data, overwrite=overwrite)
+    assert response.status_code == 200, response.text
+    opened = _opened_since(before)
+    assert sum(opened.values()) == 1, opened
+    assert not set(opened) & {"hypercorn", "api-writer"}, opened  # the event loop's and the writer's
 
 
 @pytest.mark.parametrize(

@@ -53,8 +53,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tu
     env.update(
         ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_DATA_DIR=str(tmp), ABSTRACTGATEWAY_LOG_LEVEL="debug"
     )
-    args = [sys.executable, "-m", "gateway_cli", "serve", "--migrate", "--workers", "2", "--port", str(port)]
-    args += ["--flows-dir", str(flows)]
+    args = [sys.executable, "-m", "abstractgateway", "serve", "--migrate", "--workers", "2"]
+    args += ["--port", str(port), "--flows-dir", str(flows)]
     log = tmp / "serve.log"
     with log.open("ab") as out:
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out)

@@ -69,7 +69,7 @@ def test_retention_deletes_exactly_the_expired_runs(tmp_path: Path, flows: Path)
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "runner",
             "--db",
             str(gw.db_path),

@@ -25,13 +25,13 @@ RUNS = 10
 def _serve(db_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTGATEWAY_")}
     env["ABSTRACTGATEWAY_AUTH_TOKEN"] = TOKEN
-    args = [sys.executable, "-m", "gateway_cli", "serve", "--port", str(port), "--db", str(db_path)]
+    args = [sys.executable, "-m", "abstractgateway", "serve", "--port", str(port), "--db", str(db_path)]
     with log.open("ab") as out:
         return subprocess.Popen([*args, "--no-runner", "--reuse-port"], env=env, stderr=out, stdout=out)
 
 
 def _runner(db_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
+    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.01"]
     with log.open("ab") as out:
         return subprocess.Popen(args, stderr=out, stdout=out)
 

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import httpx
 
 from shared_store import Database, migrate
-from shared_store.migrate import known_migrations, schema_status
+from shared_store.migrate import known_migrations, schema_status, shipped_migrations
 
 from .conftest import TOKEN, free_port, read_sse
 
@@ -42,7 +41,7 @@ def test_refuses_without_a_token_or_on_a_public_host_without_auth(tmp_path: Path
 
 def _db_one_migration_behind(tmp_path: Path) -> Path:
     source = tmp_path / "migrations"
-    shutil.copytree(Path(str(resources.files("migrations"))), source)
+    shutil.copytree(Path(str(shipped_migrations())), source)
     known = known_migrations(source)
     (source / known[-1].name).unlink()
     db_path = tmp_path / "old.sqlite3"
@@ -58,7 +57,7 @@ def test_refuses_a_db_one_migration_behind_with_the_command_to_run(tmp_path: Pat
     message = _refused(["--db", str(db_path), "--no-runner"], _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN))
     assert "abstractgateway migrate" in message and "--migrate" in message
     runner = subprocess.run(
-        [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path)],
+        [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path)],
         env=_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert runner.returncode == 2 and "abstractgateway migrate" in runner.stderr, runner.stderr
@@ -93,7 +92,7 @@ def test_runner_alone_creates_a_new_db(tmp_path: Path) -> None:
     log_path = tmp_path / "runner.log"
     with log_path.open("wb") as log:
         runner = subprocess.Popen(
-            [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.05"],
+            [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.05"],
             env=_env(), stdout=log, stderr=log,
         )  # fmt: skip
     try:
@@ -231,3 +230,38 @@ def test_workers_serve_one_port_from_several_processes_and_stop_together(tmp_pat
 def test_refuses_a_bad_code_nodes_setting(tmp_path: Path) -> None:
     env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_CODE_NODES="sometimes")
     assert "ABSTRACTGATEWAY_CODE_NODES" in _refused(["--db", str(tmp_path / "g.sqlite3")], env)
+
+
+def test_the_runner_and_the_cli_refuse_bad_settings_naming_the_variable(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "abstractgateway"]
+    cases = [
+        (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_SANDBOX_CPU_S", "lots"),
+        (
+            ["runner", "--db", str(tmp_path / "g.sqlite3")],
+            "ABSTRACTGATEWAY_WEBHOOK_ALLOW_NETWORKS",
+            "10.0.0.0/33",
+        ),
+        (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_TICK_TIMEOUT_S", "-1"),
+        (["migrate", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_STORE_BACKEND", "postgres"),
+    ]
+    for args, name, value in cases:
+        done = subprocess.run([*cli, *args], env=_env(**{name: value}), capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 2, (name, done.stderr)
+        assert name in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "g.sqlite3").exists(), "nothing was created"
+    port = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_PORT="70000")
+    assert "ABSTRACTGATEWAY_PORT must be <= 65535" in _refused(["--db", str(tmp_path / "g.sqlite3")], port)
+
+
+def test_serve_refuses_what_its_runner_would_refuse(tmp_path: Path) -> None:
+    """`abstractgateway serve` checks its runner's settings too (not a runner restarted in a loop)."""
+    env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_SANDBOX_MEMORY_MB="16")
+    done = subprocess.run(
+        [sys.executable, "-m", "abstractgateway", "serve", "--db", str(tmp_path / "g.sqlite3")],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "ABSTRACTGATEWAY_SANDBOX_MEMORY_MB must be >= 32" in done.stderr, (
+        done.stderr
+    )
+    assert not (tmp_path / "g.sqlite3").exists()

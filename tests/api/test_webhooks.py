@@ -94,7 +94,7 @@ def hooked(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[Ga
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "runner",
             "--db",
             str(gw.db_path),

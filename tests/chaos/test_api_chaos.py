@@ -53,13 +53,13 @@ def _env() -> dict[str, str]:
 
 
 def _serve(db_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "gateway_cli", "serve", "--port", str(port), "--db", str(db_path)]
+    args = [sys.executable, "-m", "abstractgateway", "serve", "--port", str(port), "--db", str(db_path)]
     with log.open("ab") as out:
         return subprocess.Popen([*args, "--no-runner"], env=_env(), stdout=out, stderr=out)
 
 
 def _runner(db_path: Path, log: Path, lease_s: float = 30.0) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.01"]
+    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.01"]
     args += ["--lease-s", str(lease_s)]
     with log.open("ab") as out:
         return subprocess.Popen(args, env=_env(), stdout=out, stderr=out)

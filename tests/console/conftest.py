@@ -103,7 +103,7 @@ class Deployment:
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "serve",
             "--no-runner",
             "--migrate",
@@ -122,7 +122,7 @@ class Deployment:
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "runner",
             "--flows-dir",
             str(self.flows),

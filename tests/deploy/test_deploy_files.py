@@ -36,8 +36,8 @@ USER = "abstractgateway"
 API_UNITS = ("abstractgateway-api.service", "abstractgateway-api@.service")
 RUNNER_UNITS = ("abstractgateway-runner.service", "abstractgateway-runner@.service")
 UNITS = API_UNITS + RUNNER_UNITS
-# Where the code reads its environment: the API, the runner, the store, and the top-level CLI modules.
-PACKAGES = ("api_service", "runner_service", "shared_store")
+# Where the code reads its environment: the API, the runner, the store, and the CLI.
+PACKAGES = ("abstractgateway", "api_service", "runner_service", "shared_store")
 ENV_VAR = re.compile(r"\bABSTRACTGATEWAY_[A-Z0-9_]*[A-Z0-9]\b")
 
 
@@ -136,7 +136,7 @@ def _commands(parsed: dict[str, dict[str, list[str]]]) -> list[str]:
 def test_units_run_the_prefix_binary_with_options_the_cli_has(
     unit: tuple[str, dict[str, dict[str, list[str]]]],
 ) -> None:
-    from gateway_cli import main
+    from abstractgateway.cli import main
 
     name, parsed = unit
     for command in _commands(parsed):
@@ -269,13 +269,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         assert done.returncode == 0 and not ours, f"{name}:\n{output}"
 
 
-# --- the env example -----------------------------------------------------------------------------------
-def _variables_the_code_reads() -> set[str]:
-    found: set[str] = set()
-    files = [*REPO.glob("*.py"), *(file for package in PACKAGES for file in (REPO / package).rglob("*.py"))]
-    for file in files:
-        found.update(ENV_VAR.findall(file.read_text()))
-    return found
+# --- the env example: generated from the settings declarations -----------------------------------------
+def _code_files() -> list[Path]:
+    return [file for package in PACKAGES for file in (REPO / package).rglob("*.py")]
 
 
 def _example_variables() -> dict[str, str]:
@@ -287,12 +283,58 @@ def _example_variables() -> dict[str, str]:
     return variables
 
 
-def test_env_example_lists_every_variable_the_code_reads() -> None:
-    read = _variables_the_code_reads()
-    assert len(read) >= 10, read  # the grep works
+def test_env_example_is_the_generated_one() -> None:
+    from abstractgateway.config_cli import env_example
+
+    assert ENV_EXAMPLE.read_text() == env_example(), (
+        "regenerate: abstractgateway config example --write deploy/systemd/abstractgateway.env.example"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "abstractgateway", "config", "example", "--check", str(ENV_EXAMPLE)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_variable_the_code_names_is_declared_and_every_declared_one_is_used() -> None:
+    from abstractgateway.config_cli import declared
+
+    settings = declared()
+    named: set[str] = set()
+    for file in _code_files():
+        named.update(ENV_VAR.findall(file.read_text()))
+    assert len(named) >= 10, named  # the grep works
     listed = set(_example_variables())
-    assert sorted(read - listed) == [], "add these to deploy/systemd/abstractgateway.env.example"
-    assert sorted(listed - read) == [], "the example lists variables nothing reads"
+    assert sorted(named - listed) == [], "the code names variables no setting declares"
+    assert listed == {f"ABSTRACTGATEWAY_{name}" for name in settings}
+    # The other direction: each declared field is read somewhere (an attribute or a key), so the
+    # example lists nothing nothing uses.
+    source = "".join(file.read_text() for file in _code_files())
+    declaring = {"shared_store/settings.py", "api_service/settings.py", "runner_service/settings.py"}
+    outside = "".join(
+        file.read_text() for file in _code_files() if str(file.relative_to(REPO)) not in declaring
+    )
+    import dataclasses
+
+    from abstractgateway.config_cli import settings_classes
+
+    fields = {f.name for cls in settings_classes() for f in dataclasses.fields(cls) if "env" in f.metadata}
+    unused = sorted(f for f in fields if f".{f}" not in outside and f'"{f}"' not in source)
+    assert unused == [], "declared settings nothing reads"
+
+
+def test_no_code_reads_our_variables_from_the_environment_itself() -> None:
+    """Every ABSTRACTGATEWAY_* read goes through the settings declarations (read once at start-up)."""
+    direct = re.compile(
+        r"(environ(\.get)?[\[(]\s*[\"']ABSTRACTGATEWAY_|getenv\(\s*[\"']ABSTRACTGATEWAY_|envvar=)"
+    )
+    offenders = [
+        f"{file.relative_to(REPO)}:{number}: {line.strip()}"
+        for file in _code_files()
+        for number, line in enumerate(file.read_text().splitlines(), 1)
+        if direct.search(line)
+    ]
+    assert offenders == []
 
 
 def test_env_example_is_plain_key_value_for_systemd_and_docker() -> None:
@@ -359,8 +401,10 @@ def _installed_sources() -> set[str]:
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     setuptools = project["tool"]["setuptools"]
-    modules = {f"{module}.py" for module in setuptools["py-modules"]}
-    packages = {pattern.rstrip("*") for pattern in setuptools["packages"]["find"]["include"]}
+    modules = {f"{module}.py" for module in setuptools.get("py-modules", [])}
+    # Packages are listed by name; a mapped one (shared_store.migrations -> migrations/) ships its folder.
+    mapped = setuptools.get("package-dir", {})
+    packages = {mapped.get(name, name).split(".")[0].split("/")[0] for name in setuptools["packages"]}
     return modules | packages | {"pyproject.toml", project["project"]["readme"]}
 
 
@@ -462,7 +506,7 @@ def test_healthchecks_pass_against_live_processes_and_sigterm_exits_0(tmp_path: 
         "ABSTRACTGATEWAY_HOST": "127.0.0.1",
         "ABSTRACTGATEWAY_PORT": str(port),
     }
-    cli = [sys.executable, "-m", "gateway_cli"]
+    cli = [sys.executable, "-m", "abstractgateway"]
     api_check = _dockerfile_healthcheck()
     runner_check = [sys.executable, *_compose()["services"]["runner"]["healthcheck"]["test"][2:]]
     assert _check(api_check, env, tmp_path) != 0, "nothing listens yet"

@@ -34,8 +34,8 @@ from schemathesis.engine import Status, events, from_schema
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from api_service.app import openapi_document
-from api_service.schemas import COMMAND_PAYLOADS
 from shared_store.bundles import put_bundle
+from shared_store.contracts import COMMAND_PAYLOADS
 
 from ..api.conftest import TOKEN, Gateway
 from .conftest import SENT

@@ -38,7 +38,7 @@ def media_gateway(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iter
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "runner",
             "--db",
             str(gateway.db_path),

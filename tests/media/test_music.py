@@ -16,6 +16,7 @@ for _name in ("torch", "diffusers", "transformers", "abstractmusic", "huggingfac
 
 from runner_service.media import music  # noqa: E402
 from runner_service.media.backends import BadMediaRequest, Unsupported  # noqa: E402
+from runner_service.media.checks import checked  # noqa: E402
 
 from .tiny_pipelines import cached, install_in_hub_cache  # noqa: E402
 
@@ -90,7 +91,9 @@ def test_a_local_pipeline_dir_works_too(music_model: Path, monkeypatch: pytest.M
 )
 def test_absurd_requests_are_rejected(music_model: Path, change: dict) -> None:
     with pytest.raises(BadMediaRequest):
-        music.generate_music({**BASE, **change}, {})
+        request = {**BASE, **change}
+        checked("music_generate", request)  # the job path: the shared rule, then the backend
+        music.generate_music(request, {})
 
 
 def test_no_model_configured_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:

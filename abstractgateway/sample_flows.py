@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]  # the source tree (examples/ is not installed)
 SOURCES_DIR = REPO / "examples" / "flows"
 BUILT_DIR = REPO / "build" / "flows"
 STAMP = ".sources"

@@ -1,0 +1,5 @@
+"""`python -m abstractgateway ...`: the same as the `abstractgateway` command."""
+
+from .cli import main
+
+main()
