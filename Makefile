@@ -82,3 +82,9 @@ bench-ops: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build
+
+# The PostgreSQL store's tests alone: a throwaway PostgreSQL 15 per session (Debian postgresql-15,
+# installed by test-deps); the network-namespace tests need root and skip, saying why, otherwise.
+.PHONY: test-pg
+test-pg: install test-deps
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/pg tests/netns -ra

@@ -42,8 +42,12 @@ def main() -> None:
 @click.option(
     "--from",
     "from_backend",
-    type=click.Choice(["file"]),
-    help="Import the original gateway's file-backend data dir, given as --data-dir D.",
+    type=click.Choice(["file", "sqlite"]),
+    help="Import the original gateway's file-backend data dir, given as --data-dir D; or, with "
+    "--db-url, copy this SQLite gateway into PostgreSQL.",
+)
+@click.option(
+    "--db-url", help="A postgresql:// URL: migrate that database (and copy into it with --from=sqlite)."
 )
 @click.option(
     "--to",
@@ -71,12 +75,21 @@ def migrate(
     to_backend: str,
     to_data_dir: str | None,
     enable_incremental_vacuum: bool,
+    db_url: str | None,
 ) -> None:
     """Apply pending schema migrations (in one transaction) to the gateway database.
 
     With --from=file --data-dir D: migrate the target db, then import D (runs, ledgers, commands,
     artifacts of the file backend) into it, idempotently, and verify the counts (exit 1 if they differ).
     """
+    if db_url or from_backend == "sqlite":
+        from shared_store.postgres.cli import postgres_migrate_command
+
+        sys.exit(
+            postgres_migrate_command(
+                db_url, from_backend=from_backend, data_dir=data_dir, db_file=db_file, status_only=status_only
+            )
+        )
     if from_backend:
         sys.exit(_import_file_store(data_dir, to_data_dir, db_file))
     path = _db_path(data_dir, db_file)
