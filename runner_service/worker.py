@@ -210,6 +210,9 @@ class Worker:
     def _settle(self, run_id: str) -> dict[str, Any] | None:
         """When the run is next due, judged from its state (None: leave due_at alone). The last save
         made while holding it already computed that; only a run not saved meanwhile is read back."""
+        staged = self.context().unit.staged_save(run_id)
+        if staged is not None:  # the release commits this save: it settles with what it wrote
+            return {key: staged[key] for key in ("due_at", "paused", "sub_run_id")}
         saved = self.context().run_store.last_due.pop(run_id, None)
         if saved is not None:
             return saved
@@ -502,4 +505,5 @@ class Worker:
         )
         ctx.runtime.ledger_store.append_failure(record)  # staged: it commits with the save below
         ctx.run_store.save(run)
+        ctx.unit.flush()  # now: a path that ends in an error discards what is still staged
         self._observe_end(run)

@@ -149,7 +149,7 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
         self.born: list[str] = []  # runs this store created leased to its fence (to release after)
         # When each run this store saved is next due, as of that save: what a release settles with,
         # without reading the run's state back.
-        self.last_due: dict[str, dict[str, Any]] = {}
+        self.last_due: dict[str, dict[str, Any]] = unit.last_due if unit is not None else {}
 
     # --- writes (fenced) -----------------------------------------------------------------------
     def save(self, run: RunState) -> None:
@@ -194,6 +194,14 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
             conn.execute(q.SAVE_RUN_STATE, params)
             return True
 
+        if self.unit is not None and fence is not None and strict and params["epoch"] is not None:
+            # A save of a run this runner holds is staged: it commits with the unit's next commit
+            # (the release, a flush before a blocking effect, a read of the run by the unit), fenced
+            # by the unit's up-front lease check. Saves staged after a command's outcome keep the
+            # order the due_at computation needs. On bench-echo (start, one step, complete)
+            # a run cost 4.5 commits, now 2.5 (claim, start, release): 1 runner 322 -> 482 runs/s.
+            self.unit.stage_save(run.run_id, params)
+            return True
         if self.unit is not None:
             # What the unit staged (command outcomes first: a command resolved here no longer counts
             # as pending in the due_at of the save) commits with this state, or nothing does.
@@ -219,6 +227,9 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
 
     # --- reads -----------------------------------------------------------------------------------
     def load(self, run_id: str) -> RunState | None:
+        staged = self.unit.staged_save(run_id) if self.unit is not None else None
+        if staged is not None:  # read your writes: the save the unit will commit
+            return decode_run(staged["run_json"])
         row = self.db.query_one(q.LOAD_RUN, (run_id,))
         if row is None or row[0] is None:
             return None
@@ -226,6 +237,9 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
 
     def probe_control(self, run_id: str) -> tuple[str, bool] | None:
         """(status, paused) from columns, without decoding the run document."""
+        staged = self.unit.staged_save(run_id) if self.unit is not None else None
+        if staged is not None:
+            return (str(staged["status"]), bool(staged["paused"]))
         row = self.db.query_one(q.PROBE_CONTROL, (run_id,))
         return None if row is None else (str(row[0]), bool(row[1]))
 

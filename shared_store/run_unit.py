@@ -1,8 +1,9 @@
 """The runner's unit of work: everything one step of a held run writes commits in ONE transaction.
 
 A worker stages what a step produces — command outcomes, ledger records, child runs, schedule
-advances, artifact rows, derived commands — and the next state save of the run commits all of it
-with the state, in one BEGIN IMMEDIATE transaction that checks the fence (lease owner + epoch) of
+advances, artifact rows, derived commands, and the state saves of the runs it holds — and the
+next commit (a save that cannot be staged, a flush, the release) writes all of it in one
+BEGIN IMMEDIATE transaction that checks the fence (lease owner + epoch) of
 every run involved once, up front; a run taken over meanwhile raises LeaseLost and nothing of the
 unit is written. Staged work that no save carries (a command that changed nothing, the records a
 runtime appends after its last save) is committed by `flush()` as its own fenced unit.
@@ -73,6 +74,9 @@ class RunUnit:
         self.fence = fence
         self._staged: list[Staged] = []
         self._commits = 0  # units committed: marks taken before a commit are spent by it
+        # When each run saved through the unit is next due, as of its last committed save: what a
+        # release settles with, without reading the run's state back (the run store shares it).
+        self.last_due: dict[str, dict[str, Any]] = {}
 
     # --- staging -------------------------------------------------------------------------------
     @property
@@ -100,6 +104,20 @@ class RunUnit:
             for item in self._staged
             if item.run_id == run_id and item.sql is q.APPEND_LEDGER_IN_UNIT
         ]
+
+    def stage_save(self, run_id: str, params: dict[str, Any]) -> None:
+        """A held run's state save (SAVE_RUN_FENCED then SAVE_RUN_STATE), committed by the next
+        commit, flush or release: a short run (start, tick, complete) commits its step and its end
+        with the release, one commit instead of three. Its fence is the unit's up-front check."""
+        self.stage(run_id, q.SAVE_RUN_FENCED, params)
+        self.stage(run_id, q.SAVE_RUN_STATE, params)
+
+    def staged_save(self, run_id: str) -> dict[str, Any] | None:
+        """The params of the run's last staged state save (read your writes), or None."""
+        for item in reversed(self._staged):
+            if item.run_id == run_id and item.sql is q.SAVE_RUN_STATE:
+                return item.params
+        return None
 
     def stage_artifact(self, fenced_by: str, params: dict[str, Any]) -> None:
         """An artifact row (STORE_ARTIFACT's params; its blob is already on disk)."""
@@ -186,6 +204,9 @@ class RunUnit:
             raise
         del self._staged[: len(staged)]
         self._commits += 1
+        for item in staged:
+            if item.sql is q.SAVE_RUN_STATE:
+                self.last_due[item.run_id] = {k: item.params[k] for k in ("due_at", "paused", "sub_run_id")}
         return written
 
     def release(self, run_id: str, *, settle: dict[str, Any] | None = None) -> bool:
@@ -212,7 +233,10 @@ class RunUnit:
     # --- the one read of a claimed run ---------------------------------------------------------
     def open(self, run_id: str, *, commands: int = 100) -> RunStep | None:
         """What the run is due for; None when the run does not exist. One statement, and a second
-        for the pending commands only when the first saw some."""
+        for the pending commands only when the first saw some. A staged state save is committed
+        first: the read must see it."""
+        if self.stages(run_id):
+            self.flush()
         row = self.db.query_one(q.OPEN_RUN, (run_id,))
         if row is None:
             return None

@@ -52,13 +52,13 @@ def test_a_kill_in_the_failure_path_never_leaves_a_failed_run_without_its_record
     def tick_raises(self: Runtime, **kwargs: Any) -> Any:
         raise RuntimeError("the tick broke")
 
-    append = SqliteLedgerStore.append
+    append_failure = SqliteLedgerStore.append_failure  # the gateway's failure records go through it
     write = SqliteRunStore._write
 
     def dies_before_the_record(self: SqliteLedgerStore, record: Any) -> None:
         if record.status.value == "failed":
             raise _Killed
-        append(self, record)
+        append_failure(self, record)
 
     def dies_at_the_save(self: SqliteRunStore, run: Any, sql: str, strict: bool = True) -> bool:
         if run.status.value == "failed":
@@ -69,7 +69,7 @@ def test_a_kill_in_the_failure_path_never_leaves_a_failed_run_without_its_record
     assert fence.claim(1)
     monkeypatch.setattr(Runtime, "tick", tick_raises)
     if kill_at == "before_the_record":
-        monkeypatch.setattr(SqliteLedgerStore, "append", dies_before_the_record)
+        monkeypatch.setattr(SqliteLedgerStore, "append_failure", dies_before_the_record)
     else:
         monkeypatch.setattr(SqliteRunStore, "_write", dies_at_the_save)
     with pytest.raises(_Killed):
@@ -125,11 +125,12 @@ def test_a_kill_inside_the_unit_commits_none_of_it_and_the_command_applies_once(
     def dies_before_commit(
         self: RunUnit, save: Callable[[apsw.Connection], bool] | None = None, **kwargs: Any
     ) -> bool:
-        if save is None or not self.pending:
+        if not self.pending:
             return commit(self, save, **kwargs)
 
+        # The resumed state is staged with the rest (a held run's save rides the unit's commit).
         def save_then_die(conn: apsw.Connection) -> bool:
-            assert save(conn)
+            assert save is None or save(conn)
             ran.append(conn.execute("SELECT count(*) FROM ledger WHERE run_id = ?", (run_id,)).fetchone()[0])
             raise _Killed
 
@@ -186,7 +187,8 @@ def test_a_fenced_out_unit_writes_nothing(gateway: Gateway) -> None:
         "UPDATE runs SET lease_owner = 'thief', lease_epoch = lease_epoch + 1 WHERE run_id = ?", (run_id,)
     )
     with pytest.raises(LeaseLost):
-        ctx.run_store.save(run)
+        ctx.run_store.save(run)  # staged: the unit's commit checks the fence
+        ctx.unit.flush()
     assert gateway.ledger(run_id) == before
     assert not ctx.unit.pending
 
