@@ -153,6 +153,7 @@ def execute_job(ctx: CommandContext, run_id: str, start: dict[str, Any]) -> None
     # The attempt counts before the work (a crash mid-call is retried, bounded), and its STARTED
     # record commits with it: both before the backend runs (seconds), so readers see the job start.
     ctx.run_store.save(run)
+    ctx.unit.flush()  # a held run's save is staged: commit it now, the backend call may take seconds
     log.info("media_job_started", run_id=run_id, kind=kind, parent_run_id=parent, attempt=attempt)
     try:
         request, models, default = apply_default(ctx.db, kind, request)
