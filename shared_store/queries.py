@@ -150,7 +150,13 @@ INSERT_COMMAND = (
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
-WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
+# A run already due (the usual case: queued, or many commands in a row) is left unwritten: rewriting
+# due_at to its own value still rewrote the row and its runs_claim_order entry (measured on a queued
+# run: the statement ~5-8 -> ~3 us, and the runs page no longer dirtied in the commit).
+WAKE_RUN = (
+    "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id "
+    "AND (due_at IS NULL OR due_at > :now)"
+)
 _COMMAND_COLUMNS = (
     "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at, request_id"
 )
