@@ -500,6 +500,6 @@ class Worker:
             ended_at=now,
             session_id=run.session_id,
         )
-        ctx.runtime.ledger_store.append(record)  # staged: it commits with the save below
+        ctx.runtime.ledger_store.append_failure(record)  # staged: it commits with the save below
         ctx.run_store.save(run)
         self._observe_end(run)

@@ -17,6 +17,9 @@ from .limits import OutputTooLarge, check_output
 from .reads import ledger_len, ledger_page
 from .run_unit import RunUnit
 
+# A failure record quotes its error up to this many characters (a traceback, a limit message).
+MAX_FAILURE_ERROR_CHARS = 4_000
+
 
 class SqliteLedgerStore(LedgerStore):  # type: ignore[misc]  # abstractruntime ships no types
     """Append-only journal. Bound to a LeaseHolder, an append checks the lease in its statement."""
@@ -39,6 +42,17 @@ class SqliteLedgerStore(LedgerStore):  # type: ignore[misc]  # abstractruntime s
         self.unit = unit
 
     def append(self, record: StepRecord) -> None:
+        self._append(record, capped=True)
+
+    def append_failure(self, record: StepRecord) -> None:
+        """The gateway's own failure record: its error is bounded here (MAX_FAILURE_ERROR_CHARS), so
+        the output cap does not apply — a run failed for an oversized output, or under a cap smaller
+        than any record, must still say why, and a refused record must not kill the worker."""
+        if record.error and len(record.error) > MAX_FAILURE_ERROR_CHARS:
+            record.error = record.error[:MAX_FAILURE_ERROR_CHARS] + " ... (truncated)"
+        self._append(record, capped=False)
+
+    def _append(self, record: StepRecord, *, capped: bool) -> None:
         run_id = record.run_id
         if not run_id:
             raise ValueError("StepRecord.run_id must be non-empty")
@@ -48,7 +62,7 @@ class SqliteLedgerStore(LedgerStore):  # type: ignore[misc]  # abstractruntime s
             "idempotency_key": record.idempotency_key or None,
             "record": encode(record),
         }
-        cap = self.max_output_bytes
+        cap = self.max_output_bytes if capped else None
         if cap is not None and len(params["record"]) > cap:
             # abstractruntime appends a run's closing record (the output inside) before the save that
             # completes it, and swallows this error there (logged): the save then raises it again,

@@ -94,3 +94,22 @@ def test_a_malformed_cap_stops_the_runner_with_the_reason(gateway: Gateway) -> N
     assert runner.proc.wait(60) == 2
     runner.stop()  # closes its log
     assert "ABSTRACTGATEWAY_MAX_OUTPUT_BYTES must be a whole number" in runner.log_path.read_text()
+
+
+def test_under_a_cap_smaller_than_any_record_the_run_still_fails_with_its_failure_record(
+    gateway: Gateway,
+) -> None:
+    # 200 bytes: no ledger record fits (a failure record alone is ~300). The failure record is the
+    # gateway's own, its error bounded: it is written anyway, and the worker lives on to serve the
+    # next run (before, the refused failure record escaped the worker and killed its thread).
+    put_bundle(gateway.db, code_bundle("tiny-cap", "def transform(_input):\n    return 'x' * 1000"))
+    first = gateway.start("tiny-cap")
+    gateway.runner(ABSTRACTGATEWAY_MAX_OUTPUT_BYTES="200")  # one worker: it must survive the first
+    view = gateway.wait_status(first, "completed", "failed")
+    assert view["status"] == "failed" and "ABSTRACTGATEWAY_MAX_OUTPUT_BYTES=200" in str(view["error"]), view
+    gateway.wait(
+        lambda: gateway.ledger(first) and gateway.ledger(first)[-1][1]["status"] == "failed", "record"
+    )
+    assert gateway.ledger(first)[-1][1]["error"] == view["error"]
+    second = gateway.start("tiny-cap")  # the same worker takes the next run and fails it the same way
+    assert gateway.wait_status(second, "completed", "failed")["status"] == "failed"
