@@ -18,6 +18,7 @@ import apsw
 from . import queries as q
 from .codec import encode, utc_now_iso
 from .db import Database
+from .errors import Invalid
 from .inbox import Command, command_from_row
 
 DELIVER_EVENT = "deliver_event"
@@ -33,7 +34,7 @@ class EventTarget:
     keys: list[str]
 
 
-class BadEvent(ValueError):
+class BadEvent(Invalid):
     """An emit_event whose payload cannot name a wait key."""
 
 

@@ -150,7 +150,13 @@ INSERT_COMMAND = (
 COMMAND_SEQ = "SELECT seq FROM commands WHERE command_id = ?"
 COMMAND_STATUS = "SELECT status FROM commands WHERE seq = ?"
 # A new command makes its run due now (the lease holder's next save keeps it due while pending).
-WAKE_RUN = "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id"
+# A run already due (the usual case: queued, or many commands in a row) is left unwritten: rewriting
+# due_at to its own value still rewrote the row and its runs_claim_order entry (measured on a queued
+# run: the statement ~5-8 -> ~3 us, and the runs page no longer dirtied in the commit).
+WAKE_RUN = (
+    "UPDATE runs SET due_at = MIN(COALESCE(due_at, :now), :now) WHERE run_id = :run_id "
+    "AND (due_at IS NULL OR due_at > :now)"
+)
 _COMMAND_COLUMNS = (
     "seq, command_id, run_id, type, payload, ts, client_id, status, error, applied_at, request_id"
 )
@@ -427,10 +433,13 @@ INSERT_START_KEY = (
     "INSERT INTO run_start_keys (idempotency_key, run_id, request_sha256, created_at) "
     "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at)"
 )
+# claim_order is written here as runs_claim_order_inserted would set it (a queued row without a fair
+# tag: its due_at), so that trigger's WHEN is false and it skips its UPDATE of the row just inserted
+# (measured: INSERT INTO runs ~165 -> ~75 us per start with the trigger's re-update gone).
 ENQUEUE_RUN = (
     "INSERT INTO runs (run_id, workflow_id, status, session_id, parent_run_id, created_at, updated_at, "
-    f"due_at, feed_seq) VALUES (:run_id, :workflow_id, 'queued', :session_id, :parent_run_id, :created_at, "
-    f":created_at, :now, {_NEXT_FEED})"
+    f"due_at, claim_order, feed_seq) VALUES (:run_id, :workflow_id, 'queued', :session_id, :parent_run_id, "
+    f":created_at, :created_at, :now, :now, {_NEXT_FEED})"
 )
 ENQUEUE_RUN_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:run_id, :start_json)"
 START_REQUEST = "SELECT start_json FROM run_states WHERE run_id = ?"
@@ -491,8 +500,8 @@ UPDATE_SCHEDULE_SPEC = (
 SET_SCHEDULE_STATUS = f"UPDATE schedules SET status = :status, updated_at = :updated_at WHERE run_id = :run_id AND {_HELD_PARENT}"
 ENQUEUE_CHILD_RUN = (
     "INSERT INTO runs (run_id, workflow_id, status, session_id, parent_run_id, created_at, updated_at, "
-    f"due_at, feed_seq) SELECT :child_run_id, :workflow_id, 'queued', :session_id, :run_id, :created_at, "
-    f":created_at, :now, {_NEXT_FEED} WHERE {_HELD_PARENT}"
+    f"due_at, claim_order, feed_seq) SELECT :child_run_id, :workflow_id, 'queued', :session_id, :run_id, "
+    f":created_at, :created_at, :now, :now, {_NEXT_FEED} WHERE {_HELD_PARENT}"
 )
 ENQUEUE_CHILD_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:child_run_id, :start_json)"
 

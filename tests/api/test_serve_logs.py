@@ -65,14 +65,14 @@ def test_serve_and_its_runner_write_json_lines_only(tmp_path: Path, flows: Path)
     args = [*SERVE, "--port", str(port), "--db", str(db_path), "--flows-dir", str(own_flows)]
     with log.open("wb") as out:  # the runner child writes to serve's stderr: one file for both
         # The runner's error: a run whose output is over the cap fails (logged as an error).
-        env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_MAX_OUTPUT_BYTES="200")
+        env = _env(ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_MAX_OUTPUT_BYTES="4000")
         process = subprocess.Popen(args, env=env, stderr=out)
     try:
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
         ) as client:
             first = _wait(lambda: (_health(client).get("runner_supervisor") or {}).get("pid"), "a runner")
-            body = {"bundle_id": "bench-echo", "input_data": {"message": "x" * 500}}
+            body = {"bundle_id": "bench-echo", "input_data": {"message": "x" * 5000}}
             started = client.post("/api/gateway/runs/start", json=body)
             assert started.status_code == 200, started.text
             run_id = started.json()["run_id"]

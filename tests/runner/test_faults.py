@@ -49,6 +49,12 @@ def test_sigterm_finishes_the_tick_releases_leases_and_exits_zero(gateway: Gatew
     # With the lease released (not left to expire), another runner continues at once.
     gateway.runner("next", lease_s=30.0)
     gateway.wait_status(run_id, "completed", timeout=120)
+    # The terminal state commits first, abstractruntime's closing status record just after it (the
+    # SSE hub waits for that record before `done`): wait for it, then the ledger must be dense.
+    gateway.wait(
+        lambda: len(_dense(gateway, run_id)) == gateway.run(run_id)["ledger_len"],
+        "the closing record",
+    )
     assert _dense(gateway, run_id) == list(range(1, gateway.run(run_id)["ledger_len"] + 1))
 
 
