@@ -10,6 +10,7 @@ process (one LeaseHolder, one owner id).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import threading
@@ -25,7 +26,7 @@ import structlog
 from abstractruntime.core.models import EffectType, RunState, RunStatus, StepRecord, StepStatus
 from abstractruntime.core.runtime import Runtime
 
-from shared_store import Database, LeaseHolder, LeaseLost, StoreError
+from shared_store import Database, LeaseHolder, LeaseLost, StoreError, StoreUnavailable
 from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.flow_control import admit
 from shared_store.inbox import Command
@@ -48,6 +49,8 @@ from .schedules import fire_due, start_parent
 from .workspace import run_workspace, strip_client_keys, workspace_dir
 
 log = structlog.get_logger("runner")
+# No space, or over quota: a condition of the machine that passes, not of the run.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 # Effects the runtime answers at once, from the run's own state (no I/O, no waiting): the records
 # staged around them commit with the step's save. Before any other effect (an LLM call, a tool, a
@@ -173,6 +176,13 @@ class Worker:
             log.warning("lease_lost", run_id=run_id, epoch=exc.epoch)
         except StoreError:
             raise
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                log.exception("run_error", run_id=run_id)
+                self._fail_anyhow(run_id, f"{type(exc).__name__}: {exc}")
+            else:  # a file the run writes (an artifact blob, its workspace) on a full disk: the
+                # store's own condition, ridden out like the db's — the run is tried again later
+                raise StoreUnavailable(f"disk full writing a run's files: {exc}") from exc
         except OutputTooLarge as exc:  # from a command's resume, say: the run fails, saying why
             log.error("output_too_large", run_id=run_id, size=exc.size, cap=exc.cap)
             self._fail_anyhow(run_id, str(exc))
