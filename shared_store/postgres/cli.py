@@ -1,4 +1,4 @@
-"""The PostgreSQL side of `abstractgateway migrate` (gateway_cli.py calls these with its options):
+"""The PostgreSQL side of `abstractgateway migrate` (abstractgateway/cli.py calls these with its options):
 `--db-url URL` migrates that PostgreSQL database; with `--from=sqlite` it then copies the SQLite
 gateway (--data-dir / --db) into it. Returns the process's exit status."""
 
@@ -23,6 +23,9 @@ def postgres_migrate_command(
 ) -> int:
     if not db_url:
         raise click.UsageError("--from=sqlite needs --db-url postgresql://... (the database to copy into)")
+    if not db_url.startswith(("postgresql://", "postgres://")):
+        # Not a libpq keyword string either: name the expected form instead of libpq's parse error.
+        raise click.UsageError(f"--db-url must be a postgresql:// URL, not {db_url.split(':', 1)[0]!r}...")
     import psycopg
 
     from .migrate import migrate, schema_status

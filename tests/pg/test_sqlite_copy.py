@@ -229,6 +229,8 @@ def test_a_count_mismatch_exits_1_naming_the_table(sqlite_gateway: Path, pg_empt
 def test_from_sqlite_needs_a_db_url_and_an_existing_file(tmp_path: Path, pg_empty_db: PgDatabase) -> None:
     no_url = _cli("--from=sqlite", "--db", str(tmp_path / "x.sqlite3"))
     assert no_url.returncode == 2 and "--db-url" in no_url.stderr
+    not_pg = _cli("--from=sqlite", "--db", str(tmp_path / "x.sqlite3"), "--db-url", "mysql://u@h/db")
+    assert not_pg.returncode == 2 and "must be a postgresql:// URL, not 'mysql'" in not_pg.stderr
     missing = _cli("--from=sqlite", "--db", str(tmp_path / "x.sqlite3"), "--db-url", pg_empty_db.url)
     assert missing.returncode == 2 and "no SQLite gateway database" in missing.stderr
     assert not (tmp_path / "x.sqlite3").exists(), "a missing source is never created"
