@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -17,22 +16,7 @@ from shared_store import Database, migrate
 
 from .conftest import TOKEN, free_port
 from .test_serve_cli import SERVE, _env
-
-
-def _wait(predicate, what: str, tries: int = 3_000):  # type: ignore[no-untyped-def]
-    for _ in range(tries):
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"never: {what}")
-
-
-def _health(client: httpx.Client) -> dict:
-    try:
-        return client.get("/api/health").json()
-    except httpx.TransportError:
-        return {}
+from .test_supervision import _health, _wait
 
 
 def _lines(log: Path) -> list[dict]:
