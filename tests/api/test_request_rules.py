@@ -27,7 +27,6 @@ from runner_service.commands import Rejected
 from runner_service.events import BadEvent
 from runner_service.media.backends import BadMediaRequest
 from runner_service.media.defaults import apply_default
-from shared_store.artifact_store import SqliteArtifactStore
 from shared_store.contracts import COMMAND_PAYLOADS, MEDIA_REQUESTS, check_command_payload
 from shared_store.contracts.media import MAX_TTS_CHARS
 from shared_store.contracts.prompt_cache import MAX_MODULES, PARAMS
@@ -35,8 +34,8 @@ from shared_store.inbox import get_command
 from shared_store.starts import start_request
 
 from .conftest import Gateway
+from .test_media_routes import artifacts, target
 
-BUNDLE = "bench-echo"
 # kind -> (the route under /api/gateway, the smallest valid body: "@audio"/"@image" are artifacts)
 MEDIA_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "tts": ("runs/{run}/voice/tts", {"text": "hi"}),
@@ -159,19 +158,8 @@ def test_every_rule_has_boundary_cases() -> None:
     assert set(MEDIA_REQUESTS) == set(MEDIA_ROUTES)
 
 
-@pytest.fixture(scope="module")
-def target(lone_gateway: Gateway) -> str:
-    return lone_gateway.start(BUNDLE)
-
-
-@pytest.fixture(scope="module")
-def artifacts(lone_gateway: Gateway, target: str) -> dict[str, str]:
-    store = SqliteArtifactStore(lone_gateway.db, lone_gateway.db_path.parent / "artifacts")
-    made = {
-        "audio": store.store(b"RIFF....WAVE", content_type="audio/wav", run_id=target),
-        "image": store.store(b"\x89PNG....", content_type="image/png", run_id=target),
-    }
-    return {name: meta.artifact_id for name, meta in made.items()}
+# `target` (the queued run the jobs attach to) and `artifacts` (its inputs): the media routes test's.
+__all__ = ["artifacts", "target"]
 
 
 def _fill(value: Any, artifacts: dict[str, str]) -> Any:
