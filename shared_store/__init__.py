@@ -4,6 +4,7 @@ This package's top level is free of abstractruntime: the API imports it. The abs
 implementations live in run_store, ledger_store, command_store and artifact_store (runner side).
 """
 
+from .backend import connect_store
 from .config import StorePaths
 from .db import Database
 from .errors import (
@@ -39,6 +40,7 @@ __all__ = [
     "StorePaths",
     "StoreUnavailable",
     "UnknownRun",
+    "connect_store",
     "migrate",
     "open_database",
     "reclaim_expired",
@@ -48,8 +50,9 @@ __all__ = [
 
 
 def open_database(path: str, *, synchronous: str = "NORMAL") -> Database:
-    """Open the db and refuse it unless its schema is exactly what this code knows."""
-    db = Database(path, synchronous=synchronous)
+    """Open the db (a SQLite file, or a postgresql:// URL) and refuse it unless its schema is exactly
+    what this code knows."""
+    db = connect_store(path, synchronous=synchronous)
     try:
         require_current(db)
     except BaseException:

@@ -21,6 +21,11 @@ from . import queries as q
 from .db import Database
 from .errors import LeaseLost
 
+# Expired leases freed per claim pass. SQLite frees all in one statement (the writer holds the whole
+# db); PostgreSQL takes them in batches under SKIP LOCKED, so a pass never waits on a row a cut-off
+# holder still has locked.
+RECLAIM_BATCH = 10_000
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -103,13 +108,14 @@ class LeaseHolder:
             return []
         now = self.clock()
         with self.db.write() as conn:
-            conn.execute(q.RECLAIM_EXPIRED, {"now": now})
+            conn.execute(q.RECLAIM_EXPIRED, {"now": now, "n": RECLAIM_BATCH})
             reclaimed = conn.changes()
             cursor_rows = conn.execute(
                 q.CLAIM_RUNS if self.labels else q.CLAIM_RUNS_UNLABELLED,
                 {
                     "owner": self.owner,
                     "expires_at": now + self.lease_s,
+                    "lease_s": self.lease_s,
                     "now": now,
                     "n": n,
                     "labels": self.labels_json,
@@ -140,6 +146,7 @@ class LeaseHolder:
                     q.RENEW_LEASE,
                     {
                         "expires_at": expires_at,
+                        "lease_s": self.lease_s,
                         "run_id": lease.run_id,
                         "owner": self.owner,
                         "epoch": lease.epoch,
@@ -207,7 +214,7 @@ class LeaseHolder:
 def reclaim_expired(db: Database, *, now: float | None = None) -> int:
     """Free leases whose expiry passed (their runs become claimable again); returns the count."""
     with db.write() as conn:
-        conn.execute(q.RECLAIM_EXPIRED, {"now": time.time() if now is None else now})
+        conn.execute(q.RECLAIM_EXPIRED, {"now": time.time() if now is None else now, "n": RECLAIM_BATCH})
         return conn.changes()
 
 

@@ -85,7 +85,15 @@ def applied_versions(db: Database) -> dict[int, str]:
     return {int(v): str(c) for v, c in db.query("SELECT version, checksum FROM schema_migrations")}
 
 
+def _on_postgres(db: Database) -> bool:
+    return getattr(db, "backend", "sqlite") == "postgresql"
+
+
 def schema_status(db: Database, source: Traversable | Path | None = None) -> SchemaStatus:
+    if _on_postgres(db):
+        from .postgres import migrate as pg
+
+        return pg.schema_status(db.connection())  # type: ignore[arg-type]
     known = known_migrations(source)
     applied = applied_versions(db)
     return SchemaStatus(
@@ -98,6 +106,10 @@ def schema_status(db: Database, source: Traversable | Path | None = None) -> Sch
 
 def migrate(db: Database, source: Traversable | Path | None = None) -> list[int]:
     """Apply every pending migration in one transaction; returns the versions applied."""
+    if _on_postgres(db):
+        from .postgres import migrate as pg
+
+        return pg.migrate(db.url)  # type: ignore[attr-defined]
     known = known_migrations(source)
     with db.write() as conn:
         # Re-read inside the write lock: two processes migrating at once must not both apply.
@@ -132,6 +144,8 @@ def create_schema_if_new(db: Database, source: Traversable | Path | None = None)
     act (`migrate` or `--migrate`), so a rolling upgrade never migrates by surprise. Two processes
     starting on the same new file at once are safe: `migrate` re-reads the applied versions under the
     write lock, so the second one finds nothing pending."""
+    if _on_postgres(db):
+        return migrate(db, source) if not schema_status(db, source).current else []
     if db.query_one("SELECT 1 FROM sqlite_master LIMIT 1") is not None:
         return []
     return migrate(db, source)
@@ -139,6 +153,10 @@ def create_schema_if_new(db: Database, source: Traversable | Path | None = None)
 
 def require_current(db: Database, source: Traversable | Path | None = None) -> int:
     """Refuse to run on a db this code does not match; returns the schema version."""
+    if _on_postgres(db):
+        from .postgres import migrate as pg
+
+        return pg.require_current(db.connection())  # type: ignore[arg-type]
     status = schema_status(db, source)
     if status.current > status.latest:
         raise _too_new(db, status.current, status.latest)

@@ -181,7 +181,7 @@ def test_second_process_sees_the_same_state(runtime: Runtime, db, db_path: Path,
         from shared_store import open_database
         from shared_store.run_store import SqliteRunStore
         from shared_store.ledger_store import SqliteLedgerStore
-        db = open_database({str(db_path)!r})
+        db = open_database({getattr(db, "url", None) or str(db_path)!r})
         run = SqliteRunStore(db).load({run_id!r})
         ledger = SqliteLedgerStore(db).list({run_id!r})
         print(json.dumps({{"status": run.status.value, "wait_key": run.waiting.wait_key,

@@ -6,6 +6,8 @@ import pytest
 
 from shared_store import queries as q
 
+pytestmark = pytest.mark.sqlite_only("SQLite's query plans (EXPLAIN QUERY PLAN) and index names")
+
 PLANS = [
     (q.FIND_COMPLETED_RESULT, ("r", "k"), "ledger_idempotency"),
     (q.LEDGER_PAGE, ("r", 0, 10), "PRIMARY KEY (run_id=? AND seq>?)"),

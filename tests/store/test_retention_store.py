@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import apsw
+import pytest
 
 from shared_store import Database, migrate
 from shared_store.retention import Retention, enable_incremental_vacuum
@@ -60,6 +61,7 @@ def test_an_old_db_switches_to_incremental_vacuum(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.sqlite_only("SQLite's query plans (EXPLAIN QUERY PLAN)")
 def test_retention_and_list_statements_stay_on_their_indexes(db: Database) -> None:
     from shared_store import retention as r
     from shared_store.bulk_ops import BULK_OUTCOMES, NEXT_EXPANDING
@@ -83,6 +85,7 @@ def test_retention_and_list_statements_stay_on_their_indexes(db: Database) -> No
         assert "USING INDEX runs_status_updated (status=?) |" not in plan + " |", (sql, plan)
 
 
+@pytest.mark.sqlite_only("SQLite's query plans (EXPLAIN QUERY PLAN)")
 def test_runs_list_pages_walk_an_index_in_page_order(db: Database) -> None:
     """Every filter the benchmark times reads its page in index order: no sort of all matches."""
     from bench.bench_ops import filter_cases

@@ -1,0 +1,35 @@
+"""Which store a process uses: the SQLite file (the default), or PostgreSQL when a URL names it
+(`ABSTRACTGATEWAY_DB_URL` / `--db-url`). Everything above this sees one `Database` interface."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .db import Database
+
+
+def is_postgres_url(target: str | os.PathLike[str] | None) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def connect_store(
+    target: str | os.PathLike[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    synchronous: str = "NORMAL",
+    application_name: str = "abstractgateway",
+) -> Database:
+    """A postgresql:// URL opens the shared PostgreSQL (psycopg is imported only then); anything else
+    is the SQLite file at that path. `data_dir` is this host's own directory (secrets, local files)."""
+    if is_postgres_url(target):
+        from .postgres.database import PgDatabase
+
+        return PgDatabase(str(target), data_dir=data_dir, application_name=application_name)
+    return Database(Path(target), synchronous=synchronous)
+
+
+def describe(db: Database) -> str:
+    """Where the store is, for logs and health: the file's path, or the URL without its password."""
+    location = getattr(db, "location", None)
+    return str(location) if location else str(db.path)

@@ -1,0 +1,298 @@
+"""The shared PostgreSQL behind the same interface as the SQLite file (shared_store/db.py): `write()`
+(a transaction; nested, a savepoint), `query`, `query_one`, `execute_write`, `connection()`. The store's
+modules run the same named statements on either; dialect.to_pg gives each its PostgreSQL text.
+
+Connections come from a psycopg pool and stay with the thread that took them (as SQLite's do): a
+transaction and the statements inside it run on one connection, and a thread's next call does not
+wait for the pool. A connection that broke (a cut link, a restarted server) is handed back and the
+thread takes a fresh one on its next call; the failed call raises StoreUnavailable (callers map it to
+503 or ride it out). Writers never NOTIFY inside their transaction: after a commit that changed rows
+they poke a coalescing notifier (wakeup.FeedNotifier), which readers wait on."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from ..db import Database
+from ..errors import StoreBusy, StoreError, StoreUnavailable
+from .connect import connect_kwargs
+from .dialect import to_pg
+from .retry import RETRIED_SQLSTATES
+
+if TYPE_CHECKING:
+    import apsw
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from .wakeup import FeedNotifier
+
+# Connections per process. The API's read threads and the runner's workers each keep one; the pool
+# refuses more (StoreBusy) rather than letting one process take the server's max_connections.
+DEFAULT_POOL_MAX = 32
+_RETRY_ATTEMPTS = 8
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs, health and errors)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class PgCursor:
+    """apsw's cursor surface over a psycopg cursor: a statement without rows fetches None / []."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self._cur.description is None:
+            return None
+        return cast("tuple[Any, ...] | None", self._cur.fetchone())
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        if self._cur.description is None:
+            return []
+        return cast("list[tuple[Any, ...]]", self._cur.fetchall())
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+
+class PgConnection:
+    """apsw.Connection's surface over one psycopg connection (what the store's modules call)."""
+
+    def __init__(self, raw: psycopg.Connection[Any], db: PgDatabase) -> None:
+        self.raw = raw
+        self._db = db
+        self._changes = 0
+
+    def execute(self, sql: str, params: Any = None) -> PgCursor:
+        text, numbered = to_pg(sql)
+        if numbered and params is not None and not isinstance(params, dict):
+            params = {f"p{i + 1}": value for i, value in enumerate(params)}
+        with self._db.translate():
+            cur = self.raw.execute(text, params if params is not None else ())
+        self._changes = max(cur.rowcount, 0)
+        if self._changes and self.raw.info.transaction_status == 0:  # IDLE: autocommitted a change
+            self._db.poke()
+        return PgCursor(cur)
+
+    def changes(self) -> int:
+        return self._changes
+
+    def get_autocommit(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return bool(self.raw.info.transaction_status == TransactionStatus.IDLE)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Values the SQLite side stores as integers and reads back as Python numbers: a bool is sent as
+    0/1 (the schema's flags are integers), numeric (sum, avg) comes back as int or float, not Decimal."""
+    from psycopg.adapt import Dumper, Loader
+    from psycopg.postgres import types
+
+    int4 = types["int4"].oid
+
+    class BoolAsInt(Dumper):
+        oid = int4
+
+        def dump(self, obj: bool) -> bytes:
+            return b"1" if obj else b"0"
+
+    class NumericAsNumber(Loader):
+        def load(self, data: Any) -> int | float:
+            text = bytes(data).decode()
+            return int(text) if text.lstrip("-").isdigit() else float(text)
+
+    conn.adapters.register_dumper(bool, BoolAsInt)
+    conn.adapters.register_loader("numeric", NumericAsNumber)
+
+
+class PgDatabase(Database):
+    """The gateway's store on a PostgreSQL server (`ABSTRACTGATEWAY_DB_URL`)."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        pool_max: int = DEFAULT_POOL_MAX,
+        application_name: str = "abstractgateway",
+        notify: bool = True,
+    ) -> None:
+        # Not Database.__init__: no file to open. `path` stays a place on this host (the data dir's
+        # secret, local artifacts): the db itself is `url`.
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.location = redact(url)
+        root = Path(data_dir).expanduser().resolve() if data_dir else Path.cwd()
+        self.path = root / "postgresql"
+        self._local = threading.local()
+        self._closed = False
+        self._notifier: FeedNotifier | None = None
+        self._notify = notify
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            min_size=0,
+            max_size=pool_max,
+            kwargs=connect_kwargs(application_name),
+            configure=_configure,
+            open=False,
+            timeout=30.0,
+            name=application_name,
+        )
+        try:
+            self._pool.open(wait=False)
+            with self.translate():
+                self.query_one("SELECT 1")
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # --- connections -----------------------------------------------------------------------------
+    def connection(self) -> apsw.Connection:
+        conn: PgConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and not conn.raw.closed:
+            return cast("apsw.Connection", conn)
+        if self._closed:
+            raise StoreUnavailable(f"database {self.location} is closed")
+        if conn is not None:
+            self._drop(conn)
+        from psycopg_pool import PoolTimeout
+
+        try:
+            raw = self._pool.getconn()
+        except PoolTimeout as exc:
+            raise StoreBusy(f"no connection to {self.location} free within 30 s: {exc}") from exc
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot connect to {self.location}: {exc}") from exc
+        conn = PgConnection(raw, self)
+        self._local.conn = conn
+        # A thread that ends (the API's worker threads end after idling) gives its connection back
+        # when its thread-local data goes: the pool would otherwise count it as taken forever.
+        self._local.holder = _Holder()
+        weakref.finalize(self._local.holder, _give_back, self._pool, raw)
+        return cast("apsw.Connection", conn)
+
+    def _drop(self, conn: PgConnection) -> None:
+        self._local.conn = None
+        holder = getattr(self._local, "holder", None)
+        self._local.holder = None
+        if holder is None:
+            _give_back(self._pool, conn.raw)
+        # else: dropping the holder runs its finalizer, which gives the connection back
+
+    def _mine(self) -> PgConnection:
+        return cast(PgConnection, self.connection())
+
+    @contextmanager
+    def translate(self) -> Iterator[None]:
+        """psycopg's failures as the store's errors: a broken link or a server going away is
+        StoreUnavailable (and the thread's connection is replaced); a deadlock or serialization
+        failure that outlived its retries is StoreBusy (503, try again)."""
+        import psycopg
+
+        try:
+            yield
+        except StoreError:
+            raise
+        except psycopg.errors.OperationalError as exc:
+            if getattr(exc, "sqlstate", None) in RETRIED_SQLSTATES:
+                raise StoreBusy(f"{self.location}: {exc}") from exc
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and (conn.raw.closed or conn.raw.broken):
+                self._drop(conn)
+            raise StoreUnavailable(f"database {self.location} is unavailable: {exc}") from exc
+        except psycopg.errors.DiskFull as exc:
+            raise StoreUnavailable(f"database {self.location} is full: {exc}") from exc
+        except psycopg.InterfaceError as exc:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                self._drop(conn)
+            raise StoreUnavailable(f"database {self.location} is unavailable: {exc}") from exc
+
+    # --- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """A transaction (BEGIN ... COMMIT), rolled back on any exception; inside one, a savepoint.
+        When this returns, it is committed."""
+        conn = self._mine()
+        nested = not conn.get_autocommit()
+        with self.translate(), conn.raw.transaction():
+            yield cast("apsw.Connection", conn)
+        if not nested:
+            self.poke()
+
+    def execute_write(self, sql: str, params: Any = ()) -> int:
+        """One statement as its own transaction, run again on a deadlock or serialization failure."""
+        conn = self._mine()
+        for attempt in range(_RETRY_ATTEMPTS):
+            try:
+                conn.execute(sql, params)
+                return conn.changes()
+            except StoreBusy:
+                if attempt == _RETRY_ATTEMPTS - 1 or not conn.get_autocommit():
+                    raise
+                time.sleep(0.002 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return self._mine().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        return self._mine().execute(sql, params).fetchone()
+
+    def query_many(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self.query(sql, params)
+
+    # --- change-feed wake-ups --------------------------------------------------------------------
+    def poke(self) -> None:
+        """A commit changed rows: wake the feed's readers (coalesced, off this thread)."""
+        if not self._notify or self._closed:
+            return
+        notifier = self._notifier
+        if notifier is None:
+            from .wakeup import FeedNotifier
+
+            with _notifier_lock:
+                if self._notifier is None:
+                    self._notifier = FeedNotifier(self.url)
+                notifier = self._notifier
+        notifier.poke()
+
+    def checkpoint(self) -> None:
+        """Nothing to do: the server checkpoints its own WAL."""
+
+    def close(self) -> None:
+        self._closed = True
+        if self._notifier is not None:
+            self._notifier.close()
+        self._local = threading.local()
+        self._pool.close()
+
+
+_notifier_lock = threading.Lock()
+
+
+class _Holder:
+    """Lives in a thread's local data as long as the thread keeps its connection."""
+
+
+def _give_back(pool: ConnectionPool[Any], raw: psycopg.Connection[Any]) -> None:
+    with suppress(Exception):
+        if raw.info.transaction_status != 0:  # a thread died inside a transaction
+            raw.close()
+        pool.putconn(raw)
