@@ -85,7 +85,7 @@ LOCK_HELD_RUN = (
 FEED_SINCE = (
     "SELECT feed_xid::text, feed_seq, run_id, ledger_len, status FROM runs "
     "WHERE (feed_xid, feed_seq) > (%(xid)s::xid8, %(seq)s) "
-    "AND feed_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY feed_xid, feed_seq LIMIT %(n)s"
+    "AND feed_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY runs.feed_xid, feed_seq LIMIT %(n)s"
 )
 # Everything below the oldest running transaction is history: a subscription starting here sees
 # only what commits from now on (no scan).
