@@ -1,0 +1,323 @@
+"""The store through a transaction-pooling proxy (PgBouncer, pool_mode=transaction), as an operator may
+put one between many API hosts / runners and the server: a server connection belongs to a client only
+for one transaction, so anything that lives in a session breaks there — server-side prepared
+statements (psycopg's default after 5 executions), session advisory locks, SET, LISTEN.
+
+A real PgBouncer (Debian's `pgbouncer`, .ci/apt-packages.txt) in a temporary directory on a free
+loopback port, in front of the session's test server (tests/pg/fixtures.py); through it, from several
+threads, the store's named operations: the schema check and migrate, queued starts (with duplicate
+Idempotency-Keys), claims, fenced ledger appends, releases and the change feed. Fewer server
+connections than client threads: the proxy really multiplexed them.
+
+Without pgbouncer the tests skip, saying why; with CI set they fail (CI installs it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.pg.fixtures import PgCluster, PgDatabase, require_postgres
+from tests.pg.server import SUPERUSER, free_port
+
+# Server connections per (database, user) the proxy keeps: fewer than the client threads below, so
+# transactions of different clients must share server connections.
+POOL_SIZE = 3
+THREADS = 8
+START_DEADLINE_S = 60.0
+
+# On EOF of its stdin (the test process ended, however it ended) it stops the proxy.
+_WATCHDOG = """
+import os, signal, sys
+sys.stdin.buffer.read()
+try:
+    os.kill(int(sys.argv[1]), signal.SIGTERM)
+except ProcessLookupError:
+    pass
+"""
+
+
+def find_pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+    )
+
+
+def require_pgbouncer() -> str:
+    """The pgbouncer executable; skip (fail under CI) without one."""
+    require_postgres()
+    binary = find_pgbouncer()
+    if binary is not None:
+        return binary
+    reason = "pgbouncer not found (Debian package pgbouncer; `make test-deps`)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set and the pooling-proxy tests cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class Bouncer:
+    host: str
+    port: int
+    root: Path
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{dbname}"
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def _config(root: Path, cluster: PgCluster, port: int) -> Path:
+    server = cluster.server
+    (root / "userlist.txt").write_text(f'"{SUPERUSER}" ""\n')
+    ini = root / "pgbouncer.ini"
+    ini.write_text(
+        "[databases]\n"
+        f"* = host={server.host} port={server.port}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {root / 'userlist.txt'}\n"
+        f"admin_users = {SUPERUSER}\n"
+        "pool_mode = transaction\n"
+        f"default_pool_size = {POOL_SIZE}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
+        "max_client_conn = 200\n"
+        # A pool that is busy makes clients wait, not fail: the runner threads queue for a server.
+        "query_wait_timeout = 120\n"
+        f"logfile = {root / 'pgbouncer.log'}\npidfile = {root / 'pgbouncer.pid'}\n"
+    )
+    return ini
+
+
+@pytest.fixture(scope="module")
+def bouncer(pg_cluster: PgCluster) -> Iterator[Bouncer]:
+    binary = require_pgbouncer()
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="gw-pgbouncer-"))
+    as_root = os.geteuid() == 0
+    if as_root:  # pgbouncer refuses to run as root
+        shutil.chown(root, SUPERUSER, SUPERUSER)
+    proc: subprocess.Popen[bytes] | None = None
+    watchdog: subprocess.Popen[bytes] | None = None
+    try:
+        for attempt in range(3):  # a free port can be taken before the bind: try another one
+            port = free_port()
+            ini = _config(root, pg_cluster, port)
+            if as_root:
+                shutil.chown(ini, SUPERUSER, SUPERUSER)
+            proc = subprocess.Popen(
+                [binary, str(ini)],
+                user=SUPERUSER if as_root else None,
+                # It logs to its logfile (read back on failure).
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(proc.pid)],
+                stdin=subprocess.PIPE,
+                start_new_session=True,
+            )
+            bouncer = Bouncer("127.0.0.1", port, root)
+            deadline = time.monotonic() + START_DEADLINE_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.05)
+            if proc.poll() is None:
+                break
+            _stop(proc, watchdog)
+            if attempt == 2 or "Address already in use" not in bouncer.log():
+                raise RuntimeError(f"pgbouncer did not start:\n{bouncer.log()}")
+        else:  # pragma: no cover - the loop breaks or raises
+            raise AssertionError
+        # The proxy answers and forwards (its own first server connection is made here).
+        with psycopg.connect(bouncer.url("postgres"), connect_timeout=10, prepare_threshold=None) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        yield bouncer
+    finally:
+        if proc is not None and watchdog is not None:
+            _stop(proc, watchdog)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], watchdog: subprocess.Popen[bytes]) -> None:
+    proc.terminate()  # SIGTERM: pgbouncer closes its connections and exits
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert watchdog.stdin is not None
+    watchdog.stdin.close()
+    watchdog.wait(30)
+
+
+def _server_connections(pg_db: PgDatabase) -> int:
+    """Backends on the test's database other than the one asking: the proxy's server connections."""
+    import psycopg
+
+    with psycopg.connect(pg_db.dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (pg_db.name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- tests --------------------------------------------------------------------------------------------
+
+
+def test_migrate_and_the_schema_check_through_the_proxy(bouncer: Bouncer, pg_empty_db: PgDatabase) -> None:
+    from shared_store.migrate import require_current, schema_status
+    from shared_store.postgres.database import PgDatabase as Store
+    from shared_store.postgres.migrate import known_pg_migrations, migrate
+
+    # Each migration is a transaction under a transaction-scoped advisory lock (a session lock would
+    # be taken on one server connection and released on another); every one of them goes through.
+    applied = migrate(bouncer.url(pg_empty_db.name))
+    assert applied == [m.version for m in known_pg_migrations()]
+    assert migrate(bouncer.url(pg_empty_db.name)) == [], "a second migrate finds nothing pending"
+    store = Store(bouncer.url(pg_empty_db.name), notify=False)
+    try:
+        status = schema_status(store)
+        assert status.pending == [] and status.modified == [] and status.current == applied[-1]
+        assert require_current(store) == applied[-1]
+    finally:
+        store.close()
+
+
+def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
+    bouncer: Bouncer, pg_db: PgDatabase
+) -> None:
+    import psycopg
+    from abstractruntime.core.models import RunState, StepRecord
+
+    from shared_store.bundles import ResolvedWorkflow
+    from shared_store.leases import LeaseHolder
+    from shared_store.ledger_store import SqliteLedgerStore
+    from shared_store.postgres.connect import connect
+    from shared_store.postgres.database import PgDatabase as Store
+    from shared_store.postgres.feed import FeedCursor, feed_head, feed_since
+    from shared_store.starts import enqueue_run
+
+    runs_per_thread, records_per_run, claimers = 12, 5, 4
+    store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4)
+    resolved = ResolvedWorkflow("demo@1:main", "demo", "1", "main")
+    feed_conn = connect(bouncer.url(pg_db.name), "gw-test-feed")
+    cursor: FeedCursor = feed_head(feed_conn)
+    try:
+        # Starts: every thread starts its own runs.
+        barrier = threading.Barrier(THREADS)
+
+        def start(thread: int) -> list[str]:
+            barrier.wait(60)
+            return [
+                enqueue_run(store, resolved=resolved, input_data={"t": thread, "i": i}).run_id
+                for i in range(runs_per_thread)
+            ]
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            started = [run for ids in pool.map(start, range(THREADS), timeout=300) for run in ids]
+        unique = set(started)
+        assert len(unique) == len(started) == THREADS * runs_per_thread
+        assert store.query_one("SELECT count(*) FROM runs") == (len(unique),)
+
+        # Claims and fenced appends: claimers take batches until nothing is due; each run they hold
+        # gets its records (each append its own fenced transaction) and is released.
+        def work(number: int) -> list[str]:
+            holder = LeaseHolder(store, f"runner-{number}", lease_s=300)
+            ledger = SqliteLedgerStore(store, fence=holder)
+            taken: list[str] = []
+            while leases := holder.claim(4):
+                for lease in leases:
+                    run = RunState.new(workflow_id=resolved.workflow_id, entry_node="n", run_id=lease.run_id)
+                    for step in range(records_per_run):
+                        ledger.append(StepRecord.start(run=run, node_id=f"n{step}", effect=None))
+                    taken.append(lease.run_id)
+                    assert holder.release(
+                        lease.run_id, settle={"due_at": None, "paused": 0, "sub_run_id": None}
+                    )
+            return taken
+
+        with ThreadPoolExecutor(claimers) as pool:
+            per_runner = list(pool.map(work, range(claimers), timeout=600))
+        claimed = Counter(run for taken in per_runner for run in taken)
+        assert set(claimed) == unique, "every started run was claimed"
+        assert max(claimed.values()) == 1, "no run claimed twice"
+        assert sum(1 for taken in per_runner if taken) >= 2, "the claimers ran side by side"
+
+        # Ledgers dense: seq 1..records_per_run on every run, and ledger_len says so.
+        seqs: dict[str, list[int]] = {}
+        for run_id, seq in store.query("SELECT run_id, seq FROM ledger ORDER BY run_id, seq"):
+            seqs.setdefault(str(run_id), []).append(int(seq))
+        assert seqs == {run: list(range(1, records_per_run + 1)) for run in unique}
+        assert store.query("SELECT DISTINCT ledger_len FROM runs") == [(records_per_run,)]
+
+        # The feed (polled: no LISTEN through this proxy) saw every run, up to its last record.
+        seen: dict[str, int] = {}
+        for _ in range(1_000):
+            entries, cursor = feed_since(feed_conn, cursor, limit=50)
+            for entry in entries:
+                seen[entry.run_id] = max(seen.get(entry.run_id, 0), entry.ledger_len)
+            if not entries and len(seen) == len(unique):
+                break
+            if not entries:
+                time.sleep(0.01)
+        assert seen == dict.fromkeys(unique, records_per_run)
+
+        # Eight client threads, at most POOL_SIZE server connections: transactions really shared them.
+        assert _server_connections(pg_db) <= POOL_SIZE
+    except (psycopg.Error, AssertionError) as exc:
+        raise AssertionError(f"{exc}\npgbouncer log tail:\n{bouncer.log()}") from exc
+    finally:
+        feed_conn.close()
+        store.close()
+
+
+def test_concurrent_duplicate_idempotency_keys_through_the_proxy(bouncer: Bouncer, pg_db: PgDatabase) -> None:
+    from shared_store.bundles import ResolvedWorkflow
+    from shared_store.postgres.database import PgDatabase as Store
+    from shared_store.starts import enqueue_run
+
+    keys = 5
+    store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4, notify=False)
+    resolved = ResolvedWorkflow("demo@1:main", "demo", "1", "main")
+    barrier = threading.Barrier(THREADS)
+
+    def start(_: int) -> list[tuple[str, bool]]:
+        barrier.wait(60)
+        answers = []
+        for key in range(keys):
+            result = enqueue_run(
+                store, resolved=resolved, input_data={"key": key}, idempotency_key=f"k-{key}"
+            )
+            answers.append((result.run_id, result.created))
+        return answers
+
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            answers = list(pool.map(start, range(THREADS), timeout=300))
+        for key in range(keys):
+            per_thread = [thread[key] for thread in answers]
+            assert len({run for run, _ in per_thread}) == 1, f"k-{key}: every thread answered one run"
+            assert sum(created for _, created in per_thread) == 1, f"k-{key}: created once"
+        assert store.query_one("SELECT count(*) FROM runs") == (keys,)
+    finally:
+        store.close()
