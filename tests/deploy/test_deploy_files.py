@@ -205,6 +205,8 @@ def test_gpu_dropin_relaxes_only_what_the_media_stack_needs() -> None:
     assert one(dropin, "Service", "PrivateDevices") == "no"
     assert any("nvidia" in value for value in dropin["Service"]["DeviceAllow"])
     assert one(dropin, "Service", "MemoryDenyWriteExecute") == "no"
+    # The label compose.postgres.yml's GPU runner has too (`runner --label gpu`).
+    assert "ABSTRACTGATEWAY_RUNNER_LABELS=gpu" in dropin["Service"]["Environment"]
     runner = parse_unit(SYSTEMD / "abstractgateway-runner@.service")
     assert seconds(one(dropin, "Service", "TimeoutStopSec")) >= seconds(
         one(runner, "Service", "TimeoutStopSec")
