@@ -181,6 +181,29 @@ def _server_connections(pg_db: PgDatabase) -> int:
     return int(row[0])
 
 
+def _xids_to_just_below_a_power_of_ten(pg_db: PgDatabase, margin: int = 300) -> int | None:
+    """Advance the server's transaction ids to `margin` below the next power of ten, so the workload
+    after it crosses one: a cursor compared as text ('1000' < '871') skips runs exactly there. Rolled
+    back subtransactions take ids cheaply (~70k/s measured). Returns the power of ten, or None when
+    the gap is over 300k (left as it is) or already under the margin."""
+    import psycopg
+
+    with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        assert row is not None
+        current = int(row[0])
+        boundary = 10 ** len(str(current))
+        gap = boundary - margin - current
+        if not 0 < gap <= 300_000:
+            return None
+        conn.execute("CREATE TEMP TABLE burn (x int)")
+        conn.execute(
+            f"DO $$ BEGIN FOR i IN 1..{int(gap)} LOOP BEGIN INSERT INTO burn VALUES (1); "
+            "RAISE EXCEPTION 'x'; EXCEPTION WHEN raise_exception THEN NULL; END; END LOOP; END $$"
+        )
+    return boundary
+
+
 # --- tests --------------------------------------------------------------------------------------------
 
 
@@ -218,6 +241,7 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
     from shared_store.starts import enqueue_run
 
     runs_per_thread, records_per_run, claimers = 12, 5, 4
+    boundary = _xids_to_just_below_a_power_of_ten(pg_db)
     store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4)
     resolved = ResolvedWorkflow("demo@1:main", "demo", "1", "main")
     feed_conn = connect(bouncer.url(pg_db.name), "gw-test-feed")
@@ -281,6 +305,9 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
             if not entries:
                 time.sleep(0.01)
         assert seen == dict.fromkeys(unique, records_per_run)
+        if boundary is not None:
+            row = store.query_one("SELECT pg_current_xact_id()::text")
+            assert row is not None and int(row[0]) > boundary, "the workload crossed the power of ten"
 
         # Eight client threads, at most POOL_SIZE server connections: transactions really shared them.
         assert _server_connections(pg_db) <= POOL_SIZE
