@@ -132,16 +132,10 @@ def bouncer(pg_cluster: PgCluster) -> Iterator[Bouncer]:
                 start_new_session=True,
             )
             bouncer = Bouncer("127.0.0.1", port, root)
-            deadline = time.monotonic() + START_DEADLINE_S
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.05)
-            if proc.poll() is None:
+            if _listening(proc, port):
                 break
             _stop(proc, watchdog)
+            proc = watchdog = None
             if attempt == 2 or "Address already in use" not in bouncer.log():
                 raise RuntimeError(f"pgbouncer did not start:\n{bouncer.log()}")
         else:  # pragma: no cover - the loop breaks or raises
@@ -154,6 +148,18 @@ def bouncer(pg_cluster: PgCluster) -> Iterator[Bouncer]:
         if proc is not None and watchdog is not None:
             _stop(proc, watchdog)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Bounded wait until the proxy accepts connections (False: it exited or never did)."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
 
 
 def _stop(proc: subprocess.Popen[bytes], watchdog: subprocess.Popen[bytes]) -> None:
