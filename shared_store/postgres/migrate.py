@@ -75,7 +75,7 @@ def migrate(conninfo: str, source: Traversable | Path | None = None) -> list[int
     known = known_pg_migrations(source)
     latest = known[-1].version if known else 0
     done: list[int] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:  # PgBouncer-safe
         while True:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
