@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,31 @@ def _stop(proc: subprocess.Popen[bytes], watchdog: subprocess.Popen[bytes]) -> N
     watchdog.wait(30)
 
 
+@contextmanager
+def _load(url: str, *, clients: int) -> Iterator[None]:
+    """Short transactions from other clients through the proxy while the block runs."""
+    import psycopg
+
+    stop = threading.Event()
+    ran = [0] * clients
+
+    def client(number: int) -> None:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+            while not stop.is_set():
+                conn.execute("SELECT pg_sleep(0.0005)")
+                ran[number] += 1
+
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(client, n) for n in range(clients)]
+        try:
+            yield
+        finally:
+            stop.set()
+            for future in futures:
+                future.result(timeout=60)
+    assert all(ran), "every load client ran"
+
+
 def _server_connections(pg_db: PgDatabase) -> int:
     """Backends on the test's database other than the one asking: the proxy's server connections."""
     import psycopg
@@ -220,7 +246,12 @@ def test_migrate_and_the_schema_check_through_the_proxy(bouncer: Bouncer, pg_emp
 
     # Each migration is a transaction under a transaction-scoped advisory lock (a session lock would
     # be taken on one server connection and released on another); every one of them goes through.
-    applied = migrate(bouncer.url(pg_empty_db.name))
+    # Other clients keep the proxy's few server connections busy meanwhile, so the migrator's
+    # transactions land on different ones: a statement prepared on one (psycopg prepares a query it
+    # ran 5 times) is unknown on the next ("prepared statement _pg3_0 does not exist", seen here).
+    url = bouncer.url(pg_empty_db.name)
+    with _load(url, clients=6):
+        applied = migrate(url)
     assert applied == [m.version for m in known_pg_migrations()]
     assert migrate(bouncer.url(pg_empty_db.name)) == [], "a second migrate finds nothing pending"
     store = Store(bouncer.url(pg_empty_db.name), notify=False)
