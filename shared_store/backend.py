@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .db import Database
@@ -27,6 +28,11 @@ def connect_store(
 
         return PgDatabase(str(target), data_dir=data_dir, application_name=application_name)
     return Database(Path(target), synchronous=synchronous)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs, health and errors)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def describe(db: Database) -> str:
