@@ -25,8 +25,14 @@ def connect_store(
     is the SQLite file at that path. `data_dir` is this host's own directory (secrets, local files)."""
     if is_postgres_url(target):
         from .postgres.database import PgDatabase
+        from .settings import SharedSettings, read_one
 
-        return PgDatabase(str(target), data_dir=data_dir, application_name=application_name)
+        return PgDatabase(
+            str(target),
+            data_dir=data_dir,
+            application_name=application_name,
+            pool_max=read_one(SharedSettings, "pg_pool_max"),
+        )
     return Database(Path(target), synchronous=synchronous)
 
 

@@ -200,6 +200,13 @@ class SharedSettings:
         "a postgresql:// URL: the shared PostgreSQL store of API and runner hosts (unset: the SQLite file)",
         section="store", parse=postgres_url, example="postgresql://gateway:SECRET@db.internal:5432/gateway",
     )  # fmt: skip
+    # A process keeps one connection per thread that touches the store: the API up to its 32 read
+    # threads, its writer and SSE hub; a runner its workers and maintenance threads. Size the
+    # server's max_connections for (API hosts + runner hosts) x this.
+    pg_pool_max: int = setting(
+        "PG_POOL_MAX", 40, "PostgreSQL connections one process may hold (more threads wait, then 503)",
+        section="store", minimum=2, maximum=1000,
+    )  # fmt: skip
     log_level: str = setting(
         "LOG_LEVEL", "info", "log level of both processes (JSON lines on stderr; debug adds claims)",
         section="store", parse=choice("debug", "info", "warning", "error"),

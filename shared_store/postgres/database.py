@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 
     from .wakeup import FeedNotifier
 
-# Connections per process. The API's read threads and the runner's workers each keep one; the pool
-# refuses more (StoreBusy) rather than letting one process take the server's max_connections.
-DEFAULT_POOL_MAX = 32
+# Connections per process (ABSTRACTGATEWAY_PG_POOL_MAX). The API's read threads and the runner's
+# workers each keep one; the pool refuses more (StoreBusy after a wait) rather than letting one
+# process take the server's max_connections.
+DEFAULT_POOL_MAX = 40
 _RETRY_ATTEMPTS = 8
 
 
