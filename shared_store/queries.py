@@ -573,10 +573,10 @@ CAPABILITY_DEFAULTS = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults ORDER
 UPSERT_FLOW_KEY = (
     "INSERT INTO flow_keys (key, max_concurrent, count_waiting, rate_limit, rate_window_s, updated_at) "
     "VALUES (:key, :max_concurrent, COALESCE(:count_waiting, 0), :rate_limit, :rate_window_s, :updated_at) "
-    "ON CONFLICT(key) DO UPDATE SET max_concurrent = COALESCE(excluded.max_concurrent, max_concurrent), "
-    "count_waiting = COALESCE(:count_waiting, count_waiting), "
-    "rate_limit = COALESCE(excluded.rate_limit, rate_limit), "
-    "rate_window_s = COALESCE(excluded.rate_window_s, rate_window_s), updated_at = excluded.updated_at"
+    "ON CONFLICT(key) DO UPDATE SET max_concurrent = COALESCE(excluded.max_concurrent, flow_keys.max_concurrent), "
+    "count_waiting = COALESCE(:count_waiting, flow_keys.count_waiting), "
+    "rate_limit = COALESCE(excluded.rate_limit, flow_keys.rate_limit), "
+    "rate_window_s = COALESCE(excluded.rate_window_s, flow_keys.rate_window_s), updated_at = excluded.updated_at"
 )
 FLOW_KEY = (
     "SELECT max_concurrent, count_waiting, rate_limit, rate_window_s, last_tag FROM flow_keys WHERE key = ?"
