@@ -429,9 +429,13 @@ RECORD_BUNDLE_CHECK = (
 
 # --- queued starts (API) --------------------------------------------------------------------------
 START_KEY = "SELECT run_id, request_sha256 FROM run_start_keys WHERE idempotency_key = ?"
+# The key's first request wins; a duplicate gets no row back and reads the winner with START_KEY in
+# a NEW statement. (A read-then-insert let two concurrent duplicates both through under PostgreSQL's
+# READ COMMITTED; ON CONFLICT waits for a concurrent insert of the key to commit or roll back.)
 INSERT_START_KEY = (
     "INSERT INTO run_start_keys (idempotency_key, run_id, request_sha256, created_at) "
-    "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at)"
+    "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at) "
+    "ON CONFLICT(idempotency_key) DO NOTHING RETURNING run_id"
 )
 # claim_order is written here as runs_claim_order_inserted would set it (a queued row without a fair
 # tag: its due_at), so that trigger's WHEN is false and it skips its UPDATE of the row just inserted
