@@ -270,19 +270,41 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
     from abstractruntime.core.models import RunState, StepRecord
 
     from shared_store.bundles import ResolvedWorkflow
+    from shared_store.feed import ChangeFeed
     from shared_store.leases import LeaseHolder
     from shared_store.ledger_store import SqliteLedgerStore
-    from shared_store.postgres.connect import connect
     from shared_store.postgres.database import PgDatabase as Store
-    from shared_store.postgres.feed import FeedCursor, feed_head, feed_since
     from shared_store.starts import enqueue_run
 
     runs_per_thread, records_per_run, claimers = 12, 5, 4
     boundary = _xids_to_just_below_a_power_of_ten(pg_db)
     store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4)
     resolved = ResolvedWorkflow("demo@1:main", "demo", "1", "main")
-    feed_conn = connect(bouncer.url(pg_db.name), "gw-test-feed")
-    cursor: FeedCursor = feed_head(feed_conn)
+    # The API's feed reader, as the SSE hub opens it (LISTEN on: through this proxy it hears nothing,
+    # and the feed's query, run on each poll, is what delivers).
+    feed = ChangeFeed(store)
+    cursor = head = feed.head()
+    seen: dict[str, int] = {}
+    work_done = threading.Event()
+
+    def read_feed() -> int:
+        nonlocal cursor
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            feed.wait(0.25)
+            before = cursor
+            entries, cursor = feed.poll(cursor, limit=50)
+            positions = [before, *(entry.feed_seq for entry in entries)]
+            assert positions == sorted(set(positions)), "the feed moves forward, each entry once"
+            for entry in entries:
+                seen[entry.run_id] = max(seen.get(entry.run_id, 0), entry.ledger_len)
+            finished = sum(1 for n in seen.values() if n == records_per_run)
+            if work_done.is_set() and not entries and finished == len(seen) and seen:
+                return finished
+        return -1
+
+    reader = ThreadPoolExecutor(1)
+    reading = reader.submit(read_feed)
     try:
         # Starts: every thread starts its own runs.
         barrier = threading.Barrier(THREADS)
@@ -331,16 +353,22 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
         assert seqs == {run: list(range(1, records_per_run + 1)) for run in unique}
         assert store.query("SELECT DISTINCT ledger_len FROM runs") == [(records_per_run,)]
 
-        # The feed (polled: no LISTEN through this proxy) saw every run, up to its last record.
-        seen: dict[str, int] = {}
-        for _ in range(1_000):
-            entries, cursor = feed_since(feed_conn, cursor, limit=50)
-            for entry in entries:
-                seen[entry.run_id] = max(seen.get(entry.run_id, 0), entry.ledger_len)
-            if not entries and len(seen) == len(unique):
-                break
-            if not entries:
-                time.sleep(0.01)
+        # The feed, read all along (as the SSE hub does: wait for a wake-up, at most 0.25 s, then
+        # poll), saw every run up to its last record.
+        work_done.set()
+        assert reading.result(timeout=300) == len(unique)
+        # A reader far behind (an SSE client resuming, a hub that lagged) pages through the backlog.
+        backlog: dict[str, int] = {}
+        late, position = ChangeFeed(store), head
+        try:
+            while True:
+                entries, position = late.poll(position, limit=50)
+                if not entries:
+                    break
+                backlog.update((entry.run_id, entry.ledger_len) for entry in entries)
+        finally:
+            late.close()
+        assert backlog == dict.fromkeys(unique, records_per_run)
         assert seen == dict.fromkeys(unique, records_per_run)
         if boundary is not None:
             row = store.query_one("SELECT pg_current_xact_id()::text")
@@ -351,7 +379,9 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
     except (psycopg.Error, AssertionError) as exc:
         raise AssertionError(f"{exc}\npgbouncer log tail:\n{bouncer.log()}") from exc
     finally:
-        feed_conn.close()
+        work_done.set()
+        reader.shutdown(wait=True)
+        feed.close()
         store.close()
 
 
