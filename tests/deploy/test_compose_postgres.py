@@ -321,6 +321,18 @@ def test_services_run_for_real_against_postgresql(
         row = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
     assert row is not None and row[0] > 0, "migrate applied the PostgreSQL migrations"
 
+    # import-sqlite, as written, copies a SQLite gateway (made here by `migrate` without the URL, in
+    # the data dir the command names) into it and passes its count check.
+    lite_dir = tmp_path / "sqlite-gateway"
+    lite_env = {**base, "ABSTRACTGATEWAY_DATA_DIR": str(lite_dir)}
+    subprocess.run([*cli, "migrate"], env=lite_env, cwd=REPO, check=True, capture_output=True, timeout=300)
+    command = [str(lite_dir) if word == "/data" else word for word in services["import-sqlite"]["command"]]
+    done = subprocess.run(
+        [*cli, *command],
+        env=env_of("import-sqlite"), cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
     checks = []
     for name in ("api-1", "api-2"):
         port = str(_free_port())
