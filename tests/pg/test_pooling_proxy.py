@@ -415,4 +415,3 @@ def test_concurrent_duplicate_idempotency_keys_through_the_proxy(bouncer: Bounce
         assert store.query_one("SELECT count(*) FROM runs") == (keys,)
     finally:
         store.close()
-
