@@ -415,3 +415,61 @@ def test_concurrent_duplicate_idempotency_keys_through_the_proxy(bouncer: Bounce
         assert store.query_one("SELECT count(*) FROM runs") == (keys,)
     finally:
         store.close()
+
+
+def test_api_and_runner_through_the_proxy_end_to_end(
+    bouncer: Bouncer, pg_db: PgDatabase, tmp_path: Path, flows: Path
+) -> None:
+    """The real API (Hypercorn on 127.0.0.1) and a real runner process, both on the proxy's URL: runs
+    started over HTTP complete, and each run's SSE stream delivers every record once, then `done`."""
+    import json
+
+    import httpx
+
+    from shared_store.bundles import import_flows_dir
+    from shared_store.postgres.database import PgDatabase as Store
+    from tests.api.conftest import TOKEN, make_settings, read_sse, running_server, stop_process
+
+    url = bouncer.url(pg_db.name)
+    store = Store(url, data_dir=tmp_path)
+    assert import_flows_dir(store, flows) == []
+    command = [sys.executable, "-m", "abstractgateway", "runner", "--db-url", url]
+    command += ["--flows-dir", str(flows), "--poll-s", "0.02"]
+    env = {**os.environ, "ABSTRACTGATEWAY_DATA_DIR": str(tmp_path)}
+    env.pop("ABSTRACTGATEWAY_DB_URL", None)
+    with (tmp_path / "runner.log").open("ab") as log:
+        runner = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        with (
+            running_server(store, make_settings(tmp_path), tmp_path / "artifacts") as server,
+            httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+            ) as client,
+        ):
+            runs = []
+            for i in range(4):
+                started = client.post(
+                    "/api/gateway/runs/start",
+                    json={"bundle_id": "bench-echo", "input_data": {"message": f"via proxy {i}"}},
+                )
+                assert started.status_code == 200, started.text
+                runs.append(started.json()["run_id"])
+            for run_id in runs:
+                with client.stream("GET", f"/api/gateway/runs/{run_id}/ledger/stream") as response:
+                    assert response.status_code == 200
+                    events = read_sse(response)
+                steps = [e for e in events if e.get("event") == "step"]
+                assert [int(e["id"]) for e in steps] == list(range(1, len(steps) + 1)), "each record once"
+                assert json.loads(events[-1]["data"]) == {
+                    "status": "completed",
+                    "cursor": len(steps),
+                    "run_id": run_id,
+                }
+                view = client.get(f"/api/gateway/runs/{run_id}").json()
+                assert view["status"] == "completed" and view["ledger_len"] == len(steps) > 0
+                assert view["output"]["result"] == f"via proxy {runs.index(run_id)}"
+        assert runner.poll() is None, (tmp_path / "runner.log").read_text()[-2000:]
+    finally:
+        stop_process(runner)
+        store.close()
+    assert runner.returncode == 0, (tmp_path / "runner.log").read_text()[-2000:]
