@@ -6,8 +6,9 @@ statements (psycopg's default after 5 executions), session advisory locks, SET, 
 A real PgBouncer (Debian's `pgbouncer`, .ci/apt-packages.txt) in a temporary directory on a free
 loopback port, in front of the session's test server (tests/pg/fixtures.py); through it, from several
 threads, the store's named operations: the schema check and migrate, queued starts (with duplicate
-Idempotency-Keys), claims, fenced ledger appends, releases and the change feed. Fewer server
-connections than client threads: the proxy really multiplexed them.
+Idempotency-Keys), claims, fenced ledger appends, releases and the change feed; then the real API and a
+runner process end to end. Fewer server connections than client threads: the proxy really multiplexed
+them.
 
 Without pgbouncer the tests skip, saying why; with CI set they fail (CI installs it)."""
 
