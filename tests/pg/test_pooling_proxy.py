@@ -442,7 +442,8 @@ def test_api_and_runner_through_the_proxy_end_to_end(
         runner = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         with (
-            running_server(store, make_settings(tmp_path), tmp_path / "artifacts") as server,
+            # ABSTRACTGATEWAY_PG_LISTEN=0, as README says for API hosts behind such a proxy.
+            running_server(store, make_settings(tmp_path, pg_listen=False), tmp_path / "artifacts") as server,
             httpx.Client(
                 base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
             ) as client,
