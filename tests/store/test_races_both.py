@@ -24,7 +24,7 @@ from abstractruntime.core.models import RunState, StepRecord
 from runner_service.schedules import fire_due, start_parent
 from shared_store import ChangeFeed, LeaseHolder, LeaseLost
 from shared_store.bundles import import_flows_dir, resolve_workflow
-from shared_store.inbox import append_command
+from shared_store.inbox import append_command, get_command, resolve_command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore
 from shared_store.run_unit import RunUnit
@@ -201,6 +201,34 @@ def test_a_takeover_during_a_unit_commit_leaves_the_whole_unit_out(db) -> None:
     assert SqliteLedgerStore(db).list(run_id) == []
     state = SqliteRunStore(db).load(run_id)
     assert state is not None and "writer" not in state.vars
+
+
+def test_a_takeover_during_a_fenced_command_outcome_leaves_it_pending(db) -> None:
+    """A fenced write whose guard is a sub-select (the command outcome) waits for the takeover too."""
+    (run_id,) = _runs(db, 1)
+    append_command(db, command_id="c1", run_id=run_id, type="pause", payload={})
+    command = get_command(db, "c1")
+    assert command is not None
+    a = LeaseHolder(db, "a", lease_s=0.001)
+    a.claim(1)
+    outcome: dict[str, Any] = {}
+    resolving = threading.Event()
+
+    def stale_outcome() -> None:
+        resolving.set()
+        outcome["a"] = resolve_command(db, command, status="applied", fence=a)
+
+    b = LeaseHolder(db, "b", lease_s=300)
+    stale = threading.Thread(target=stale_outcome)
+    with db.group():
+        _take_over(b, run_id)
+        stale.start()
+        assert resolving.wait(TIMEOUT_S)
+        _until_blocked(db, stale)
+    stale.join(TIMEOUT_S)
+    assert outcome["a"] is False, "the stale holder's outcome was refused"
+    assert get_command(db, "c1").status == "pending"
+    assert resolve_command(db, command, status="applied", fence=b) is True
 
 
 # --- the change feed ------------------------------------------------------------------------------
