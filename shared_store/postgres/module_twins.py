@@ -28,7 +28,28 @@ def _retention() -> types.ModuleType:
     return twins
 
 
+def _webhooks() -> types.ModuleType:
+    from .. import webhooks
+
+    twins = types.ModuleType("webhooks_twins")
+    # Due deliveries taken by one sender each (as the runs' claim): SQLite's `UPDATE ... WHERE id IN
+    # (SELECT ... LIMIT n)` reads its candidates from a snapshot, so under READ COMMITTED two senders
+    # both took (and POSTed) the same delivery. Locked with SKIP LOCKED, each is re-checked on its
+    # newest version and a delivery another sender is taking is stepped over.
+    returning = webhooks.CLAIM_DUE.split(" RETURNING ", 1)[1]
+    twins.CLAIM_DUE = (  # type: ignore[attr-defined]
+        "WITH c AS (SELECT delivery_id FROM webhook_deliveries WHERE status = 'pending' "
+        "AND next_attempt_at <= %(now)s AND (claimed_until IS NULL OR claimed_until < %(now)s) "
+        "ORDER BY next_attempt_at LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
+        "UPDATE webhook_deliveries w SET claimed_until = %(until)s, attempts = w.attempts + 1, "
+        "updated_at = %(iso)s FROM c WHERE w.delivery_id = c.delivery_id RETURNING "
+        + ", ".join(f"w.{column.strip()}" for column in returning.split(","))
+    )
+    return twins
+
+
 def register_all() -> None:
-    from .. import retention
+    from .. import retention, webhooks
 
     register_twins(retention, _retention())
+    register_twins(webhooks, _webhooks())

@@ -110,6 +110,10 @@ class _Written:
     APPEND_LEDGER_IN_UNIT = s._APPEND_LEDGER.format(fence=_IN_UNIT_FENCE)
     FENCE_HELD = _pg(q.FENCE_HELD) + _LOCK
     STORE_ARTIFACT = _pg(q.STORE_ARTIFACT.replace("WHERE 1 ", "WHERE true "))
+    # Pending emit_event commands: each runner's dispatch takes those no other dispatch holds (SQLite's
+    # BEGIN IMMEDIATE gave them to one runner at a time; without the lock two runners both deliver,
+    # and the second then waits on every row the first resolves).
+    PENDING_EVENTS = _pg(q.PENDING_EVENTS) + " FOR UPDATE SKIP LOCKED"
 
 
 def register_all() -> None:

@@ -19,17 +19,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from abstractruntime.core.models import RunState, StepRecord
+from abstractruntime.core.models import RunState, RunStatus, StepRecord
 
 from runner_service.schedules import fire_due, start_parent
 from shared_store import ChangeFeed, LeaseHolder, LeaseLost
 from shared_store.bundles import import_flows_dir, resolve_workflow
+from shared_store.event_delivery import EventTarget, dispatch_pending_events
 from shared_store.inbox import append_command, get_command, resolve_command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore
 from shared_store.run_unit import RunUnit
 from shared_store.schedules import ScheduleSpec, create_schedule, get_schedule
 from shared_store.starts import IdempotencyConflict, enqueue_run
+from shared_store.webhooks import claim_due, create_webhook
 
 TIMEOUT_S = 120  # a bound for a stuck thread, never a measure
 
@@ -413,6 +415,58 @@ def test_a_schedule_fires_once_across_a_takeover(db, flows: Path) -> None:
     assert schedule.fired_count == 1 and schedule.last_child_run_id == children[0][0]
     # B, still holding the parent, fires nothing more for the same firing.
     assert fire_due(_ctx(db, b), parent) == 0  # type: ignore[arg-type]
+
+
+# --- other claims: pending events, webhook deliveries ------------------------------------------------
+def test_concurrent_dispatchers_take_each_pending_event_once(db) -> None:
+    (run_id,) = _runs(db, 1)
+    for i in range(60):
+        append_command(db, command_id=f"e{i}", run_id=run_id, type="emit_event", payload={"name": "x"})
+    interpreted: list[str] = []
+    lock = threading.Lock()
+
+    def interpret(command: Any, _scope: Any) -> tuple[EventTarget, dict[str, Any]]:
+        with lock:
+            interpreted.append(command.command_id)
+        return EventTarget(name="x", scope="session", scope_id="nobody", keys=["evt:nobody"]), {"name": "x"}
+
+    def dispatcher() -> int:
+        total = empty = 0
+        while empty < 3:
+            n = dispatch_pending_events(db, interpret, limit=4)
+            total += n
+            empty = 0 if n else empty + 1
+        return total
+
+    counts = _threads([dispatcher] * 3)
+    assert sum(counts) == 60 and sorted(interpreted) == sorted(f"e{i}" for i in range(60)), (
+        "each pending event dispatched by one runner, once"
+    )
+    assert db.query_one("SELECT count(*) FROM commands WHERE status = 'pending'") == (0,)
+
+
+def test_concurrent_senders_claim_each_webhook_delivery_once(db) -> None:
+    create_webhook(db, url="http://127.0.0.1:9/hook", events=["run.completed"])
+    store = SqliteRunStore(db)
+    for run_id in _runs(db, 50, prefix="h"):
+        run = store.load(run_id)
+        run.status = RunStatus.COMPLETED
+        store.save(run)
+    assert db.query_one("SELECT count(*) FROM webhook_deliveries") == (50,)
+
+    def sender() -> list[str]:
+        got: list[str] = []
+        empty = 0
+        while empty < 3:
+            claimed = claim_due(db, n=3, claim_s=600)
+            empty = 0 if claimed else empty + 1
+            got.extend(c.delivery_id for c in claimed)
+        return got
+
+    per_sender = _threads([sender] * 3)
+    claimed = [d for got in per_sender for d in got]
+    assert len(claimed) == 50 and len(set(claimed)) == 50, "no delivery taken by two senders"
+    assert db.query_one("SELECT count(*) FROM webhook_deliveries WHERE attempts = 1") == (50,)
 
 
 # --- idempotent starts and command ids --------------------------------------------------------------
