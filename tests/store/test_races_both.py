@@ -27,6 +27,7 @@ from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.event_delivery import EventTarget, dispatch_pending_events
 from shared_store.inbox import append_command, get_command, resolve_command
 from shared_store.ledger_store import SqliteLedgerStore
+from shared_store.media_jobs import enqueue_media_job
 from shared_store.run_store import SqliteRunStore
 from shared_store.run_unit import RunUnit
 from shared_store.schedules import ScheduleSpec, create_schedule, get_schedule
@@ -489,6 +490,21 @@ def test_concurrent_duplicate_idempotency_keys_start_one_run(db, flows: Path) ->
     with pytest.raises(IdempotencyConflict):
         enqueue_run(db, resolved=resolved, input_data={"message": "other"}, idempotency_key="key-0")
     assert db.query_one("SELECT count(*) FROM runs") == (5,)
+
+
+def test_concurrent_duplicate_media_request_ids_start_one_job(db) -> None:
+    (parent,) = _runs(db, 1)
+    for round_ in range(3):
+
+        def start(round_: int = round_) -> tuple[str, bool]:
+            result = enqueue_media_job(
+                db, kind="tts", request={"text": "hi"}, parent_run_id=parent, request_id=f"req-{round_}"
+            )
+            return result.run_id, result.created
+
+        results = _threads([start] * 6)
+        assert len({run_id for run_id, _ in results}) == 1 and sum(c for _, c in results) == 1, results
+    assert db.query_one("SELECT count(*) FROM runs WHERE parent_run_id = ?", (parent,)) == (3,)
 
 
 def test_concurrent_duplicate_command_ids_append_one_command(db) -> None:
