@@ -48,8 +48,18 @@ def _webhooks() -> types.ModuleType:
     return twins
 
 
+def _bulk_ops() -> types.ModuleType:
+    from .. import bulk_ops
+
+    twins = types.ModuleType("bulk_ops_twins")
+    text, _ = respell(bulk_ops.TAKE_EXPANDING)
+    twins.TAKE_EXPANDING = f"{text} FOR UPDATE SKIP LOCKED"  # type: ignore[attr-defined]
+    return twins
+
+
 def register_all() -> None:
-    from .. import retention, webhooks
+    from .. import bulk_ops, retention, webhooks
 
     register_twins(retention, _retention())
     register_twins(webhooks, _webhooks())
+    register_twins(bulk_ops, _bulk_ops())

@@ -23,11 +23,13 @@ from abstractruntime.core.models import RunState, RunStatus, StepRecord
 
 from runner_service.schedules import fire_due, start_parent
 from shared_store import ChangeFeed, LeaseHolder, LeaseLost
+from shared_store.bulk_ops import create_bulk, expand_some, get_bulk
 from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.event_delivery import EventTarget, dispatch_pending_events
 from shared_store.inbox import append_command, get_command, resolve_command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.media_jobs import enqueue_media_job
+from shared_store.run_filter import RunFilter
 from shared_store.run_store import SqliteRunStore
 from shared_store.run_unit import RunUnit
 from shared_store.schedules import ScheduleSpec, create_schedule, get_schedule
@@ -468,6 +470,25 @@ def test_concurrent_senders_claim_each_webhook_delivery_once(db) -> None:
     claimed = [d for got in per_sender for d in got]
     assert len(claimed) == 50 and len(set(claimed)) == 50, "no delivery taken by two senders"
     assert db.query_one("SELECT count(*) FROM webhook_deliveries WHERE attempts = 1") == (50,)
+
+
+def test_concurrent_expanders_expand_a_bulk_operation_once(db) -> None:
+    _runs(db, 120, prefix="b")
+    _, created = create_bulk(db, bulk_id="bulk1", type="pause", run_filter=RunFilter(), payload={})
+    assert created
+
+    def expander() -> int:
+        total = empty = 0
+        while empty < 3:
+            n = expand_some(db, batch=7)
+            total += n
+            empty = 0 if n else empty + 1
+        return total
+
+    counts = _threads([expander] * 3)
+    assert sum(counts) == 120, counts
+    assert get_bulk(db, "bulk1").matched == 120
+    assert db.query_one("SELECT count(*) FROM commands WHERE command_id LIKE 'bulk:bulk1:%'") == (120,)
 
 
 # --- idempotent starts and command ids --------------------------------------------------------------
