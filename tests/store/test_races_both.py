@@ -26,6 +26,7 @@ from shared_store import ChangeFeed, LeaseHolder, LeaseLost
 from shared_store.bulk_ops import create_bulk, expand_some, get_bulk
 from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.event_delivery import EventTarget, dispatch_pending_events
+from shared_store.flow_control import FlowRequest, FlowSettings, admit
 from shared_store.inbox import append_command, get_command, resolve_command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.media_jobs import enqueue_media_job
@@ -98,7 +99,7 @@ def _until_blocked(db, thread: threading.Thread) -> None:
             if _lock_waiters(db):
                 break
             time.sleep(0.01)
-        assert _lock_waiters(db), "the stale writer waits on the run row's lock"
+        assert _lock_waiters(db), "the second writer waits on the first one's lock"
     thread.join(0.2)
     assert thread.is_alive(), "the stale write did not go through while the takeover was open"
 
@@ -489,6 +490,77 @@ def test_concurrent_expanders_expand_a_bulk_operation_once(db) -> None:
     assert sum(counts) == 120, counts
     assert get_bulk(db, "bulk1").matched == 120
     assert db.query_one("SELECT count(*) FROM commands WHERE command_id LIKE 'bulk:bulk1:%'") == (120,)
+
+
+def test_a_keys_slots_are_never_over_granted_while_runs_end_and_start(db, flows: Path) -> None:
+    """Starts of a limited key (ADMIT_HELD) race slots handed on by ending runs (the trigger): both
+    count the key's free slots, so both must take the key's lock first."""
+    assert import_flows_dir(db, flows) == []
+    resolved = resolve_workflow(db, bundle_id="bench-echo")
+    flow = FlowSettings.resolve(FlowRequest(concurrency_key="k", max_concurrent=2), {})
+
+    def start() -> str:
+        return enqueue_run(db, resolved=resolved, input_data={}, flow=flow).run_id
+
+    def live_slots() -> int:
+        row = db.query_one(
+            "SELECT count(*) FROM runs WHERE concurrency_key = 'k' AND slot = 1 "
+            "AND status NOT IN ('completed', 'failed', 'cancelled')"
+        )
+        return int(row[0])
+
+    holding = [start(), start()]
+    for round_ in range(4):
+        assert live_slots() == 2, round_
+
+        def end(run_id: str) -> Callable[[], int]:
+            return lambda: db.execute_write(
+                "UPDATE runs SET status = 'completed' WHERE run_id = ?", (run_id,)
+            )
+
+        results = _threads([end(run_id) for run_id in holding] + [start] * 4)
+        assert live_slots() == 2, f"round {round_}: slots over-granted"
+        holding = [
+            row[0]
+            for row in db.query(
+                "SELECT run_id FROM runs WHERE concurrency_key = 'k' AND slot = 1 "
+                "AND status NOT IN ('completed', 'failed', 'cancelled')"
+            )
+        ]
+        assert len(results) == 6
+    # 18 started, 8 ended: 2 of the 10 live runs hold the slots, the other 8 wait held (none lost).
+    assert db.query_one("SELECT count(*) FROM runs WHERE concurrency_key = 'k' AND hold = 1") == (8,)
+
+
+def test_two_runners_admitting_runs_of_a_key_never_take_one_free_slot_twice(db, flows: Path) -> None:
+    assert import_flows_dir(db, flows) == []
+    resolved = resolve_workflow(db, bundle_id="bench-echo")
+
+    def start(**fields: Any) -> str:
+        flow = FlowSettings.resolve(FlowRequest(concurrency_key="k", **fields), {})
+        return enqueue_run(db, resolved=resolved, input_data={}, flow=flow).run_id
+
+    x, y = start(), start()  # started before the key had a limit: neither held nor holding a slot
+    first = start(max_concurrent=2)  # sets the limit and takes one of its 2 slots at once
+    assert db.query_one("SELECT slot, hold FROM runs WHERE run_id = ?", (first,)) == (1, 0)
+    runner = LeaseHolder(db, "r", lease_s=300)
+    assert {lease.run_id for lease in runner.claim(10)} == {x, y, first}
+    outcome: dict[str, Any] = {}
+    admitting = threading.Event()
+
+    def admit_y() -> None:
+        admitting.set()
+        outcome["y"] = admit(db, runner, y)
+
+    other = threading.Thread(target=admit_y)
+    with db.group():  # x's admission, committed when this block ends
+        assert admit(db, runner, x).go
+        other.start()
+        assert admitting.wait(TIMEOUT_S)
+        _until_blocked(db, other)
+    other.join(TIMEOUT_S)
+    assert (outcome["y"].go, outcome["y"].why) == (False, "held"), outcome
+    assert db.query_one("SELECT count(*) FROM runs WHERE concurrency_key = 'k' AND slot = 1") == (2,)
 
 
 # --- idempotent starts and command ids --------------------------------------------------------------
