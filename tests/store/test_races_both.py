@@ -1,8 +1,7 @@
 """Races through the store's named operations, on both backends (the `db` fixture): real threads on one
 store, each with its own connection. SQLite serialises writers; PostgreSQL under READ COMMITTED does
-not, so these are where a statement copied from SQLite goes wrong there (shared/POSTGRES-style
-reproductions: re-claims, a stale holder's write after a takeover, a feed cursor skipping a late
-commit, duplicate starts). Everything asserted is a count or an identity, never a duration.
+not, so these are where a statement copied from SQLite goes wrong there (re-claims, a stale holder's
+write after a takeover, a feed cursor skipping a late commit, duplicate starts). Everything asserted is a count or an identity, never a duration.
 
 A takeover is made to overlap the stale holder's write with `db.group()`: the taker claims inside an
 open transaction, the stale holder's write starts in another thread, and only then does the takeover
@@ -19,94 +18,24 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from abstractruntime.core.models import RunState, RunStatus, StepRecord
+from abstractruntime.core.models import RunState, StepRecord
 
 from runner_service.schedules import fire_due, start_parent
 from shared_store import ChangeFeed, LeaseHolder, LeaseLost
-from shared_store.bulk_ops import create_bulk, expand_some, get_bulk
 from shared_store.bundles import import_flows_dir, resolve_workflow
-from shared_store.event_delivery import EventTarget, dispatch_pending_events
-from shared_store.flow_control import FlowRequest, FlowSettings, admit
 from shared_store.inbox import append_command, get_command, resolve_command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.media_jobs import enqueue_media_job
-from shared_store.run_filter import RunFilter
 from shared_store.run_store import SqliteRunStore
 from shared_store.run_unit import RunUnit
 from shared_store.schedules import ScheduleSpec, create_schedule, get_schedule
 from shared_store.starts import IdempotencyConflict, enqueue_run
-from shared_store.webhooks import claim_due, create_webhook
-
-TIMEOUT_S = 120  # a bound for a stuck thread, never a measure
-
-
-def _runs(db, n: int, prefix: str = "run") -> list[str]:
-    store = SqliteRunStore(db)
-    ids = [f"{prefix}-{i:04d}" for i in range(n)]
-    for run_id in ids:
-        store.save(RunState.new(workflow_id="w@1:f", entry_node="start", run_id=run_id))  # due now
-    return ids
-
-
-def _threads(targets: list[Callable[[], Any]]) -> list[Any]:
-    """Run the targets in threads started together; their results (an exception is re-raised)."""
-    barrier = threading.Barrier(len(targets))
-    results: list[Any] = [None] * len(targets)
-    errors: list[BaseException] = []
-
-    def run(i: int, target: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(TIMEOUT_S)
-            results[i] = target()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(targets)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT_S)
-    assert not any(t.is_alive() for t in threads), "a thread is stuck"
-    if errors:
-        raise errors[0]
-    return results
-
-
-def _take_over(holder: LeaseHolder, run_id: str) -> int:
-    """Claim `run_id` once its previous (1 ms) lease has expired on the backend's clock; its epoch."""
-    for _ in range(2_000):
-        leases = [lease for lease in holder.claim(1) if lease.run_id == run_id]
-        if leases:
-            return leases[0].epoch
-        time.sleep(0.005)
-    raise AssertionError(f"{holder.owner} never took {run_id} over")
-
-
-def _lock_waiters(db) -> int | None:
-    """Sessions waiting for a lock right now (PostgreSQL; None on SQLite, whose writers wait in a
-    busy handler). pg_locks is read fresh on every call, also inside a transaction."""
-    if getattr(db, "backend", "sqlite") != "postgresql":
-        return None
-    row = db.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted")
-    return int(row[0]) if row else 0
-
-
-def _until_blocked(db, thread: threading.Thread) -> None:
-    """With the takeover still uncommitted: the stale writer cannot have finished (it waits for the
-    taker's lock); on PostgreSQL, wait until it is seen waiting on that lock."""
-    if _lock_waiters(db) is not None:
-        for _ in range(3_000):
-            if _lock_waiters(db):
-                break
-            time.sleep(0.01)
-        assert _lock_waiters(db), "the second writer waits on the first one's lock"
-    thread.join(0.2)
-    assert thread.is_alive(), "the stale write did not go through while the takeover was open"
+from tests.store.races import TIMEOUT_S, due_runs, take_over, together, until_blocked
 
 
 # --- claims ---------------------------------------------------------------------------------------
 def test_concurrent_claimers_never_hold_a_run_twice(db) -> None:
-    ids = _runs(db, 400)
+    ids = due_runs(db, 400)
     holders = [LeaseHolder(db, f"r{i}", lease_s=300) for i in range(4)]
 
     def claim_all(holder: LeaseHolder) -> Callable[[], list[tuple[str, int]]]:
@@ -121,7 +50,7 @@ def test_concurrent_claimers_never_hold_a_run_twice(db) -> None:
 
         return run
 
-    claims = _threads([claim_all(h) for h in holders])
+    claims = together([claim_all(h) for h in holders])
     claimed = [run_id for per in claims for run_id, _ in per]
     assert sorted(claimed) == ids, "every run claimed exactly once"
     assert sum(h.claims for h in holders) == len(ids), "claims counted once each"
@@ -135,7 +64,7 @@ def test_concurrent_claimers_never_hold_a_run_twice(db) -> None:
 
 # --- the fence ------------------------------------------------------------------------------------
 def test_a_takeover_during_an_append_leaves_the_stale_write_out(db) -> None:
-    (run_id,) = _runs(db, 1)
+    (run_id,) = due_runs(db, 1)
     a = LeaseHolder(db, "a", lease_s=0.001)
     assert [lease.epoch for lease in a.claim(1)] == [1]
     run = RunState.new(workflow_id="w@1:f", entry_node="start", run_id=run_id)
@@ -153,10 +82,10 @@ def test_a_takeover_during_an_append_leaves_the_stale_write_out(db) -> None:
     b = LeaseHolder(db, "b", lease_s=300)
     stale = threading.Thread(target=stale_append)
     with db.group():  # B's takeover: committed when this block ends
-        assert _take_over(b, run_id) == 2
+        assert take_over(b, run_id) == 2
         stale.start()
         assert about_to_append.wait(TIMEOUT_S)
-        _until_blocked(db, stale)
+        until_blocked(db, stale)
     stale.join(TIMEOUT_S)
     assert isinstance(outcome["a"], LeaseLost), outcome
     SqliteLedgerStore(db, fence=b).append(StepRecord.start(run=run, node_id="B", effect=None))
@@ -173,7 +102,7 @@ def test_a_takeover_during_an_append_leaves_the_stale_write_out(db) -> None:
 
 def test_a_takeover_during_a_unit_commit_leaves_the_whole_unit_out(db) -> None:
     """A runner's unit (records + its state save) racing a takeover: all of it or none of it."""
-    (run_id,) = _runs(db, 1)
+    (run_id,) = due_runs(db, 1)
     a = LeaseHolder(db, "a", lease_s=0.001)
     a.claim(1)
     unit = RunUnit(db, a)
@@ -198,10 +127,10 @@ def test_a_takeover_during_a_unit_commit_leaves_the_whole_unit_out(db) -> None:
     b = LeaseHolder(db, "b", lease_s=300)
     stale = threading.Thread(target=stale_commit)
     with db.group():
-        _take_over(b, run_id)
+        take_over(b, run_id)
         stale.start()
         assert committing.wait(TIMEOUT_S)
-        _until_blocked(db, stale)
+        until_blocked(db, stale)
     stale.join(TIMEOUT_S)
     assert isinstance(outcome["a"], LeaseLost), outcome
     assert SqliteLedgerStore(db).list(run_id) == []
@@ -211,7 +140,7 @@ def test_a_takeover_during_a_unit_commit_leaves_the_whole_unit_out(db) -> None:
 
 def test_a_takeover_during_a_fenced_command_outcome_leaves_it_pending(db) -> None:
     """A fenced write whose guard is a sub-select (the command outcome) waits for the takeover too."""
-    (run_id,) = _runs(db, 1)
+    (run_id,) = due_runs(db, 1)
     append_command(db, command_id="c1", run_id=run_id, type="pause", payload={})
     command = get_command(db, "c1")
     assert command is not None
@@ -227,10 +156,10 @@ def test_a_takeover_during_a_fenced_command_outcome_leaves_it_pending(db) -> Non
     b = LeaseHolder(db, "b", lease_s=300)
     stale = threading.Thread(target=stale_outcome)
     with db.group():
-        _take_over(b, run_id)
+        take_over(b, run_id)
         stale.start()
         assert resolving.wait(TIMEOUT_S)
-        _until_blocked(db, stale)
+        until_blocked(db, stale)
     stale.join(TIMEOUT_S)
     assert outcome["a"] is False, "the stale holder's outcome was refused"
     assert get_command(db, "c1").status == "pending"
@@ -255,7 +184,7 @@ def _drain(feed: ChangeFeed, cursor: int, seen: dict[str, list[int]]) -> int:
 def test_the_feed_delivers_a_transaction_that_commits_late(db) -> None:
     """x's append starts first and commits last; y's commits in between (on SQLite y waits for x).
     A cursor past y must not have stepped over x."""
-    _runs(db, 2, prefix="f")
+    due_runs(db, 2, prefix="f")
     feed = ChangeFeed(db)
     cursor = feed.head()
     seen: dict[str, list[int]] = {}
@@ -273,7 +202,7 @@ def test_the_feed_delivers_a_transaction_that_commits_late(db) -> None:
 
 
 def test_the_feed_misses_nothing_with_open_transactions_interleaved(db) -> None:
-    ids = _runs(db, 6, prefix="g")
+    ids = due_runs(db, 6, prefix="g")
     feed = ChangeFeed(db)
     cursor = feed.head()
     seen: dict[str, list[int]] = {}
@@ -308,7 +237,7 @@ def test_the_feed_misses_nothing_with_open_transactions_interleaved(db) -> None:
     polling = threading.Thread(target=poller)
     polling.start()
     try:
-        _threads([writer(s) for s in range(4)])
+        together([writer(s) for s in range(4)])
     finally:
         done.set()
         polling.join(TIMEOUT_S)
@@ -324,7 +253,7 @@ def test_the_feed_misses_nothing_with_open_transactions_interleaved(db) -> None:
 
 # --- dense ledgers --------------------------------------------------------------------------------
 def test_concurrent_appenders_keep_ledgers_dense(db) -> None:
-    direct, in_units = _runs(db, 2, prefix="d")
+    direct, in_units = due_runs(db, 2, prefix="d")
     holder = LeaseHolder(db, "r", lease_s=300)
     assert len(holder.claim(2)) == 2
     run = RunState.new(workflow_id="w@1:f", entry_node="start", run_id=direct)
@@ -351,7 +280,7 @@ def test_concurrent_appenders_keep_ledgers_dense(db) -> None:
 
         return commit_units
 
-    written = _threads([appender(i) for i in range(4)] + [unit_committer(i) for i in range(3)])
+    written = together([appender(i) for i in range(4)] + [unit_committer(i) for i in range(3)])
     assert sum(written) == 160 + 90
     for run_id, n in ((direct, 160), (in_units, 90)):
         seqs = [row[0] for row in db.query("SELECT seq FROM ledger WHERE run_id = ? ORDER BY seq", (run_id,))]
@@ -404,13 +333,13 @@ def test_a_schedule_fires_once_across_a_takeover(db, flows: Path) -> None:
     b = LeaseHolder(db, "b", lease_s=300)
     thread = threading.Thread(target=stale_firing)
     with db.group():
-        _take_over(b, parent)
+        take_over(b, parent)
         ctx_b = _ctx(db, b)
         assert fire_due(ctx_b, parent) == 1  # type: ignore[arg-type]
         ctx_b.unit.flush()
         thread.start()
         assert staged.wait(TIMEOUT_S)
-        _until_blocked(db, thread)
+        until_blocked(db, thread)
     thread.join(TIMEOUT_S)
     assert outcome["fired"] == 1 and isinstance(outcome["a"], LeaseLost), outcome
     children = db.query("SELECT run_id FROM runs WHERE parent_run_id = ?", (parent,))
@@ -419,148 +348,6 @@ def test_a_schedule_fires_once_across_a_takeover(db, flows: Path) -> None:
     assert schedule.fired_count == 1 and schedule.last_child_run_id == children[0][0]
     # B, still holding the parent, fires nothing more for the same firing.
     assert fire_due(_ctx(db, b), parent) == 0  # type: ignore[arg-type]
-
-
-# --- other claims: pending events, webhook deliveries ------------------------------------------------
-def test_concurrent_dispatchers_take_each_pending_event_once(db) -> None:
-    (run_id,) = _runs(db, 1)
-    for i in range(60):
-        append_command(db, command_id=f"e{i}", run_id=run_id, type="emit_event", payload={"name": "x"})
-    interpreted: list[str] = []
-    lock = threading.Lock()
-
-    def interpret(command: Any, _scope: Any) -> tuple[EventTarget, dict[str, Any]]:
-        with lock:
-            interpreted.append(command.command_id)
-        return EventTarget(name="x", scope="session", scope_id="nobody", keys=["evt:nobody"]), {"name": "x"}
-
-    def dispatcher() -> int:
-        total = empty = 0
-        while empty < 3:
-            n = dispatch_pending_events(db, interpret, limit=4)
-            total += n
-            empty = 0 if n else empty + 1
-        return total
-
-    counts = _threads([dispatcher] * 3)
-    assert sum(counts) == 60 and sorted(interpreted) == sorted(f"e{i}" for i in range(60)), (
-        "each pending event dispatched by one runner, once"
-    )
-    assert db.query_one("SELECT count(*) FROM commands WHERE status = 'pending'") == (0,)
-
-
-def test_concurrent_senders_claim_each_webhook_delivery_once(db) -> None:
-    create_webhook(db, url="http://127.0.0.1:9/hook", events=["run.completed"])
-    store = SqliteRunStore(db)
-    for run_id in _runs(db, 50, prefix="h"):
-        run = store.load(run_id)
-        run.status = RunStatus.COMPLETED
-        store.save(run)
-    assert db.query_one("SELECT count(*) FROM webhook_deliveries") == (50,)
-
-    def sender() -> list[str]:
-        got: list[str] = []
-        empty = 0
-        while empty < 3:
-            claimed = claim_due(db, n=3, claim_s=600)
-            empty = 0 if claimed else empty + 1
-            got.extend(c.delivery_id for c in claimed)
-        return got
-
-    per_sender = _threads([sender] * 3)
-    claimed = [d for got in per_sender for d in got]
-    assert len(claimed) == 50 and len(set(claimed)) == 50, "no delivery taken by two senders"
-    assert db.query_one("SELECT count(*) FROM webhook_deliveries WHERE attempts = 1") == (50,)
-
-
-def test_concurrent_expanders_expand_a_bulk_operation_once(db) -> None:
-    _runs(db, 120, prefix="b")
-    _, created = create_bulk(db, bulk_id="bulk1", type="pause", run_filter=RunFilter(), payload={})
-    assert created
-
-    def expander() -> int:
-        total = empty = 0
-        while empty < 3:
-            n = expand_some(db, batch=7)
-            total += n
-            empty = 0 if n else empty + 1
-        return total
-
-    counts = _threads([expander] * 3)
-    assert sum(counts) == 120, counts
-    assert get_bulk(db, "bulk1").matched == 120
-    assert db.query_one("SELECT count(*) FROM commands WHERE command_id LIKE 'bulk:bulk1:%'") == (120,)
-
-
-def test_a_keys_slots_are_never_over_granted_while_runs_end_and_start(db, flows: Path) -> None:
-    """Starts of a limited key (ADMIT_HELD) race slots handed on by ending runs (the trigger): both
-    count the key's free slots, so both must take the key's lock first."""
-    assert import_flows_dir(db, flows) == []
-    resolved = resolve_workflow(db, bundle_id="bench-echo")
-    flow = FlowSettings.resolve(FlowRequest(concurrency_key="k", max_concurrent=2), {})
-
-    def start() -> str:
-        return enqueue_run(db, resolved=resolved, input_data={}, flow=flow).run_id
-
-    def live_slots() -> int:
-        row = db.query_one(
-            "SELECT count(*) FROM runs WHERE concurrency_key = 'k' AND slot = 1 "
-            "AND status NOT IN ('completed', 'failed', 'cancelled')"
-        )
-        return int(row[0])
-
-    holding = [start(), start()]
-    for round_ in range(4):
-        assert live_slots() == 2, round_
-
-        def end(run_id: str) -> Callable[[], int]:
-            return lambda: db.execute_write(
-                "UPDATE runs SET status = 'completed' WHERE run_id = ?", (run_id,)
-            )
-
-        results = _threads([end(run_id) for run_id in holding] + [start] * 4)
-        assert live_slots() == 2, f"round {round_}: slots over-granted"
-        holding = [
-            row[0]
-            for row in db.query(
-                "SELECT run_id FROM runs WHERE concurrency_key = 'k' AND slot = 1 "
-                "AND status NOT IN ('completed', 'failed', 'cancelled')"
-            )
-        ]
-        assert len(results) == 6
-    # 18 started, 8 ended: 2 of the 10 live runs hold the slots, the other 8 wait held (none lost).
-    assert db.query_one("SELECT count(*) FROM runs WHERE concurrency_key = 'k' AND hold = 1") == (8,)
-
-
-def test_two_runners_admitting_runs_of_a_key_never_take_one_free_slot_twice(db, flows: Path) -> None:
-    assert import_flows_dir(db, flows) == []
-    resolved = resolve_workflow(db, bundle_id="bench-echo")
-
-    def start(**fields: Any) -> str:
-        flow = FlowSettings.resolve(FlowRequest(concurrency_key="k", **fields), {})
-        return enqueue_run(db, resolved=resolved, input_data={}, flow=flow).run_id
-
-    x, y = start(), start()  # started before the key had a limit: neither held nor holding a slot
-    first = start(max_concurrent=2)  # sets the limit and takes one of its 2 slots at once
-    assert db.query_one("SELECT slot, hold FROM runs WHERE run_id = ?", (first,)) == (1, 0)
-    runner = LeaseHolder(db, "r", lease_s=300)
-    assert {lease.run_id for lease in runner.claim(10)} == {x, y, first}
-    outcome: dict[str, Any] = {}
-    admitting = threading.Event()
-
-    def admit_y() -> None:
-        admitting.set()
-        outcome["y"] = admit(db, runner, y)
-
-    other = threading.Thread(target=admit_y)
-    with db.group():  # x's admission, committed when this block ends
-        assert admit(db, runner, x).go
-        other.start()
-        assert admitting.wait(TIMEOUT_S)
-        _until_blocked(db, other)
-    other.join(TIMEOUT_S)
-    assert (outcome["y"].go, outcome["y"].why) == (False, "held"), outcome
-    assert db.query_one("SELECT count(*) FROM runs WHERE concurrency_key = 'k' AND slot = 1") == (2,)
 
 
 # --- idempotent starts and command ids --------------------------------------------------------------
@@ -574,7 +361,7 @@ def test_concurrent_duplicate_idempotency_keys_start_one_run(db, flows: Path) ->
             result = enqueue_run(db, resolved=resolved, input_data={"message": "hi"}, idempotency_key=key)
             return result.run_id, result.created
 
-        results = _threads([start] * 6)
+        results = together([start] * 6)
         assert len({run_id for run_id, _ in results}) == 1, results
         assert sum(created for _, created in results) == 1, results
         assert db.query_one("SELECT count(*) FROM run_start_keys WHERE idempotency_key = ?", (key,)) == (1,)
@@ -586,7 +373,7 @@ def test_concurrent_duplicate_idempotency_keys_start_one_run(db, flows: Path) ->
 
 
 def test_concurrent_duplicate_media_request_ids_start_one_job(db) -> None:
-    (parent,) = _runs(db, 1)
+    (parent,) = due_runs(db, 1)
     for round_ in range(3):
 
         def start(round_: int = round_) -> tuple[str, bool]:
@@ -595,13 +382,13 @@ def test_concurrent_duplicate_media_request_ids_start_one_job(db) -> None:
             )
             return result.run_id, result.created
 
-        results = _threads([start] * 6)
+        results = together([start] * 6)
         assert len({run_id for run_id, _ in results}) == 1 and sum(c for _, c in results) == 1, results
     assert db.query_one("SELECT count(*) FROM runs WHERE parent_run_id = ?", (parent,)) == (3,)
 
 
 def test_concurrent_duplicate_command_ids_append_one_command(db) -> None:
-    (run_id,) = _runs(db, 1)
+    (run_id,) = due_runs(db, 1)
     for round_ in range(5):
         command_id = f"cmd-{round_}"
 
@@ -609,7 +396,7 @@ def test_concurrent_duplicate_command_ids_append_one_command(db) -> None:
             result = append_command(db, command_id=command_id, run_id=run_id, type="pause", payload={})
             return result.accepted, result.seq
 
-        results = _threads([send] * 6)
+        results = together([send] * 6)
         assert sum(accepted for accepted, _ in results) == 1, results
         assert len({seq for _, seq in results}) == 1, "every duplicate answers the first one's seq"
     assert db.query_one("SELECT count(*) FROM commands") == (5,)
