@@ -457,10 +457,12 @@ def test_a_deadlocked_unit_of_the_store_runs_again_whole(pg_db: PgDatabase) -> N
         with ThreadPoolExecutor(2) as pool:
             done = [pool.submit(write_unit, db, unit(name)) for name in ("ab", "ba")]
             assert sorted(f.result(timeout=120) for f in done) == ["ab", "ba"]
-        assert sorted(calls.values()) == [1, 2], f"one unit ran again whole: {calls}"
+        # One ran once; the other was the victim and ran again whole (more than once if its retry
+        # took the contested row first and closed the cycle again).
+        assert min(calls.values()) == 1 and max(calls.values()) >= 2, calls
         rows = dict(db.query("SELECT run_id, current_node || '/' || actor_id FROM runs ORDER BY run_id"))
         # The unit that ran again committed last: both of its writes are the ones that stayed.
-        last = "ab" if calls["ab"] == 2 else "ba"
+        last = max(calls, key=calls.__getitem__)
         assert rows[last[0]].split("/")[0] == last and rows[last[1]].split("/")[1] == last, rows
     finally:
         db.close()
