@@ -131,6 +131,7 @@ class PgDatabase(Database):
         pool_max: int = DEFAULT_POOL_MAX,
         application_name: str = "abstractgateway",
         notify: bool = True,
+        pooler: bool = False,
     ) -> None:
         # Not Database.__init__: no file to open. `path` stays a place on this host (the data dir's
         # secret, local artifacts): the db itself is `url`.
@@ -148,7 +149,7 @@ class PgDatabase(Database):
             url,
             min_size=0,
             max_size=pool_max,
-            kwargs=connect_kwargs(application_name),
+            kwargs=connect_kwargs(application_name, direct=not pooler),
             configure=_configure,
             open=False,
             timeout=30.0,
