@@ -255,7 +255,7 @@ def test_migrate_and_the_schema_check_through_the_proxy(bouncer: Bouncer, pg_emp
         applied = migrate(url)
     assert applied == [m.version for m in known_pg_migrations()]
     assert migrate(bouncer.url(pg_empty_db.name)) == [], "a second migrate finds nothing pending"
-    store = Store(bouncer.url(pg_empty_db.name), notify=False)
+    store = Store(bouncer.url(pg_empty_db.name), notify=False, pooler=True)
     try:
         status = schema_status(store)
         assert status.pending == [] and status.modified == [] and status.current == applied[-1]
@@ -279,11 +279,11 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
 
     runs_per_thread, records_per_run, claimers = 12, 5, 4
     boundary = _xids_to_just_below_a_power_of_ten(pg_db)
-    store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4)
+    store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4, pooler=True)
     resolved = ResolvedWorkflow("demo@1:main", "demo", "1", "main")
-    # The API's feed reader, as the SSE hub opens it (LISTEN on: through this proxy it hears nothing,
-    # and the feed's query, run on each poll, is what delivers).
-    feed = ChangeFeed(store)
+    # The API's feed reader, as the SSE hub opens it behind a pooler (no LISTEN: it would hear nothing
+    # here; the feed's query, run on each poll, is what delivers).
+    feed = ChangeFeed(store, listen=False)
     cursor = head = feed.head()
     seen: dict[str, int] = {}
     work_done = threading.Event()
@@ -360,7 +360,7 @@ def test_starts_claims_appends_and_the_feed_from_threads_through_the_proxy(
         assert reading.result(timeout=300) == len(unique)
         # A reader far behind (an SSE client resuming, a hub that lagged) pages through the backlog.
         backlog: dict[str, int] = {}
-        late, position = ChangeFeed(store), head
+        late, position = ChangeFeed(store, listen=False), head
         try:
             while True:
                 entries, position = late.poll(position, limit=50)
@@ -392,7 +392,7 @@ def test_concurrent_duplicate_idempotency_keys_through_the_proxy(bouncer: Bounce
     from shared_store.starts import enqueue_run
 
     keys = 5
-    store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4, notify=False)
+    store = Store(bouncer.url(pg_db.name), pool_max=THREADS + 4, notify=False, pooler=True)
     resolved = ResolvedWorkflow("demo@1:main", "demo", "1", "main")
     barrier = threading.Barrier(THREADS)
 
@@ -432,18 +432,24 @@ def test_api_and_runner_through_the_proxy_end_to_end(
     from tests.api.conftest import TOKEN, make_settings, read_sse, running_server, stop_process
 
     url = bouncer.url(pg_db.name)
-    store = Store(url, data_dir=tmp_path)
+    store = Store(url, data_dir=tmp_path, pooler=True)
     assert import_flows_dir(store, flows) == []
     command = [sys.executable, "-m", "abstractgateway", "runner", "--db-url", url]
     command += ["--flows-dir", str(flows), "--poll-s", "0.02"]
-    env = {**os.environ, "ABSTRACTGATEWAY_DATA_DIR": str(tmp_path)}
+    # The setting README gives hosts behind a transaction pooler (no prepared statements, no LISTEN).
+    env = {
+        **os.environ,
+        "ABSTRACTGATEWAY_DATA_DIR": str(tmp_path),
+        "ABSTRACTGATEWAY_PG_TRANSACTION_POOLER": "1",
+    }
     env.pop("ABSTRACTGATEWAY_DB_URL", None)
     with (tmp_path / "runner.log").open("ab") as log:
         runner = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         with (
-            # ABSTRACTGATEWAY_PG_LISTEN=0, as README says for API hosts behind such a proxy.
-            running_server(store, make_settings(tmp_path, pg_listen=False), tmp_path / "artifacts") as server,
+            running_server(
+                store, make_settings(tmp_path, pg_transaction_pooler=True), tmp_path / "artifacts"
+            ) as server,
             httpx.Client(
                 base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
             ) as client,
