@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.api import common
 from bench.api.common import HOST, REPO, RUNNER_POLL_S, BenchFailure
 from bench.api.http_client import free_port, one_request, run_async
+from bench.pg_server import store_args
 
 
 def raise_fd_limit() -> int:
@@ -159,10 +160,17 @@ class Proc:
             self._log.close()
 
 
-def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[Proc, int]:
+def store_of(case_dir: Path, url: str | None) -> Path | str:
+    """A phase's store: the PostgreSQL database `url`, else a SQLite file in the phase's directory."""
+    return url if url else case_dir / "gateway.sqlite3"
+
+
+def start_serve(
+    case_dir: Path, flows_dir: Path, *, with_runner: bool, url: str | None = None
+) -> tuple[Proc, int]:
     port = free_port()
     args = [sys.executable, "-m", "abstractgateway", "serve", "--host", HOST, "--port", str(port)]
-    args += ["--db", str(case_dir / "gateway.sqlite3"), "--migrate", "--flows-dir", str(flows_dir)]
+    args += [*store_args(store_of(case_dir, url)), "--migrate", "--flows-dir", str(flows_dir)]
     if not with_runner:
         args.append("--no-runner")
     serve = Proc("serve", args, case_dir / "serve.log", base_env())
@@ -180,8 +188,8 @@ def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[
         time.sleep(0.05)
 
 
-def start_runner(case_dir: Path) -> Proc:
-    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(case_dir / "gateway.sqlite3")]
+def start_runner(case_dir: Path, url: str | None = None) -> Proc:
+    args = [sys.executable, "-m", "abstractgateway", "runner", *store_args(store_of(case_dir, url))]
     args += ["--runner-id", "bench-api-runner", "--poll-s", str(RUNNER_POLL_S)]
     env = {**base_env(), "ABSTRACTGATEWAY_LOG_LEVEL": "info"}
     runner = Proc("runner", args, case_dir / "runner.log", env)
