@@ -157,6 +157,17 @@ class RunnerProcess:
         self._log.close()
 
 
+def wal_position(target: Path | str) -> int | None:
+    """The server's WAL insert position in bytes (PostgreSQL; None for a SQLite file)."""
+    if not isinstance(target, str):
+        return None
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else None
+
+
 def runner_env() -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ABSTRACTGATEWAY_LOG_LEVEL": "info"}
     for name in ("ABSTRACTGATEWAY_PROVIDER", "ABSTRACTGATEWAY_MODEL", "ABSTRACTGATEWAY_BASE_URL"):
@@ -282,8 +293,10 @@ def run_case(
         warm = enqueue(db, workload, sizes.warmup_per_runner * processes)
         wait_for(lambda: terminal_count(db, warm) == len(warm), "the warm-up runs", runners, 300)
 
+        wal0 = wal_position(target)
         run_ids, enqueue_s, t0 = enqueue_burst(db, workload, count)
         wait_for(lambda: terminal_count(db, run_ids) == count, f"{count} runs to finish", runners, 1800, 0.25)
+        wal_bytes = wal_position(target) - wal0 if wal0 is not None else None
         exit_codes = {r.runner_id: r.stop() for r in runners}
     except BaseException:
         for r in runners:
@@ -330,6 +343,8 @@ def run_case(
         "ledger_records": count * workload.ledger_len,
         "ledger_records_per_s": count * workload.ledger_len / seconds,
         "steps_per_s": count * STEPS_PER_RUN.get(workload.bundle_id, 0) / seconds or None,
+        # PostgreSQL: WAL the server wrote per timed run (the enqueue's share included, ~1 KB a run).
+        "wal_bytes_per_run": wal_bytes / count if wal_bytes is not None else None,
         "started_per_runner": per_runner,
     }
     share = ", ".join(f"{k} {v}" for k, v in per_runner.items())
