@@ -325,7 +325,11 @@ def facts(bench: str, js: Json) -> dict[str, float | None]:
         }
     if bench == "runner-pg":
         return {
-            "pg_chain_1_lat": in_case("cases", "latency_p50_ms", bundle="chain-effects-200", processes=1)(js)
+            "pg_chain_1_lat": in_case("cases", "latency_p50_ms", bundle="chain-effects-200", processes=1)(js),
+            "pg_chain_wal_kb": ratio(
+                in_case("cases", "wal_bytes_per_run", bundle="chain-effects-200", processes=1),
+                lambda _js: 1e3,
+            )(js),
         }
     if bench == "api":
         out: dict[str, float | None] = {
