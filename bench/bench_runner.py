@@ -129,7 +129,7 @@ class RunnerProcess:
         self.runner_id = runner_id
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [sys.executable, "-m", "abstractgateway", "runner", *store_args(target)]
+        command = [sys.executable, "-m", "abstractgateway", "runner", *store_args(target, log_path.parent)]
         command += ["--runner-id", runner_id, "--poll-s", str(POLL_S)]
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=self._log)
 

@@ -125,13 +125,14 @@ def add_backend_options(parser: Any) -> None:
     )
 
 
-def store_args(target: str | os.PathLike[str]) -> list[str]:
+def store_args(target: str | os.PathLike[str], data_dir: str | os.PathLike[str]) -> list[str]:
     """How `abstractgateway serve` / `runner` are pointed at a bench's store: `--db FILE`, or
-    `--db-url URL` for PostgreSQL."""
+    `--db-url URL` for PostgreSQL with `--data-dir` (what a host keeps locally: artifacts, secrets)
+    in the case's temp dir."""
     from shared_store.backend import is_postgres_url
 
     if is_postgres_url(target):
-        return ["--db-url", str(target)]
+        return ["--db-url", str(target), "--data-dir", str(data_dir)]
     return ["--db", str(target)]
 
 

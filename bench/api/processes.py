@@ -170,7 +170,7 @@ def start_serve(
 ) -> tuple[Proc, int]:
     port = free_port()
     args = [sys.executable, "-m", "abstractgateway", "serve", "--host", HOST, "--port", str(port)]
-    args += [*store_args(store_of(case_dir, url)), "--migrate", "--flows-dir", str(flows_dir)]
+    args += [*store_args(store_of(case_dir, url), case_dir), "--migrate", "--flows-dir", str(flows_dir)]
     if not with_runner:
         args.append("--no-runner")
     serve = Proc("serve", args, case_dir / "serve.log", base_env())
@@ -189,7 +189,7 @@ def start_serve(
 
 
 def start_runner(case_dir: Path, url: str | None = None) -> Proc:
-    args = [sys.executable, "-m", "abstractgateway", "runner", *store_args(store_of(case_dir, url))]
+    args = [sys.executable, "-m", "abstractgateway", "runner", *store_args(store_of(case_dir, url), case_dir)]
     args += ["--runner-id", "bench-api-runner", "--poll-s", str(RUNNER_POLL_S)]
     env = {**base_env(), "ABSTRACTGATEWAY_LOG_LEVEL": "info"}
     runner = Proc("runner", args, case_dir / "runner.log", env)
