@@ -63,6 +63,8 @@ from bench.api.processes import raise_fd_limit
 from bench.api.table import table
 from bench.options import bench_parser
 from bench.pg_server import add_backend_options, bench_postgres, unavailable_line, unavailable_reason
+from shared_store.backend import connect_store
+from shared_store.bundles import import_flows_dir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -125,8 +127,19 @@ def main(argv: list[str] | None = None) -> int:
             report(f"PostgreSQL {pg.settings.get('server_version')}: {pg.settings}")
 
         def url(phase: str) -> str | None:
-            """The phase's fresh PostgreSQL database (None: a SQLite file, as without --backend)."""
-            return pg.fresh(f"bench_api_{phase}") if pg is not None else None
+            """The phase's fresh PostgreSQL database, holding the sample bundles (None: a SQLite file,
+            as without --backend, which serve fills from --flows-dir)."""
+            if pg is None:
+                return None
+            fresh = pg.fresh(f"bench_api_{phase}")
+            db = connect_store(fresh)
+            try:
+                problems = import_flows_dir(db, args.flows_dir)
+            finally:
+                db.close()
+            if problems:
+                raise BenchFailure(f"flows in {args.flows_dir} did not import: {problems}")
+            return fresh
 
         for name, phase in (
             ("writes", lambda: phase_writes(tmp, args.flows_dir, sizes, results, url("writes"))),

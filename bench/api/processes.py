@@ -168,9 +168,13 @@ def store_of(case_dir: Path, url: str | None) -> Path | str:
 def start_serve(
     case_dir: Path, flows_dir: Path, *, with_runner: bool, url: str | None = None
 ) -> tuple[Proc, int]:
+    """serve on the phase's store. On PostgreSQL the bench has put the sample bundles into the database
+    (bench_api: as a shared store holds them for every host), so serve gets no --flows-dir."""
     port = free_port()
     args = [sys.executable, "-m", "abstractgateway", "serve", "--host", HOST, "--port", str(port)]
-    args += [*store_args(store_of(case_dir, url), case_dir), "--migrate", "--flows-dir", str(flows_dir)]
+    args += [*store_args(store_of(case_dir, url), case_dir), "--migrate"]
+    if url is None:
+        args += ["--flows-dir", str(flows_dir)]
     if not with_runner:
         args.append("--no-runner")
     serve = Proc("serve", args, case_dir / "serve.log", base_env())
@@ -178,9 +182,11 @@ def start_serve(
     while True:
         serve.check_alive()
         try:
-            status, _ = run_async(one_request(port, "GET", "/api/health"))
+            status, body = run_async(one_request(port, "GET", "/api/health"))
             if status == 200:
                 return serve, port
+            if status == 500:  # a bug, not a server still starting (503): no use waiting
+                raise BenchFailure(f"serve answered /api/health with {status}: {body[:500]!r}")
         except OSError:
             pass
         if time.monotonic() > deadline:
