@@ -84,7 +84,7 @@ FULL = Sizes({"bench-echo": 2_000, "chain-effects-200": 100}, 8)
 QUICK = Sizes({"bench-echo": 300, "chain-effects-200": 20}, 4)
 # PostgreSQL (`--backend postgresql`): chain-effects-200 with one runner, the report's steps/s row. Fewer
 # runs: each of a run's 200 steps commits a ~100 KB state durably (see bench/state_saves.py).
-PG_FULL = Sizes({"chain-effects-200": 30}, 2)
+PG_FULL = Sizes({"chain-effects-200": 12}, 2)
 PG_QUICK = Sizes({"chain-effects-200": 6}, 1)
 # Runtime steps per run, for steps/s (the store bench's tick counts chain-effects-200 the same way).
 STEPS_PER_RUN = {"chain-effects-200": 200}

@@ -40,7 +40,7 @@ FULL = Sizes({1: 2_000, 16: 20_000}, {1: 2_000, 16: 20_000}, 30.0, 500, 200, (1_
 QUICK = Sizes({1: 300, 16: 500}, {1: 300, 16: 500}, 10.0, 100, 30, (200,), 8, 0.1, 1)
 # PostgreSQL (`--backend postgresql`): the cases of the report's PostgreSQL column only (starts,
 # replay, resume -> done); no commands, fan-out or health reference, to keep the report short.
-PG_FULL = Sizes({1: 1_000, 16: 10_000}, {}, 20.0, 300, 100, (), 8, 0.1, 1, False)
+PG_FULL = Sizes({1: 1_000, 16: 10_000}, {}, 15.0, 200, 50, (), 8, 0.1, 1, False)
 PG_QUICK = Sizes({1: 200, 16: 500}, {}, 10.0, 100, 20, (), 8, 0.1, 1, False)
 
 # Targets on PostgreSQL (issue 14; 2 cores, the server on the same machine).
