@@ -156,7 +156,9 @@ def render_pg(sections: list[Section], from_sqlite: dict[str, Any]) -> list[str]
         "## PostgreSQL beside SQLite",
         "",
         "`bench/bench_store.py`, `bench_runner.py` and `bench_api.py` again with `--backend postgresql`; "
-        "targets from issue 14 (2 cores, the server on the same machine), on the PostgreSQL column.",
+        "targets from issue 14 (2 cores, the server on the same machine), on the PostgreSQL column. The "
+        "PostgreSQL runs are smaller where PostgreSQL is slower (claims drain 5,000 due runs instead of "
+        "20,000, 12 chain-effects-200 runs instead of 100, 10,000 starts at c16: bench/README.md).",
         "",
     ]
     missing = unavailable(sections)
