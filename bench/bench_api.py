@@ -56,6 +56,7 @@ if __package__ in (None, ""):
     # `python bench/bench_api.py`: make the repo root importable like `python -m` does.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.api import common
 from bench.api.common import FULL, PG_FULL, PG_QUICK, QUICK, RUNNER_POLL_S, BenchFailure, Sizes, report
 from bench.api.phase_reads import phase_reads
 from bench.api.phase_writes import phase_writes
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         pg = stack.enter_context(bench_postgres(args.db_url)) if postgres else None
         if pg is not None:
             results.update(available=True, postgres=pg.info())
+            common.PG_SERVER_PID = pg.server_pid
             report(f"PostgreSQL {pg.settings.get('server_version')}: {pg.settings}")
 
         def url(phase: str) -> str | None:

@@ -46,6 +46,7 @@ class BenchPostgres:
     own_server: bool
     settings: dict[str, str] = field(default_factory=dict)
     start_s: float = 0.0
+    server_pid: int | None = None  # the postmaster of a server of the bench's own (its CPU is metered)
 
     def url(self, dbname: str) -> str:
         from urllib.parse import quote
@@ -104,7 +105,9 @@ def bench_postgres(db_url: str | None = None) -> Iterator[BenchPostgres]:
     try:
         server.start()
         admin = server.url("postgres")
-        yield BenchPostgres(admin, True, read_settings(admin), time.perf_counter() - began)
+        # postmaster.pid's first line: the server's pid (its backends are its children).
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        yield BenchPostgres(admin, True, read_settings(admin), time.perf_counter() - began, pid)
     finally:
         server.stop()
 

@@ -49,8 +49,9 @@ ROWS = (
 # Why a PostgreSQL target was missed; format fields as in report_why (any value or fact key).
 WHY: dict[str, str] = {
     "pg_starts_c16": (
-        "serve ran at only {pg_starts_c16_serve_cpu:.0f}% of a core (the client {pg_starts_c16_bench_cpu:.0f}%): "
-        "it waits on the database, not on its CPU. The API's one writer thread (built for SQLite's single "
+        "serve ran at only {pg_starts_c16_serve_cpu:.0f}% of a core, PostgreSQL's backends at "
+        "{pg_starts_c16_pg_cpu:.0f}%, the client {pg_starts_c16_bench_cpu:.0f}%: serve waits on the database "
+        "rather than on its CPU. The API's one writer thread (built for SQLite's single "
         "writer: group commits with a savepoint per write) runs every start's statements one after "
         "another, each a round trip to the server, so concurrency adds little over one at a time "
         "({pg_starts_c1:,.0f}/s at concurrency 1)."
@@ -65,8 +66,8 @@ WHY: dict[str, str] = {
     "pg_claims_16_2": "as with 1 claimer: the scan over leased runs' index entries grows as the queue drains.",
     "pg_replay": (
         "one indexed range read per page, but psycopg fetches its 1,000 bytea records in text format "
-        "(hex: twice the bytes, decoded in Python) and serve shares the 2 cores with the server; p99 "
-        "{pg_replay_p99:.1f} ms."
+        "(hex: twice the bytes, decoded in Python); serve ran at {pg_replay_serve_cpu:.0f}% of a core and "
+        "PostgreSQL at {pg_replay_pg_cpu:.0f}% meanwhile, p99 {pg_replay_p99:.1f} ms."
     ),
     "pg_resume": (
         "command commit -> runner poll -> tick (durable commits) -> the feed woken by NOTIFY -> SSE write, "

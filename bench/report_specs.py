@@ -320,6 +320,9 @@ def facts(bench: str, js: Json) -> dict[str, float | None]:
         return {
             "pg_starts_c16_serve_cpu": in_case("starts", "serve_cpu_pct", concurrency=16)(js),
             "pg_starts_c16_bench_cpu": in_case("starts", "bench_cpu_pct", concurrency=16)(js),
+            "pg_starts_c16_pg_cpu": in_case("starts", "postgres_cpu_pct", concurrency=16)(js),
+            "pg_replay_pg_cpu": pick("replay", "postgres_cpu_pct")(js),
+            "pg_replay_serve_cpu": pick("replay", "serve_cpu_pct")(js),
             "pg_resume_runner_cpu": pick("resume", "runner_cpu_pct")(js),
             "pg_resume_serve_cpu": pick("resume", "serve_cpu_pct")(js),
         }

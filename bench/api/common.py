@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # Read as `common.TOKEN`: a spawned fan-out client process sets it to its parent's token.
 TOKEN = "bench-api-token-" + uuid.uuid4().hex
 HOST = "127.0.0.1"
+# The bench's own PostgreSQL's postmaster (`--backend postgresql`), whose CPU the phases meter too.
+PG_SERVER_PID: int | None = None
 RUNNER_POLL_S = 0.005
 API = "/api/gateway"
 

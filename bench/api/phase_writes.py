@@ -130,8 +130,9 @@ def phase_writes(
 
 def load_line(what: str, c: dict[str, Any]) -> str:
     capped = " (time cap hit)" if c["capped"] else ""
+    postgres = f", PostgreSQL {c['postgres_cpu_pct']:.0f}%" if "postgres_cpu_pct" in c else ""
     return (
         f"{what} c{c['concurrency']}: {c['req_per_s']:,.0f} req/s ({c['ok']} in {c['seconds']:.2f} s{capped}; "
         f"p50 {c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms; CPU serve {c['serve_cpu_pct']:.0f}%, "
-        f"bench {c['bench_cpu_pct']:.0f}%); checks OK"
+        f"bench {c['bench_cpu_pct']:.0f}%{postgres}); checks OK"
     )

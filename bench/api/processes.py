@@ -51,6 +51,18 @@ def cpu_s(pid: int) -> float:
         return math.nan
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, of its children that ended (cutime + cstime: it waited for them) and
+    of those still running: a PostgreSQL server's postmaster and its backends."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        own = sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    except (OSError, IndexError, ValueError):
+        return math.nan
+    return own + sum(cpu_s(child) for child in children(pid) if not math.isnan(cpu_s(child)))
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
@@ -102,6 +114,9 @@ class CpuMeter:
         self.t0 = time.perf_counter()
         self.before = {name: cpu_s(pid) for name, pid in pids.items()}
         self.self0 = self._self()
+        # On PostgreSQL the server's backends too: where a start's time goes when serve is not busy.
+        self.server_pid = common.PG_SERVER_PID
+        self.server0 = tree_cpu_s(self.server_pid) if self.server_pid else math.nan
 
     @staticmethod
     def _self() -> float:
@@ -115,6 +130,8 @@ class CpuMeter:
             for name, pid in self.pids.items()
         }
         out["bench_cpu_pct"] = (self._self() - self.self0) / wall * 100
+        if self.server_pid:
+            out["postgres_cpu_pct"] = (tree_cpu_s(self.server_pid) - self.server0) / wall * 100
         return out
 
 
