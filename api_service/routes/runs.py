@@ -224,13 +224,11 @@ async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[st
     """abstractruntime's RunHistoryBundle of the run, exported in a child process (the API never
     imports abstractruntime): see shared_store/history_export.py."""
     options = msgspec.json.encode(query)
-    if getattr(gw.db, "url", None):  # PostgreSQL: the child opens the same database (on stdin, not argv)
-        options = msgspec.json.encode({**msgspec.structs.asdict(query), "db_url": gw.db.url})
     command = [
         sys.executable,
         "-m",
         "shared_store.history_export",
-        str(gw.db.path),
+        "-" if getattr(gw.db, "url", None) else str(gw.db.path),
         str(gw.artifacts_dir),
         run_id,
     ]
