@@ -10,6 +10,7 @@ Runs on PostgreSQL whatever ABSTRACTGATEWAY_TEST_BACKEND says: separate data dir
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -138,10 +139,25 @@ def test_a_runners_artifact_is_served_by_an_api_host_with_another_data_dir(
     )
     assert row is not None and content.content == bytes(row[0])
     assert content.json()["flow_id"] and content.json()["kind"] == "visualflow_json"
-    # The history exporter (a child of the API host) reads the same bytes from the database.
-    history = client.get(f"/api/gateway/runs/{run_id}/history_bundle")
-    assert history.status_code == 200, history.text
-    assert history.json()["workflow_snapshot"]["flow_id"] == content.json()["flow_id"]
+    # The history exporter (the child the API host starts for history_bundle; `-`: the database of
+    # ABSTRACTGATEWAY_DB_URL) opens its artifact store over the same database.
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared_store.history_export",
+            "-",
+            str(tmp_path / "api-host" / "artifacts"),
+            run_id,
+        ],
+        input=b"{}",
+        env={**os.environ, "PYTHONPATH": str(REPO), "ABSTRACTGATEWAY_DB_URL": url},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stderr.decode()
+    assert json.loads(exported.stdout)["workflow_snapshot"]["artifact_id"] == snapshot["artifact_id"]
 
     # Bytes a third host stored: a large video streams in pieces; active content is an attachment.
     video = os.urandom(2 * CHUNK + 4321)
