@@ -13,8 +13,11 @@ crash in between leaves only an unreferenced blob, which no read ever reaches.
 Deleting a blob once its last artifact row is gone (`delete_unreferenced`): on PostgreSQL many hosts
 store and delete at once, under READ COMMITTED. A store that re-puts bytes already there and has not
 yet committed its row is invisible to the deleter's "is it referenced?" check, so DbBlobs deletes only
-blobs whose last put is older than GRACE_S; every put refreshes `put_at`. What a crashed store leaves
-(bytes, no row) is collected by `sweep_orphans` once past the same window.
+blobs whose last put is older than GRACE_S; a put of bytes already there refreshes `put_at` when
+it is older than half the window (so a store has at least GRACE_S / 2 between its put and its row,
+and the thousands of runs that share one workflow snapshot do not all rewrite its row). Times are the
+database's clock, as leases are: hosts' clocks may differ. What a crashed store leaves (bytes, no row)
+is collected by `sweep_orphans` once past the same window.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +34,8 @@ from .db import Database
 from .private import private_dir
 
 # A store puts its blob, then commits the artifact row: at once (API, tools), or with the runner's
-# next save after the effect that stored it returns (an LLM or media call of minutes). An hour
-# covers that lag with room; orphans wait that long before a sweep removes them.
+# next save after the effect that stored it returns (an LLM or media call of minutes). Half an hour
+# (GRACE_S / 2, see the module docstring) covers that lag with room; orphans wait an hour.
 GRACE_S = 3600.0
 # A download streams a database blob in pieces of this size (one query each): a 500 MB video
 # never sits whole in an API process's memory.
@@ -41,22 +43,24 @@ CHUNK = 1 << 20
 SWEEP_BATCH = 100
 
 _REFERENCED = "SELECT 1 FROM artifacts INDEXED BY artifacts_blob WHERE blob_id = ? LIMIT 1"
-# The statements below are plain SQL both dialects read alike (dialect.respell spells the
-# placeholders): DbBlobs runs on PostgreSQL; the tests also run it over SQLite's twin table.
-_TOUCH = "UPDATE artifact_blobs SET put_at = ? WHERE blob_id = ?"
+# DbBlobs' statements (PostgreSQL; dialect.respell spells the placeholders). put_at is the database's
+# clock in unix seconds.
+_NOW = "extract(epoch FROM clock_timestamp())"
+_FRESH = f"SELECT put_at > {_NOW} - ? FROM artifact_blobs WHERE blob_id = ?"
+_TOUCH = f"UPDATE artifact_blobs SET put_at = {_NOW} WHERE blob_id = ?"
 _PUT = (
-    "INSERT INTO artifact_blobs (blob_id, content, size_bytes, created_at, put_at) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (blob_id) DO UPDATE SET put_at = excluded.put_at"
+    "INSERT INTO artifact_blobs (blob_id, content, size_bytes, created_at, put_at) "
+    f"VALUES (?, ?, ?, ?, {_NOW}) ON CONFLICT (blob_id) DO UPDATE SET put_at = excluded.put_at"
 )
 _GET = "SELECT content FROM artifact_blobs WHERE blob_id = ?"
 _SIZE = "SELECT size_bytes FROM artifact_blobs WHERE blob_id = ?"
 _PIECE = "SELECT substr(content, ?, ?) FROM artifact_blobs WHERE blob_id = ?"
 _DELETE_UNREFERENCED = (
-    "DELETE FROM artifact_blobs WHERE blob_id = ? AND put_at < ? "
+    f"DELETE FROM artifact_blobs WHERE blob_id = ? AND put_at < {_NOW} - ? "
     "AND NOT EXISTS (SELECT 1 FROM artifacts WHERE artifacts.blob_id = ?)"
 )
 _ORPHANS = (
-    "SELECT blob_id FROM artifact_blobs WHERE put_at < ? "
+    f"SELECT blob_id FROM artifact_blobs WHERE put_at < {_NOW} - ? "
     "AND NOT EXISTS (SELECT 1 FROM artifacts WHERE artifacts.blob_id = artifact_blobs.blob_id) "
     "ORDER BY put_at LIMIT ?"
 )
@@ -189,12 +193,18 @@ class DbBlobs:
         # over the network a second time.
         if self.touch(blob_id):
             return
-        now = time.time()
-        created = datetime.fromtimestamp(now, UTC).isoformat()
-        self.db.execute_write(_PUT, (blob_id, bytes(content), len(content), created, now))
+        created = datetime.now(UTC).isoformat()
+        self.db.execute_write(_PUT, (blob_id, bytes(content), len(content), created))
 
     def touch(self, blob_id: str) -> bool:
-        return self.db.execute_write(_TOUCH, (time.time(), blob_id)) > 0
+        """One read when the bytes were put within half the window (the common case: a workflow
+        snapshot every run of a workflow shares); a write only to refresh an older put."""
+        row = self.db.query_one(_FRESH, (self.grace_s / 2, blob_id))
+        if row is None:
+            return False
+        if row[0]:
+            return True
+        return self.db.execute_write(_TOUCH, (blob_id,)) > 0  # 0: deleted meanwhile, put it again
 
     def get(self, blob_id: str) -> bytes | None:
         row = self.db.query_one(_GET, (blob_id,))
@@ -223,10 +233,8 @@ class DbBlobs:
             offset += len(piece)
 
     def delete_unreferenced(self, blob_id: str) -> bool:
-        cutoff = time.time() - self.grace_s
-        return self.db.execute_write(_DELETE_UNREFERENCED, (blob_id, cutoff, blob_id)) > 0
+        return self.db.execute_write(_DELETE_UNREFERENCED, (blob_id, self.grace_s, blob_id)) > 0
 
     def sweep_orphans(self, limit: int = SWEEP_BATCH) -> int:
-        cutoff = time.time() - self.grace_s
-        orphans = [str(r[0]) for r in self.db.query(_ORPHANS, (cutoff, limit))]
+        orphans = [str(r[0]) for r in self.db.query(_ORPHANS, (self.grace_s, limit))]
         return sum(self.delete_unreferenced(blob_id) for blob_id in orphans)

@@ -25,7 +25,6 @@ migrated PostgreSQL database, so an operator moves up without losing a run.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -287,7 +286,7 @@ def _copy_blobs(pg: Any, blob_dir: Path, named: list[str], ticker: Any) -> BlobC
     stored = _pg_blobs(pg, present)
     insert = (
         "INSERT INTO artifact_blobs (blob_id, content, size_bytes, created_at, put_at) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1"
+        "VALUES (%s, %s, %s, %s, extract(epoch FROM clock_timestamp())) ON CONFLICT DO NOTHING RETURNING 1"
     )
     batch: list[tuple[Any, ...]] = []
     size = 0
@@ -313,7 +312,7 @@ def _copy_blobs(pg: Any, blob_dir: Path, named: list[str], ticker: Any) -> BlobC
             made = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
             if size and size + len(content) > BATCH_BYTES:
                 flush()
-            batch.append((blob_id, content, len(content), made, time.time()))
+            batch.append((blob_id, content, len(content), made))
             size += len(content)
         if ticker is not None and hasattr(ticker, "update"):
             ticker.update(1)

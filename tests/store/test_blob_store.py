@@ -107,6 +107,26 @@ def test_bytes_put_again_within_the_grace_window_survive_a_delete(
     assert store.blobs.sweep_orphans() == 1 and not store.blobs.exists(a.blob_id)
 
 
+def test_a_fresh_blob_is_not_rewritten_by_every_store(store: SqliteArtifactStore, db, backend: str) -> None:
+    """Every run of a workflow stores the same snapshot bytes: within half the window that is one read,
+    no write to their row; an older put is refreshed (database clock)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite: files, no put time")
+    first = store.store(b"{snapshot}", run_id="r1")
+
+    def put_at() -> float:
+        return float(db.query_one("SELECT put_at FROM artifact_blobs WHERE blob_id = ?", (first.blob_id,))[0])
+
+    before = put_at()
+    store.store(b"{snapshot}", run_id="r2")
+    store.store_copy(first, b"{snapshot}", run_id="r3")
+    assert put_at() == before
+    db.execute_write("UPDATE artifact_blobs SET put_at = put_at - ?", (GRACE_S * 0.6,))
+    store.store_copy(first, b"{snapshot}", run_id="r4")
+    assert put_at() > before - 1, "an older put is refreshed to now"
+    assert db.query_one("SELECT count(*) FROM artifacts") == (4,)
+
+
 def test_store_copy_refreshes_or_restores_the_bytes(store: SqliteArtifactStore, db, backend: str) -> None:
     first = store.store(b"{workflow}", content_type="application/json", run_id="r1")
     copy = store.store_copy(first, b"{workflow}", run_id="r2")
