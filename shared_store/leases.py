@@ -232,6 +232,7 @@ class LeaseHolder:
 
 def reclaim_expired(db: Database, *, now: float | None = None) -> int:
     """Free leases whose expiry passed (their runs become claimable again); returns the count."""
+
     def reclaim(conn: apsw.Connection) -> int:
         conn.execute(q.RECLAIM_EXPIRED, {"now": time.time() if now is None else now, "n": RECLAIM_BATCH})
         return conn.changes()

@@ -79,9 +79,10 @@ def store_url(db_path: Path) -> str | None:
 
 
 def store_args(db_path: Path) -> list[str]:
-    """`--db PATH`, or `--db-url URL` for a store opened on PostgreSQL."""
+    """`--db PATH`, or `--db-url URL --data-dir DIR` for a store opened on PostgreSQL (the host's own
+    files — workspaces, artifacts, secrets — stay beside where the SQLite file would be)."""
     url = store_url(db_path)
-    return ["--db-url", url] if url else ["--db", str(db_path)]
+    return ["--db-url", url, "--data-dir", str(db_path.parent)] if url else ["--db", str(db_path)]
 
 
 def sqlite_only(reason: str) -> pytest.MarkDecorator:
