@@ -10,7 +10,6 @@ Runs on PostgreSQL whatever ABSTRACTGATEWAY_TEST_BACKEND says: separate data dir
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -32,18 +31,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def api_host(
-    request: pytest.FixtureRequest, tmp_path: Path, flows: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple]:
+def api_host(request: pytest.FixtureRequest, tmp_path: Path, flows: Path) -> Iterator[tuple]:
     """The API host: its own data dir, whose artifacts path is a plain file (nothing can be read
-    from under it); ABSTRACTGATEWAY_DB_URL in its environment, as `serve --db-url` sets it for the
-    history exporter it starts."""
+    from under it)."""
     url = request.getfixturevalue("pg_db").url
     host = tmp_path / "api-host"
     host.mkdir()
     artifacts = host / "artifacts"
     artifacts.write_text("not a directory: this host keeps no artifact bytes\n")
-    monkeypatch.setenv("ABSTRACTGATEWAY_DB_URL", url)
     db = PgDatabase(url, data_dir=host)
     assert import_flows_dir(db, flows) == []
     try:
@@ -63,7 +58,6 @@ def _runner_host(url: str, data_dir: Path, flows: Path) -> subprocess.Popen[byte
     args = [sys.executable, "-m", "abstractgateway", "runner", "--db-url", url, "--data-dir", str(data_dir)]
     args += ["--flows-dir", str(flows), "--poll-s", "0.02"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "ABSTRACTGATEWAY_DATA_DIR": str(data_dir)}
-    env.pop("ABSTRACTGATEWAY_DB_URL", None)  # the runner host is told by its flag alone
     with (data_dir / "runner.log").open("ab") as log:
         return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
@@ -139,25 +133,11 @@ def test_a_runners_artifact_is_served_by_an_api_host_with_another_data_dir(
     )
     assert row is not None and content.content == bytes(row[0])
     assert content.json()["flow_id"] and content.json()["kind"] == "visualflow_json"
-    # The history exporter (the child the API host starts for history_bundle; `-`: the database of
-    # ABSTRACTGATEWAY_DB_URL) opens its artifact store over the same database.
-    exported = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shared_store.history_export",
-            "-",
-            str(tmp_path / "api-host" / "artifacts"),
-            run_id,
-        ],
-        input=b"{}",
-        env={**os.environ, "PYTHONPATH": str(REPO), "ABSTRACTGATEWAY_DB_URL": url},
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert exported.returncode == 0, exported.stderr.decode()
-    assert json.loads(exported.stdout)["workflow_snapshot"]["artifact_id"] == snapshot["artifact_id"]
+    # history_bundle: the exporter the API host starts opens its artifact store on the same database.
+    history = client.get(f"/api/gateway/runs/{run_id}/history_bundle")
+    assert history.status_code == 200, history.text
+    assert history.json()["workflow_snapshot"]["artifact_id"] == snapshot["artifact_id"]
+    assert [a["artifact_id"] for a in history.json()["artifacts"]] == [snapshot["artifact_id"]]
 
     # Bytes a third host stored: a large video streams in pieces; active content is an attachment.
     video = os.urandom(2 * CHUNK + 4321)
