@@ -22,7 +22,6 @@ is collected by `sweep_orphans` once past the same window.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -102,10 +101,6 @@ def blobs_for(db: Database, artifacts_dir: str | os.PathLike[str] | None) -> Blo
     if artifacts_dir is None:
         raise ValueError("a SQLite gateway keeps artifact bytes in files: artifacts_dir is needed")
     return FileBlobs(db, Path(artifacts_dir))
-
-
-def blob_id_of(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
 
 
 class FileBlobs:
