@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .db import Database
 from .private import private_dir
@@ -202,7 +202,21 @@ class DbBlobs:
         return self.db.execute_write(_TOUCH, (blob_id,)) > 0  # 0: deleted meanwhile, put it again
 
     def get(self, blob_id: str) -> bytes | None:
-        row = self.db.query_one(_GET, (blob_id,))
+        return self._bytes(_GET, (blob_id,))
+
+    def _bytes(self, sql: str, params: tuple[Any, ...]) -> bytes | None:
+        """A bytea value read in binary result format: text format sends it hex-encoded, twice the
+        bytes, decoded by the client (16 MiB: 478 ms as text, 118 ms as binary, measured)."""
+        conn = self.db.connection()
+        raw = getattr(conn, "raw", None)  # PgConnection's psycopg connection
+        translate = getattr(self.db, "translate", None)
+        if raw is None or translate is None:
+            row = self.db.query_one(sql, params)
+        else:
+            from .postgres.dialect import to_pg
+
+            with translate():
+                row = raw.execute(to_pg(sql)[0], params, binary=True).fetchone()
         return None if row is None else bytes(row[0])
 
     def exists(self, blob_id: str) -> bool:
@@ -218,10 +232,9 @@ class DbBlobs:
             yield b""  # there, with no bytes (as FileBlobs)
         offset = 0
         while size is not None and offset < size:
-            row = self.db.query_one(_PIECE, (offset + 1, chunk, blob_id))  # substr counts from 1
-            if row is None:
+            piece = self._bytes(_PIECE, (offset + 1, chunk, blob_id))  # substr counts from 1
+            if piece is None:
                 return  # deleted meanwhile: the download ends short rather than inventing bytes
-            piece = bytes(row[0])
             if not piece:
                 return
             yield piece
