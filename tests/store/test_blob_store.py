@@ -228,3 +228,99 @@ def test_the_orphan_a_dead_store_left_is_swept_past_the_grace_window(
     assert retention.step() == 0
     assert retention.stats.blobs_deleted == 1 and not store.blobs.exists(orphan)
     assert store.load(kept.artifact_id).content == b"named by a row", "a named blob is never swept"
+
+
+_DANGLING = "SELECT count(*) FROM artifacts a WHERE NOT EXISTS (SELECT 1 FROM artifact_blobs b WHERE b.blob_id = a.blob_id)"
+
+
+def test_deletes_racing_stores_of_the_same_bytes_never_leave_a_row_without_bytes(
+    db, backend: str, tmp_path: Path
+) -> None:
+    """PostgreSQL, READ COMMITTED, two hosts: one keeps storing artifacts of the same bytes (as every
+    run of a workflow stores its snapshot) while the other deletes them as fast as it can, the bytes
+    starting past the grace window so deletion is possible. Every row left points at its bytes."""
+    if backend != "postgresql":
+        pytest.skip("SQLite: one machine's files, unchanged (see the report on its own window)")
+    import threading
+    import time
+
+    from shared_store.postgres.database import PgDatabase
+
+    content = b"{the shared workflow snapshot}"
+    store = SqliteArtifactStore(db, tmp_path / "artifacts")
+    first = store.store(content, run_id="r0")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    stored: list[str] = []
+    dangling: list[int] = []  # rows seen without their bytes, each look (one statement: one snapshot)
+    deleted_blobs = [0]
+
+    def storer() -> None:
+        other = PgDatabase(db.url, data_dir=tmp_path)
+        mine = SqliteArtifactStore(other, tmp_path / "artifacts")
+        put, touch = mine.blobs.put, mine.blobs.touch
+
+        # The lag between a put and its row's commit (the runner's unit commits the row with the
+        # run's next save), widened so the deleter gets in between.
+        def slow_put(blob_id: str, data: bytes) -> None:
+            put(blob_id, data)
+            time.sleep(0.003)
+
+        def slow_touch(blob_id: str) -> bool:
+            there = touch(blob_id)
+            time.sleep(0.003)
+            return there
+
+        mine.blobs.put, mine.blobs.touch = slow_put, slow_touch  # type: ignore[method-assign]
+        try:
+            for i in range(150):
+                other.execute_write(
+                    "UPDATE artifact_blobs SET put_at = put_at - ?", (GRACE_S,)
+                )  # stale again
+                meta = (
+                    mine.store_copy(first, content, run_id=f"run-{i}")
+                    if i % 2
+                    else mine.store(content, run_id=f"run-{i}")
+                )
+                stored.append(meta.artifact_id)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+            other.close()
+
+    def deleter() -> None:
+        other = PgDatabase(db.url, data_dir=tmp_path)
+        mine = SqliteArtifactStore(other, tmp_path / "artifacts")
+        try:
+            delete_unreferenced = mine.blobs.delete_unreferenced
+
+            def counted(blob_id: str) -> bool:
+                gone = delete_unreferenced(blob_id)
+                deleted_blobs[0] += gone
+                return gone
+
+            mine.blobs.delete_unreferenced = counted  # type: ignore[method-assign]
+            while not stop.is_set():
+                for (artifact_id,) in other.query("SELECT artifact_id FROM artifacts LIMIT 5"):
+                    mine.delete(str(artifact_id))
+                dangling.append(int(other.query_one(_DANGLING)[0]))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=storer), threading.Thread(target=deleter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert errors == [] and len(stored) == 150
+    assert deleted_blobs[0] > 0, "the bytes were deleted (and put again) during the race"
+    assert max(dangling) == 0, f"rows without their bytes seen {sum(map(bool, dangling))} times"
+    rows = db.query(
+        "SELECT a.artifact_id, b.blob_id FROM artifacts a LEFT JOIN artifact_blobs b USING (blob_id)"
+    )
+    assert all(blob is not None for _, blob in rows), "a committed row without its bytes"
+    for artifact_id, _ in rows:
+        assert store.load(str(artifact_id)).content == content
