@@ -36,6 +36,8 @@ ROWS = (
         Target(">=", 10_000.0)),
     Row("claims/s, 16 per claim, 2 claimer processes", "/s", "claims_16_2", "pg_claims_16_2",
         Target(">=", 10_000.0)),
+    Row("claims/s, 16 per claim, 4 claimer processes", "/s", None, "pg_claims_16_4",
+        Target(">=", 10_000.0)),
     Row("runner steps/s, chain-effects-200, 1 runner process", "steps/s", "chain-effects-200_1_rps",
         "pg_chain_1_rps", scale=CHAIN_STEPS, p99=False),
     Row("ledger replay, 1000 records (p50)", "ms", "replay", "pg_replay", Target("<=", 5.0)),
@@ -64,6 +66,7 @@ WHY: dict[str, str] = {
         "also a durable commit and a statement planned anew (no prepared statements, for PgBouncer)."
     ),
     "pg_claims_16_2": "as with 1 claimer: the scan over leased runs' index entries grows as the queue drains.",
+    "pg_claims_16_4": "as with 1 claimer: the scan over leased runs' index entries grows as the queue drains.",
     "pg_replay": (
         "one indexed range read per page, but psycopg fetches its 1,000 bytea records in text format "
         "(hex: twice the bytes, decoded in Python); serve ran at {pg_replay_serve_cpu:.0f}% of a core and "

@@ -261,7 +261,7 @@ def pg_store_specs(js: Json) -> list[Spec]:
         Spec(f"pg_claims_16_{procs}", f"claims, 16 per claim, {procs} process{'es' if procs > 1 else ''}",
              "/s", in_case("claims", "claims_per_s", batch=16, processes=procs), claims_p99(16, procs),
              Target(">=", 10_000.0), p99_unit="ms")
-        for procs in (1, 2)
+        for procs in (1, 2, 4)
     ] + [
         Spec(f"pg_state_save_{method}", f"RunState save, a {state_kb(js)} state, run_states {method}",
              "saves/s", pick("state_saves", method, "saves_per_s"))

@@ -40,7 +40,8 @@ def _moves_feed(sqlite_text: str) -> str:
 
 
 def _db_clock(sqlite_text: str) -> str:
-    return sqlite_text.replace(":now", "gw_epoch()")
+    # Read once per statement (an init plan): compared per row, a volatile call is no index condition.
+    return sqlite_text.replace(":now", "(SELECT gw_epoch())")
 
 
 # A fence written as a guard sub-select (an artifact row, a command outcome, a schedule's advance or
