@@ -110,6 +110,11 @@ class _Written:
     # Inside a unit of work, whose transaction already holds the run row (FENCE_HELD, or the save).
     APPEND_LEDGER_IN_UNIT = s._APPEND_LEDGER.format(fence=_IN_UNIT_FENCE)
     FENCE_HELD = _pg(q.FENCE_HELD) + _LOCK
+    # Always writes the row, due or not: SQLite skips a run already due (no row rewrite), but here that
+    # took no row lock, so a runner's save of the same run did not wait for the command's transaction
+    # and wrote "not due" after it (a waiting run then never saw its command: a bulk cancel of 500
+    # left 1-8 pending). With the lock the save waits, and its re-wake (follow_ups.py) sees the command.
+    WAKE_RUN = _pg(_db_clock(q.WAKE_RUN.split(" AND (due_at IS NULL")[0]))
     STORE_ARTIFACT = _pg(q.STORE_ARTIFACT.replace("WHERE 1 ", "WHERE true "))
     # Pending emit_event commands: each runner's dispatch takes those no other dispatch holds (SQLite's
     # BEGIN IMMEDIATE gave them to one runner at a time; without the lock two runners both deliver,
