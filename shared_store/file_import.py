@@ -30,6 +30,7 @@ import msgspec
 from abstractruntime.core.models import RunState
 
 from . import queries as q
+from .blob_store import blobs_for
 from .codec import decode, encode
 from .db import Database
 from .file_import_artifacts import blob_intact, import_artifacts
@@ -349,10 +350,11 @@ def _verify(
     if in_db != len(command_ids):
         summary.mismatches.append(f"commands: {in_db} in the db, {len(command_ids)} in the file")
     rows = db.query(q.IMPORTED_ARTIFACTS, (json.dumps(list(artifacts)),))
+    blobs = blobs_for(db, blob_dir)
     intact = [
         artifact_id
         for artifact_id, blob_id, size in rows
-        if blob_id == artifacts[artifact_id] and blob_intact(blob_dir, blob_id, size)
+        if blob_id == artifacts[artifact_id] and blob_intact(blob_dir, blob_id, size, blobs)
     ]
     summary.verified["artifacts"] = (len(artifacts), len(intact))
     for artifact_id in sorted(set(artifacts) - set(intact)):

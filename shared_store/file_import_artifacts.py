@@ -16,6 +16,7 @@ import msgspec
 from abstractruntime.storage.artifacts import ArtifactMetadata, validate_artifact_id
 
 from . import queries as q
+from .blob_store import Blobs, DbBlobs, blobs_for
 from .codec import decode, encode
 from .db import Database
 from .private import private_dir
@@ -32,6 +33,7 @@ def import_artifacts(
     metas = sorted((base / "refs").glob("*.meta")) + sorted(base.glob("*.meta"))
     found: dict[str, str] = {}
     imported = 0
+    blobs = blobs_for(db, blob_dir)
     for path in metas:
         try:
             meta = ArtifactMetadata.from_dict(decode(path.read_bytes()))
@@ -45,7 +47,10 @@ def import_artifacts(
             continue  # refs/ wins over the legacy copy, as in FileArtifactStore
         blob = base / "blobs" / f"{meta.blob_id}.bin" if meta.blob_id else base / f"{meta.artifact_id}.bin"
         try:
-            blob_id = copy_blob(blob, blob_dir, expected=meta.blob_id, size=int(meta.size_bytes))
+            if isinstance(blobs, DbBlobs):  # the store keeps bytes in the database (PostgreSQL)
+                blob_id = put_blob(blobs, blob, expected=meta.blob_id, size=int(meta.size_bytes))
+            else:
+                blob_id = copy_blob(blob, blob_dir, expected=meta.blob_id, size=int(meta.size_bytes))
         except (OSError, ValueError) as exc:
             skipped.append(f"artifacts/{path.relative_to(base)}: {_reason(exc)}")
             continue
@@ -106,7 +111,24 @@ def copy_blob(src: Path, blob_dir: Path, *, expected: str | None, size: int) -> 
     return blob_id
 
 
-def blob_intact(blob_dir: Path, blob_id: str, size: int) -> bool:
+def put_blob(blobs: Blobs, src: Path, *, expected: str | None, size: int) -> str:
+    """copy_blob for a store that keeps bytes in the database: the same checks, then one put."""
+    if expected and blobs.size(expected) == size:
+        return expected
+    content = src.read_bytes()
+    blob_id = hashlib.sha256(content).hexdigest()
+    if expected and blob_id != expected:
+        raise ValueError(f"blob {src.name} does not hash to its id (damaged)")
+    if len(content) != size:
+        raise ValueError(f"blob {src.name} has {len(content)} bytes, metadata says {size}")
+    if not blobs.exists(blob_id):
+        blobs.put(blob_id, content)
+    return blob_id
+
+
+def blob_intact(blob_dir: Path, blob_id: str, size: int, blobs: Blobs | None = None) -> bool:
+    if isinstance(blobs, DbBlobs):
+        return blobs.size(blob_id) == size
     try:
         return blob_path(blob_dir, blob_id).stat().st_size == size
     except OSError:
