@@ -13,14 +13,15 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from shared_store import LeaseHolder, StoreError, connect_store
+from shared_store import LeaseHolder, StoreError, StoreUnavailable, connect_store
 from shared_store.bundles import get_bundle, import_flows_dir, list_bundles, record_check
 from shared_store.limits import max_output_bytes
 from shared_store.retention import Retention
@@ -36,6 +37,7 @@ from .webhooks import WebhookSender, WebhookSettings
 from .worker import Worker, WorkerSettings
 
 log = structlog.get_logger("runner")
+T = TypeVar("T")
 
 
 @dataclass
@@ -143,8 +145,8 @@ class Runner:
         delivery.join()
         self.webhooks.close()
         try:
-            released = self.fence.release_all()
-            runner_stopped(self.db, self.settings.runner_id)
+            released = self._once_more(self.fence.release_all)
+            self._once_more(lambda: runner_stopped(self.db, self.settings.runner_id))
         except StoreError as exc:  # a full disk, say: the leases left behind expire after lease_s
             log.error("runner_stop_incomplete", runner_id=self.settings.runner_id, error=str(exc))
             self.db.close()
@@ -152,6 +154,15 @@ class Runner:
         log.info("runner_stopped", runner_id=self.settings.runner_id, released=released)
         self.db.close()
         return 0
+
+    @staticmethod
+    def _once_more(call: Callable[[], T]) -> T:
+        """Run `call` again once after StoreUnavailable: a connection the server dropped while the
+        link was down fails on its first use after (PostgreSQL), and the next one is fresh."""
+        try:
+            return call()
+        except StoreUnavailable:
+            return call()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -29,11 +29,14 @@ CONNECT_SETTINGS: dict[str, Any] = {
 
 # A direct connection: statements run 5 times are prepared server-side (psycopg's default; claims
 # ~1.9k -> ~3.3k/s measured), and a transaction left open by a cut-off client is ended by the server
-# after a minute (it would hold the change feed back: postgres/feed.py). Through a transaction-pooling
-# proxy neither holds (a server session is not the client's; PgBouncer refuses startup `options`).
+# after 5 s. The store's transactions last milliseconds (none spans a tick or an effect); one idle
+# that long lost its client, and its row locks would hold a takeover back past the lease (at 60 s a
+# cut runner's runs were taken over after 60 s instead of 3: tests/netns). Through a
+# transaction-pooling proxy neither holds (a server session is not the client's; PgBouncer refuses
+# startup `options`): set the timeout on the server there.
 DIRECT_SETTINGS: dict[str, Any] = {
     "prepare_threshold": 5,
-    "options": "-c idle_in_transaction_session_timeout=60000",
+    "options": "-c idle_in_transaction_session_timeout=5000",
 }
 
 

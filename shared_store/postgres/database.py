@@ -2,11 +2,11 @@
 (a transaction; nested, a savepoint), `query`, `query_one`, `execute_write`, `connection()`. The store's
 modules run the same named statements on either; dialect.to_pg gives each its PostgreSQL text.
 
-Connections come from a psycopg pool and stay with the thread that took them (as SQLite's do): a
-transaction and the statements inside it run on one connection, and a thread's next call does not
-wait for the pool. A connection that broke (a cut link, a restarted server) is handed back and the
-thread takes a fresh one on its next call; the failed call raises StoreUnavailable (callers map it to
-503 or ride it out). Writers never NOTIFY inside their transaction: after a commit that changed rows
+Each thread that touches the store opens its own connection and keeps it (as SQLite's are kept): a
+transaction and the statements inside it run on one connection, and a thread's next call waits for
+nothing; at most ABSTRACTGATEWAY_PG_POOL_MAX at once per process (a slot per connection). A connection
+that broke (a cut link, a restarted server) is closed and the thread opens a fresh one on its next
+call; the failed call raises StoreUnavailable (callers map it to 503 or ride it out). Writers never NOTIFY inside their transaction: after a commit that changed rows
 they poke a coalescing notifier (wakeup.FeedNotifier), which readers wait on."""
 
 from __future__ import annotations
@@ -30,14 +30,15 @@ from .retry import RETRIED_SQLSTATES
 if TYPE_CHECKING:
     import apsw
     import psycopg
-    from psycopg_pool import ConnectionPool
 
     from .wakeup import FeedNotifier
 
 # Connections per process (ABSTRACTGATEWAY_PG_POOL_MAX). The API's read threads and the runner's
-# workers each keep one; the pool refuses more (StoreBusy after a wait) rather than letting one
+# workers each keep one; more wait for a slot (StoreBusy after SLOT_WAIT_S) rather than letting one
 # process take the server's max_connections.
 DEFAULT_POOL_MAX = 40
+# How long a thread waits for a free connection slot before its call fails (503 / ridden out).
+SLOT_WAIT_S = 30.0
 _RETRY_ATTEMPTS = 8
 
 
@@ -135,8 +136,6 @@ class PgDatabase(Database):
     ) -> None:
         # Not Database.__init__: no file to open. `path` stays a place on this host (the data dir's
         # secret, local artifacts): the db itself is `url`.
-        from psycopg_pool import ConnectionPool
-
         self.url = url
         self.location = redact(url)
         root = Path(data_dir).expanduser().resolve() if data_dir else Path.cwd()
@@ -145,47 +144,45 @@ class PgDatabase(Database):
         self._closed = False
         self._notifier: FeedNotifier | None = None
         self._notify = notify
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            url,
-            min_size=0,
-            max_size=pool_max,
-            kwargs=connect_kwargs(application_name, direct=not pooler),
-            configure=_configure,
-            open=False,
-            timeout=30.0,
-            name=application_name,
-        )
-        try:
-            self._pool.open(wait=False)
-            with self.translate():
-                self.query_one("SELECT 1")
-        except BaseException:
-            self._pool.close()
-            raise
+        self._kwargs = connect_kwargs(application_name, direct=not pooler)
+        # At most pool_max connections at once: a thread takes a slot with its connection and gives
+        # it back when it drops the connection or ends. Connections are opened by the thread that
+        # needs one, not by psycopg_pool's background workers: after a network cut those retried on a
+        # growing backoff, and a runner whose link had come back still waited out 30 s timeouts (its
+        # leases were taken over meanwhile; measured in tests/netns).
+        self._slots = threading.BoundedSemaphore(pool_max)
+        self.pool_max = pool_max
+        with self.translate():
+            self.query_one("SELECT 1")
 
     # --- connections -----------------------------------------------------------------------------
     def connection(self) -> apsw.Connection:
         conn: PgConnection | None = getattr(self._local, "conn", None)
-        if conn is not None and not conn.raw.closed:
+        if conn is not None and not (conn.raw.closed or conn.raw.broken):
             return cast("apsw.Connection", conn)
         if self._closed:
             raise StoreUnavailable(f"database {self.location} is closed")
         if conn is not None:
             self._drop(conn)
-        from psycopg_pool import PoolTimeout
+        if not self._slots.acquire(timeout=SLOT_WAIT_S):
+            raise StoreBusy(
+                f"all {self.pool_max} connections to {self.location} stayed in use for {SLOT_WAIT_S:.0f} s "
+                "(ABSTRACTGATEWAY_PG_POOL_MAX)"
+            )
+        import psycopg
 
         try:
-            raw = self._pool.getconn()
-        except PoolTimeout as exc:
-            raise StoreBusy(f"no connection to {self.location} free within 30 s: {exc}") from exc
+            raw = psycopg.connect(self.url, **self._kwargs)
+            _configure(raw)
         except Exception as exc:
+            self._slots.release()
             raise StoreUnavailable(f"cannot connect to {self.location}: {exc}") from exc
         conn = PgConnection(raw, self)
         self._local.conn = conn
-        # A thread that ends (the API's worker threads end after idling) gives its connection back
-        # when its thread-local data goes: the pool would otherwise count it as taken forever.
+        # A thread that ends (the API's worker threads may) gives its connection back when its
+        # thread-local data goes: the slot would otherwise count as taken forever.
         self._local.holder = _Holder()
-        weakref.finalize(self._local.holder, _give_back, self._pool, raw)
+        weakref.finalize(self._local.holder, _give_back, self._slots, raw)
         return cast("apsw.Connection", conn)
 
     def _drop(self, conn: PgConnection) -> None:
@@ -193,8 +190,8 @@ class PgDatabase(Database):
         holder = getattr(self._local, "holder", None)
         self._local.holder = None
         if holder is None:
-            _give_back(self._pool, conn.raw)
-        # else: dropping the holder runs its finalizer, which gives the connection back
+            _give_back(self._slots, conn.raw)
+        # else: dropping the holder runs its finalizer, which closes the connection and frees its slot
 
     def _mine(self) -> PgConnection:
         return cast(PgConnection, self.connection())
@@ -281,8 +278,10 @@ class PgDatabase(Database):
         self._closed = True
         if self._notifier is not None:
             self._notifier.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._drop(conn)
         self._local = threading.local()
-        self._pool.close()
 
 
 _notifier_lock = threading.Lock()
@@ -292,8 +291,8 @@ class _Holder:
     """Lives in a thread's local data as long as the thread keeps its connection."""
 
 
-def _give_back(pool: ConnectionPool[Any], raw: psycopg.Connection[Any]) -> None:
+def _give_back(slots: threading.BoundedSemaphore, raw: psycopg.Connection[Any]) -> None:
     with suppress(Exception):
-        if raw.info.transaction_status != 0:  # a thread died inside a transaction
-            raw.close()
-        pool.putconn(raw)
+        raw.close()
+    with suppress(ValueError):
+        slots.release()
