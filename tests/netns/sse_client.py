@@ -58,10 +58,11 @@ class Client:
     def wait_healthy(self) -> None:
         """Every API host answers health, and it lists the expected number of live runners."""
         want = int(self.config["runners"])
+        until = time.monotonic() + min(self.remaining(), float(self.config.get("startup_s", 120)))
         for api in self.apis:
             last: object = None
             with httpx.Client(base_url=api, headers=self.headers, timeout=10) as http:
-                while self.remaining() > 0:
+                while time.monotonic() < until:
                     try:
                         response = http.get("/api/health")
                         last = (response.status_code, response.text[:500])
