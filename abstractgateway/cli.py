@@ -24,10 +24,11 @@ def main() -> None:
     from shared_store.settings import SettingsError, SharedSettings, read_one
 
     try:
-        # Refuse rather than ignore: a deployment asking for another store must not run on this one.
-        read_one(SharedSettings, "store_backend")
+        # Refuse rather than ignore: a deployment naming a store that is not PostgreSQL must not run
+        # on the SQLite file instead.
+        read_one(SharedSettings, "db_url")
     except SettingsError as exc:
-        click.echo(f"error: {exc} (this build has only sqlite)", err=True)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 
 
@@ -47,7 +48,9 @@ def main() -> None:
     "--db-url, copy this SQLite gateway into PostgreSQL.",
 )
 @click.option(
-    "--db-url", help="A postgresql:// URL: migrate that database (and copy into it with --from=sqlite)."
+    "--db-url",
+    help="A postgresql:// URL: migrate that database (and copy into it with --from=sqlite); default "
+    "$ABSTRACTGATEWAY_DB_URL.",
 )
 @click.option(
     "--to",
@@ -82,6 +85,10 @@ def migrate(
     With --from=file --data-dir D: migrate the target db, then import D (runs, ledgers, commands,
     artifacts of the file backend) into it, idempotently, and verify the counts (exit 1 if they differ).
     """
+    if not db_url and (from_backend == "sqlite" or (from_backend is None and not db_file)):
+        from shared_store.settings import SharedSettings, read_one
+
+        db_url = read_one(SharedSettings, "db_url")  # ABSTRACTGATEWAY_DB_URL (checked by the group)
     if db_url or from_backend == "sqlite":
         from shared_store.postgres.cli import postgres_migrate_command
 

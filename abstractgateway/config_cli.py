@@ -14,6 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
+from shared_store.backend import describe
+
 PREFIX = "ABSTRACTGATEWAY_"
 
 # The env example's header (deploy/systemd/abstractgateway.env.example is `config example`'s output).
@@ -100,9 +102,11 @@ def config() -> None:
 @click.option("--env-file", type=click.Path(dir_okay=False), help="Read settings from this env file too.")
 @click.option("--data-dir", help="Data directory (default: the settings', else ./data).")
 @click.option("--db", "db_file", help="The SQLite file (default DATA_DIR/gateway.sqlite3).")
-def status(env_file: str | None, data_dir: str | None, db_file: str | None) -> None:
+@click.option("--db-url", help="A postgresql:// URL (default: the settings' ABSTRACTGATEWAY_DB_URL).")
+def status(env_file: str | None, data_dir: str | None, db_file: str | None, db_url: str | None) -> None:
     """What the gateway runs with: db, schema, runners, bundles, token (never shown), origins."""
-    from shared_store import Database, StoreError
+    from shared_store import StoreError, connect_store
+    from shared_store.backend import is_postgres_url
     from shared_store.bundles import compile_failures, list_bundles
     from shared_store.capability_defaults import list_defaults
     from shared_store.migrate import schema_status
@@ -110,13 +114,16 @@ def status(env_file: str | None, data_dir: str | None, db_file: str | None) -> N
     from shared_store.runners import live_runners
 
     values = _settings(env_file)
-    db_path = _db_path(values, data_dir, db_file)
+    if db_url:
+        values[f"{PREFIX}DB_URL"] = db_url
+    target = _db_path(values, data_dir, db_file)
     tokens = [t for t in (values.get(f"{PREFIX}AUTH_TOKENS") or "").split(",") if t.strip()]
     tokens += [values[f"{PREFIX}AUTH_TOKEN"]] if values.get(f"{PREFIX}AUTH_TOKEN") else []
     problems = _problems(values)
     click.echo(f"settings:        {'; '.join(problems) if problems else 'ok'}")
-    click.echo(f"store backend:   {values.get(f'{PREFIX}STORE_BACKEND') or 'sqlite'}")
-    click.echo(f"db:              {db_path}")
+    on_postgres = is_postgres_url(str(target))
+    click.echo(f"store backend:   {'postgresql' if on_postgres else 'sqlite'}")
+    click.echo(f"db:              {_shown(target)}")
     click.echo(f"token:           {f'configured ({len(tokens)})' if tokens else 'NOT configured'}")
     click.echo(f"allowed origins: {values.get(f'{PREFIX}ALLOWED_ORIGINS') or '(default: localhost pages)'}")
     click.echo(f"flows dir:       {values.get(f'{PREFIX}FLOWS_DIR') or '(none)'}")
@@ -127,11 +134,11 @@ def status(env_file: str | None, data_dir: str | None, db_file: str | None) -> N
         if provider
         else "llm (env):       (none: llm_calls follow the flow, else the output.text default)"
     )
-    if not db_path.exists():
+    if not on_postgres and not Path(target).exists():
         click.echo("schema:          no database yet (run `abstractgateway migrate`)")
         return
     try:
-        db = Database(db_path)
+        db = connect_store(target)
         try:
             schema = schema_status(db)
             click.echo(f"schema:          version {schema.current} of {schema.latest}" + (
@@ -170,7 +177,7 @@ def init(env_file: str, data_dir: str, force: bool) -> None:
         sys.exit(2)
     from shared_store.settings import render_env
 
-    chosen = {"AUTH_TOKEN": secrets.token_urlsafe(32), "DATA_DIR": data_dir, "STORE_BACKEND": "sqlite"}
+    chosen = {"AUTH_TOKEN": secrets.token_urlsafe(32), "DATA_DIR": data_dir}
     text = render_env(settings_classes(), INIT_HEADER, values=chosen)
     # Created 0600 before the token is written into it.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -204,22 +211,32 @@ def example(out: str | None, check: str | None) -> None:
         click.echo(text, nl=False)
 
 
-def _db_path(values: dict[str, str], data_dir: str | None, db_file: str | None) -> Path:
+def _db_path(values: dict[str, str], data_dir: str | None, db_file: str | None) -> Path | str:
+    """The store's target: the PostgreSQL URL when one is set (and no --db), else the SQLite file."""
     from shared_store import StorePaths
 
+    if values.get(f"{PREFIX}DB_URL") and not db_file:
+        return values[f"{PREFIX}DB_URL"]
     if db_file or values.get(f"{PREFIX}DB_PATH"):
         return Path(db_file or values[f"{PREFIX}DB_PATH"])
     return StorePaths.from_env(data_dir or values.get(f"{PREFIX}DATA_DIR") or "data").db_path
 
 
-def _open_current_db(path: Path) -> Any:
-    """The migrated db at path, or exit 2 saying what to run."""
-    from shared_store import Database, StoreError, require_current
+def _shown(target: Path | str) -> str:
+    from shared_store.backend import redact
 
-    if not path.exists():
+    return redact(target) if isinstance(target, str) else str(target)
+
+
+def _open_current_db(path: Path | str) -> Any:
+    """The migrated db at path (or URL), or exit 2 saying what to run."""
+    from shared_store import StoreError, connect_store, require_current
+    from shared_store.backend import is_postgres_url
+
+    if not is_postgres_url(str(path)) and not Path(path).exists():
         _fail(f"no database at {path} (run `abstractgateway migrate` first, or pass --data-dir / --db)")
     try:
-        db = Database(path)
+        db = connect_store(str(path) if isinstance(path, str) else path)
         require_current(db)
     except StoreError as exc:
         _fail(str(exc))
@@ -319,7 +336,7 @@ def set_default(
         )
     finally:
         db.close()
-    click.echo(f"{db.path}: {_describe(saved)}")
+    click.echo(f"{describe(db)}: {_describe(saved)}")
 
 
 @config.command("clear-default")
@@ -339,7 +356,7 @@ def clear_default(route: str, env_file: str, data_dir: str | None, db_file: str 
         removed = clear(db, key)
     finally:
         db.close()
-    click.echo(f"{db.path}: {key} " + ("cleared" if removed else "had no default"))
+    click.echo(f"{describe(db)}: {key} " + ("cleared" if removed else "had no default"))
 
 
 def _describe(default: Any) -> str:

@@ -7,6 +7,7 @@ behind this code is refused with the command to run, unless `--migrate` is given
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -46,6 +47,11 @@ def _fail(message: str) -> NoReturn:
 @click.option("--data-dir", help="Data directory (db and artifacts).")
 @click.option("--db", "db_file", help="SQLite file (default DATA_DIR/gateway.sqlite3).")
 @click.option(
+    "--db-url",
+    help="A postgresql:// URL: serve from the shared PostgreSQL (default $ABSTRACTGATEWAY_DB_URL; "
+    "unset: the SQLite file).",
+)
+@click.option(
     "--flows-dir", help="A .flow bundle, a VisualFlow .json, or a folder of them, imported at start."
 )
 @click.option("--no-runner", is_flag=True, help="Serve the API only; runners are started elsewhere.")
@@ -70,6 +76,7 @@ def serve(
     port: int | None,
     data_dir: str | None,
     db_file: str | None,
+    db_url: str | None,
     flows_dir: str | None,
     no_runner: bool,
     auto_migrate: bool,
@@ -90,9 +97,18 @@ def serve(
         settings = ApiSettings.from_env(**{k: v for k, v in flags.items() if v is not None})
     except SettingsError as exc:
         _fail(str(exc))
+    if db_url:
+        from shared_store.settings import postgres_url
+
+        try:
+            postgres_url(db_url)
+        except ValueError as exc:
+            _fail(f"--db-url {exc}")
     owned_metrics_dir = _metrics_dir()
     try:
-        _serve(settings, data_dir, db_file, no_runner, auto_migrate, reuse_port, insecure_local_no_auth)
+        _serve(
+            settings, data_dir, db_file, db_url, no_runner, auto_migrate, reuse_port, insecure_local_no_auth
+        )
     finally:
         if owned_metrics_dir is not None:
             import shutil
@@ -104,6 +120,7 @@ def _serve(
     settings: ApiSettings,
     data_dir: str | None,
     db_file: str | None,
+    db_url: str | None,
     no_runner: bool,
     auto_migrate: bool,
     reuse_port: bool,
@@ -126,7 +143,13 @@ def _serve(
     from .startup import ApiWorkerProcess, ChildProcess, RunnerProcess, open_store, raise_open_files_limit
 
     db, paths = open_store(
-        settings, data_dir, db_file, auto_migrate=auto_migrate, flows_dir=settings.flows_dir, fail=_fail
+        settings,
+        data_dir,
+        db_file,
+        auto_migrate=auto_migrate,
+        flows_dir=settings.flows_dir,
+        fail=_fail,
+        db_url=db_url,
     )
     raise_open_files_limit()
     if settings.audit_log is None:
@@ -136,14 +159,15 @@ def _serve(
         settings = replace(settings, audit_log=paths.data_dir / "audit.jsonl")
     from . import supervisor
 
-    runner = (
-        None if no_runner else supervisor.RunnerSupervisor(RunnerProcess(paths.db_path, settings.flows_dir))
-    )
+    if paths.db_url:
+        # The children (runner, more API processes) open the same PostgreSQL: they inherit the URL.
+        os.environ.update({DB_URL_ENV: paths.db_url})
+    runner = None if no_runner else supervisor.RunnerSupervisor(RunnerProcess(paths, settings.flows_dir))
     supervisor.current = runner
     # More API processes on the port: they inherit this environment (tokens, origins, limits).
     insecure = not settings.tokens
     extra: list[ChildProcess] = [
-        ApiWorkerProcess(host, port, paths.db_path, insecure=insecure) for _ in range(workers - 1)
+        ApiWorkerProcess(host, port, paths, insecure=insecure) for _ in range(workers - 1)
     ]
     children: list[ChildProcess | supervisor.RunnerSupervisor] = [
         *([runner] if runner is not None else []),
@@ -157,6 +181,10 @@ def _serve(
         for child in reversed(children):
             child.stop()
         db.close()
+
+
+# The store's URL variable (shared_store/settings.py DB_URL), set for the children serve starts.
+DB_URL_ENV = "ABSTRACTGATEWAY_DB_URL"
 
 
 def _metrics_dir() -> str | None:
@@ -186,6 +214,8 @@ def _run(
     import asyncio
     import signal
 
+    from shared_store.backend import describe
+
     from . import metrics
     from .app import create_app
     from .server import hypercorn_config, reuse_port_socket, serve_until
@@ -208,7 +238,7 @@ def _run(
             loop.add_signal_handler(sig, stop.set)
         auth = "bearer token" if settings.tokens else "NO AUTH"
         extra = f", runner pid {runner.pid}" if runner is not None else ", no runner"
-        log.info(f"abstractgateway serving on http://{host}:{port} ({auth}; db {db.path}{extra})")
+        log.info(f"abstractgateway serving on http://{host}:{port} ({auth}; db {describe(db)}{extra})")
         config = hypercorn_config(host, port, sock=sock, header_timeout_s=settings.header_timeout_s)
         # Hypercorn's own lines go through the root handler (JSON, with the request id), not its
         # extra stderr handler (which printed each line twice).

@@ -39,6 +39,8 @@ log = logging.getLogger("abstractgateway.sse")
 
 STEP, DONE, CLOSE = 0, 1, 2
 PAGE = 500
+# PostgreSQL: the longest the hub waits for a NOTIFY before polling anyway (the fallback's latency).
+PG_RECHECK_S = 0.25
 
 
 def step_frame(seq: int, record: bytes) -> bytes:
@@ -98,6 +100,8 @@ class SseHub:
         self._last_poll = time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listens = getattr(db, "backend", "sqlite") == "postgresql"
+        self._found = False
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -159,7 +163,15 @@ class SseHub:
                 log.warning("change feed poll failed: %s", exc)
             except Exception:
                 log.exception("change feed poll crashed; polling on")
-            if self.runs:
+            if self.runs and self._listens:
+                # PostgreSQL: a poll is a round trip to the server; wait (in a thread) for a NOTIFY
+                # that something committed, polling every PG_RECHECK_S when none comes (a
+                # transaction-pooling proxy passes no LISTEN). A wake-up that brought nothing
+                # for our runs waits poll_s before the next one (no spinning on others' commits).
+                woken = await anyio.to_thread.run_sync(self.feed.wait, PG_RECHECK_S, abandon_on_cancel=True)
+                if woken and not self._found:
+                    await asyncio.sleep(self.poll_s)
+            elif self.runs:
                 await asyncio.sleep(self.poll_s)
             else:
                 self._wake.clear()
@@ -168,6 +180,7 @@ class SseHub:
 
     def poll_once(self) -> None:
         """Read what changed since the cursor and broadcast it to the watched runs."""
+        self._found = False
         while True:
             entries, self._cursor = self.feed.poll(self._cursor)
             if entries:  # a change read now committed at most this long ago (metrics)
@@ -175,6 +188,7 @@ class SseHub:
             for entry in entries:
                 track = self.runs.get(entry.run_id)
                 if track is not None:
+                    self._found = True
                     self._advance(entry, track)
             if len(entries) < 10_000:
                 break

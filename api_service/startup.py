@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
 from shared_store import Database, StorePaths
+from shared_store.backend import connect_store, describe
 from shared_store.bundles import import_flows_dir
 from shared_store.errors import StoreError
 from shared_store.migrate import create_schema_if_new, migrate, require_current
@@ -28,11 +30,19 @@ def open_store(
     auto_migrate: bool,
     flows_dir: Path | None,
     fail: Callable[[str], NoReturn],
+    db_url: str | None = None,
 ) -> tuple[Database, StorePaths]:
     """Open the db (a new one gets the whole schema), migrate it if asked, refuse a schema this code
-    does not match, import flows."""
+    does not match, import flows. `db_url` (--db-url) wins over ABSTRACTGATEWAY_DB_URL; either one
+    selects PostgreSQL, and then no SQLite file is named."""
     paths = StorePaths.from_settings(settings, data_dir)
+    if db_url:
+        paths = replace(paths, db_url=db_url)
     db_file = db_file or (str(settings.db_path) if settings.db_path else None)
+    if paths.db_url and db_file:
+        fail(
+            "give the store once: a PostgreSQL URL (--db-url / ABSTRACTGATEWAY_DB_URL) or a SQLite file (--db)"
+        )
     if db_file:
         db_path = Path(db_file).expanduser()
         # As the runner does for --db: artifacts live beside the db file.
@@ -40,14 +50,14 @@ def open_store(
             data_dir=paths.data_dir, db_path=db_path, artifacts_dir=db_path.parent / "artifacts"
         )
     try:
-        db = Database(paths.db_path)
+        db = connect_store(paths.db_target, data_dir=paths.data_dir, application_name="abstractgateway-api")
     except StoreError as exc:
         fail(str(exc))
     try:
         if auto_migrate:
             migrate(db)
         elif create_schema_if_new(db):
-            log.info("created the database %s at the latest schema", paths.db_path)
+            log.info("created the database %s at the latest schema", describe(db))
         require_current(db)
     except StoreError as exc:
         db.close()
@@ -120,10 +130,12 @@ class RunnerProcess(ChildProcess):
 
     name = "runner"
 
-    def __init__(self, db_path: Path, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
+    def __init__(self, paths: StorePaths, flows_dir: Path | None, *, stop_timeout_s: float = 30.0) -> None:
         # A short idle poll: a command reaches the run within ~10 ms (resume -> done), for one
-        # index probe per poll while idle.
-        args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s", "0.01"]
+        # index probe per poll while idle. The PostgreSQL URL (a password inside) travels in the
+        # environment (serve_environment), never on a command line `ps` shows.
+        store = [] if paths.db_url else ["--db", str(paths.db_path)]
+        args = [sys.executable, "-m", "abstractgateway", "runner", *store, "--poll-s", "0.01"]
         if flows_dir is not None:
             args += ["--flows-dir", str(flows_dir)]
         super().__init__(args, stop_timeout_s=stop_timeout_s)
@@ -134,9 +146,10 @@ class ApiWorkerProcess(ChildProcess):
 
     name = "api worker"
 
-    def __init__(self, host: str, port: int, db_path: Path, *, insecure: bool) -> None:
+    def __init__(self, host: str, port: int, paths: StorePaths, *, insecure: bool) -> None:
         args = [sys.executable, "-m", "abstractgateway", "serve", "--host", host, "--port", str(port)]
-        args += ["--db", str(db_path), "--no-runner", "--reuse-port", "--workers", "1"]
+        args += [] if paths.db_url else ["--db", str(paths.db_path)]
+        args += ["--no-runner", "--reuse-port", "--workers", "1"]
         if insecure:
             args.append("--insecure-local-no-auth")
         super().__init__(args, stop_timeout_s=30.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,6 +14,11 @@ import click
 # Options left out fall back to the settings (ABSTRACTGATEWAY_*, runner_service/settings.py).
 @click.option("--data-dir", help="Data directory (db and artifacts).")
 @click.option("--db", "db_file", help="SQLite file (default DATA_DIR/gateway.sqlite3).")
+@click.option(
+    "--db-url",
+    help="A postgresql:// URL: claim runs from the shared PostgreSQL (default $ABSTRACTGATEWAY_DB_URL; "
+    "unset: the SQLite file).",
+)
 @click.option("--flows-dir", help="A .flow bundle, a VisualFlow .json, or a folder of them, to load.")
 @click.option("--runner-id", help="Lease owner id (default host-pid-random).")
 @click.option(
@@ -41,6 +47,7 @@ import click
 def runner(
     data_dir: str | None,
     db_file: str | None,
+    db_url: str | None,
     flows_dir: str | None,
     runner_id: str | None,
     lease_s: float,
@@ -56,13 +63,14 @@ def runner(
     # are published through the store instead (runner_service/metrics.py), never mixed into the API's.
     # (PROMETHEUS_MULTIPROC_DIR is prometheus_client's variable, not a setting of ours.)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    from shared_store import Database, StoreError, StorePaths, require_current
+    from shared_store import StoreError, StorePaths, connect_store, require_current
     from shared_store.artifact_store import SqliteArtifactStore
     from shared_store.capability_defaults import default_for
     from shared_store.flow_control import FlowControlError, parse_labels
     from shared_store.logs import configure_logging
     from shared_store.migrate import create_schema_if_new
     from shared_store.migrate import migrate as apply_migrations
+    from shared_store.settings import postgres_url
 
     from . import settings as runner_settings
     from .daemon import Runner, RunnerSettings
@@ -79,11 +87,20 @@ def runner(
     runner_settings.install(config)
     configure_logging(config.log_level)
     paths = StorePaths.from_settings(config, data_dir)
+    if db_url:
+        try:
+            paths = replace(paths, db_url=postgres_url(db_url))
+        except ValueError as exc:
+            click.echo(f"error: --db-url {exc}", err=True)
+            sys.exit(2)
     db_file = db_file or (str(config.db_path) if config.db_path else None)
+    if paths.db_url and db_file:
+        click.echo("error: give the store once: --db-url / ABSTRACTGATEWAY_DB_URL or --db", err=True)
+        sys.exit(2)
     flows_dir = flows_dir or (str(config.flows_dir) if config.flows_dir else None)
     db_path = Path(db_file) if db_file else paths.db_path
     try:
-        db = Database(db_path)
+        db = connect_store(paths.db_url or db_path, data_dir=paths.data_dir)
         try:
             # A new db file gets the whole schema; an existing one is migrated only when asked.
             if migrate:
@@ -98,6 +115,8 @@ def runner(
         sys.exit(2)
     settings = RunnerSettings(
         db_path=db_path,
+        db_url=paths.db_url,
+        data_dir=paths.data_dir,
         artifacts_dir=paths.artifacts_dir if not db_file else db_path.parent / "artifacts",
         flows_dir=Path(flows_dir) if flows_dir else None,
         lease_s=lease_s,

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from shared_store import Database, LeaseHolder, StoreError
+from shared_store import LeaseHolder, StoreError, connect_store
 from shared_store.bundles import get_bundle, import_flows_dir, list_bundles, record_check
 from shared_store.limits import max_output_bytes
 from shared_store.retention import Retention
@@ -43,6 +43,9 @@ class RunnerSettings:
     db_path: Path
     artifacts_dir: Path
     flows_dir: Path | None = None
+    # The shared PostgreSQL, when one is named; then db_path is unused and data_dir is this host's.
+    db_url: str | None = None
+    data_dir: Path | None = None
     runner_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
@@ -67,7 +70,11 @@ class RunnerSettings:
 class Runner:
     def __init__(self, settings: RunnerSettings, *, effect_handlers: Any = None) -> None:
         self.settings = settings
-        self.db = Database(settings.db_path)
+        self.db = connect_store(
+            settings.db_url or settings.db_path,
+            data_dir=settings.data_dir,
+            application_name=f"abstractgateway-runner-{settings.runner_id}"[:63],
+        )
         self.fence = LeaseHolder(
             self.db, settings.runner_id, lease_s=settings.lease_s, labels=settings.labels
         )

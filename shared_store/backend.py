@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .db import Database
@@ -24,9 +25,20 @@ def connect_store(
     is the SQLite file at that path. `data_dir` is this host's own directory (secrets, local files)."""
     if is_postgres_url(target):
         from .postgres.database import PgDatabase
+        from .settings import SharedSettings, read_one
 
-        return PgDatabase(str(target), data_dir=data_dir, application_name=application_name)
+        return PgDatabase(
+            str(target),
+            data_dir=data_dir,
+            application_name=application_name,
+            pool_max=read_one(SharedSettings, "pg_pool_max"),
+        )
     return Database(Path(target), synchronous=synchronous)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs, health and errors)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def describe(db: Database) -> str:

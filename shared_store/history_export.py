@@ -21,9 +21,11 @@ from typing import Any
 from abstractruntime.history_bundle import RUN_HISTORY_BUNDLE_VERSION_V1, export_run_history_bundle
 
 from .artifact_store import SqliteArtifactStore
+from .backend import connect_store
 from .db import Database
 from .ledger_store import SqliteLedgerStore
 from .run_store import SqliteRunStore
+from .settings import SharedSettings, read_one
 
 
 class _ReadOnlyArtifacts(SqliteArtifactStore):
@@ -92,10 +94,11 @@ def runtime_history(
 
 
 def main(argv: list[str]) -> int:
-    """argv: DB BLOB_DIR RUN_ID; stdin: the options as JSON; stdout: the document as JSON."""
+    """argv: DB BLOB_DIR RUN_ID; stdin: the options as JSON; stdout: the document as JSON. DB `-` is
+    the PostgreSQL of ABSTRACTGATEWAY_DB_URL (a URL holds a password: never on a command line)."""
     db_path, blob_dir, run_id = argv
     options = json.loads(sys.stdin.buffer.read() or b"{}")
-    db = Database(db_path)
+    db = connect_store(read_one(SharedSettings, "db_url") if db_path == "-" else db_path)
     try:
         document = runtime_history(db, blob_dir, run_id, **options)
     finally:

@@ -20,6 +20,7 @@ import apsw
 from . import queries as q
 from .db import Database
 from .errors import LeaseLost
+from .postgres.retry import write_unit
 
 # Expired leases freed per claim pass. SQLite frees all in one statement (the writer holds the whole
 # db); PostgreSQL takes them in batches under SKIP LOCKED, so a pass never waits on a row a cut-off
@@ -107,7 +108,8 @@ class LeaseHolder:
         if n <= 0:
             return []
         now = self.clock()
-        with self.db.write() as conn:
+
+        def claim_pass(conn: apsw.Connection) -> tuple[int, list[Any]]:
             conn.execute(q.RECLAIM_EXPIRED, {"now": now, "n": RECLAIM_BATCH})
             reclaimed = conn.changes()
             cursor_rows = conn.execute(
@@ -121,7 +123,9 @@ class LeaseHolder:
                     "labels": self.labels_json,
                 },
             ).fetchall()
-        rows: list[Any] = cursor_rows
+            return reclaimed, list(cursor_rows)
+
+        reclaimed, rows = write_unit(self.db, claim_pass)
         rows.sort(key=lambda row: (-row[2], row[3]))
         leases = [
             Lease(str(run_id), self.owner, int(epoch), int(stalled)) for run_id, epoch, _, _, stalled in rows
@@ -139,9 +143,11 @@ class LeaseHolder:
         if not held:
             return []
         expires_at = self.clock() + self.lease_s
-        lost: list[Lease] = []
-        with self.db.write() as conn:
-            for lease in held:
+
+        def renew(conn: apsw.Connection) -> list[Lease]:
+            lost: list[Lease] = []
+            # In run_id order: two transactions locking rows in one order cannot deadlock.
+            for lease in sorted(held, key=lambda lease: lease.run_id):
                 conn.execute(
                     q.RENEW_LEASE,
                     {
@@ -154,6 +160,9 @@ class LeaseHolder:
                 )
                 if conn.changes() == 0:
                     lost.append(lease)
+            return lost
+
+        lost = write_unit(self.db, renew)
         # A lease released (or released and claimed again) by a worker between the snapshot above
         # and its renewal is not lost: the renewal finds it gone because it was given back. Only a
         # lease still held at the snapshot's epoch was taken over (a 2-runner bench of 1 ms runs
@@ -168,11 +177,14 @@ class LeaseHolder:
     def mark_stalled(self, run_ids: list[str]) -> None:
         """Count this claim of each run as stalled (a worker has been on it across a heartbeat): if
         the runner dies before releasing it, the claim counts towards the poison limit."""
-        held = [(run_id, self._epochs.get(run_id)) for run_id in run_ids]
-        with self.db.write() as conn:
+        held = [(run_id, self._epochs.get(run_id)) for run_id in sorted(run_ids)]
+
+        def mark(conn: apsw.Connection) -> None:
             for run_id, epoch in held:
                 if epoch is not None:
                     conn.execute(q.MARK_STALLED, {"run_id": run_id, "owner": self.owner, "epoch": epoch})
+
+        write_unit(self.db, mark)
 
     def release(self, run_id: str, *, settle: dict[str, object] | None = None) -> bool:
         """Give a run back. False if it was no longer ours.
@@ -187,12 +199,19 @@ class LeaseHolder:
             return self._release(conn, run_id, epoch, settle)
 
     def release_in(
-        self, conn: apsw.Connection, run_id: str, *, settle: dict[str, object] | None = None
+        self,
+        conn: apsw.Connection,
+        run_id: str,
+        *,
+        settle: dict[str, object] | None = None,
+        epoch: int | None = None,
     ) -> bool:
         """release() as the last statement of the caller's transaction (a unit of work's commit);
-        the lease is forgotten here, whether or not that transaction then commits."""
+        the lease is forgotten here, whether or not that transaction then commits. `epoch`: the one
+        held when the unit began (a unit run again after a deadlock releases at that epoch)."""
         with self._lock:
-            epoch = self._epochs.pop(run_id, None)
+            held = self._epochs.pop(run_id, None)
+        epoch = held if epoch is None else epoch
         return epoch is not None and self._release(conn, run_id, epoch, settle)
 
     def _release(
@@ -213,9 +232,12 @@ class LeaseHolder:
 
 def reclaim_expired(db: Database, *, now: float | None = None) -> int:
     """Free leases whose expiry passed (their runs become claimable again); returns the count."""
-    with db.write() as conn:
+
+    def reclaim(conn: apsw.Connection) -> int:
         conn.execute(q.RECLAIM_EXPIRED, {"now": time.time() if now is None else now, "n": RECLAIM_BATCH})
         return conn.changes()
+
+    return write_unit(db, reclaim)
 
 
 def lease_of(db: Database, run_id: str) -> tuple[str | None, int, float | None] | None:

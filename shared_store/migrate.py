@@ -75,18 +75,22 @@ def known_migrations(source: Traversable | Path | None = None) -> list[Migration
     return [found[v] for v in versions]
 
 
+def _on_postgres(db: Database) -> bool:
+    return getattr(db, "backend", "sqlite") == "postgresql"
+
+
 def applied_versions(db: Database) -> dict[int, str]:
     """version -> checksum of what the db has applied (empty for a fresh db)."""
+    if _on_postgres(db):
+        from .postgres import migrate as pg
+
+        return pg.applied_versions(db.connection())  # type: ignore[arg-type]
     has_table = db.query_one(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     )
     if has_table is None:
         return {}
     return {int(v): str(c) for v, c in db.query("SELECT version, checksum FROM schema_migrations")}
-
-
-def _on_postgres(db: Database) -> bool:
-    return getattr(db, "backend", "sqlite") == "postgresql"
 
 
 def schema_status(db: Database, source: Traversable | Path | None = None) -> SchemaStatus:

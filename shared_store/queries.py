@@ -429,9 +429,13 @@ RECORD_BUNDLE_CHECK = (
 
 # --- queued starts (API) --------------------------------------------------------------------------
 START_KEY = "SELECT run_id, request_sha256 FROM run_start_keys WHERE idempotency_key = ?"
+# The key's first request wins; a duplicate gets no row back and reads the winner with START_KEY in
+# a NEW statement. (A read-then-insert let two concurrent duplicates both through under PostgreSQL's
+# READ COMMITTED; ON CONFLICT waits for a concurrent insert of the key to commit or roll back.)
 INSERT_START_KEY = (
     "INSERT INTO run_start_keys (idempotency_key, run_id, request_sha256, created_at) "
-    "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at)"
+    "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at) "
+    "ON CONFLICT(idempotency_key) DO NOTHING RETURNING run_id"
 )
 # claim_order is written here as runs_claim_order_inserted would set it (a queued row without a fair
 # tag: its due_at), so that trigger's WHEN is false and it skips its UPDATE of the row just inserted
@@ -573,10 +577,10 @@ CAPABILITY_DEFAULTS = f"SELECT {_DEFAULT_COLUMNS} FROM capability_defaults ORDER
 UPSERT_FLOW_KEY = (
     "INSERT INTO flow_keys (key, max_concurrent, count_waiting, rate_limit, rate_window_s, updated_at) "
     "VALUES (:key, :max_concurrent, COALESCE(:count_waiting, 0), :rate_limit, :rate_window_s, :updated_at) "
-    "ON CONFLICT(key) DO UPDATE SET max_concurrent = COALESCE(excluded.max_concurrent, max_concurrent), "
-    "count_waiting = COALESCE(:count_waiting, count_waiting), "
-    "rate_limit = COALESCE(excluded.rate_limit, rate_limit), "
-    "rate_window_s = COALESCE(excluded.rate_window_s, rate_window_s), updated_at = excluded.updated_at"
+    "ON CONFLICT(key) DO UPDATE SET max_concurrent = COALESCE(excluded.max_concurrent, flow_keys.max_concurrent), "
+    "count_waiting = COALESCE(:count_waiting, flow_keys.count_waiting), "
+    "rate_limit = COALESCE(excluded.rate_limit, flow_keys.rate_limit), "
+    "rate_window_s = COALESCE(excluded.rate_window_s, flow_keys.rate_window_s), updated_at = excluded.updated_at"
 )
 FLOW_KEY = (
     "SELECT max_concurrent, count_waiting, rate_limit, rate_window_s, last_tag FROM flow_keys WHERE key = ?"

@@ -64,7 +64,7 @@ _DELETE = (
 _DELETE_ARTIFACTS = f"DELETE FROM artifacts WHERE run_id IN {_IDS} RETURNING blob_id"
 # The runs themselves, guarded again: only finished, unheld ones (the check above ran in this
 # same transaction, so this removes exactly those). `+`: by primary key, never walking a status index.
-_DELETE_RUNS = (
+DELETE_RUNS = (
     f"DELETE FROM runs WHERE run_id IN {_IDS} AND +status IN ('completed', 'failed', 'cancelled') "
     "AND +lease_owner IS NULL"
 )
@@ -141,7 +141,7 @@ class Retention:
             for statement in _DELETE:
                 conn.execute(statement, params)
             blobs = [str(blob) for (blob,) in conn.execute(_DELETE_ARTIFACTS, params).fetchall()]
-            conn.execute(_DELETE_RUNS, params)
+            conn.execute(DELETE_RUNS, params)
             deleted = conn.changes()
         self.stats.artifacts_deleted += len(blobs)
         self.stats.blobs_deleted += self._unlink_unreferenced(set(blobs))
@@ -166,7 +166,10 @@ def _json_list(ids: list[str]) -> str:
 
 
 def vacuum_some(db: Database, pages: int = VACUUM_PAGES) -> int:
-    """Return up to `pages` free pages to the OS (auto_vacuum=INCREMENTAL dbs); the pages freed."""
+    """Return up to `pages` free pages to the OS (auto_vacuum=INCREMENTAL dbs); the pages freed.
+    PostgreSQL: 0, always; the server's autovacuum makes deleted rows' space reusable by itself."""
+    if getattr(db, "backend", "sqlite") == "postgresql":
+        return 0
     conn = db.connection()
 
     def one(sql: str) -> Any:
@@ -185,7 +188,9 @@ def vacuum_some(db: Database, pages: int = VACUUM_PAGES) -> int:
 
 def enable_incremental_vacuum(db: Database) -> None:
     """Switch an existing db to auto_vacuum=INCREMENTAL: a full VACUUM (rewrites the file under an
-    exclusive lock: run it with the gateway stopped)."""
+    exclusive lock: run it with the gateway stopped). Nothing to do on PostgreSQL (autovacuum)."""
+    if getattr(db, "backend", "sqlite") == "postgresql":
+        return
     conn = db.connection()
     with translate_errors(db.path):
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")

@@ -41,15 +41,31 @@ _SCHEDULE_COLUMNS = ", ".join(
 # Flow control (issue 18's view: priority, key, labels, why it is held), as q.RUN_FLOW_VIEW selects it.
 _FLOW_COLUMNS = q.RUN_FLOW_VIEW.split("SELECT ", 1)[1].split(" FROM ", 1)[0].replace("k.", "fk.")
 _DETAIL_PATHS = "'$.waiting', '$.error', '$.output.error', '$.vars._runtime.control.pause_reason'"
-_COLUMNS = (
-    "r.run_id, r.workflow_id, r.status, r.current_node, r.created_at, r.updated_at, r.session_id, "
-    "r.parent_run_id, r.paused, r.output_failed, r.ledger_len, r.wait_reason, r.wait_key, r.wait_until, "
-    "r.tags, r.metadata, r.rerun_of, "
-    "CASE WHEN r.status IN ('waiting', 'failed') OR r.paused = 1 OR r.output_failed = 1 THEN "
-    f"(SELECT json_extract(CAST(s.run_json AS TEXT), {_DETAIL_PATHS}) FROM run_states s "
-    "WHERE s.run_id = r.run_id) END, "
-    f"sc.run_id, {_SCHEDULE_COLUMNS}, {_FLOW_COLUMNS}"
+# The same four fields as one JSON array on PostgreSQL: the document is bytea (UTF-8 JSON), parsed
+# once into jsonb; a missing path is null, as SQLite's json_extract gives it.
+_DETAIL_PG = (
+    "(SELECT jsonb_build_array(d -> 'waiting', d -> 'error', d #> '{output,error}', "
+    "d #> '{vars,_runtime,control,pause_reason}')::text FROM "
+    "(SELECT convert_from(s.run_json, 'UTF8')::jsonb AS d FROM run_states s WHERE s.run_id = r.run_id) x)"
 )
+_DETAIL_SQLITE = (
+    f"(SELECT json_extract(CAST(s.run_json AS TEXT), {_DETAIL_PATHS}) FROM run_states s "
+    "WHERE s.run_id = r.run_id)"
+)
+
+
+def _columns(detail: str) -> str:
+    return (
+        "r.run_id, r.workflow_id, r.status, r.current_node, r.created_at, r.updated_at, r.session_id, "
+        "r.parent_run_id, r.paused, r.output_failed, r.ledger_len, r.wait_reason, r.wait_key, r.wait_until, "
+        "r.tags, r.metadata, r.rerun_of, "
+        f"CASE WHEN r.status IN ('waiting', 'failed') OR r.paused = 1 OR r.output_failed = 1 THEN {detail} END, "
+        f"sc.run_id, {_SCHEDULE_COLUMNS}, {_FLOW_COLUMNS}"
+    )
+
+
+_COLUMNS = _columns(_DETAIL_SQLITE)
+_COLUMNS_PG = _columns(_DETAIL_PG)
 _N_FLOW = len(_FLOW_COLUMNS.split(","))
 _JOINS = "LEFT JOIN schedules sc ON sc.run_id = r.run_id LEFT JOIN flow_keys fk ON fk.key = r.concurrency_key"
 _N_RUN = 18  # columns before the schedule's
@@ -91,7 +107,7 @@ def page_sql(
     # an OR (or IN) over statuses would be sorted whole first (54 ms for 5% of 100k runs, measured).
     params["arm_limit"] = params["limit"] + offset
     selects = []
-    for status, failed in arms:
+    for n, (status, failed) in enumerate(arms):
         index = "runs_output_failed_page" if failed == 1 else "runs_status_page"
         wanted = [f"r.status = '{status}'"]  # statuses from a fixed allowlist (STATUS_ARMS)
         if failed is not None:
@@ -99,7 +115,7 @@ def page_sql(
         where = " AND ".join([*wanted, *conditions])
         selects.append(
             f"SELECT * FROM (SELECT {columns} FROM runs r INDEXED BY {index} {_JOINS} "
-            f"WHERE {where} {order} LIMIT :arm_limit)"
+            f"WHERE {where} {order} LIMIT :arm_limit) AS arm{n}"  # (PostgreSQL 15 needs the alias)
         )
     # Ordinals, not names: the schedule's run_id repeats the name.
     return f"{' UNION ALL '.join(selects)} ORDER BY {created_pos} DESC, 1 LIMIT :limit OFFSET :offset"
@@ -111,7 +127,8 @@ def list_runs(
     """One page of run summaries, newest first. `cursor` (a next_cursor) continues after a page."""
     params: dict[str, Any] = {"limit": max(1, min(limit, PAGE_MAX))}
     at = None if cursor is None else decode_cursor(cursor)
-    sql = page_sql(f, params, cursor=at, offset=offset, q_scope=q_scope(db, f.q))
+    columns = _COLUMNS_PG if getattr(db, "backend", "sqlite") == "postgresql" else _COLUMNS
+    sql = page_sql(f, params, cursor=at, offset=offset, columns=columns, q_scope=q_scope(db, f.q))
     rows = db.query(sql, params)
     label_sets = live_label_sets(db)
     items = [{**_summary(row), **flow_from_row(db, row[-_N_FLOW:], label_sets)} for row in rows]

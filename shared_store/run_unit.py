@@ -33,6 +33,7 @@ from .db import Database
 from .errors import LeaseLost, UnknownRun
 from .inbox import Command, command_from_row
 from .leases import LeaseHolder
+from .postgres.retry import write_unit
 
 
 @dataclass(frozen=True)
@@ -184,19 +185,26 @@ class RunUnit:
         for item in staged:
             if item.run_id != fenced_by:
                 fences.setdefault(item.run_id, {"run_id": item.run_id, **self.fence.params(item.run_id)})
-        written = True
+
+        def unit(conn: apsw.Connection) -> bool:
+            # Fences in run_id order: two units locking the same runs' rows (PostgreSQL's FENCE_HELD
+            # locks each) take them in one order and cannot deadlock on them.
+            for run_id in sorted(fences):
+                if conn.execute(q.FENCE_HELD, fences[run_id]).fetchone() is None:
+                    exists = conn.execute(q.LEDGER_LEN, (run_id,)).fetchone() is not None
+                    raise UnknownRun(run_id) if not exists else self.fence.lost(run_id)
+            for item in staged:
+                conn.execute(item.sql, item.params).fetchall()
+            if save is not None and not save(conn):
+                if staged:
+                    raise _Refused
+                return False
+            return True
+
         try:
-            with self.db.write() as conn:
-                for run_id, params in fences.items():
-                    if conn.execute(q.FENCE_HELD, params).fetchone() is None:
-                        exists = conn.execute(q.LEDGER_LEN, (run_id,)).fetchone() is not None
-                        raise UnknownRun(run_id) if not exists else self.fence.lost(run_id)
-                for item in staged:
-                    conn.execute(item.sql, item.params).fetchall()
-                if save is not None and not save(conn):
-                    if staged:
-                        raise _Refused
-                    written = False
+            # Run again whole when PostgreSQL aborts it for a deadlock (triggers lock child then
+            # parent, cascades parent then child): the staged statements are all still here.
+            written = write_unit(self.db, unit)
         except _Refused:
             return False
         except LeaseLost:
@@ -218,7 +226,7 @@ class RunUnit:
         epoch = self.fence.epoch(run_id)
 
         def give_back(conn: apsw.Connection) -> bool:
-            return self.fence.release_in(conn, run_id, settle=settle)
+            return self.fence.release_in(conn, run_id, settle=settle, epoch=epoch)
 
         if not self.commit(give_back, fenced_by=run_id):  # the release's guard found it taken over
             self.discard()

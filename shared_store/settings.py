@@ -122,6 +122,13 @@ def networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, .
         raise ValueError(str(exc)) from None
 
 
+def postgres_url(raw: str) -> str:
+    """A PostgreSQL connection URL (what `--db-url` takes); anything else is refused, not guessed."""
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql://user:password@host:port/dbname URL")
+    return raw
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.lower()
@@ -188,9 +195,17 @@ class SharedSettings:
         "FLOWS_DIR", None, "a .flow bundle, a VisualFlow .json, or a folder of them, imported at start",
         section="store", parse=path, example="/opt/abstractgateway/flows",
     )  # fmt: skip
-    store_backend: str = setting(
-        "STORE_BACKEND", "sqlite", "the store: sqlite, the only backend of this build (others refused)",
-        section="store", parse=choice("sqlite"),
+    db_url: str | None = setting(
+        "DB_URL", None,
+        "a postgresql:// URL: the shared PostgreSQL store of API and runner hosts (unset: the SQLite file)",
+        section="store", parse=postgres_url, example="postgresql://gateway:SECRET@db.internal:5432/gateway",
+    )  # fmt: skip
+    # A process keeps one connection per thread that touches the store: the API up to its 32 read
+    # threads, its writer and SSE hub; a runner its workers and maintenance threads. Size the
+    # server's max_connections for (API hosts + runner hosts) x this.
+    pg_pool_max: int = setting(
+        "PG_POOL_MAX", 40, "PostgreSQL connections one process may hold (more threads wait, then 503)",
+        section="store", minimum=2, maximum=1000,
     )  # fmt: skip
     log_level: str = setting(
         "LOG_LEVEL", "info", "log level of both processes (JSON lines on stderr; debug adds claims)",

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import apsw
+
 from . import queries as q
 from .bundles import ResolvedWorkflow
 from .codec import decode, encode
 from .db import Database
-from .errors import Conflict
+from .errors import Conflict, StoreBusy
 from .flow_control import FlowSettings, apply_at_enqueue
+from .postgres.retry import write_unit
 from .run_labels import Labels, write_labels
 
 # The actor the original gateway records on the runs it starts (RunState.actor_id, each ledger record).
@@ -81,31 +84,45 @@ def enqueue_run(
         "now": time.time(),
         "start_json": start_json,
     }
-    with db.write() as conn:
+    key_params = {
+        "idempotency_key": idempotency_key,
+        "run_id": run_id,
+        "request_sha256": request_sha,
+        "created_at": params["created_at"],
+    }
+
+    def enqueue(conn: apsw.Connection) -> StartResult:
         if idempotency_key is not None:
-            row = conn.execute(q.START_KEY, (idempotency_key,)).fetchone()
-            if row is not None:
-                if row[1] != request_sha:
+            existing = _bind_key(conn, idempotency_key, key_params)
+            if existing is not None:
+                if existing[1] != request_sha:
                     raise IdempotencyConflict(
                         "this Idempotency-Key was used for a different start request; use a new key"
                     )
-                return StartResult(str(row[0]), created=False)
-            conn.execute(
-                q.INSERT_START_KEY,
-                {
-                    "idempotency_key": idempotency_key,
-                    "run_id": params["run_id"],
-                    "request_sha256": request_sha,
-                    "created_at": params["created_at"],
-                },
-            )
+                return StartResult(str(existing[0]), created=False)
         conn.execute(q.ENQUEUE_RUN, params)
         conn.execute(q.ENQUEUE_RUN_STATE, params)
         if labels is not None:
-            write_labels(conn, params["run_id"], params["created_at"], labels)
+            write_labels(conn, run_id, params["created_at"], labels)
         if flow is not None:
-            apply_at_enqueue(conn, params["run_id"], flow, now=params["now"])
-    return StartResult(params["run_id"], created=True)
+            apply_at_enqueue(conn, run_id, flow, now=params["now"])
+        return StartResult(run_id, created=True)
+
+    return write_unit(db, enqueue)
+
+
+def _bind_key(conn: apsw.Connection, key: str, key_params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Bind the Idempotency-Key to this start; None when it is now ours, else the (run_id, digest) of
+    the start that holds it (a duplicate, concurrent or not: one run per key, never an error)."""
+    for _ in range(3):
+        if conn.execute(q.INSERT_START_KEY, key_params).fetchone() is not None:
+            return None
+        # A new statement: under READ COMMITTED it sees the winner that ON CONFLICT waited for.
+        row: tuple[Any, ...] | None = conn.execute(q.START_KEY, (key,)).fetchone()
+        if row is not None:
+            return row
+        # The winner's key row went (retention deleted its run) between the two statements: bind again.
+    raise StoreBusy(f"Idempotency-Key {key!r} kept changing hands; try again")
 
 
 def start_request(db: Database, run_id: str) -> dict[str, Any] | None:

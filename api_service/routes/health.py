@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
+from shared_store.backend import describe
 from shared_store.bundle_files import BundleError, read_manifest
 from shared_store.bundles import compile_failures
 from shared_store.db import Database
@@ -142,13 +143,16 @@ _cached = threading.local()
 
 
 def _reads(db: Database, flows_dir: Path | None) -> _Reads:
-    version = db.query_one("PRAGMA data_version")
+    # PostgreSQL has no data_version: its reads are redone every READS_TTL_S.
+    on_postgres = getattr(db, "backend", "sqlite") == "postgresql"
+    version = None if on_postgres else db.query_one("PRAGMA data_version")
     key = (id(db), str(db.path), flows_dir, version[0] if version else None)
     now = time.monotonic()
     entry = getattr(_cached, "entry", None)
     if entry is not None and entry[0] == key and now - entry[1] < READS_TTL_S:
         return entry[2]
-    mode = db.query_one("PRAGMA journal_mode")
+    # PostgreSQL writes ahead too (its own WAL): the flag means "writers do not block readers".
+    mode = ("wal",) if on_postgres else db.query_one("PRAGMA journal_mode")
     live = live_runners(db, within_s=RUNNER_STALE_S)
     try:
         llm = text_endpoint(db, detailed=False)
@@ -172,7 +176,7 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
     try:
         reads = _reads(db, flows_dir)
     except StoreError as exc:
-        db_report = DbHealth(str(db.path), False, 0, 0, [], readable=False, error=str(exc))
+        db_report = DbHealth(describe(db), False, 0, 0, [], readable=False, error=str(exc))
         report = HealthResponse("unhealthy", SERVICE, VERSION, db_report, [], None, [f"database: {exc}"])
         return report, 503
     now = time.time()
@@ -201,7 +205,7 @@ def _report(db: Database, flows_dir: Path | None) -> tuple[HealthResponse, int]:
         supervised = RunnerSupervision(**supervisor.current.status())
         if not supervised.alive:
             problems.append(f"the runner child is down (restart {supervised.restarts}; backing off)")
-    db_report = DbHealth(str(db.path), reads.wal, current, latest, list(pending))
+    db_report = DbHealth(describe(db), reads.wal, current, latest, list(pending))
     status: Literal["healthy", "degraded"] = "degraded" if problems else "healthy"
     report = HealthResponse(
         status,

@@ -227,7 +227,7 @@ async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[st
         sys.executable,
         "-m",
         "shared_store.history_export",
-        str(gw.db.path),
+        "-" if getattr(gw.db, "url", None) else str(gw.db.path),
         str(gw.artifacts_dir),
         run_id,
     ]

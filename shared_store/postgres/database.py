@@ -12,7 +12,6 @@ they poke a coalescing notifier (wakeup.FeedNotifier), which readers wait on."""
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 import weakref
@@ -21,6 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from ..backend import redact
 from ..db import Database
 from ..errors import StoreBusy, StoreError, StoreUnavailable
 from .connect import connect_kwargs
@@ -34,15 +34,11 @@ if TYPE_CHECKING:
 
     from .wakeup import FeedNotifier
 
-# Connections per process. The API's read threads and the runner's workers each keep one; the pool
-# refuses more (StoreBusy) rather than letting one process take the server's max_connections.
-DEFAULT_POOL_MAX = 32
+# Connections per process (ABSTRACTGATEWAY_PG_POOL_MAX). The API's read threads and the runner's
+# workers each keep one; the pool refuses more (StoreBusy after a wait) rather than letting one
+# process take the server's max_connections.
+DEFAULT_POOL_MAX = 40
 _RETRY_ATTEMPTS = 8
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs, health and errors)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 class PgCursor:

@@ -82,11 +82,15 @@ LOCK_HELD_RUN = (
 # --- change feed ----------------------------------------------------------------------------------
 # In commit order: a row is read only once every transaction that could still write one before it
 # (xid below the snapshot's xmin) has ended, so a late commit is never skipped by the cursor.
+# The last column says whether the query's snapshot had no transaction running (xmin = xmax): then
+# nothing committed is held back, and a poller may wait for the next commit's wake-up.
+_SETTLED = "pg_snapshot_xmin(pg_current_snapshot()) = pg_snapshot_xmax(pg_current_snapshot())"
 FEED_SINCE = (
-    "SELECT feed_xid::text, feed_seq, run_id, ledger_len, status FROM runs "
+    f"SELECT feed_xid::text, feed_seq, run_id, ledger_len, status, {_SETTLED} FROM runs "
     "WHERE (feed_xid, feed_seq) > (%(xid)s::xid8, %(seq)s) "
     "AND feed_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY feed_xid, feed_seq LIMIT %(n)s"
 )
+FEED_SETTLED = f"SELECT {_SETTLED}"
 # Everything below the oldest running transaction is history: a subscription starting here sees
 # only what commits from now on (no scan).
 FEED_HEAD = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"

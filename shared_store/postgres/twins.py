@@ -9,10 +9,14 @@ Three families are derived from the SQLite text by a named rule, so the two cann
 - `_db_clock`: "now" in due and lease times is the database's clock (gw_epoch()), the one clock that
   API hosts and runners on different machines share;
 - the fence reads (FENCE_HELD) lock the run row (FOR NO KEY UPDATE): a takeover in progress is
-  waited for and its result re-checked, where a plain read would see the old lease and go on.
+  waited for and its result re-checked, where a plain read would see the old lease and go on;
+  `_locks_guard` does the same to every guard sub-select `EXISTS (SELECT 1 FROM runs ... owner AND
+  epoch)` of a fenced write.
 The rest (claims, expired-lease takeover, the fenced append) are written out in statements.py."""
 
 from __future__ import annotations
+
+import re
 
 from .. import queries as q
 from . import statements as s
@@ -39,6 +43,20 @@ def _db_clock(sqlite_text: str) -> str:
     return sqlite_text.replace(":now", "gw_epoch()")
 
 
+# A fence written as a guard sub-select (an artifact row, a command outcome, a schedule's advance or
+# child, a media job): a plain EXISTS reads the statement's snapshot and does not wait for a takeover
+# that is committing, so a stale holder's write went in after it. Locking the run row in the guard
+# waits for that takeover and re-checks owner and epoch on the row it committed.
+_GUARD = re.compile(
+    r"(EXISTS \(SELECT 1 FROM runs WHERE runs\.run_id = [:\w.]+ AND "
+    r"runs\.lease_owner = :owner AND runs\.lease_epoch = :epoch)\)"
+)
+
+
+def _locks_guard(sqlite_text: str) -> str:
+    return _GUARD.sub(r"\1 FOR NO KEY UPDATE)", sqlite_text)
+
+
 def _derived() -> dict[str, str]:
     twins: dict[str, str] = {}
     for name, text in vars(q).items():
@@ -49,6 +67,8 @@ def _derived() -> dict[str, str]:
             pg = _moves_feed(pg)
         if ":now" in pg and name in _DB_CLOCK:
             pg = _db_clock(pg)
+        if _GUARD.search(pg):
+            pg = _locks_guard(pg)
         if pg is not text:
             twins[name] = _pg(pg)
     return twins

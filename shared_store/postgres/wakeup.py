@@ -30,6 +30,7 @@ class FeedNotifier:
         self._channel = channel
         self._min_interval_s = min_interval_s
         self._poked = threading.Event()
+        self._pending = False  # poked since the last NOTIFY
         self._stop = threading.Event()
         self.sent = 0  # NOTIFYs sent (a burst of pokes is one)
         self.errors = 0
@@ -38,30 +39,42 @@ class FeedNotifier:
 
     def poke(self) -> None:
         """The feed moved (call after the commit). Never blocks, never touches the database."""
+        self._pending = True
         self._poked.set()
 
     def _run(self) -> None:
         conn: psycopg.Connection | None = None
-        while not self._stop.is_set():
-            if not self._poked.wait(0.5):
-                continue
+        while True:
+            self._poked.wait(0.5)
             self._poked.clear()
-            try:
-                if conn is None or conn.closed:
-                    conn = connect(self._url, "gw-feed-notifier")
-                conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
-                self.sent += 1
-            except Exception:
-                # A dropped connection: readers poll anyway; reconnect on the next poke.
-                self.errors += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
+            if self._pending:
+                self._pending = False
+                conn = self._send(conn)
+            if self._stop.is_set():
+                break
             self._stop.wait(self._min_interval_s)  # pokes meanwhile make one more NOTIFY
+        if self._pending:  # a commit poked just before close(): its readers still hear of it
+            self._pending = False
+            conn = self._send(conn)
         if conn is not None:
             conn.close()
 
+    def _send(self, conn: psycopg.Connection | None) -> psycopg.Connection | None:
+        try:
+            if conn is None or conn.closed:
+                conn = connect(self._url, "gw-feed-notifier")
+            conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
+            self.sent += 1
+        except Exception:
+            # A dropped connection: readers poll anyway; reconnect on the next poke.
+            self.errors += 1
+            if conn is not None:
+                conn.close()
+            conn = None
+        return conn
+
     def close(self) -> None:
+        """Stop the thread, after sending the NOTIFY for a poke not yet answered."""
         self._stop.set()
         self._poked.set()
         self._thread.join(10)

@@ -22,8 +22,9 @@ import pytest
 from api_service.app import create_app
 from api_service.server import hypercorn_config, serve_until
 from api_service.settings import ApiSettings
-from shared_store import Database, migrate
+from shared_store import Database
 from shared_store.bundles import import_flows_dir
+from tests.backends import open_test_store, store_args
 
 TOKEN = "test-token-" + "x" * 20
 ALLOWED_ORIGIN = "http://ui.allowed.test"
@@ -94,7 +95,7 @@ def running_server(db: Database, settings: ApiSettings, artifacts_dir: Path) -> 
 
 
 def start_runner(db_path: Path, flows: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path)]
+    args = [sys.executable, "-m", "abstractgateway", "runner", *store_args(db_path)]
     args += ["--flows-dir", str(flows), "--poll-s", "0.02"]
     env = {**os.environ, "ABSTRACTGATEWAY_DATA_DIR": str(db_path.parent)}
     # Logs to a file: an unread pipe fills up and blocks the runner mid-write.
@@ -175,8 +176,7 @@ def make_settings(tmp: Path, **overrides: Any) -> ApiSettings:
 def make_gateway(tmp: Path, flows: Path, **settings: Any) -> Iterator[Gateway]:
     """An API server over a fresh db with the sample bundles imported (no runner)."""
     db_path = tmp / "gateway.sqlite3"
-    db = Database(db_path)
-    migrate(db)
+    db = open_test_store(db_path)
     assert import_flows_dir(db, flows) == []
     config = make_settings(tmp, **settings)
     try:

@@ -242,7 +242,7 @@ def test_the_runner_and_the_cli_refuse_bad_settings_naming_the_variable(tmp_path
             "10.0.0.0/33",
         ),
         (["runner", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_TICK_TIMEOUT_S", "-1"),
-        (["migrate", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_STORE_BACKEND", "postgres"),
+        (["migrate", "--db", str(tmp_path / "g.sqlite3")], "ABSTRACTGATEWAY_DB_URL", "mysql://db/gateway"),
     ]
     for args, name, value in cases:
         done = subprocess.run([*cli, *args], env=_env(**{name: value}), capture_output=True, text=True,

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from shared_store import Database, migrate
 from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.codec import decode
 from shared_store.starts import enqueue_run
+from tests.backends import open_test_store, store_args
 from tests.conftest import REPO
 
 
@@ -27,7 +27,7 @@ class RunnerProcess:
     def __init__(self, db_path: Path, log_path: Path, *, runner_id: str, lease_s: float, env: dict[str, str]):
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path), "--poll-s=0.02"]
+        command = [sys.executable, "-m", "abstractgateway", "runner", *store_args(db_path), "--poll-s=0.02"]
         command += ["--runner-id", runner_id, "--lease-s", str(lease_s)]
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=self._log)
 
@@ -54,8 +54,7 @@ class Gateway:
     def __init__(self, tmp_path: Path, flows: Path) -> None:
         self.tmp_path = tmp_path
         self.db_path = tmp_path / "gateway.sqlite3"
-        self.db = Database(self.db_path)
-        migrate(self.db)
+        self.db = open_test_store(self.db_path)
         assert import_flows_dir(self.db, flows) == []
         self.runners: list[RunnerProcess] = []
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "ABSTRACTGATEWAY_LOG_LEVEL": "debug"}

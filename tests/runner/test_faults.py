@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from tests.backends import on_postgres
 from tests.runner.conftest import Gateway
 
 
@@ -32,7 +33,8 @@ def test_sigkill_mid_run_then_restart_completes_with_a_dense_ledger(gateway: Gat
         if r["status"] == "completed" and r.get("idempotency_key")
     )
     assert completed and max(completed.values()) == 1
-    assert gateway.db.query_one("PRAGMA integrity_check") == ("ok",)
+    if not on_postgres():  # the SQLite file's own check (a PostgreSQL server keeps its own pages)
+        assert gateway.db.query_one("PRAGMA integrity_check") == ("ok",)
     assert second.stop() == 0
 
 

@@ -35,6 +35,8 @@ def span(gateway: Gateway, run_id: str) -> tuple[float, float]:
 
 
 def all_finished(gateway: Gateway, run_ids: list[str]) -> bool:
+    if not run_ids:  # `IN ()` is SQLite's alone
+        return True
     placeholders = ",".join("?" * len(run_ids))
     row = gateway.db.query_one(
         f"SELECT count(*) FROM runs WHERE run_id IN ({placeholders}) AND status IN ('completed', 'failed', 'cancelled')",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared_store.bundles import put_bundle
+from shared_store.codec import decode
 from shared_store.inbox import append_command
 from tests.hostile_flows import chain_bundle, code_bundle
 from tests.runner.conftest import Gateway
@@ -239,11 +240,10 @@ def test_file_nodes_stay_in_the_run_workspace(gateway: Gateway, tmp_path: Path, 
         error = _failed_output(gateway.wait_status(run_id, "completed", "failed"))
         assert "workspace" in error, error
     # Nothing exported: the only artifacts are the workflow snapshots every run keeps of itself.
-    exported = gateway.db.query_one(
-        "SELECT count(*) FROM artifacts "
-        "WHERE json_extract(CAST(metadata AS TEXT), '$.tags.kind') IS NOT 'workflow_snapshot'"
-    )
-    assert exported[0] == 0
+    kinds = [
+        decode(m).get("tags", {}).get("kind") for (m,) in gateway.db.query("SELECT metadata FROM artifacts")
+    ]
+    assert [k for k in kinds if k != "workflow_snapshot"] == []
 
 
 def test_file_nodes_write_and_read_inside_the_workspace(gateway: Gateway, tmp_path: Path) -> None:

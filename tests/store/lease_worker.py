@@ -61,6 +61,13 @@ def main() -> None:
         claim_all(holder, args.batch)
         return
     leases = holder.claim(1)
+    if args.action == "takeover":
+        # The lease to take over expires on the backend's clock: the database's on PostgreSQL, which
+        # --clock-offset does not move. Claim until it has (bounded).
+        deadline = time.monotonic() + 30
+        while not leases and time.monotonic() < deadline:
+            time.sleep(0.05)
+            leases = holder.claim(1)
     print(json.dumps({"claimed": [[lease.run_id, lease.epoch] for lease in leases]}), flush=True)
     if not leases:
         return

@@ -43,25 +43,33 @@ def test_idle_polls_skip_the_query(db, db_path: Path) -> None:
     runs = SqliteRunStore(db)
     run = RunState.new(workflow_id="w", entry_node="n", run_id="a")
     runs.save(run)
-    feed = ChangeFeed(db)
+    # recheck_s (PostgreSQL): a caught-up feed trusts LISTEN's silence this long; long enough here
+    # that only a commit can make a poll query.
+    feed = ChangeFeed(db, recheck_s=600)
     cursor = feed.head()
     feed.poll(cursor)
+    # Wake-ups for commits made before the feed existed (the save's NOTIFY) may still be on their way.
+    while feed.wait(0.3):
+        feed.poll(cursor)
     ran = feed.queries
     for _ in range(50):
         assert feed.poll(cursor) == ([], cursor)
     assert feed.queries == ran, "no commit, no query"
-    # A commit from another process is seen on the next poll.
+    # A commit from another process is seen on the next poll (after its wake-up).
+    target = getattr(db, "url", str(db_path))
     script = textwrap.dedent(
         f"""
         from abstractruntime.core.models import RunState, StepRecord
         from shared_store import open_database
         from shared_store.ledger_store import SqliteLedgerStore
-        db = open_database({str(db_path)!r})
+        db = open_database({target!r})
         run = RunState.new(workflow_id="w", entry_node="n", run_id="a")
         SqliteLedgerStore(db).append(StepRecord.start(run=run, node_id="n", effect=None))
+        db.close()
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+    assert feed.wait(60) is True, "the other process's commit wakes a waiting feed"
     entries, cursor = feed.poll(cursor)
     assert [(e.run_id, e.ledger_len) for e in entries] == [("a", 1)]
     assert feed.queries == ran + 1

@@ -28,9 +28,14 @@ def _due_runs(db, n: int) -> list[str]:
     return ids
 
 
-def _worker(db_path: Path, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
+def _target(db, db_path: Path) -> str:
+    """What another process opens: the PostgreSQL URL, or the SQLite file."""
+    return str(getattr(db, "url", db_path))
+
+
+def _worker(target: str, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.store.lease_worker", *args, "--db", str(db_path)],
+        [sys.executable, "-m", "tests.store.lease_worker", *args, "--db", target],
         cwd=REPO,
         stdin=stdin,
         stdout=subprocess.PIPE,
@@ -41,7 +46,7 @@ def _worker(db_path: Path, *args: str, stdin: int | None = None) -> subprocess.P
 def test_three_processes_never_claim_a_run_twice(db, db_path: Path) -> None:
     ids = _due_runs(db, 1200)
     workers = [
-        _worker(db_path, "claim-all", "--owner", f"r{i}", "--batch", "2", stdin=subprocess.PIPE)
+        _worker(_target(db, db_path), "claim-all", "--owner", f"r{i}", "--batch", "2", stdin=subprocess.PIPE)
         for i in range(3)
     ]
     assert all(w.stdout.readline() == "ready\n" for w in workers)
@@ -70,6 +75,11 @@ def test_claim_takes_leased_rows_out_of_the_claimable_set(db) -> None:
     assert LeaseHolder(db, "c").claim(5) == []
 
 
+@pytest.mark.sqlite_only(
+    "moves a fake clock through a live lease, its renewal and its expiry; PostgreSQL takes lease times "
+    "from the database clock (gw_epoch()), which a host's clock cannot move (test_an_expired_lease_is_"
+    "taken_over_with_a_new_epoch covers the takeover on both)"
+)
 def test_expired_lease_is_reclaimed_with_a_new_epoch(db) -> None:
     (run_id,) = _due_runs(db, 1)
     now = [time.time()]
@@ -98,21 +108,52 @@ def test_release_makes_a_due_run_claimable_again(db) -> None:
     assert [(x.run_id, x.epoch) for x in LeaseHolder(db, "b").claim(1)] == [(run_id, 2)]
 
 
+def test_an_expired_lease_is_taken_over_with_a_new_epoch(db) -> None:
+    """On the clock the backend uses (the database's on PostgreSQL): a lease of 1 ms expires at once."""
+    (run_id,) = _due_runs(db, 1)
+    a = LeaseHolder(db, "a", lease_s=0.001)
+    assert [x.epoch for x in a.claim(1)] == [1]
+    b = LeaseHolder(db, "b", lease_s=30)
+    taken: list = []
+    for _ in range(1_000):
+        taken = b.claim(1)
+        if taken:
+            break
+        time.sleep(0.01)
+    assert [(x.run_id, x.epoch) for x in taken] == [(run_id, 2)]
+    assert b.takeovers == 1
+    assert lease_of(db, run_id)[:2] == ("b", 2)
+    assert [x.run_id for x in a.heartbeat()] == [run_id], "a learns it lost the lease"
+    assert a.held() == [] and b.heartbeat() == []
+
+
 def test_reclaim_expired_frees_only_expired_leases(db) -> None:
     _due_runs(db, 3)
-    LeaseHolder(db, "old", lease_s=1).claim(2)
+    # (In this order: a claim first frees expired leases, so "live" claiming second would free them.)
     LeaseHolder(db, "live", lease_s=3600).claim(1)
-    assert reclaim_expired(db, now=time.time() + 60) == 2
+    assert len(LeaseHolder(db, "old", lease_s=0.001).claim(2)) == 2
+    # The two short leases expire on the backend's clock (the database's on PostgreSQL) within ms.
+    freed = 0
+    for _ in range(1_000):
+        freed += reclaim_expired(db)
+        if freed >= 2:
+            break
+        time.sleep(0.01)
+    assert freed == 2
+    assert reclaim_expired(db) == 0
     assert db.query_one("SELECT count(*) FROM runs WHERE lease_owner IS NULL") == (2,)
+    assert db.query_one("SELECT lease_owner FROM runs WHERE lease_owner IS NOT NULL") == ("live",)
 
 
 def test_stale_owner_writes_are_rejected_and_invisible(db, db_path: Path) -> None:
     """Process A claims and stalls; its lease expires; B takes over and writes; A wakes and writes."""
     (run_id,) = _due_runs(db, 1)
-    a = _worker(db_path, "hold", "--owner", "A", "--lease-s", "5", stdin=subprocess.PIPE)
+    target = _target(db, db_path)
+    a = _worker(target, "hold", "--owner", "A", "--lease-s", "1", stdin=subprocess.PIPE)
     assert json.loads(a.stdout.readline()) == {"claimed": [[run_id, 1]]}
-    # B's clock runs 60 s ahead: for B, A's 5 s lease has long expired.
-    b = _worker(db_path, "takeover", "--owner", "B", "--clock-offset", "60")
+    # B's clock runs 60 s ahead: for B, A's 1 s lease has long expired (on SQLite, where lease times
+    # are the hosts'; on PostgreSQL they are the database's, and B claims until A's lease ran out).
+    b = _worker(target, "takeover", "--owner", "B", "--clock-offset", "60")
     out_b = b.communicate(timeout=60)[0].splitlines()
     assert json.loads(out_b[0]) == {"claimed": [[run_id, 2]]}
     assert json.loads(out_b[1]) == {"save": "ok", "append": "ok"}

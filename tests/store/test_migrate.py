@@ -31,7 +31,7 @@ def test_db_newer_than_known_is_refused(db, db_path: Path) -> None:
             "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (999, 'future', 'x', 'now')"
         )
     with pytest.raises(SchemaTooNew, match="schema version 999, newer than"):
-        open_database(str(db_path))
+        open_database(str(getattr(db, "url", db_path)))
     with pytest.raises(SchemaTooNew):
         migrate(db)
 

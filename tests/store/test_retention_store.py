@@ -68,7 +68,7 @@ def test_retention_and_list_statements_stay_on_their_indexes(db: Database) -> No
     from shared_store.webhooks import CLAIM_DUE, DELIVERIES_OF
 
     ids = {"ids": '["a"]'}
-    statements = [(s, ids) for s in (*r._DELETE, r._DELETE_ARTIFACTS, r._DELETE_RUNS)]
+    statements = [(s, ids) for s in (*r._DELETE, r._DELETE_ARTIFACTS, r.DELETE_RUNS)]
     statements += [
         (r._EXPIRED_BY_AGE, {"status": "completed", "cutoff": "x", "n": 3}),
         (r._EXPIRED_BY_TTL, {"now": 1.0, "n": 3}),
@@ -101,5 +101,5 @@ def test_runs_list_pages_walk_an_index_in_page_order(db: Database) -> None:
             # Only a status arm's own output (at most limit + offset rows) may be sorted, for the merge.
             for i, step in enumerate(steps):
                 if step == "USE TEMP B-TREE FOR ORDER BY":
-                    assert steps[i - 1].startswith("SCAN (subquery-"), (name, plan)
+                    assert steps[i - 1].startswith("SCAN arm"), (name, plan)  # an arm: arm0, arm1, ...
             assert "SCAN r |" not in plan + " |" and "SCAN runs |" not in plan + " |", (name, plan)
