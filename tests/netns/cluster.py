@@ -1,6 +1,6 @@
 """A gateway spread over namespace hosts for the multi-host test: PostgreSQL on one host, API hosts
 (`serve --no-runner`), runner hosts (`runner`) and a client host (tests/netns/sse_client.py), every
-process this tree's own `abstractgateway`, pointed at the database by ABSTRACTGATEWAY_DB_URL; plus
+process this tree's own `abstractgateway`, pointed at the database by `--db-url`; plus
 the test's own read-only view of the database through the server's unix socket (a file: no network,
 so a cut link never hides the truth from the test)."""
 
@@ -210,16 +210,40 @@ class Cluster:
         self.env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
-            "ABSTRACTGATEWAY_DB_URL": f"postgresql://postgres@{self.db_host.ip}:{self.server.port}/gw",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
-        for name in ("ABSTRACTGATEWAY_PROVIDER", "ABSTRACTGATEWAY_FLOWS_DIR", "ABSTRACTGATEWAY_DATA_DIR"):
+        self.db_url = f"postgresql://postgres@{self.db_host.ip}:{self.server.port}/gw"
+        for name in (
+            "ABSTRACTGATEWAY_PROVIDER",
+            "ABSTRACTGATEWAY_FLOWS_DIR",
+            "ABSTRACTGATEWAY_DATA_DIR",
+            "ABSTRACTGATEWAY_DB_URL",
+        ):
             self.env.pop(name, None)
         return Store(f"{local} dbname=gw")
 
+    def stop_processes(self, timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM every gateway process still running (runners release their leases), SIGKILL what
+        outlives `timeout`; returns each one's exit code (-9: killed, by the test or here)."""
+        for process in self.processes:
+            if process.process.poll() is None:
+                process.process.terminate()
+        codes = {}
+        for process in self.processes:
+            try:
+                codes[process.name] = process.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.process.kill()
+                codes[process.name] = process.process.wait()
+        return codes
+
     def stop(self) -> None:
-        self.server.stop()
+        """The gateway's processes first (so none logs a lost database), then PostgreSQL."""
+        try:
+            self.stop_processes()
+        finally:
+            self.server.stop()
 
     def gateway(self, name: str, args: list[str], **env: str) -> Process:
         """`abstractgateway ARGS --data-dir <its own dir>` on a new host `name`."""
@@ -233,14 +257,8 @@ class Cluster:
 
     def _launch(self, host: Host, args: list[str], env: dict[str, str]) -> Process:
         log = self.workdir / f"{host.name}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "abstractgateway",
-            *args,
-            "--data-dir",
-            str(self.workdir / host.name),
-        ]
+        command = [sys.executable, "-m", "abstractgateway", *args, "--db-url", self.db_url]
+        command += ["--data-dir", str(self.workdir / host.name)]  # each host's own (secrets, workspaces)
         process = Process(
             host.name, host, self.net.popen(host, command, log=log, env={**self.env, **env}), log
         )
