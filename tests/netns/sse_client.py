@@ -1,8 +1,8 @@
 """The client host of the multi-host test (`python -m tests.netns.sse_client CONFIG.json`): starts runs
 on the first API host, follows each run's ledger over SSE there, and when a stream breaks (its API
 host is gone) resumes on the next host with `Last-Event-ID` — as a client behind a load balancer
-does. At the end it reads each run's whole ledger from the host it ended on and writes what it
-received beside what the ledger holds, so the test can say: nothing missed, nothing twice.
+does. At the end it reads each run's whole ledger (`GET .../ledger`, from the last host that
+answers) and writes what it received beside it, so the test can say: nothing missed, nothing twice.
 
 One JSON line per event on stdout (`healthy`, `started`, `streaming`, `finished`); the results go to
 the config's `out` file (the namespaces share the file system). Bounded by the config's `deadline_s`."""
