@@ -208,5 +208,5 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
         ]
 
     def list_all(self, *, limit: int = 1000) -> list[ArtifactMetadata]:
-        lim = limit if limit > 0 else -1  # SQLite: LIMIT -1 is no limit
+        lim = limit if limit > 0 else 2**62  # no limit, in a LIMIT both dialects take
         return [ArtifactMetadata.from_dict(decode(r[0])) for r in self.db.query(q.ARTIFACTS_ALL, (lim,))]

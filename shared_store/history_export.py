@@ -25,7 +25,6 @@ from .backend import connect_store
 from .db import Database
 from .ledger_store import SqliteLedgerStore
 from .run_store import SqliteRunStore
-from .settings import SharedSettings, read_one
 
 
 class _ReadOnlyArtifacts(SqliteArtifactStore):
@@ -94,11 +93,15 @@ def runtime_history(
 
 
 def main(argv: list[str]) -> int:
-    """argv: DB BLOB_DIR RUN_ID; stdin: the options as JSON; stdout: the document as JSON. DB `-` is
-    the PostgreSQL of ABSTRACTGATEWAY_DB_URL (a URL holds a password: never on a command line)."""
+    """argv: DB BLOB_DIR RUN_ID; stdin: the options as JSON; stdout: the document as JSON. DB `-`:
+    stdin's first line is the PostgreSQL URL (it holds a password: never on a command line)."""
     db_path, blob_dir, run_id = argv
-    options = json.loads(sys.stdin.buffer.read() or b"{}")
-    db = connect_store(read_one(SharedSettings, "db_url") if db_path == "-" else db_path)
+    given = sys.stdin.buffer.read()
+    if db_path == "-":
+        url, _, given = given.partition(b"\n")
+        db_path = url.decode()
+    options = json.loads(given or b"{}")
+    db = connect_store(db_path)
     try:
         document = runtime_history(db, blob_dir, run_id, **options)
     finally:

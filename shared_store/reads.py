@@ -53,7 +53,7 @@ def run_session(db: Database, run_id: str) -> tuple[bool, str | None]:
 
 # One statement for every (bundle_id, bundle_version) asked (a JSON array of pairs), on the
 # primary key: health used to run one query per flows-dir file.
-_BUNDLE_SOURCES = (
+BUNDLE_SOURCES = (
     "SELECT b.bundle_id, b.bundle_version, b.source, b.sha256 FROM json_each(?1) AS j "
     "JOIN bundles AS b ON b.bundle_id = j.value ->> 0 AND b.bundle_version = j.value ->> 1 "
     "WHERE b.removed_at IS NULL"
@@ -64,7 +64,7 @@ def bundle_sources(db: Database, keys: list[tuple[str, str]]) -> dict[tuple[str,
     """(bundle_id, version) -> (source, sha256) of the live bundles among `keys`."""
     if not keys:
         return {}
-    rows = db.query(_BUNDLE_SOURCES, (msgspec.json.encode(keys).decode(),))
+    rows = db.query(BUNDLE_SOURCES, (msgspec.json.encode(keys).decode(),))
     return {(str(bid), str(ver)): (str(source), str(sha)) for bid, ver, source, sha in rows}
 
 

@@ -137,7 +137,7 @@ def list_runs(
 
 
 _Q_WORKFLOW = "SELECT 1 FROM runs INDEXED BY runs_workflow_created WHERE workflow_id >= :q AND workflow_id < :end LIMIT 1"
-_Q_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs WHERE run_id >= :q AND run_id < :end LIMIT :n)"
+_Q_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs WHERE run_id >= :q AND run_id < :end LIMIT :n) AS prefix"
 # Up to this many runs of an id prefix are read by primary key and sorted (4,096 took 27 ms); more
 # are dense enough (run ids are random uuid4s) that walking the page order finds a page soon: a
 # prefix matching all of 100k runs took 550 ms sorted, 1.6 ms walked.

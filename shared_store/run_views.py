@@ -208,8 +208,13 @@ def input_data(db: Database, run_id: str) -> dict[str, Any] | None:
     }
 
 
+# "All of them" as a LIMIT both dialects take (SQLite's LIMIT -1 is an error on PostgreSQL).
+NO_LIMIT = 2**62
+
+
 def run_artifacts(db: Database, run_id: str, *, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """The run's artifacts index (metadata only), oldest first; limit -1: all of them."""
+    limit = limit if limit >= 0 else NO_LIMIT
     items = []
     for (metadata,) in db.query(q.ARTIFACTS_PAGE_OF_RUN, (run_id, limit, offset)):
         meta = decode(metadata)

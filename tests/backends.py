@@ -65,12 +65,14 @@ def open_test_store(db_path: Path) -> Database:
     from shared_store.postgres.database import PgDatabase
     from tests.pg.fixtures import PgCluster
 
-    cluster = _server()
-    assert isinstance(cluster, PgCluster)
-    name = f"e2e_{os.getpid()}_{next(_names)}"
-    cluster.create_db(name)
-    url = cluster.server.url(name)
-    _urls[db_path.resolve()] = url
+    url = _urls.get(db_path.resolve())
+    if url is None:  # a path named again (a restart) is the same database, as the same file would be
+        cluster = _server()
+        assert isinstance(cluster, PgCluster)
+        name = f"e2e_{os.getpid()}_{next(_names)}"
+        cluster.create_db(name)
+        url = cluster.server.url(name)
+        _urls[db_path.resolve()] = url
     return PgDatabase(url, data_dir=db_path.parent)
 
 

@@ -223,11 +223,14 @@ async def _runtime_history(gw: Any, run_id: str, query: HistoryQuery) -> dict[st
     """abstractruntime's RunHistoryBundle of the run, exported in a child process (the API never
     imports abstractruntime): see shared_store/history_export.py."""
     options = msgspec.json.encode(query)
+    url = getattr(gw.db, "url", None)
+    if url:  # PostgreSQL: the URL (a password inside) goes first on stdin, never on a command line
+        options = url.encode() + b"\n" + options
     command = [
         sys.executable,
         "-m",
         "shared_store.history_export",
-        "-" if getattr(gw.db, "url", None) else str(gw.db.path),
+        "-" if url else str(gw.db.path),
         str(gw.artifacts_dir),
         run_id,
     ]

@@ -8,7 +8,8 @@ dialects differ only in spelling, respelled here mechanically:
 - SQLite's scalar `MIN(a, b)` / `MAX(a, b)` -> `LEAST` / `GREATEST` (one argument stays an aggregate);
 - `json_each(x)` (read as `value`) -> `json_array_elements_text(CAST(x AS json))`; `instr` -> `strpos`;
 - `a IS b` / `a IS NOT b` -> `IS NOT DISTINCT FROM` / `IS DISTINCT FROM`;
-- `INDEXED BY name` (a SQLite planner hint) is dropped.
+- `INDEXED BY name` and the unary `+column` (SQLite planner hints) are dropped;
+- a parameter tested `IS NULL` is cast to text (PostgreSQL cannot type a bare NULL parameter).
 
 Anything whose meaning differs (claims, fences, the change feed, times from the database clock) is a
 twin, never a respelling: `twin_of` finds it by the SQLite text's name."""
@@ -26,6 +27,10 @@ _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 # SQLite's `a IS b` / `a IS NOT b` compare any two values; PostgreSQL's IS takes only NULL/TRUE/FALSE.
 _IS_NOT = re.compile(r"\bIS NOT (?!NULL\b|TRUE\b|FALSE\b|DISTINCT\b)", re.IGNORECASE)
 _IS = re.compile(r"\bIS (?!NOT\b|NULL\b|TRUE\b|FALSE\b|DISTINCT\b)", re.IGNORECASE)
+# SQLite's unary `+column` (a planner hint: "not by this column's index") is no operator on text.
+_PLAN_HINT = re.compile(r"(\b(?:AND|OR|WHERE|ON|NOT)\s+|\()\+(?=[A-Za-z_])", re.IGNORECASE)
+# `? IS NULL` with a None value: PostgreSQL cannot tell the parameter's type ("indeterminate").
+_PARAM_IS_NULL = re.compile(r"(%s|%\([A-Za-z_][A-Za-z_0-9]*\)s) IS (NOT )?NULL\b")
 _FUNCS = {"json_each": "json_array_elements_text", "instr": "strpos"}
 
 _twins: dict[str, str] = {}
@@ -75,6 +80,8 @@ def respell(sql: str) -> tuple[str, bool]:
     """The mechanical translation (see the module's docstring)."""
     text, numbered = _placeholders(sql)
     text = _INDEXED.sub("", text)
+    text = _PLAN_HINT.sub(r"\1", text)
+    text = _PARAM_IS_NULL.sub(lambda m: f"CAST({m.group(1)} AS text) IS {m.group(2) or ''}NULL", text)
     text = _IS_NOT.sub("IS DISTINCT FROM ", text)
     text = _IS.sub("IS NOT DISTINCT FROM ", text)
     if _IGNORE.search(text):

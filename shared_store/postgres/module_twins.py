@@ -28,7 +28,19 @@ def _retention() -> types.ModuleType:
     return twins
 
 
+def _reads() -> types.ModuleType:
+    twins = types.ModuleType("reads_twins")
+    # The pairs asked arrive as a JSON array of [id, version]: json_each's rows are its elements.
+    twins.BUNDLE_SOURCES = (  # type: ignore[attr-defined]
+        "SELECT b.bundle_id, b.bundle_version, b.source, b.sha256 FROM json_array_elements(CAST(%s AS json)) "
+        "AS j JOIN bundles AS b ON b.bundle_id = j.value ->> 0 AND b.bundle_version = j.value ->> 1 "
+        "WHERE b.removed_at IS NULL"
+    )
+    return twins
+
+
 def register_all() -> None:
-    from .. import retention
+    from .. import reads, retention
 
     register_twins(retention, _retention())
+    register_twins(reads, _reads())

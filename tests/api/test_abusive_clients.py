@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared_store.backend import describe
+
 from .conftest import TOKEN, Gateway, make_gateway, start_runner, stop_process
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -291,7 +293,7 @@ def test_health_detail_is_for_token_holders(gateway: Gateway) -> None:
     assert brief.status_code == 200 and set(brief.json()) == {"status", "service"}
     assert str(gateway.db_path) not in brief.text and set(wrong.json()) == {"status", "service"}
     detail = gateway.client.get("/api/health").json()
-    assert detail["db"]["path"] == str(gateway.db_path) and "runners" in detail
+    assert detail["db"]["path"] == describe(gateway.db) and "runners" in detail
 
 
 # --- artifacts ---------------------------------------------------------------------------------------------
