@@ -76,10 +76,10 @@ def test_runner_and_api_hosts_fail_over_across_namespaces(tmp_path: Path, flows:
         cluster = Cluster(net, tmp_path, pg_settings={"idle_in_transaction_session_timeout": "5s"})
         try:
             store = cluster.start()
-            api1 = cluster.api("api1", token=token)
+            # API host 1 imports the flows into the shared catalogue (and checks them in its health).
+            api1 = cluster.api("api1", "--flows-dir", str(flows), token=token)
             api2 = cluster.api("api2", token=token)
-            # The runner hosts carry the flows (imported into the shared catalogue at their start).
-            runner = ["runner", "--lease-s", str(LEASE_S), "--flows-dir", str(flows)]
+            runner = ["runner", "--lease-s", str(LEASE_S)]
             runner1 = cluster.gateway("run1", [*runner, "--runner-id", "runner1"])
             runner2 = cluster.gateway("run2", [*runner, "--runner-id", "runner2"])
             client = cluster.client(
