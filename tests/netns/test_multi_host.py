@@ -39,6 +39,8 @@ RUNS = 6
 # than both faults take (~6 s here), at little CPU.
 TICKS, DELAY_S = 200, 0.2
 CUT_ATTEMPTS = 20
+# Log events of a 500 (api_service/errors.py) and of an exception nothing caught (shared_store/logs.py).
+CRASH_EVENTS = ("unhandled error", "uncaught exception")
 TAKEOVERS_RE = re.compile(r"^abstractgateway_runner_lease_takeovers_total (\S+)$", re.M)
 
 
@@ -119,6 +121,14 @@ def test_runner_and_api_hosts_fail_over_across_namespaces(tmp_path: Path, flows:
             codes = cluster.stop_processes()
             counts.runner1_exit = codes["run1"]
             assert (codes["run2"], codes["api2"]) == (0, 0) and codes["run1"] in (0, 1), codes
+            # No request answered 500, no exception escaped, on any host.
+            crashes = [
+                (process.name, str(event.get("exception", event))[-800:])
+                for process in cluster.processes
+                for event in process.events()
+                if str(event.get("event", "")).startswith(CRASH_EVENTS)
+            ]
+            assert crashes == []
             counts.test_s = round(BUDGET_S - deadline.left(), 1)
             print(f"\nnetns multi-host counts ({tmp_path / 'multi_host.json'}): {json.dumps(asdict(counts))}")
             assert counts.takeovers == counts.held_at_cut > 0, counts
