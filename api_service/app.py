@@ -87,7 +87,11 @@ def openapi_document() -> dict:
 def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | None = None) -> Starlette:
     """The API over an open, migrated db. The caller owns the db (and closes it after the app stops)."""
     hub = SseHub(
-        db, poll_s=settings.sse_poll_s, buffer=settings.sse_buffer, done_grace_s=settings.done_grace_s
+        db,
+        poll_s=settings.sse_poll_s,
+        buffer=settings.sse_buffer,
+        done_grace_s=settings.done_grace_s,
+        listen=settings.pg_listen,
     )
     audit = AuditLog(settings.audit_log) if settings.audit_log else None
     routes = api_routes()

@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar, cast
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from shared_store.db import Database
 from shared_store.reads import run_session
@@ -205,6 +206,19 @@ class ApiRoute(Route):
         self.content_type = content_type
         self.header_params = dict(headers or {})
         super().__init__(path, self._endpoint, methods=list(methods), name=handler.__name__)
+        # Starlette's router tries the routes in order, each with get_route_path and its regex (~1.5 us
+        # a route: a start tried 10 routes, a command 15). A path that does not start with the literal
+        # part before the first parameter (or is not the whole path, for a route without one) cannot
+        # match, and a startswith says so.
+        self.literal = path.split("{", 1)[0]
+        self.is_static = "{" not in path
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            path: str = scope["path"]
+            if path != self.literal if self.is_static else not path.startswith(self.literal):
+                return Match.NONE, {}
+        return super().matches(scope)
 
     async def _authorize(self, request: Request) -> None:
         if self.needs is None:

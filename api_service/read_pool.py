@@ -20,7 +20,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-MAX_THREADS = 32  # as many slow reads at once as anyio's default limiter allowed (40), near enough
+# Each thread holds its own SQLite connection (schema, page cache, a malloc arena): ~0.5-1 MB of RSS
+# apiece once used. At 32, bursts of concurrent reads (16 clients, SSE subscribers catching up) grew
+# the pool to as many threads, and serve's peak RSS with them (bench_api: 69 -> 96 MB during writes).
+# Reads are short and the process has one GIL: 4 threads keep a slow read from stalling the others
+# without paying for threads that cannot run at once anyway.
+MAX_THREADS = 4
 
 _Item = tuple[contextvars.Context, Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 

@@ -86,10 +86,16 @@ class RunTrack:
 
 class SseHub:
     def __init__(
-        self, db: Database, *, poll_s: float = 0.01, buffer: int = 1_000, done_grace_s: float = 1.0
+        self,
+        db: Database,
+        *,
+        poll_s: float = 0.01,
+        buffer: int = 1_000,
+        done_grace_s: float = 1.0,
+        listen: bool = True,
     ) -> None:
         self.db = db
-        self.feed = ChangeFeed(db)
+        self.feed = ChangeFeed(db, listen=listen)
         self.poll_s = poll_s
         self.buffer = buffer
         self.done_grace_s = done_grace_s
@@ -100,7 +106,8 @@ class SseHub:
         self._last_poll = time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listens = getattr(db, "backend", "sqlite") == "postgresql"
+        # PostgreSQL with LISTEN: wait for a wake-up between polls; without (a pooling proxy): poll.
+        self._listens = listen and getattr(db, "backend", "sqlite") == "postgresql"
         self._found = False
 
     # --- lifecycle -------------------------------------------------------------------------------------

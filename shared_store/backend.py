@@ -45,3 +45,25 @@ def describe(db: Database) -> str:
     """Where the store is, for logs and health: the file's path, or the URL without its password."""
     location = getattr(db, "location", None)
     return str(location) if location else str(db.path)
+
+
+# PostgreSQL's counterpart of SQLite's data_version: the next transaction id moves when any transaction
+# that writes begins (a read-only one takes none), so a change committed since is seen at once.
+_PG_CHANGE_MARKER = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
+
+
+def change_marker(db: Database) -> object:
+    """A value that changes whenever another connection may have committed a write (caches key on it)."""
+    if getattr(db, "backend", "sqlite") == "postgresql":
+        row = db.query_one(_PG_CHANGE_MARKER)
+    else:
+        row = db.query_one("PRAGMA data_version")
+    return None if row is None else row[0]
+
+
+def writes_ahead(db: Database) -> bool:
+    """Writers never block readers: SQLite in WAL mode; PostgreSQL always (MVCC, its own WAL)."""
+    if getattr(db, "backend", "sqlite") == "postgresql":
+        return True
+    mode = db.query_one("PRAGMA journal_mode")
+    return mode is not None and str(mode[0]).lower() == "wal"

@@ -641,8 +641,9 @@ SET_CHILD_FLOW = (
     "UPDATE runs SET priority = :priority, concurrency_key = :key, requires = :requires, "
     "fair_tag = CASE WHEN :key IS NULL THEN NULL ELSE MAX(:now, COALESCE((SELECT last_tag + :step "
     "FROM flow_keys WHERE key = :key), :now)) END, "
-    "hold = EXISTS (SELECT 1 FROM flow_keys WHERE key = :key AND max_concurrent IS NOT NULL) "
-    "WHERE run_id = :child_run_id"
+    # CASE, not the bare EXISTS: the flag is an integer column (PostgreSQL refuses a boolean there).
+    "hold = CASE WHEN EXISTS (SELECT 1 FROM flow_keys WHERE key = :key AND max_concurrent IS NOT NULL) "
+    "THEN 1 ELSE 0 END WHERE run_id = :child_run_id"
 )
 SET_KEY_TAG_OF_RUN = "UPDATE flow_keys SET last_tag = (SELECT fair_tag FROM runs WHERE run_id = :child_run_id) WHERE key = :key"
 

@@ -68,6 +68,25 @@ def bundle_sources(db: Database, keys: list[tuple[str, str]]) -> dict[tuple[str,
     return {(str(bid), str(ver)): (str(source), str(sha)) for bid, ver, source, sha in rows}
 
 
+# What resolving a bundle's workflows depends on: its live versions (by sha256) and its deprecation
+# marks, each a range read on its table's primary key. The API caches resolutions under it.
+_LIVE_SHAS = "SELECT bundle_version, sha256 FROM bundles WHERE bundle_id = ? AND removed_at IS NULL"
+_DEPRECATION_MARKS = "SELECT flow_id, reason FROM bundle_deprecations WHERE bundle_id = ?"
+
+BundleMarker = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str | None], ...]]
+
+
+def bundle_marker(db: Database, bundle_id: str) -> BundleMarker:
+    """The bundle's live (version, sha256) pairs and (flow_id, reason) deprecation marks, sorted: equal
+    markers, equal answers from bundles.resolve_workflow (an upload, overwrite, delete or
+    (un)deprecation changes the marker; a re-import of the same bytes does not)."""
+    versions = sorted((str(v), str(sha)) for v, sha in db.query(_LIVE_SHAS, (bundle_id,)))
+    marks = sorted(
+        (str(f), None if r is None else str(r)) for f, r in db.query(_DEPRECATION_MARKS, (bundle_id,))
+    )
+    return tuple(versions), tuple(marks)
+
+
 _MANIFEST = "SELECT manifest FROM bundles WHERE bundle_id = ? AND bundle_version = ? AND removed_at IS NULL"
 
 

@@ -207,6 +207,13 @@ class SharedSettings:
         "PG_POOL_MAX", 40, "PostgreSQL connections one process may hold (more threads wait, then 503)",
         section="store", minimum=2, maximum=1000,
     )  # fmt: skip
+    # Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction) LISTEN receives nothing:
+    # a listener waited out its timeout (pgdeploy measured commit -> SSE 1.5 s) where a poll answers.
+    pg_listen: bool = setting(
+        "PG_LISTEN", True,
+        "PostgreSQL: wake SSE on LISTEN/NOTIFY; 0 behind a transaction-pooling proxy (the feed is polled)",
+        section="store", parse=flag,
+    )  # fmt: skip
     log_level: str = setting(
         "LOG_LEVEL", "info", "log level of both processes (JSON lines on stderr; debug adds claims)",
         section="store", parse=choice("debug", "info", "warning", "error"),

@@ -24,11 +24,17 @@ def protected(scope: Scope) -> bool:
     return path == PROTECTED or path.startswith(PROTECTED + "/")
 
 
+HEADERS_KEY = "gateway.headers"
+
+
 def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    """The first value of a request header (names are lower case in ASGI). The layers ask ~7 times a
+    request: the header list is made a dict once (first value wins), not scanned each time."""
+    headers: dict[bytes, bytes] | None = scope.get(HEADERS_KEY)
+    if headers is None:
+        headers = scope[HEADERS_KEY] = dict(reversed(scope["headers"]))
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 CLIENT_KEY = "gateway.client_ip"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
-from shared_store.backend import describe
+from shared_store.backend import change_marker, describe, writes_ahead
 from shared_store.bundle_files import BundleError, read_manifest
 from shared_store.bundles import compile_failures
 from shared_store.db import Database
@@ -133,8 +133,9 @@ class _Reads:
     llm: dict[str, Any] | None
 
 
-# Per read thread (each has its own connection): (db, path, flows dir, data_version), when, reads.
-# `PRAGMA data_version` changes whenever another connection commits (a start, a runner's heartbeat,
+# Per read thread (each has its own connection): (db, path, flows dir, change marker), when, reads.
+# The store's change marker (SQLite's data_version; PostgreSQL's next transaction id) changes whenever
+# another connection commits (a start, a runner's heartbeat,
 # a config change), so the reads are redone after any commit and at most READS_TTL_S later otherwise
 # (liveness and due times move with the clock alone). A poller hitting health on an idle gateway
 # costs one pragma, not eight statements and a directory check (~84 us -> ~10 us here).
@@ -143,23 +144,19 @@ _cached = threading.local()
 
 
 def _reads(db: Database, flows_dir: Path | None) -> _Reads:
-    # PostgreSQL has no data_version: its reads are redone every READS_TTL_S.
-    on_postgres = getattr(db, "backend", "sqlite") == "postgresql"
-    version = None if on_postgres else db.query_one("PRAGMA data_version")
-    key = (id(db), str(db.path), flows_dir, version[0] if version else None)
+    key = (id(db), str(db.path), flows_dir, change_marker(db))
     now = time.monotonic()
     entry = getattr(_cached, "entry", None)
     if entry is not None and entry[0] == key and now - entry[1] < READS_TTL_S:
         return entry[2]
-    # PostgreSQL writes ahead too (its own WAL): the flag means "writers do not block readers".
-    mode = ("wal",) if on_postgres else db.query_one("PRAGMA journal_mode")
+
     live = live_runners(db, within_s=RUNNER_STALE_S)
     try:
         llm = text_endpoint(db, detailed=False)
     except StoreError:
         llm = None
     reads = _Reads(
-        wal=mode is not None and str(mode[0]).lower() == "wal",
+        wal=writes_ahead(db),
         schema=_schema(db),
         live=live,
         depth=queue_depth(db),

@@ -24,7 +24,7 @@ from shared_store.starts import StartResult, enqueue_run
 from .. import metrics
 from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
-from ..flow_control import flow_settings
+from ..flow_control import flow_settings, resolve
 from ..http import ApiRoute, blocking, reading, require_input_size, require_session
 from ..request_context import current_request_id
 from ..schemas import (
@@ -77,10 +77,8 @@ def artifact_headers(content_type: str | None, artifact_id: str) -> dict[str, st
 def _start(
     db: Database, body: StartRequest, key: str | None, labels: Labels, request_id: str | None
 ) -> tuple[StartResult, bundles.ResolvedWorkflow]:
-    resolved = bundles.resolve_workflow(
-        db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
-    )
-    flow = flow_settings(db, body, resolved, body.input_data)
+    resolved, declared = resolve(db, body.bundle_id, body.flow_id, body.bundle_version)
+    flow = flow_settings(body, declared, body.input_data)
     started = enqueue_run(
         db,
         resolved=resolved,
@@ -124,7 +122,15 @@ async def start_response(db: Database, run_id: str, resolved: bundles.ResolvedWo
     `runner_warning` when no runner is alive (read at most once a second: starts are a hot path)."""
     checked_at, warning = _warnings.get(id(db), (0.0, None))
     if time.monotonic() - checked_at > 1.0:
-        warning = await reading(inactive_warning, db)
+        # Once it was read, one request re-reads it and the others meanwhile answer with the last
+        # one: each of 16 concurrent starts re-read it every second, a pool thread each.
+        if checked_at:
+            _warnings[id(db)] = (time.monotonic(), warning)
+        try:
+            warning = await reading(inactive_warning, db)
+        except BaseException:
+            _warnings[id(db)] = (checked_at, warning)  # not read: the next start tries again
+            raise
         _warnings[id(db)] = (time.monotonic(), warning)
     return StartResponse(
         run_id,

@@ -15,7 +15,7 @@ from shared_store.run_labels import Labels
 from shared_store.schedules import ScheduleSpec, create_schedule
 
 from ..access import RUN
-from ..flow_control import flow_settings
+from ..flow_control import flow_settings, resolve
 from ..http import ApiRoute, blocking, require_input_size, require_session
 from ..schemas import FlowControlFields, StartResponse, Tags, TtlS, WebhookUrl
 from . import gateway
@@ -46,10 +46,8 @@ class ScheduleRequest(FlowControlFields, forbid_unknown_fields=True, kw_only=Tru
 def _schedule(
     db: Database, body: ScheduleRequest, spec: ScheduleSpec, labels: Labels
 ) -> tuple[str, bundles.ResolvedWorkflow]:
-    resolved = bundles.resolve_workflow(
-        db, bundle_id=body.bundle_id, flow_id=body.flow_id, bundle_version=body.bundle_version
-    )
-    flow = flow_settings(db, body, resolved, body.input_data)
+    resolved, declared = resolve(db, body.bundle_id, body.flow_id, body.bundle_version)
+    flow = flow_settings(body, declared, body.input_data)
     if flow.request.overflow not in (None, "enqueue"):
         # A firing is not a client request that can be answered 409; overlap=skip covers the rest.
         raise FlowControlError("a schedule's overflow can only be enqueue (use overlap to skip firings)")

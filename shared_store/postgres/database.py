@@ -24,7 +24,7 @@ from ..backend import redact
 from ..db import Database
 from ..errors import StoreBusy, StoreError, StoreUnavailable
 from .connect import connect_kwargs
-from .dialect import to_pg
+from .dialect import follow_up, to_pg
 from .retry import RETRIED_SQLSTATES
 
 if TYPE_CHECKING:
@@ -77,7 +77,11 @@ class PgConnection:
             params = {f"p{i + 1}": value for i, value in enumerate(params)}
         with self._db.translate():
             cur = self.raw.execute(text, params if params is not None else ())
-        self._changes = max(cur.rowcount, 0)
+            changes = max(cur.rowcount, 0)
+            after = follow_up(sql) if changes else None
+            if after is not None:
+                self.raw.execute(after, params)
+        self._changes = changes
         if self._changes and self.raw.info.transaction_status == 0:  # IDLE: autocommitted a change
             self._db.poke()
         return PgCursor(cur)

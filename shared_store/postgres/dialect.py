@@ -34,6 +34,7 @@ _PARAM_IS_NULL = re.compile(r"(%s|%\([A-Za-z_][A-Za-z_0-9]*\)s) IS (NOT )?NULL\b
 _FUNCS = {"json_each": "json_array_elements_text", "instr": "strpos"}
 
 _twins: dict[str, str] = {}
+_follow_ups: dict[str, str] = {}
 _twins_loaded = False
 _cache: dict[str, tuple[str, bool]] = {}
 _lock = threading.Lock()
@@ -57,9 +58,10 @@ def _load_twins() -> None:
     global _twins_loaded
     if _twins_loaded:
         return
-    from . import twins
+    from . import follow_ups, twins
 
     twins.register_all()
+    _follow_ups.update(follow_ups.follow_ups())
     _twins_loaded = True
 
 
@@ -74,6 +76,14 @@ def to_pg(sql: str) -> tuple[str, bool]:
         result = (twin, False) if twin is not None else respell(sql)
         _cache[sql] = result
     return result
+
+
+def follow_up(sql: str) -> str | None:
+    """The statement to run right after `sql` in its transaction (postgres/follow_ups.py), if any."""
+    if not _twins_loaded:
+        with _lock:
+            _load_twins()
+    return _follow_ups.get(sql)
 
 
 def respell(sql: str) -> tuple[str, bool]:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import store_args
+
 from .conftest import TERMINAL, Gateway, make_gateway, stop_process
 
 
@@ -96,8 +98,7 @@ def hooked(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[Ga
             "-m",
             "abstractgateway",
             "runner",
-            "--db",
-            str(gw.db_path),
+            *store_args(gw.db_path),
             "--flows-dir",
             str(flows),
         ]

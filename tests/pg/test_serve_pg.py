@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,6 +65,16 @@ def test_a_url_that_is_not_postgresql_or_a_store_named_twice_is_refused(tmp_path
     assert not (tmp_path / "g.sqlite3").exists(), "nothing was created"
 
 
+def _wait(client: httpx.Client, run_id: str, predicate: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    for _ in range(3_000):  # a count of polls, 20 ms apart: a hang guard, not a timing assertion
+        view = client.get(f"/api/gateway/runs/{run_id}").json()
+        if predicate(view):
+            return view
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} never got there: {view}")
+
+
 def test_serve_with_its_runner_on_postgresql_runs_a_flow_to_done(pg_db: PgDatabase, tmp_path: Path) -> None:
     from abstractgateway.sample_flows import ensure_built
 
@@ -78,38 +89,32 @@ def test_serve_with_its_runner_on_postgresql_runs_a_flow_to_done(pg_db: PgDataba
         assert health["db"]["path"].startswith("postgresql://"), health["db"]
         assert not (tmp_path / "gateway.sqlite3").exists(), "no SQLite file beside a PostgreSQL store"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
-            started = client.post(
-                "/api/gateway/runs/start", json={"bundle_id": "demo-wait", "input_data": {"x": 21}}
-            )
+            started = client.post("/api/gateway/runs/start", json={"bundle_id": "bench-ask"})
             assert started.status_code == 200, started.text
             run_id = started.json()["run_id"]
             with client.stream("GET", f"/api/gateway/runs/{run_id}/ledger/stream") as stream:
-                lines = iter(stream.iter_lines())
-                first = read_sse(lines, stop_after_steps=1)
-                assert first and first[-1]["event"] == "step"
-                for _ in range(3_000):  # until the run waits for the user (a count, not a clock)
-                    if client.get(f"/api/gateway/runs/{run_id}").json()["status"] == "waiting":
-                        break
-                    time.sleep(0.02)
-                sent = client.post(
-                    "/api/gateway/commands",
-                    json={
-                        "command_id": "resume-1",
-                        "run_id": run_id,
-                        "type": "resume",
-                        "payload": {"payload": {"response": "yes"}},
-                    },
-                )
-                assert sent.status_code == 200, sent.text
-                rest = read_sse(lines)
+                first = read_sse(iter(stream.iter_lines()), stop_after_steps=1)
+            assert first and first[-1]["event"] == "step"
+            view = _wait(client, run_id, lambda v: v["status"] == "waiting")
+            assert view["waiting"]["reason"] == "user", view
+            sent = client.post(
+                "/api/gateway/commands",
+                json={"command_id": "resume-1", "run_id": run_id, "type": "resume",
+                      "payload": {"payload": {"response": "yes"}}},
+            )  # fmt: skip
+            assert sent.status_code == 200, sent.text
+            view = _wait(client, run_id, lambda v: v["status"] in ("completed", "failed", "cancelled"))
+            assert view["status"] == "completed" and view["output"]["response"] == "yes", view
+            # The rest of the stream from where the first read stopped (Last-Event-ID): ends with done.
+            headers = {"Last-Event-ID": first[-1]["id"]}
+            with client.stream("GET", f"/api/gateway/runs/{run_id}/ledger/stream", headers=headers) as stream:
+                rest = read_sse(stream)
             assert rest[-1]["event"] == "done", rest[-3:]
             steps = [e for e in first + rest if e.get("event") == "step"]
             ids = [int(e["id"]) for e in steps]
             assert ids == list(range(1, len(ids) + 1)), "every record once, in order"
-            view = client.get(f"/api/gateway/runs/{run_id}").json()
-            assert view["status"] == "completed", view
             ledger = client.get(f"/api/gateway/runs/{run_id}/ledger").json()["items"]
-            assert len(ledger) == len(ids)
+            assert len(ledger) == len(ids) == view["ledger_len"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.backends import store_args
+
 for _module in ("torch", "transformers", "tokenizers"):
     pytest.importorskip(_module, reason=f"the local LLM stack is not installed ({_module} missing)")
 
@@ -42,8 +44,7 @@ def llm_gateway(tmp_path_factory: pytest.TempPathFactory, flows: Path, model: st
             "-m",
             "abstractgateway",
             "runner",
-            "--db",
-            str(gateway.db_path),
+            *store_args(gateway.db_path),
             "--poll-s",
             "0.02",
         ]
