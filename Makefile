@@ -8,7 +8,7 @@ FLOWS_DIR ?= $(or $(ABSTRACTGATEWAY_FLOWS_DIR),build/flows)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install flows test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api bench-ops clean
+.PHONY: install flows test-deps run test lint format chaos fuzz bench-report bench-store bench-runner bench-api bench-ops bench-pg clean
 
 # The venv is rebuilt when pyproject.toml changes. torch first, pinned to the CPU 2.13.0 build
 # (constraints.txt), then everything: the runner's media stack and the test tools.
@@ -81,8 +81,10 @@ chaos: install
 fuzz: install
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),300) FUZZ_STATEFUL_STEPS=20 FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -ra
 
-# Store, runner, API and operations benchmarks into docs/benchmarks.md.
-bench-report: install
+# Store, runner, API and operations benchmarks into docs/benchmarks.md, then the store, runner and API
+# ones again on a durable throwaway PostgreSQL (test-deps installs postgresql-15 when root; without it
+# the document's PostgreSQL column says why it is missing).
+bench-report: install test-deps
 	$(BIN)/python -m bench.report $(BENCH_ARGS)
 
 bench-store: install
@@ -96,6 +98,12 @@ bench-api: install
 
 bench-ops: install
 	$(BIN)/python -m bench.bench_ops $(BENCH_ARGS)
+
+# The PostgreSQL column's benches alone (each starts its own durable PostgreSQL; BENCH_ARGS=--quick).
+bench-pg: install test-deps
+	$(BIN)/python -m bench.bench_store --backend postgresql $(BENCH_ARGS)
+	$(BIN)/python -m bench.bench_runner --backend postgresql $(BENCH_ARGS)
+	$(BIN)/python -m bench.bench_api --backend postgresql $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build

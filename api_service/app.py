@@ -91,7 +91,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
         poll_s=settings.sse_poll_s,
         buffer=settings.sse_buffer,
         done_grace_s=settings.done_grace_s,
-        listen=settings.pg_listen,
+        listen=not settings.pg_transaction_pooler,
     )
     audit = AuditLog(settings.audit_log) if settings.audit_log else None
     routes = api_routes()

@@ -31,8 +31,9 @@ _Item = tuple[contextvars.Context, Callable[[], Any], asyncio.AbstractEventLoop,
 
 
 class ReadPool:
-    def __init__(self, max_threads: int = MAX_THREADS) -> None:
+    def __init__(self, max_threads: int = MAX_THREADS, *, name: str = "api-read") -> None:
         self.max_threads = max_threads
+        self.name = name
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # released by a thread each time it waits for work
         self._lock = threading.Lock()
@@ -52,7 +53,7 @@ class ReadPool:
             if self._threads >= self.max_threads:
                 return
             self._threads += 1
-        threading.Thread(target=self._run, name=f"api-read-{self._threads}", daemon=True).start()
+        threading.Thread(target=self._run, name=f"{self.name}-{self._threads}", daemon=True).start()
 
     def _run(self) -> None:
         while True:

@@ -47,6 +47,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,16 @@ if __package__ in (None, ""):
     # `python bench/bench_api.py`: make the repo root importable like `python -m` does.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api.common import FULL, QUICK, RUNNER_POLL_S, BenchFailure, Sizes, report
+from bench.api import common
+from bench.api.common import FULL, PG_FULL, PG_QUICK, QUICK, RUNNER_POLL_S, BenchFailure, Sizes, report
 from bench.api.phase_reads import phase_reads
 from bench.api.phase_writes import phase_writes
 from bench.api.processes import raise_fd_limit
 from bench.api.table import table
 from bench.options import bench_parser
+from bench.pg_server import add_backend_options, bench_postgres, unavailable_line, unavailable_reason
+from shared_store.backend import connect_store
+from shared_store.bundles import import_flows_dir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,18 +82,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run only phase A (writes: health, starts, commands) or only phase B (reads: replay, "
         "resume, fan-out), e.g. to compare two trees phase by phase on a shared machine",
     )
+    add_backend_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    postgres = args.backend == "postgresql"
+    if postgres:
+        sizes = PG_QUICK if args.quick else PG_FULL
+        if not args.db_url and (reason := unavailable_reason()) is not None:
+            report(f"PostgreSQL API bench not run: {reason}")
+            print(json.dumps({**unavailable_line("api", reason), "quick": args.quick}), flush=True)
+            return 0
+    else:
+        sizes = QUICK if args.quick else FULL
     if args.client_procs:
         sizes = Sizes(**{**asdict(sizes), "client_procs": args.client_procs})
     fd_limit = raise_fd_limit()
     started = time.perf_counter()
     results: dict[str, Any] = {
         "bench": "api",
+        "backend": args.backend,
         "quick": args.quick,
         "sizes": asdict(sizes),
         "cpus": os.cpu_count(),
@@ -105,11 +120,35 @@ def main(argv: list[str] | None = None) -> int:
         f"phase A serve --no-runner; phase B runner: {results['runner']}"
     )
     failed = False
-    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
+        pg = stack.enter_context(bench_postgres(args.db_url)) if postgres else None
+        if pg is not None:
+            results.update(available=True, postgres=pg.info())
+            common.PG_SERVER_PID = pg.server_pid
+            report(f"PostgreSQL {pg.settings.get('server_version')}: {pg.settings}")
+
+        def url(phase: str) -> str | None:
+            """The phase's fresh PostgreSQL database, holding the sample bundles (None: a SQLite file,
+            as without --backend, which serve fills from --flows-dir)."""
+            if pg is None:
+                return None
+            fresh = pg.fresh(f"bench_api_{phase}")
+            db = connect_store(fresh)
+            try:
+                problems = import_flows_dir(db, args.flows_dir)
+            finally:
+                db.close()
+            if problems:
+                raise BenchFailure(f"flows in {args.flows_dir} did not import: {problems}")
+            return fresh
+
         for name, phase in (
-            ("writes", lambda: phase_writes(tmp, args.flows_dir, sizes, results)),
-            ("reads", lambda: phase_reads(tmp, args.flows_dir, sizes, args.serve_runner, results)),
+            ("writes", lambda: phase_writes(tmp, args.flows_dir, sizes, results, url("writes"))),
+            (
+                "reads",
+                lambda: phase_reads(tmp, args.flows_dir, sizes, args.serve_runner, results, url("reads")),
+            ),
         ):
             if args.phase not in (None, name):
                 continue

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +42,16 @@ if __package__ in (None, ""):
 import apsw
 
 from bench.options import bench_parser
+from bench.pg_server import (
+    BenchPostgres,
+    add_backend_options,
+    bench_postgres,
+    store_args,
+    unavailable_line,
+    unavailable_reason,
+)
 from shared_store import Database, migrate
+from shared_store.backend import connect_store
 from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.starts import enqueue_run
 
@@ -73,6 +82,12 @@ class Sizes:
 
 FULL = Sizes({"bench-echo": 2_000, "chain-effects-200": 100}, 8)
 QUICK = Sizes({"bench-echo": 300, "chain-effects-200": 20}, 4)
+# PostgreSQL (`--backend postgresql`): chain-effects-200 with one runner, the report's steps/s row. Fewer
+# runs: each of a run's 200 steps commits a ~100 KB state durably (see bench/state_saves.py).
+PG_FULL = Sizes({"chain-effects-200": 12}, 2)
+PG_QUICK = Sizes({"chain-effects-200": 6}, 1)
+# Runtime steps per run, for steps/s (the store bench's tick counts chain-effects-200 the same way).
+STEPS_PER_RUN = {"chain-effects-200": 200}
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -110,11 +125,11 @@ class OneTransaction:
 class RunnerProcess:
     """`python -m abstractgateway runner` as a child process; its JSON log lines go to a file."""
 
-    def __init__(self, db_path: Path, log_path: Path, runner_id: str, env: dict[str, str]) -> None:
+    def __init__(self, target: Path | str, log_path: Path, runner_id: str, env: dict[str, str]) -> None:
         self.runner_id = runner_id
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(db_path)]
+        command = [sys.executable, "-m", "abstractgateway", "runner", *store_args(target, log_path.parent)]
         command += ["--runner-id", runner_id, "--poll-s", str(POLL_S)]
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=self._log)
 
@@ -140,6 +155,17 @@ class RunnerProcess:
             self.proc.kill()
             self.proc.wait(30)
         self._log.close()
+
+
+def wal_position(target: Path | str) -> int | None:
+    """The server's WAL insert position in bytes (PostgreSQL; None for a SQLite file)."""
+    if not isinstance(target, str):
+        return None
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else None
 
 
 def runner_env() -> dict[str, str]:
@@ -230,19 +256,32 @@ def check_events(events: dict[str, list[dict[str, Any]]], run_ids: list[str]) ->
         raise BenchFailure(f"{len(bad)} error events in the runner logs, first: {bad[0]}")
 
 
-def run_case(tmp: Path, flows_dir: Path, workload: Workload, processes: int, sizes: Sizes) -> dict[str, Any]:
+def run_case(
+    tmp: Path,
+    flows_dir: Path,
+    workload: Workload,
+    processes: int,
+    sizes: Sizes,
+    pg: BenchPostgres | None = None,
+) -> dict[str, Any]:
+    """One case on a fresh store: a SQLite file in the temp dir, or (pg) a fresh PostgreSQL database."""
     count = sizes.runs[workload.bundle_id]
     case_dir = tmp / f"{workload.bundle_id}-{processes}p"
     case_dir.mkdir()
-    db_path = case_dir / "gateway.sqlite3"
-    db = Database(db_path)
-    migrate(db)
+    target: Path | str
+    if pg is None:
+        target = case_dir / "gateway.sqlite3"
+        db = Database(target)
+        migrate(db)
+    else:
+        target = pg.fresh(f"bench_runner_{processes}p")
+        db = connect_store(target)
     problems = import_flows_dir(db, flows_dir)
     if problems:
         raise BenchFailure(f"flows in {flows_dir} did not import: {problems}")
 
     env = runner_env()
-    runners = [RunnerProcess(db_path, case_dir / f"r{k}.log", f"bench-r{k}", env) for k in range(processes)]
+    runners = [RunnerProcess(target, case_dir / f"r{k}.log", f"bench-r{k}", env) for k in range(processes)]
     try:
         wait_for(
             lambda: all(any(e["event"] == "runner_started" for e in r.events()) for r in runners),
@@ -254,8 +293,10 @@ def run_case(tmp: Path, flows_dir: Path, workload: Workload, processes: int, siz
         warm = enqueue(db, workload, sizes.warmup_per_runner * processes)
         wait_for(lambda: terminal_count(db, warm) == len(warm), "the warm-up runs", runners, 300)
 
+        wal0 = wal_position(target)
         run_ids, enqueue_s, t0 = enqueue_burst(db, workload, count)
         wait_for(lambda: terminal_count(db, run_ids) == count, f"{count} runs to finish", runners, 1800, 0.25)
+        wal_bytes = wal_position(target) - wal0 if wal0 is not None else None
         exit_codes = {r.runner_id: r.stop() for r in runners}
     except BaseException:
         for r in runners:
@@ -301,6 +342,9 @@ def run_case(tmp: Path, flows_dir: Path, workload: Workload, processes: int, siz
         "enqueue_s": enqueue_s,
         "ledger_records": count * workload.ledger_len,
         "ledger_records_per_s": count * workload.ledger_len / seconds,
+        "steps_per_s": count * STEPS_PER_RUN.get(workload.bundle_id, 0) / seconds or None,
+        # PostgreSQL: WAL the server wrote per timed run (the enqueue's share included, ~1 KB a run).
+        "wal_bytes_per_run": wal_bytes / count if wal_bytes is not None else None,
         "started_per_runner": per_runner,
     }
     share = ", ".join(f"{k} {v}" for k, v in per_runner.items())
@@ -331,15 +375,18 @@ def table(cases: list[dict[str, Any]]) -> str:
 # --- main ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = bench_parser(__doc__, quick_help="small sizes: a ~20 s smoke run")
+    add_backend_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    postgres = args.backend == "postgresql"
+    sizes = (PG_QUICK if args.quick else PG_FULL) if postgres else (QUICK if args.quick else FULL)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "bench": "runner",
+        "backend": args.backend,
         "quick": args.quick,
         "sizes": asdict(sizes),
         "poll_s": POLL_S,
@@ -348,17 +395,28 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "cases": [],
     }
+    if postgres and not args.db_url and (reason := unavailable_reason()) is not None:
+        report(f"PostgreSQL runner bench not run: {reason}")
+        print(json.dumps({**unavailable_line("runner", reason), "quick": args.quick}), flush=True)
+        return 0
     report(f"runner bench: poll {POLL_S * 1e3:g} ms, {os.cpu_count()} CPUs; {results['method']}")
     failed = False
-    with tempfile.TemporaryDirectory(prefix="bench_runner_") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="bench_runner_") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
-        for name in ("bench-echo", "chain-effects-200"):
-            for processes in (1, 2):
-                try:
-                    results["cases"].append(run_case(tmp, args.flows_dir, WORKLOADS[name], processes, sizes))
-                except BenchFailure as exc:
-                    failed = True
-                    report(f"{name}, {processes} runner(s): FAILED: {exc}")
+        pg = stack.enter_context(bench_postgres(args.db_url)) if postgres else None
+        if pg is not None:
+            results.update(available=True, postgres=pg.info())
+            report(f"PostgreSQL {pg.settings.get('server_version')}: {pg.settings}")
+        # On PostgreSQL one runner: the report's row is steps/s of one runner process.
+        cases = [("chain-effects-200", 1)] if postgres else [
+            (name, processes) for name in ("bench-echo", "chain-effects-200") for processes in (1, 2)
+        ]  # fmt: skip
+        for name, processes in cases:
+            try:
+                results["cases"].append(run_case(tmp, args.flows_dir, WORKLOADS[name], processes, sizes, pg))
+            except BenchFailure as exc:
+                failed = True
+                report(f"{name}, {processes} runner(s): FAILED: {exc}")
     results["total_s"] = time.perf_counter() - started
     results["ok"] = not failed
     report("")

@@ -37,7 +37,10 @@ from abstractruntime.visualflow_compiler import compile_visualflow
 from abstractruntime.workflow_bundle import open_workflow_bundle
 
 from bench.options import bench_parser
+from bench.pg_server import add_backend_options, bench_postgres, unavailable_line, unavailable_reason
+from bench.store_pg import pg_claims, pg_state_saves, sqlite_state_saves
 from shared_store import Database, LeaseHolder, migrate
+from shared_store.backend import connect_store
 from shared_store.flow_control import FAIR_STEP_S
 from shared_store.inbox import append_command
 from shared_store.ledger_store import SqliteLedgerStore
@@ -66,10 +69,11 @@ class Sizes:
     claim_runs: int
     tick_rounds: int
     tick_runs_per_round: int
+    state_saves: int  # of a ~130 KB RunState, per store (bench/state_saves.py)
 
 
-FULL = Sizes(5_000, 20_000, 1_000, 1_000, 500, 20_000, 3, 5)
-QUICK = Sizes(2_000, 5_000, 200, 1_000, 300, 10_000, 3, 3)
+FULL = Sizes(5_000, 20_000, 1_000, 1_000, 500, 20_000, 3, 5, 300)
+QUICK = Sizes(2_000, 5_000, 200, 1_000, 300, 10_000, 3, 3, 60)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -283,10 +287,12 @@ class ClaimerResult:
     finished: float
 
 
-def claimer(path: str, owner: str, batch: int, barrier: Any, results: Any) -> None:
-    """One runner process: claim until nothing is left (no release: each run is claimed once)."""
-    db = Database(path)
-    holder = LeaseHolder(db, owner, lease_s=600)  # Database() opened the connection: not timed
+def claimer(target: str, owner: str, batch: int, barrier: Any, results: Any) -> None:
+    """One runner process: claim until nothing is left (no release: each run is claimed once).
+    `target`: the SQLite file, or a postgresql:// URL."""
+    db = connect_store(target)
+    holder = LeaseHolder(db, owner, lease_s=600)
+    db.query_one("SELECT 1")  # the connection is open before the clock starts: not timed
     claimed: list[str] = []
     latencies: list[float] = []
     barrier.wait()
@@ -314,12 +320,22 @@ def reset_claimable(db: Database, count: int) -> None:
     checkpoint(db)
 
 
-def run_claimers(path: Path, processes: int, batch: int, expected: int) -> dict[str, Any]:
+def tenth_rate(out: ClaimerResult, batch: int, *, first: bool) -> float | None:
+    """Runs/s of one claimer over its first (or last) tenth of full claims (the final empty one left out)."""
+    full = out.latencies[:-1]
+    k = len(full) // 10
+    if k == 0:
+        return None
+    part = full[:k] if first else full[-k:]
+    return batch * k / sum(part)
+
+
+def run_claimers(target: Path | str, processes: int, batch: int, expected: int) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(processes)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=claimer, args=(str(path), f"runner-{k}", batch, barrier, results))
+        ctx.Process(target=claimer, args=(str(target), f"runner-{k}", batch, barrier, results))
         for k in range(processes)
     ]
     for proc in procs:
@@ -336,6 +352,10 @@ def run_claimers(path: Path, processes: int, batch: int, expected: int) -> dict[
         "elapsed_s": elapsed,
         "claimed": len(all_ids),
         "exactly_once": len(all_ids) == expected and len(set(all_ids)) == expected,
+        # One claimer's rate over its first and its last tenth of claims: whether claiming slows as
+        # the queue drains (on PostgreSQL the claim's index scan steps over entries of leased rows).
+        "first_tenth_per_s": tenth_rate(min(outs, key=lambda o: o.owner), batch, first=True),
+        "last_tenth_per_s": tenth_rate(min(outs, key=lambda o: o.owner), batch, first=False),
         "per_runner": [
             {
                 "owner": o.owner,
@@ -346,6 +366,26 @@ def run_claimers(path: Path, processes: int, batch: int, expected: int) -> dict[
             for o in sorted(outs, key=lambda o: o.owner)
         ],
     }
+
+
+def claim_case(target: Path | str, processes: int, batch: int, expected: int, what: str) -> dict[str, Any]:
+    """One claims case (every run claimed once, by `processes` claimers), reported as it ends."""
+    res = run_claimers(target, processes, batch, expected)
+    worst = max(r["worst_ms"] for r in res["per_runner"])
+    res["met"] = bool(
+        res["claims_per_s"] >= CLAIMS_TARGET_PER_S and worst <= STARVED_TARGET_MS and res["exactly_once"]
+    )
+    runners = ", ".join(
+        f"{r['owner']}: {r['claimed']} claimed, p99 {r['p99_ms']:.2f} ms, worst {r['worst_ms']:.1f} ms"
+        for r in res["per_runner"]
+    )
+    report(
+        f"{what} (n={batch}, {processes} proc): {res['claims_per_s']:,.0f} runs/s; {runners}; "
+        f"each run claimed exactly once: {'yes' if res['exactly_once'] else 'NO'} "
+        f"({res['claimed']}/{expected}) "
+        f"[target >= {CLAIMS_TARGET_PER_S:,.0f}/s, worst <= {STARVED_TARGET_MS:g} ms: {verdict(res['met'])}]"
+    )
+    return res
 
 
 def keyed_runs(db: Database, run_ids: list[str]) -> None:
@@ -386,24 +426,7 @@ def bench_claims(tmp: Path, sizes: Sizes, *, keys: bool = False) -> list[dict[st
     for batch in (1, 16):
         for processes in (1, 2):
             reset_claimable(db, len(run_ids))
-            res = run_claimers(tmp / name, processes, batch, len(run_ids))
-            worst = max(r["worst_ms"] for r in res["per_runner"])
-            res["met"] = bool(
-                res["claims_per_s"] >= CLAIMS_TARGET_PER_S
-                and worst <= STARVED_TARGET_MS
-                and res["exactly_once"]
-            )
-            runners = ", ".join(
-                f"{r['owner']}: {r['claimed']} claimed, p99 {r['p99_ms']:.2f} ms, worst {r['worst_ms']:.1f} ms"
-                for r in res["per_runner"]
-            )
-            report(
-                f"{what} (n={batch}, {processes} proc): {res['claims_per_s']:,.0f} runs/s; {runners}; "
-                f"each run claimed exactly once: {'yes' if res['exactly_once'] else 'NO'} "
-                f"({res['claimed']}/{len(run_ids)}) "
-                f"[target >= {CLAIMS_TARGET_PER_S:,.0f}/s, worst <= {STARVED_TARGET_MS:g} ms: {verdict(res['met'])}]"
-            )
-            out.append(res)
+            out.append(claim_case(tmp / name, processes, batch, len(run_ids), what))
     db.close()
     return out
 
@@ -460,6 +483,7 @@ def bench_ticks(tmp: Path, sizes: Sizes, flows_dir: Path) -> dict[str, Any]:
 # --- main ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = bench_parser(__doc__, quick_help="small sizes: a ~20 s smoke run")
+    add_backend_options(parser)
     return parser.parse_args(argv)
 
 
@@ -468,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     results: dict[str, Any] = {"bench": "store", "quick": args.quick, "sizes": asdict(sizes)}
+    if args.backend == "postgresql":
+        return main_postgres(args, sizes, results, started)
+    results["backend"] = "sqlite"
     with tempfile.TemporaryDirectory(prefix="bench_store_") as tmp_name:
         tmp = Path(tmp_name)
         results["command_appends"] = bench_command_appends(tmp, sizes)
@@ -476,10 +503,32 @@ def main(argv: list[str] | None = None) -> int:
         results["claims"] = bench_claims(tmp, sizes)
         results["claims_keys"] = bench_claims(tmp, sizes, keys=True)
         results["tick"] = bench_ticks(tmp, sizes, args.flows_dir)
+        results["state_saves"] = sqlite_state_saves(tmp, args.flows_dir, sizes.state_saves)
     results["total_s"] = time.perf_counter() - started
     report(f"total: {results['total_s']:.1f} s")
     print(json.dumps(results), flush=True)
     return 0
+
+
+def main_postgres(args: argparse.Namespace, sizes: Sizes, results: dict[str, Any], started: float) -> int:
+    """The PostgreSQL column's store cases: batched claims and the RunState save (bench/store_pg.py)."""
+    reason = None if args.db_url else unavailable_reason()
+    if reason is not None:
+        report(f"PostgreSQL store bench not run: {reason}")
+        print(json.dumps({**unavailable_line("store", reason), "quick": args.quick}), flush=True)
+        return 0
+    with bench_postgres(args.db_url) as pg:
+        results.update(backend="postgresql", available=True, postgres=pg.info())
+        report(f"PostgreSQL {pg.settings.get('server_version')}: {pg.settings}")
+        # A quarter of the SQLite bench's runs, half its saves: PostgreSQL claims at a few thousand per
+        # second and saves ~130 KB states at a few hundred per second here (the report's time budget).
+        results["claims"] = pg_claims(pg, sizes.claim_runs // 4)
+        results["state_saves"] = pg_state_saves(pg, args.flows_dir, sizes.state_saves // 2)
+    results["total_s"] = time.perf_counter() - started
+    results["ok"] = all(case["exactly_once"] for case in results["claims"])
+    report(f"total: {results['total_s']:.1f} s")
+    print(json.dumps(results), flush=True)
+    return 0 if results["ok"] else 1
 
 
 if __name__ == "__main__":

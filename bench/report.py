@@ -9,6 +9,7 @@ writes one markdown table per layer: measure | value (median) | p99 | target | r
 `--quick-bench api` runs only that bench at its `--quick` sizes (for when a full run is too long);
 the document says which benches ran quick. `--raw-dir DIR` keeps every bench's stdout;
 `--from-raw DIR` re-renders the document from such a directory without running anything.
+`--db-url URL` runs the PostgreSQL benches against that server instead of a throwaway one of their own.
 
 While each bench runs, the report also measures the CPU time the rest of the machine used
 (/proc/stat busy time minus the bench's own process tree): on a shared 2-core machine that says
@@ -25,9 +26,11 @@ from pathlib import Path
 
 from bench.report_aggregate import aggregate, judge
 from bench.report_markdown import render
-from bench.report_runs import REPO, load_raw, run_bench, save_raw, wait_quiet
+from bench.report_runs import PG_SUFFIX, REPO, load_raw, run_bench, save_raw, wait_quiet
 
-BENCHES = ("store", "runner", "api", "ops")
+# The SQLite benches, then the same store, runner and API benches on PostgreSQL (the report's
+# "PostgreSQL beside SQLite" section; without PostgreSQL on the machine they say why and exit 0).
+BENCHES = ("store", "runner", "api", "ops", "store-pg", "runner-pg", "api-pg")
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
 
@@ -44,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--raw-dir", type=Path, help="keep every bench's stdout here")
     parser.add_argument("--from-raw", type=Path, help="render from a --raw-dir without running benches")
     parser.add_argument("--flows-dir", type=Path, help="passed to every bench")
+    parser.add_argument(
+        "--db-url", help="PostgreSQL benches: a server to use instead of starting a throwaway one"
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -74,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.wait_quiet:
                     waited = wait_quiet(args.wait_quiet)
                     print(f"   waited {waited:.0f} s for a quiet machine", flush=True)
-                run = run_bench(bench, args.quick or bench in args.quick_bench, args.timeout, extra)
+                pg_extra = ["--db-url", args.db_url] if args.db_url and bench.endswith(PG_SUFFIX) else []
+                quick = args.quick or bench in args.quick_bench
+                run = run_bench(bench, quick, args.timeout, extra + pg_extra)
                 runs[bench].append(run)
                 if args.raw_dir:
                     save_raw(args.raw_dir, run, i)

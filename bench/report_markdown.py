@@ -9,7 +9,7 @@ from datetime import datetime
 from importlib import metadata
 
 from bench.report_aggregate import Section
-from bench.report_runs import DISTURBED_CORES, git_commit
+from bench.report_runs import DISTURBED_CORES, PG_SUFFIX, git_commit
 from bench.report_specs import Target
 
 
@@ -166,6 +166,8 @@ def render(sections: list[Section], args: argparse.Namespace, started: datetime,
         ]
 
     for s in sections:
+        if s.bench.endswith(PG_SUFFIX):
+            continue  # in the PostgreSQL section below, beside the SQLite numbers
         title, path, issue = TITLES[s.bench]
         lines += [f"## {title}", "", f"`{path}`; {INTRO.get(s.bench, f'targets from {issue}.')}", ""]
         if not s.rows:
@@ -198,4 +200,8 @@ def render(sections: list[Section], args: argparse.Namespace, started: datetime,
                 head = name if row.spec.target is None else f"{name} ({row.result.replace('**', '')})"
                 lines.append(f"- {head}: {row.why}{load}")
         lines.append("")
+    from bench.report_pg import render_pg  # it formats with this module's fmt
+
+    sqlite_values = {k: v for s in sections if not s.bench.endswith(PG_SUFFIX) for k, v in s.values.items()}
+    lines += render_pg(sections, sqlite_values)
     return "\n".join(lines).rstrip() + "\n"

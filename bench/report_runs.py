@@ -64,6 +64,22 @@ def wait_quiet(max_wait_s: float, window_s: float = 2.0, windows: int = 3) -> fl
     return time.perf_counter() - t0
 
 
+# The report's name of a bench run -> the bench module and its arguments. A `-pg` run is the same
+# bench on PostgreSQL (`--backend postgresql`): the cases of the report's PostgreSQL column.
+PG_SUFFIX = "-pg"
+
+
+def bench_command(bench: str) -> list[str]:
+    if bench.endswith(PG_SUFFIX):
+        return ["-m", f"bench.bench_{bench.removesuffix(PG_SUFFIX)}", "--backend", "postgresql"]
+    return ["-m", f"bench.bench_{bench}"]
+
+
+def run_name(js: Json) -> str:
+    """The report's name of the run that printed this JSON line (its bench, `-pg` on PostgreSQL)."""
+    return str(js.get("bench")) + (PG_SUFFIX if js.get("backend") == "postgresql" else "")
+
+
 def last_json(stdout: str, bench: str) -> Json | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
@@ -71,13 +87,13 @@ def last_json(stdout: str, bench: str) -> Json | None:
                 js = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if js.get("bench") == bench:
+            if run_name(js) == bench:
                 return js
     return None
 
 
 def run_bench(bench: str, quick: bool, timeout_s: float, extra: list[str]) -> BenchRun:
-    command = [sys.executable, "-m", f"bench.bench_{bench}", *(["--quick"] if quick else []), *extra]
+    command = [sys.executable, *bench_command(bench), *(["--quick"] if quick else []), *extra]
     print(f"== {' '.join(command[1:])}", flush=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     commit = git_commit()

@@ -147,8 +147,15 @@ def store_specs(js: Json) -> list[Spec]:
              pick("tick", "abstractruntime_steps_per_s")),
         Spec("tick_ratio", "tick ratio, ours / abstractruntime", "x", pick("tick", "ratio"), None,
              Target(">=", 2.0)),
+        Spec("state_save", f"RunState save, a {state_kb(js)} state, one fenced commit each", "saves/s",
+             pick("state_saves", "sqlite", "saves_per_s")),
     ]  # fmt: skip
     return specs
+
+
+def state_kb(js: Json) -> str:
+    size = (js.get("state_saves") or {}).get("state_bytes")
+    return f"{size / 1e3:.0f} KB" if size else "~130 KB"
 
 
 def runner_specs(js: Json) -> list[Spec]:
@@ -248,16 +255,85 @@ def in_case_of(section: str, list_key: str, field_name: str, **match: Any) -> Ge
     return get
 
 
+# --- the same benches on PostgreSQL (keys prefixed pg_: one namespace holds every run's values) -----
+def pg_store_specs(js: Json) -> list[Spec]:
+    return [
+        Spec(f"pg_claims_16_{procs}", f"claims, 16 per claim, {procs} process{'es' if procs > 1 else ''}",
+             "/s", in_case("claims", "claims_per_s", batch=16, processes=procs), claims_p99(16, procs),
+             Target(">=", 10_000.0), p99_unit="ms")
+        for procs in (1, 2)
+    ] + [
+        Spec(f"pg_state_save_{method}", f"RunState save, a {state_kb(js)} state, run_states {method}",
+             "saves/s", pick("state_saves", method, "saves_per_s"))
+        for method in ("lz4", "pglz")
+    ]  # fmt: skip
+
+
+def pg_runner_specs(js: Json) -> list[Spec]:
+    return [
+        Spec("pg_chain_1_rps", "chain-effects-200, 1 runner: runs/s", "runs/s",
+             in_case("cases", "runs_per_s", bundle="chain-effects-200", processes=1),
+             in_case("cases", "latency_p99_ms", bundle="chain-effects-200", processes=1)),
+    ]  # fmt: skip
+
+
+def pg_api_specs(js: Json) -> list[Spec]:
+    return [
+        Spec(f"pg_starts_c{c}", f"POST runs/start, concurrency {c}", "req/s",
+             in_case("starts", "req_per_s", concurrency=c), in_case("starts", "p99_ms", concurrency=c),
+             Target(">=", 1_500.0) if c == 16 else None, p99_unit="ms")
+        for c in (1, 16)
+    ] + [
+        Spec("pg_replay", "ledger replay, 1000 records (p50)", "ms", pick("replay", "p50_ms"),
+             pick("replay", "p99_ms"), Target("<=", 5.0)),
+        Spec("pg_resume", "resume -> SSE done (p50)", "ms", pick("resume", "p50_ms"), pick("resume", "p99_ms"),
+             Target("<=", 50.0)),
+    ]  # fmt: skip
+
+
 SPECS: dict[str, Callable[[Json], list[Spec]]] = {
     "store": store_specs,
     "runner": runner_specs,
     "api": api_specs,
     "ops": ops_specs,
+    "store-pg": pg_store_specs,
+    "runner-pg": pg_runner_specs,
+    "api-pg": pg_api_specs,
 }
 
 
 # Extra numbers the explanations quote (median over repeats, like the table values).
 def facts(bench: str, js: Json) -> dict[str, float | None]:
+    if bench == "store-pg":
+        return {
+            "pg_claims_first_tenth": in_case("claims", "first_tenth_per_s", batch=16, processes=1)(js),
+            "pg_claims_last_tenth": in_case("claims", "last_tenth_per_s", batch=16, processes=1)(js),
+            "pg_state_kb": ratio(pick("state_saves", "state_bytes"), lambda _js: 1e3)(js),
+            **{
+                f"pg_{method}_{short}_kb": ratio(pick("state_saves", method, name), lambda _js: 1e3)(js)
+                for method in ("lz4", "pglz")
+                for short, name in (("stored", "stored_bytes"), ("wal", "wal_bytes_per_save"))
+            },
+            "pg_lz4_ms": pick("state_saves", "lz4", "ms_per_save")(js),
+        }
+    if bench == "api-pg":
+        return {
+            "pg_starts_c16_serve_cpu": in_case("starts", "serve_cpu_pct", concurrency=16)(js),
+            "pg_starts_c16_bench_cpu": in_case("starts", "bench_cpu_pct", concurrency=16)(js),
+            "pg_starts_c16_pg_cpu": in_case("starts", "postgres_cpu_pct", concurrency=16)(js),
+            "pg_replay_pg_cpu": pick("replay", "postgres_cpu_pct")(js),
+            "pg_replay_serve_cpu": pick("replay", "serve_cpu_pct")(js),
+            "pg_resume_runner_cpu": pick("resume", "runner_cpu_pct")(js),
+            "pg_resume_serve_cpu": pick("resume", "serve_cpu_pct")(js),
+        }
+    if bench == "runner-pg":
+        return {
+            "pg_chain_1_lat": in_case("cases", "latency_p50_ms", bundle="chain-effects-200", processes=1)(js),
+            "pg_chain_wal_kb": ratio(
+                in_case("cases", "wal_bytes_per_run", bundle="chain-effects-200", processes=1),
+                lambda _js: 1e3,
+            )(js),
+        }
     if bench == "api":
         out: dict[str, float | None] = {
             "starts_c16_serve_cpu": in_case("starts", "serve_cpu_pct", concurrency=16)(js),

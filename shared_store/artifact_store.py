@@ -1,14 +1,15 @@
-"""abstractruntime's ArtifactStore: bytes on disk content-addressed by sha256, metadata in SQLite.
+"""abstractruntime's ArtifactStore: bytes content-addressed by sha256, metadata in the store.
 
-A blob is written (temp file, fsync, rename) before its metadata row commits, so a committed row
-always points at complete bytes; a crash in between leaves only an unreferenced blob.
+The bytes live where the store's backend puts them (shared_store/blob_store.py): files under the data
+dir with SQLite, the shared database with PostgreSQL. A blob is put (and committed) before its
+metadata row commits, so a committed row always points at complete bytes; a crash in between leaves
+only an unreferenced blob.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,10 @@ from abstractruntime.storage.artifacts import (
 )
 
 from . import queries as q
+from .blob_store import Blobs, blobs_for
 from .codec import decode, encode
 from .db import Database
 from .leases import LeaseHolder
-from .private import private_dir
 from .run_unit import RunUnit
 
 
@@ -42,6 +43,7 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
     ) -> None:
         self.db = db
         self.blob_dir = Path(blob_dir)
+        self.blobs: Blobs = blobs_for(db, self.blob_dir)
         self.fence = fence
         # The runner's unit of work: a run's artifact row commits with the run's next save (its
         # blob is on disk first, so a committed row always points at complete bytes).
@@ -56,23 +58,8 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
         return None if row is None else (str(row[0]), row[1])
 
     def blob_path(self, blob_id: str) -> Path:
+        """Where a SQLite gateway keeps the bytes (a PostgreSQL one keeps none on disk)."""
         return self.blob_dir / blob_id[:2] / blob_id
-
-    def _write_blob(self, blob_id: str, content: bytes) -> None:
-        path = self.blob_path(blob_id)
-        if path.exists():
-            return
-        private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mkstemp: mode 0600
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def store(
         self,
@@ -108,7 +95,7 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
                 "descriptor": descriptor,
             }
         )
-        self._write_blob(blob_id, content)
+        self.blobs.put(blob_id, content)
         params: dict[str, Any] = {
             "artifact_id": artifact_id,
             "run_id": run_id,
@@ -146,7 +133,7 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
         run this runner holds: its own id, the same blob, tags and metadata. What a run's workflow
         snapshot costs after the first run of a workflow: one staged row, no normalisation.
         (Retention may have removed the blob with the last row using it: then it is stored again.)"""
-        if like.blob_id is None or not self.blob_path(like.blob_id).exists():
+        if like.blob_id is None or not self.blobs.touch(like.blob_id):
             return self.store(content, content_type=like.content_type, run_id=run_id, tags=like.tags)
         artifact_id = compute_artifact_id(content, run_id=run_id)
         meta = dataclasses.replace(
@@ -177,9 +164,8 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
         row = self._row(q.ARTIFACT_BLOB, artifact_id)
         if row is None:
             return None
-        try:
-            content = self.blob_path(row[0]).read_bytes()
-        except FileNotFoundError:
+        content = self.blobs.get(row[0])
+        if content is None:
             return None
         return Artifact(metadata=ArtifactMetadata.from_dict(decode(row[1])), content=content)
 
@@ -189,7 +175,7 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
 
     def content_path(self, artifact_id: str) -> Path | None:
         row = self._row(q.ARTIFACT_BLOB, artifact_id)
-        return None if row is None else self.blob_path(row[0])
+        return None if row is None else self.blobs.path(row[0])
 
     def exists(self, artifact_id: str) -> bool:
         return self._row(q.ARTIFACT_BLOB, artifact_id) is not None
@@ -197,9 +183,8 @@ class SqliteArtifactStore(ArtifactStore):  # type: ignore[misc]  # abstractrunti
     def delete(self, artifact_id: str) -> bool:
         with self.db.write() as conn:
             row: Any = conn.execute(q.DELETE_ARTIFACT, (artifact_id,)).fetchone()
-            orphan = row is not None and conn.execute(q.BLOB_REFERENCED, (row[0],)).fetchone() is None
-        if orphan:
-            self.blob_path(row[0]).unlink(missing_ok=True)
+        if row is not None:
+            self.blobs.delete_unreferenced(str(row[0]))  # after the commit: bytes go only unreferenced
         return row is not None
 
     def list_by_run(self, run_id: str) -> list[ArtifactMetadata]:

@@ -32,6 +32,7 @@ def connect_store(
             data_dir=data_dir,
             application_name=application_name,
             pool_max=read_one(SharedSettings, "pg_pool_max"),
+            pooler=read_one(SharedSettings, "pg_transaction_pooler"),
         )
     return Database(Path(target), synchronous=synchronous)
 

@@ -39,6 +39,12 @@ NEXT_EXPANDING = (
     "SELECT bulk_id FROM bulk_ops INDEXED BY bulk_ops_expanding WHERE status = 'expanding' "
     "ORDER BY created_at LIMIT 1"
 )
+# The same, as the first statement of an expansion: its PostgreSQL twin locks the operation (SKIP
+# LOCKED), so two runners never expand the same batch (each would add it to `matched`).
+TAKE_EXPANDING = (
+    "SELECT bulk_id FROM bulk_ops INDEXED BY bulk_ops_expanding WHERE status = 'expanding' "
+    "ORDER BY created_at, bulk_id LIMIT 1"
+)
 ADVANCE_BULK = (
     "UPDATE bulk_ops SET matched = matched + :n, cursor_created = :cursor_created, "
     "cursor_run_id = :cursor_run_id, status = :status, updated_at = :updated_at "
@@ -126,7 +132,7 @@ def expand_some(db: Database, *, batch: int = BATCH) -> int:
     if db.query_one(NEXT_EXPANDING) is None:  # the idle case: one read, no write lock
         return 0
     with db.write() as conn:
-        row = conn.execute(NEXT_EXPANDING).fetchone()
+        row = conn.execute(TAKE_EXPANDING).fetchone()
         if row is None:
             return 0
         op_row: Any = conn.execute(BULK_OF, (row[0],)).fetchone()

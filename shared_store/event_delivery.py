@@ -20,6 +20,7 @@ from .codec import encode, utc_now_iso
 from .db import Database
 from .errors import Invalid
 from .inbox import Command, command_from_row
+from .postgres.retry import write_unit
 
 DELIVER_EVENT = "deliver_event"
 
@@ -80,10 +81,12 @@ def deliver_event(
 ) -> list[str]:
     """Append a deliver_event command to every unpaused run the event reaches (one transaction);
     their run ids."""
-    with db.write() as conn:
-        return _deliver(
+    return write_unit(
+        db,
+        lambda conn: _deliver(
             conn, origin=origin, target=target, envelope=envelope, client_id=client_id, request_id=request_id
-        )
+        ),
+    )
 
 
 RunScope = Callable[[str], tuple[str | None, str | None]]
@@ -94,9 +97,10 @@ Interpret = Callable[[Command, RunScope], tuple[EventTarget, dict[str, Any]]]
 def dispatch_pending_events(db: Database, interpret: Interpret, *, limit: int = 100) -> int:
     """Turn pending emit_event commands into deliveries; each gets its outcome in the same transaction.
 
-    Whichever runner's BEGIN IMMEDIATE comes first dispatches a command; the next finds it resolved."""
-    with db.write() as conn:
+    Whichever runner's BEGIN IMMEDIATE comes first dispatches a command; the next finds it resolved.
+    (PostgreSQL: each dispatch locks the commands it takes and steps over those another holds.)"""
 
+    def dispatch(conn: apsw.Connection) -> int:
         def scope_of(run_id: str) -> tuple[str | None, str | None]:
             row = conn.execute(q.RUN_SCOPE, (run_id,)).fetchone()
             return (row[0], row[1]) if row else (None, None)
@@ -120,4 +124,6 @@ def dispatch_pending_events(db: Database, interpret: Interpret, *, limit: int = 
                 q.RESOLVE_COMMAND_UNLEASED,
                 {"seq": command.seq, "status": status, "error": error, "applied_at": utc_now_iso()},
             )
-    return len(commands)
+        return len(commands)
+
+    return write_unit(db, dispatch)

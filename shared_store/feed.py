@@ -22,10 +22,10 @@ import apsw
 
 from . import queries as q
 from .db import Database, translate_errors
+from .postgres.feed import RECHECK_S, PgChangeFeed  # imports psycopg only when a server is used
 
 if TYPE_CHECKING:
     from .postgres.database import PgDatabase
-    from .postgres.feed import PgChangeFeed
 
 # How often a waiting SQLite feed looks at data_version (a pragma read, no query).
 _SQLITE_WAIT_SLICE_S = 0.005
@@ -40,14 +40,12 @@ class FeedEntry:
 
 
 class ChangeFeed:
-    def __init__(self, db: Database, *, listen: bool = True, recheck_s: float = 2.0) -> None:
+    def __init__(self, db: Database, *, listen: bool = True, recheck_s: float = RECHECK_S) -> None:
         """`listen` / `recheck_s` matter on PostgreSQL only: LISTEN off behind a transaction-pooling
         proxy (every poll queries), and the longest a caught-up poll trusts LISTEN's silence."""
         self.db = db
         self._pg: PgChangeFeed | None = None
         if getattr(db, "backend", "sqlite") == "postgresql":
-            from .postgres.feed import PgChangeFeed
-
             self._pg_db = cast("PgDatabase", db)
             self._pg = PgChangeFeed(self._pg_db.url, listen=listen, recheck_s=recheck_s)
         self._conn: apsw.Connection | None = None

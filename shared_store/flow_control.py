@@ -267,6 +267,7 @@ def apply_at_enqueue(conn: apsw.Connection, run_id: str, flow: FlowSettings, *, 
             # A run of a limited key is born held; ADMIT_HELD (after the row is complete, below)
             # hands it a slot at once when one is free, as a freed slot is handed on later.
             hold = 1
+            conn.execute(q.LOCK_FLOW_KEY, {"key": key}).fetchall()
             slots_row: Any = conn.execute(q.KEY_SLOTS, (key,)).fetchone()
             slots = slots_row[0]
             overflow = request.overflow or "enqueue"
@@ -337,6 +338,7 @@ def child_statements(
     statements = [(q.SET_CHILD_FLOW, params)]
     if key is not None:
         statements.append((q.SET_KEY_TAG_OF_RUN, {"key": key, "child_run_id": child_run_id}))
+        statements.append((q.LOCK_FLOW_KEY, {"key": key}))
         statements.append((q.ADMIT_HELD, {"key": key, "now": now}))
     return statements
 
@@ -366,6 +368,7 @@ def admit(
     if row is None or row[1] is None or (row[4] is None and row[5] is None):
         return Admission(True)
     with db.write() as conn:
+        conn.execute(q.LOCK_FLOW_KEY, {"key": row[1]}).fetchall()  # before its slots are counted
         row = conn.execute(q.RUN_FLOW, (run_id,)).fetchone()
         assert row is not None  # we hold its lease: it exists
         status, key, slot, begun_at, max_concurrent, rate_limit, window_s, cancelling = row

@@ -10,10 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import apsw
+
 from . import queries as q
 from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .leases import LeaseHolder
+from .postgres.retry import write_unit
 
 COMMAND_STATUSES = ("pending", "applied", "rejected")
 
@@ -75,14 +78,18 @@ def append_command(
         "client_id": client_id,
         "request_id": request_id,
     }
-    with db.write() as conn:
+
+    def append(conn: apsw.Connection) -> AppendResult:
         row = conn.execute(q.INSERT_COMMAND, params).fetchone()
         if row is None:
+            # A new statement: under READ COMMITTED it sees the first one, which ON CONFLICT waited for.
             original: Any = conn.execute(q.COMMAND_SEQ, (command_id,)).fetchone()
             return AppendResult(accepted=False, duplicate=True, seq=int(original[0]))
         if type != "emit_event":  # runners dispatch events; the named run has nothing to apply
             conn.execute(q.WAKE_RUN, {"run_id": run_id, "now": time.time()})
-    return AppendResult(accepted=True, duplicate=False, seq=int(row[0]))
+        return AppendResult(accepted=True, duplicate=False, seq=int(row[0]))
+
+    return write_unit(db, append)
 
 
 def command_from_row(row: tuple[Any, ...]) -> Command:

@@ -195,8 +195,9 @@ class LeaseHolder:
             epoch = self._epochs.pop(run_id, None)
         if epoch is None:
             return False
-        with self.db.write() as conn:
-            return self._release(conn, run_id, epoch, settle)
+        # A release hands the run's slot on (a trigger locking the key's held runs): run again whole
+        # on a PostgreSQL deadlock.
+        return write_unit(self.db, lambda conn: self._release(conn, run_id, epoch, settle))
 
     def release_in(
         self,

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import apsw
+
 from . import queries as q
 from .codec import decode, encode
 from .db import Database
 from .errors import NotFound, UnknownRun
 from .flow_control import FlowSettings, apply_at_enqueue
-from .starts import IdempotencyConflict, StartResult
+from .postgres.retry import write_unit
+from .starts import IdempotencyConflict, StartResult, bind_start_key
 
 MEDIA_KINDS = (
     "tts",
@@ -79,7 +82,8 @@ def enqueue_media_job(
     now = time.time()
     created_at = datetime.now(UTC).isoformat()
     run_id = str(uuid.uuid4())
-    with db.write() as conn:
+
+    def enqueue(conn: apsw.Connection) -> StartResult:
         session_id = None
         if parent_run_id is not None:
             parent = conn.execute(q.RUN_SCOPE, (parent_run_id,)).fetchone()
@@ -96,22 +100,19 @@ def enqueue_media_job(
         start_json = encode({**start, "request_id": http_request_id} if http_request_id else start)
         if request_id is not None:
             key = f"media:{parent_run_id}:{kind}:{request_id}"
-            row = conn.execute(q.START_KEY, (key,)).fetchone()
-            if row is not None:
+            key_params = {
+                "idempotency_key": key,
+                "run_id": run_id,
+                "request_sha256": digest,
+                "created_at": created_at,
+            }
+            row = bind_start_key(conn, key, key_params)
+            if row is not None:  # the first request with this request_id (concurrent or not) won
                 if row[1] != digest:
                     raise IdempotencyConflict(
                         f"request_id {request_id!r} was used for a different {kind} request"
                     )
                 return StartResult(str(row[0]), created=False)
-            conn.execute(
-                q.INSERT_START_KEY,
-                {
-                    "idempotency_key": key,
-                    "run_id": run_id,
-                    "request_sha256": digest,
-                    "created_at": created_at,
-                },
-            )
         conn.execute(
             q.ENQUEUE_RUN,
             {
@@ -126,7 +127,9 @@ def enqueue_media_job(
         conn.execute(q.ENQUEUE_RUN_STATE, {"run_id": run_id, "start_json": start_json})
         if requires:
             apply_at_enqueue(conn, run_id, FlowSettings(requires=sorted(requires)), now=now)
-    return StartResult(run_id, created=True)
+        return StartResult(run_id, created=True)
+
+    return write_unit(db, enqueue)
 
 
 @dataclass(frozen=True)

@@ -590,6 +590,11 @@ SET_RUN_FLOW = (
     "UPDATE runs SET priority = :priority, concurrency_key = :concurrency_key, requires = :requires, "
     "fair_tag = :fair_tag, hold = :hold WHERE run_id = :run_id"
 )
+# Taken before a key's slots are counted and handed out (a start, a schedule's child, a runner's
+# admission). SQLite's write lock already serialises those: a no-op there. PostgreSQL's twin takes the
+# key's transaction-scoped advisory lock that the flow_hand_out_slots trigger takes: without it, two
+# transactions count the same free slot under READ COMMITTED and both take it.
+LOCK_FLOW_KEY = "SELECT :key IS NOT NULL"
 KEY_SLOTS = "SELECT count(*) FROM runs INDEXED BY runs_key_slots WHERE concurrency_key = ? AND slot = 1"
 # cancel_oldest: the oldest run holding a slot of the key and not already being cancelled.
 KEY_OLDEST_SLOT = (

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .blob_store import Blobs, blobs_for
 from .codec import encode
 from .db import Database, translate_errors
 
@@ -68,7 +69,6 @@ DELETE_RUNS = (
     f"DELETE FROM runs WHERE run_id IN {_IDS} AND +status IN ('completed', 'failed', 'cancelled') "
     "AND +lease_owner IS NULL"
 )
-_BLOB_REFERENCED = "SELECT 1 FROM artifacts INDEXED BY artifacts_blob WHERE blob_id = ? LIMIT 1"
 
 
 @dataclass
@@ -88,12 +88,24 @@ class Retention:
     retention_days: float | None = None
     batch: int = BATCH
     check_every_s: float = 2.0  # between looks when there was nothing to delete
+    # Between sweeps for orphaned database blobs: each walks the blobs past the grace window whose
+    # row is gone, an anti-join over artifact_blobs — not a query for every idle look.
+    sweep_every_s: float = 600.0
     # After each batch: waiting writers (API appends, other runners) get the lock before the next
     # batch. Without it the busy handler's backoff lost every race: a 159 ms stall, measured.
     yield_s: float = 0.005
     stats: RetentionStats = field(default_factory=RetentionStats)
     _blocked: set[str] = field(default_factory=set)  # roots with a live run this pass
     _next_look: float = 0.0
+    _blobs: Blobs | None = None
+    _next_sweep: float = 0.0
+
+    @property
+    def blobs(self) -> Blobs:
+        """The bytes follow the backend (shared_store/blob_store.py): files here, or the database."""
+        if self._blobs is None:
+            self._blobs = blobs_for(self.db, self.artifacts_dir)
+        return self._blobs
 
     def step(self) -> int:
         now = time.time()
@@ -103,6 +115,10 @@ class Retention:
         if not roots:
             self._blocked.clear()
             self._next_look = now + self.check_every_s
+            if now >= self._next_sweep:
+                # Idle: bytes a crashed store left without their row (the database only; blob_store).
+                self._next_sweep = now + self.sweep_every_s
+                self.stats.blobs_deleted += self.blobs.sweep_orphans()
             return 0
         deleted = self._delete_trees(roots)
         self.stats.runs_deleted += deleted
@@ -148,17 +164,9 @@ class Retention:
         return deleted
 
     def _unlink_unreferenced(self, blobs: set[str]) -> int:
-        """After the commit: a blob no artifact references any more goes from disk (a crash before
-        this leaves an unreferenced file, never a row without its bytes)."""
-        removed = 0
-        for blob in blobs:
-            if self.db.query_one(_BLOB_REFERENCED, (blob,)) is not None:
-                continue
-            path = self.artifacts_dir / blob[:2] / blob
-            if path.exists():
-                path.unlink()
-                removed += 1
-        return removed
+        """After the commit: a blob no artifact references any more goes (a crash before this leaves
+        an unreferenced blob, never a row without its bytes)."""
+        return sum(self.blobs.delete_unreferenced(blob) for blob in blobs)
 
 
 def _json_list(ids: list[str]) -> str:

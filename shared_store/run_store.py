@@ -25,6 +25,7 @@ from .db import Database
 from .errors import LeaseLost
 from .leases import LeaseHolder
 from .limits import check_output
+from .postgres.retry import write_unit
 from .run_unit import RunUnit
 
 _run_decoder = msgspec.json.Decoder(RunState)
@@ -207,8 +208,7 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
             # as pending in the due_at of the save) commits with this state, or nothing does.
             written = self.unit.commit(save, fenced_by=run.run_id if fence is not None else None)
         else:
-            with self.db.write() as conn:
-                written = save(conn)
+            written = write_unit(self.db, save)
         if written:
             self.last_due[run.run_id] = {k: params[k] for k in ("due_at", "paused", "sub_run_id")}
         if not written:

@@ -93,7 +93,7 @@ def enqueue_run(
 
     def enqueue(conn: apsw.Connection) -> StartResult:
         if idempotency_key is not None:
-            existing = _bind_key(conn, idempotency_key, key_params)
+            existing = bind_start_key(conn, idempotency_key, key_params)
             if existing is not None:
                 if existing[1] != request_sha:
                     raise IdempotencyConflict(
@@ -111,7 +111,7 @@ def enqueue_run(
     return write_unit(db, enqueue)
 
 
-def _bind_key(conn: apsw.Connection, key: str, key_params: dict[str, Any]) -> tuple[Any, ...] | None:
+def bind_start_key(conn: apsw.Connection, key: str, key_params: dict[str, Any]) -> tuple[Any, ...] | None:
     """Bind the Idempotency-Key to this start; None when it is now ours, else the (run_id, digest) of
     the start that holds it (a duplicate, concurrent or not: one run per key, never an error)."""
     for _ in range(3):

@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from shared_store import bundles, run_views
+from shared_store.blob_store import Blobs, blobs_for
 from shared_store.db import Database
 from shared_store.errors import RequestInvalid
 from shared_store.reads import ledger_len
@@ -302,12 +303,35 @@ async def artifact_content(request: Request) -> object:
     blob = await reading(run_views.artifact_blob, gw.db, artifact_id)
     if blob is None or blob.run_id != run_id:
         raise ApiError(404, f"Artifact '{artifact_id}' not found in run '{run_id}'")
-    path = gw.artifacts_dir / blob.blob_id[:2] / blob.blob_id
+    headers = artifact_headers(blob.content_type, artifact_id)
+    blobs = blobs_for(gw.db, gw.artifacts_dir)
+    path = blobs.path(blob.blob_id)
+    if path is None:  # PostgreSQL: the bytes are in the shared database, whoever stored them
+        return await _stored_blob(blobs, blob, artifact_id, headers)
     if not path.is_file():
         raise ApiError(404, f"Artifact '{artifact_id}' has no content on this server")
-    return FileResponse(
-        path, media_type=blob.content_type, headers=artifact_headers(blob.content_type, artifact_id)
-    )
+    return FileResponse(path, media_type=blob.content_type, headers=headers)
+
+
+async def _stored_blob(
+    blobs: Blobs, blob: run_views.ArtifactBlob, artifact_id: str, headers: dict[str, str]
+) -> Response:
+    """A database blob: one response when it fits one piece, else streamed piece by piece (each a
+    read off the event loop), so a large video never sits whole in this process."""
+    pieces = blobs.chunks(blob.blob_id)
+    first = await reading(next, pieces, None)
+    if first is None:
+        raise ApiError(404, f"Artifact '{artifact_id}' has no content in the store")
+    if len(first) >= blob.size_bytes:
+        return Response(first, media_type=blob.content_type, headers=headers)
+
+    async def rest() -> Any:
+        yield first
+        while (piece := await reading(next, pieces, None)) is not None:
+            yield piece
+
+    length = {"Content-Length": str(blob.size_bytes)}
+    return StreamingResponse(rest(), media_type=blob.content_type, headers={**headers, **length})
 
 
 _TAGS = ["runs"]

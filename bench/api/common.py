@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # Read as `common.TOKEN`: a spawned fan-out client process sets it to its parent's token.
 TOKEN = "bench-api-token-" + uuid.uuid4().hex
 HOST = "127.0.0.1"
+# The bench's own PostgreSQL's postmaster (`--backend postgresql`), whose CPU the phases meter too.
+PG_SERVER_PID: int | None = None
 RUNNER_POLL_S = 0.005
 API = "/api/gateway"
 
@@ -33,10 +35,20 @@ class Sizes:
     tick_n: int
     tick_delay_s: float
     client_procs: int
+    health: bool = True  # the GET /api/health reference case
 
 
 FULL = Sizes({1: 2_000, 16: 20_000}, {1: 2_000, 16: 20_000}, 30.0, 500, 200, (1_000, 5_000), 20, 0.25, 2)
 QUICK = Sizes({1: 300, 16: 500}, {1: 300, 16: 500}, 10.0, 100, 30, (200,), 8, 0.1, 1)
+# PostgreSQL (`--backend postgresql`): the cases of the report's PostgreSQL column only (starts,
+# replay, resume -> done); no commands, fan-out or health reference, to keep the report short.
+PG_FULL = Sizes({1: 1_000, 16: 10_000}, {}, 15.0, 200, 50, (), 8, 0.1, 1, False)
+PG_QUICK = Sizes({1: 200, 16: 500}, {}, 10.0, 100, 20, (), 8, 0.1, 1, False)
+
+# Targets on PostgreSQL (issue 14; 2 cores, the server on the same machine).
+PG_STARTS_TARGET_PER_S = 1_500.0
+PG_REPLAY_P50_TARGET_MS = 5.0
+PG_RESUME_P50_TARGET_MS = 50.0
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -99,11 +99,17 @@ async def resume_to_done(port: int, run_ids: list[str], backlog: int, cap_s: flo
 
 
 def phase_reads(
-    tmp: Path, flows_dir: Path, sizes: Sizes, serve_runner: bool, results: dict[str, Any]
+    tmp: Path,
+    flows_dir: Path,
+    sizes: Sizes,
+    serve_runner: bool,
+    results: dict[str, Any],
+    url: str | None = None,
 ) -> None:
+    """`url`: a fresh PostgreSQL database for serve and the runner, instead of a SQLite file."""
     case_dir = tmp / "reads"
     case_dir.mkdir()
-    serve, port = start_serve(case_dir, flows_dir, with_runner=serve_runner)
+    serve, port = start_serve(case_dir, flows_dir, with_runner=serve_runner, url=url)
     procs = [serve]
     runner: Proc | None = None
     try:
@@ -116,7 +122,7 @@ def phase_reads(
             runner_pid = children(serve.pid)[0]
             time.sleep(2.0)  # it imports abstractruntime
         else:
-            runner = start_runner(case_dir)
+            runner = start_runner(case_dir, url)
             procs.append(runner)
             runner_pid = runner.pid
         results["rss_mb"]["runner_idle"] = rss_mb(runner_pid)

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.api.common import API, BenchFailure, Sizes, report
 from bench.api.http_client import load, run_async
-from bench.api.processes import CpuMeter, Sampler, rss_mb, start_serve
+from bench.api.processes import CpuMeter, Sampler, rss_mb, start_serve, store_of
 
 
 def check_statuses(case: dict[str, Any], what: str) -> None:
@@ -22,34 +22,47 @@ def check_statuses(case: dict[str, Any], what: str) -> None:
         raise BenchFailure(f"{what}: non-2xx responses {bad}")
 
 
-def db_ids(db_path: Path, sql: str) -> set[str]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+def db_ids(target: Path | str, sql: str) -> set[str]:
+    if isinstance(target, str):  # a PostgreSQL URL
+        from shared_store.backend import connect_store
+
+        db = connect_store(target)
+        try:
+            return {row[0] for row in db.query(sql)}
+        finally:
+            db.close()
+    conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=30)
     try:
         return {row[0] for row in conn.execute(sql)}
     finally:
         conn.close()
 
 
-def phase_writes(tmp: Path, flows_dir: Path, sizes: Sizes, results: dict[str, Any]) -> None:
+def phase_writes(
+    tmp: Path, flows_dir: Path, sizes: Sizes, results: dict[str, Any], url: str | None = None
+) -> None:
+    """`url`: a fresh PostgreSQL database to serve from, instead of a SQLite file in the temp dir."""
     case_dir = tmp / "writes"
     case_dir.mkdir()
-    serve, port = start_serve(case_dir, flows_dir, with_runner=False)
+    store = store_of(case_dir, url)
+    serve, port = start_serve(case_dir, flows_dir, with_runner=False, url=url)
     sampler = Sampler({"serve": serve.pid})
     sampler.start()
     try:
         time.sleep(1.0)
         results["rss_mb"]["serve_idle_no_runner"] = rss_mb(serve.pid)
         report(f"serve --no-runner idle RSS: {results['rss_mb']['serve_idle_no_runner']:.1f} MB")
-        # Reference, no target: the HTTP stack's ceiling here (no auth, a few db reads) at concurrency 16.
-        cpu = CpuMeter({"serve": serve.pid})
-        case = run_async(
-            load(port, sizes.starts[16], 16, sizes.cap_s, lambda i: ("GET", "/api/health", None))
-        )
-        case.update(cpu.done())
-        case.pop("_bodies")
-        check_statuses(case, "health c16")
-        results["health"] = case
-        report(load_line("GET /api/health (reference)", case).replace("; checks OK", ""))
+        if sizes.health:
+            # Reference, no target: the HTTP stack's ceiling here (no auth, a few db reads) at c16.
+            cpu = CpuMeter({"serve": serve.pid})
+            case = run_async(
+                load(port, sizes.starts[16], 16, sizes.cap_s, lambda i: ("GET", "/api/health", None))
+            )
+            case.update(cpu.done())
+            case.pop("_bodies")
+            check_statuses(case, "health c16")
+            results["health"] = case
+            report(load_line("GET /api/health (reference)", case).replace("; checks OK", ""))
         start_body = json.dumps({"bundle_id": "bench-echo", "input_data": {"message": "x"}}).encode()
         run_ids: list[str] = []
         for concurrency, count in sizes.starts.items():
@@ -64,7 +77,7 @@ def phase_writes(tmp: Path, flows_dir: Path, sizes: Sizes, results: dict[str, An
             case["serve_peak_rss_mb"] = sampler.peak().get("serve", math.nan)
             check_statuses(case, f"starts c{concurrency}")
             ids = [json.loads(b)["run_id"] for b in case.pop("_bodies")]
-            missing = set(ids) - db_ids(case_dir / "gateway.sqlite3", "SELECT run_id FROM runs")
+            missing = set(ids) - db_ids(store, "SELECT run_id FROM runs")
             if missing or len(set(ids)) != len(ids):
                 raise BenchFailure(f"starts c{concurrency}: {len(missing)} started runs not in the db")
             run_ids += ids
@@ -93,7 +106,7 @@ def phase_writes(tmp: Path, flows_dir: Path, sizes: Sizes, results: dict[str, An
             if any(a.get("accepted") is not True or a.get("duplicate") is not False for a in answers):
                 raise BenchFailure(f"commands c{concurrency}: a fresh command_id was not accepted")
             stored = db_ids(
-                case_dir / "gateway.sqlite3",
+                store,
                 f"SELECT command_id FROM commands WHERE command_id LIKE '{prefix}%'",
             )
             # warm-up requests used ids prefix-1, prefix-2, ...: count only the timed ones
@@ -117,8 +130,9 @@ def phase_writes(tmp: Path, flows_dir: Path, sizes: Sizes, results: dict[str, An
 
 def load_line(what: str, c: dict[str, Any]) -> str:
     capped = " (time cap hit)" if c["capped"] else ""
+    postgres = f", PostgreSQL {c['postgres_cpu_pct']:.0f}%" if "postgres_cpu_pct" in c else ""
     return (
         f"{what} c{c['concurrency']}: {c['req_per_s']:,.0f} req/s ({c['ok']} in {c['seconds']:.2f} s{capped}; "
         f"p50 {c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms; CPU serve {c['serve_cpu_pct']:.0f}%, "
-        f"bench {c['bench_cpu_pct']:.0f}%); checks OK"
+        f"bench {c['bench_cpu_pct']:.0f}%{postgres}); checks OK"
     )

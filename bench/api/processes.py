@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.api import common
 from bench.api.common import HOST, REPO, RUNNER_POLL_S, BenchFailure
 from bench.api.http_client import free_port, one_request, run_async
+from bench.pg_server import store_args
 
 
 def raise_fd_limit() -> int:
@@ -48,6 +49,18 @@ def cpu_s(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError, ValueError):
         return math.nan
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, of its children that ended (cutime + cstime: it waited for them) and
+    of those still running: a PostgreSQL server's postmaster and its backends."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        own = sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    except (OSError, IndexError, ValueError):
+        return math.nan
+    return own + sum(cpu_s(child) for child in children(pid) if not math.isnan(cpu_s(child)))
 
 
 def children(pid: int) -> list[int]:
@@ -101,6 +114,9 @@ class CpuMeter:
         self.t0 = time.perf_counter()
         self.before = {name: cpu_s(pid) for name, pid in pids.items()}
         self.self0 = self._self()
+        # On PostgreSQL the server's backends too: where a start's time goes when serve is not busy.
+        self.server_pid = common.PG_SERVER_PID
+        self.server0 = tree_cpu_s(self.server_pid) if self.server_pid else math.nan
 
     @staticmethod
     def _self() -> float:
@@ -114,6 +130,8 @@ class CpuMeter:
             for name, pid in self.pids.items()
         }
         out["bench_cpu_pct"] = (self._self() - self.self0) / wall * 100
+        if self.server_pid:
+            out["postgres_cpu_pct"] = (tree_cpu_s(self.server_pid) - self.server0) / wall * 100
         return out
 
 
@@ -159,10 +177,21 @@ class Proc:
             self._log.close()
 
 
-def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[Proc, int]:
+def store_of(case_dir: Path, url: str | None) -> Path | str:
+    """A phase's store: the PostgreSQL database `url`, else a SQLite file in the phase's directory."""
+    return url if url else case_dir / "gateway.sqlite3"
+
+
+def start_serve(
+    case_dir: Path, flows_dir: Path, *, with_runner: bool, url: str | None = None
+) -> tuple[Proc, int]:
+    """serve on the phase's store. On PostgreSQL the bench has put the sample bundles into the database
+    (bench_api: as a shared store holds them for every host), so serve gets no --flows-dir."""
     port = free_port()
     args = [sys.executable, "-m", "abstractgateway", "serve", "--host", HOST, "--port", str(port)]
-    args += ["--db", str(case_dir / "gateway.sqlite3"), "--migrate", "--flows-dir", str(flows_dir)]
+    args += [*store_args(store_of(case_dir, url), case_dir), "--migrate"]
+    if url is None:
+        args += ["--flows-dir", str(flows_dir)]
     if not with_runner:
         args.append("--no-runner")
     serve = Proc("serve", args, case_dir / "serve.log", base_env())
@@ -170,9 +199,11 @@ def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[
     while True:
         serve.check_alive()
         try:
-            status, _ = run_async(one_request(port, "GET", "/api/health"))
+            status, body = run_async(one_request(port, "GET", "/api/health"))
             if status == 200:
                 return serve, port
+            if status == 500:  # a bug, not a server still starting (503): no use waiting
+                raise BenchFailure(f"serve answered /api/health with {status}: {body[:500]!r}")
         except OSError:
             pass
         if time.monotonic() > deadline:
@@ -180,8 +211,8 @@ def start_serve(case_dir: Path, flows_dir: Path, *, with_runner: bool) -> tuple[
         time.sleep(0.05)
 
 
-def start_runner(case_dir: Path) -> Proc:
-    args = [sys.executable, "-m", "abstractgateway", "runner", "--db", str(case_dir / "gateway.sqlite3")]
+def start_runner(case_dir: Path, url: str | None = None) -> Proc:
+    args = [sys.executable, "-m", "abstractgateway", "runner", *store_args(store_of(case_dir, url), case_dir)]
     args += ["--runner-id", "bench-api-runner", "--poll-s", str(RUNNER_POLL_S)]
     env = {**base_env(), "ABSTRACTGATEWAY_LOG_LEVEL": "info"}
     runner = Proc("runner", args, case_dir / "runner.log", env)

@@ -50,14 +50,17 @@ def postgres_migrate_command(
             return 0
         if from_backend != "sqlite":
             raise click.UsageError(f"--from={from_backend} cannot go to --db-url; use --from=sqlite")
-        source = Path(db_file) if db_file else StorePaths.from_env(data_dir).db_path
+        paths = StorePaths.from_env(data_dir)
+        source = Path(db_file) if db_file else paths.db_path
         # A progress bar on a terminal; nothing on a pipe or in a log (CI, systemd, tests).
         progress = (
             (lambda total: click.progressbar(length=total, label="copying rows", file=sys.stderr))
             if sys.stderr.isatty()
             else None
         )
-        summary = copy_sqlite_to_postgres(source, db_url, progress=progress)
+        # The artifact files where that gateway keeps them (as runner_service/cli.py lays them out).
+        artifacts = source.parent / "artifacts" if db_file else paths.artifacts_dir
+        summary = copy_sqlite_to_postgres(source, db_url, progress=progress, artifacts_dir=artifacts)
     except (StoreError, FileNotFoundError, ValueError, psycopg.Error) as exc:
         click.echo(f"error: {exc}", err=True)
         return 2

@@ -24,7 +24,7 @@ from ..backend import redact
 from ..db import Database
 from ..errors import StoreBusy, StoreError, StoreUnavailable
 from .connect import connect_kwargs
-from .dialect import follow_up, to_pg
+from .dialect import binary_results, follow_up, to_pg
 from .retry import RETRIED_SQLSTATES
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class PgConnection:
         if numbered and params is not None and not isinstance(params, dict):
             params = {f"p{i + 1}": value for i, value in enumerate(params)}
         with self._db.translate():
-            cur = self.raw.execute(text, params if params is not None else ())
+            cur = self.raw.execute(text, params if params is not None else (), binary=binary_results(sql))
             changes = max(cur.rowcount, 0)
             after = follow_up(sql) if changes else None
             if after is not None:
@@ -131,6 +131,7 @@ class PgDatabase(Database):
         pool_max: int = DEFAULT_POOL_MAX,
         application_name: str = "abstractgateway",
         notify: bool = True,
+        pooler: bool = False,
     ) -> None:
         # Not Database.__init__: no file to open. `path` stays a place on this host (the data dir's
         # secret, local artifacts): the db itself is `url`.
@@ -148,7 +149,7 @@ class PgDatabase(Database):
             url,
             min_size=0,
             max_size=pool_max,
-            kwargs=connect_kwargs(application_name),
+            kwargs=connect_kwargs(application_name, direct=not pooler),
             configure=_configure,
             open=False,
             timeout=30.0,

@@ -78,6 +78,21 @@ def to_pg(sql: str) -> tuple[str, bool]:
     return result
 
 
+_binary: frozenset[str] | None = None
+
+
+def binary_results(sql: str) -> bool:
+    """Fetch this statement's rows in binary format: its documents (ledger records, run states) are
+    bytea, which the text format doubles into hex (measured: a 1,000-record ledger page 6.6-8.5 ms as
+    text, 3.4-4.5 ms binary)."""
+    global _binary
+    if _binary is None:
+        from .. import queries as q
+
+        _binary = frozenset({q.LEDGER_PAGE, q.LIST_LEDGER, q.LOAD_RUN, q.OPEN_RUN, q.FIND_COMPLETED_RESULT})
+    return sql in _binary
+
+
 def follow_up(sql: str) -> str | None:
     """The statement to run right after `sql` in its transaction (postgres/follow_ups.py), if any."""
     if not _twins_loaded:

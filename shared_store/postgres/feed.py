@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
     from .wakeup import FeedWaiter
 
+# The longest a caught-up poll trusts LISTEN's silence: behind a transaction-pooling proxy LISTEN hears
+# nothing, and this is the latency of the polling fallback there (the SSE hub waits as long).
+RECHECK_S = 0.25
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 
@@ -88,7 +91,7 @@ class PgChangeFeed:
     anyway (a writer's link dropped between its commit and its NOTIFY) costs at most `recheck_s`, after
     which a caught-up feed queries again."""
 
-    def __init__(self, url: str, *, listen: bool = True, recheck_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, listen: bool = True, recheck_s: float = RECHECK_S) -> None:
         self.url = url
         self.listen = listen
         self.recheck_s = recheck_s

@@ -15,13 +15,20 @@ migrated PostgreSQL database, so an operator moves up without losing a run.
 - In batches of at most BATCH_ROWS rows or BATCH_BYTES bytes (bundles hold zips of megabytes), one
   transaction each, inserted with psycopg's pipelined executemany.
 - Sequences (commands.seq, runs.feed_seq) are advanced past the copied values, never moved back.
+- Artifact bytes: a SQLite gateway keeps them as files (artifacts/xx/<blob_id>); on PostgreSQL they
+  are rows of artifact_blobs (shared_store/blob_store.py). Every blob an artifact row of the snapshot
+  names is read from its file, checked against its id (sha256) and inserted (ON CONFLICT DO NOTHING;
+  one already there is not read again). Files no row names are left behind; a named blob without its
+  file is reported. (SQLite's own artifact_blobs table is unused, hence not copied.)
 - The count of every table is compared at the end; any difference is reported by table name."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +60,8 @@ COPY_ORDER = (
     "webhook_deliveries",
 )
 # Each side's own migration record: PostgreSQL's is written by its migrator, not copied.
-NOT_COPIED = frozenset({"schema_migrations"})
+# SQLite's artifact_blobs is unused (bytes are files there): the files are copied into it instead.
+NOT_COPIED = frozenset({"schema_migrations", "artifact_blobs"})
 BATCH_ROWS = 1_000
 BATCH_BYTES = 8 << 20
 
@@ -74,21 +82,37 @@ class TableCopy:
 
 
 @dataclass
-class CopySummary:
-    tables: list[TableCopy] = field(default_factory=list)
-    migrated: list[int] = field(default_factory=list)
+class BlobCopy:
+    """The artifact files: those the SQLite artifact rows name and that exist (source_files), how
+    many of those PostgreSQL's artifact_blobs holds after the copy (target_rows)."""
+
+    source_files: int = 0
+    missing_files: list[str] = field(default_factory=list)  # named by a row, no file on disk
+    inserted: int = 0
+    target_rows: int = 0
 
     @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.tables)
+        return self.source_files == self.target_rows
+
+
+@dataclass
+class CopySummary:
+    tables: list[TableCopy] = field(default_factory=list)
+    migrated: list[int] = field(default_factory=list)
+    blobs: BlobCopy = field(default_factory=BlobCopy)
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tables) and self.blobs.ok
 
     @property
     def mismatched(self) -> list[str]:
-        return [t.table for t in self.tables if not t.ok]
+        return [t.table for t in self.tables if not t.ok] + ([] if self.blobs.ok else ["artifact_blobs"])
 
     @property
     def inserted(self) -> int:
-        return sum(t.inserted for t in self.tables)
+        return sum(t.inserted for t in self.tables) + self.blobs.inserted
 
     def lines(self) -> list[str]:
         out = [
@@ -97,6 +121,16 @@ class CopySummary:
             + ("" if t.ok else "  <-- MISMATCH")
             for t in self.tables
         ]
+        b = self.blobs
+        out.append(
+            f"artifact_blobs: {b.source_files} artifact files in SQLite's data dir, {b.target_rows} in "
+            "PostgreSQL"
+            + (f" ({b.inserted} copied now)" if b.inserted else "")
+            + ("" if b.ok else "  <-- MISMATCH")
+        )
+        if b.missing_files:
+            shown = ", ".join(b.missing_files[:5]) + (" ..." if len(b.missing_files) > 5 else "")
+            out.append(f"WARNING: {len(b.missing_files)} blobs named by artifacts have no file: {shown}")
         if not self.ok:
             out.append(f"count check FAILED for: {', '.join(self.mismatched)}")
         return out
@@ -110,10 +144,16 @@ def copy_order(tables: list[str]) -> list[str]:
 
 
 def copy_sqlite_to_postgres(
-    sqlite_path: Path, conninfo: str, *, progress: ProgressFactory | None = None
+    sqlite_path: Path,
+    conninfo: str,
+    *,
+    progress: ProgressFactory | None = None,
+    artifacts_dir: Path | None = None,
 ) -> CopySummary:
     """Migrate the PostgreSQL database, copy every table of the SQLite gateway at `sqlite_path` into it
-    (idempotently) and compare the counts. The SQLite file must be at this abstractgateway's schema."""
+    (idempotently), then its artifact files (`artifacts_dir`, by default artifacts/ beside the file)
+    into artifact_blobs, and compare the counts. The SQLite file must be at this abstractgateway's
+    schema."""
     import psycopg
 
     if not sqlite_path.is_file():
@@ -135,16 +175,19 @@ def copy_sqlite_to_postgres(
                 ]
             )
             counts = {t: _sqlite_count(lite, t) for t in tables}
+            named = [str(r[0]) for r in lite.execute("SELECT DISTINCT blob_id FROM artifacts")]
             summary.tables = [TableCopy(t, counts[t]) for t in tables]
             with psycopg.connect(conninfo, autocommit=True) as pg:
                 types = _pg_column_types(pg)
                 missing = [t for t in tables if t not in types]
                 if missing:
                     raise ValueError(f"PostgreSQL schema lacks tables {missing}: is it this version's?")
-                bar = progress(sum(counts.values())) if progress else nullcontext()
+                bar = progress(sum(counts.values()) + len(named)) if progress else nullcontext()
                 with bar as ticker:
                     for entry in summary.tables:
                         entry.inserted = _copy_table(lite, pg, entry.table, types[entry.table], ticker)
+                    blob_dir = artifacts_dir or sqlite_path.parent / "artifacts"
+                    summary.blobs = _copy_blobs(pg, blob_dir, named, ticker)
                 _advance_sequences(pg)
                 for entry in summary.tables:
                     entry.target_rows = _pg_count(pg, entry.table)
@@ -226,6 +269,68 @@ def _copy_table(lite: Any, pg: Any, table: str, pg_types: dict[str, str], ticker
         if ticker is not None and hasattr(ticker, "update"):
             ticker.update(len(batch))
     return inserted
+
+
+def _copy_blobs(pg: Any, blob_dir: Path, named: list[str], ticker: Any) -> BlobCopy:
+    """The files of the blobs `named` into artifact_blobs (see the module docstring), in
+    transactions of at most BATCH_BYTES (one file larger than that goes alone: it is held in memory
+    once, as a bytea parameter must be)."""
+    result = BlobCopy()
+    present: list[str] = []
+    for blob_id in named:
+        if (blob_dir / blob_id[:2] / blob_id).is_file():
+            present.append(blob_id)
+        else:
+            result.missing_files.append(blob_id)
+    result.source_files = len(present)
+    stored = _pg_blobs(pg, present)
+    insert = (
+        "INSERT INTO artifact_blobs (blob_id, content, size_bytes, created_at, put_at) "
+        "VALUES (%s, %s, %s, %s, extract(epoch FROM clock_timestamp())) ON CONFLICT DO NOTHING RETURNING 1"
+    )
+    batch: list[tuple[Any, ...]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal batch, size
+        if not batch:
+            return
+        with pg.transaction(), pg.cursor() as cur:
+            cur.executemany(insert, batch, returning=True)
+            while True:
+                result.inserted += len(cur.fetchall())
+                if not cur.nextset():
+                    break
+        batch, size = [], 0
+
+    for blob_id in present:
+        if blob_id not in stored:
+            path = blob_dir / blob_id[:2] / blob_id
+            content = path.read_bytes()
+            if hashlib.sha256(content).hexdigest() != blob_id:
+                raise ValueError(f"artifact file {path} does not hash to its name (damaged): not copied")
+            made = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+            if size and size + len(content) > BATCH_BYTES:
+                flush()
+            batch.append((blob_id, content, len(content), made))
+            size += len(content)
+        if ticker is not None and hasattr(ticker, "update"):
+            ticker.update(1)
+    flush()
+    result.target_rows = len(_pg_blobs(pg, present))
+    return result
+
+
+def _pg_blobs(pg: Any, blob_ids: list[str]) -> set[str]:
+    """Which of these blobs artifact_blobs holds."""
+    found: set[str] = set()
+    for start in range(0, len(blob_ids), BATCH_ROWS):
+        chunk = blob_ids[start : start + BATCH_ROWS]
+        found.update(
+            str(r[0])
+            for r in pg.execute("SELECT blob_id FROM artifact_blobs WHERE blob_id = ANY(%s)", (chunk,))
+        )
+    return found
 
 
 def _advance_sequences(pg: Any) -> None:

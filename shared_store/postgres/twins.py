@@ -110,6 +110,12 @@ class _Written:
     APPEND_LEDGER_IN_UNIT = s._APPEND_LEDGER.format(fence=_IN_UNIT_FENCE)
     FENCE_HELD = _pg(q.FENCE_HELD) + _LOCK
     STORE_ARTIFACT = _pg(q.STORE_ARTIFACT.replace("WHERE 1 ", "WHERE true "))
+    # Pending emit_event commands: each runner's dispatch takes those no other dispatch holds (SQLite's
+    # BEGIN IMMEDIATE gave them to one runner at a time; without the lock two runners both deliver,
+    # and the second then waits on every row the first resolves).
+    PENDING_EVENTS = _pg(q.PENDING_EVENTS) + " FOR UPDATE SKIP LOCKED"
+    # The lock migrations/postgresql/0007's flow_hand_out_slots takes (same key text, same hash).
+    LOCK_FLOW_KEY = "SELECT pg_advisory_xact_lock(hashtextextended('gw.flow_key:' || %(key)s, 0)) IS NULL"
 
 
 def register_all() -> None:

@@ -422,3 +422,47 @@ def test_a_schedule_fires_once_across_a_takeover(connect: Callable[..., psycopg.
     assert conn.execute("SELECT fired_count, next_fire_at, last_child_run_id FROM schedules").fetchall() == [
         (1, 200.0, "child-b")
     ]
+
+
+def test_a_deadlocked_unit_of_the_store_runs_again_whole(pg_db: PgDatabase) -> None:
+    """Two of the store's units lock two runs in opposite orders: the server aborts one (40P01) and
+    write_unit runs that one again whole, in a fresh transaction: both end up committed."""
+    from shared_store.postgres.database import PgDatabase as Store
+    from shared_store.postgres.retry import write_unit
+
+    db = Store(pg_db.url)
+    try:
+        for run_id in ("a", "b"):
+            db.execute_write(
+                "INSERT INTO runs (run_id, workflow_id, status, created_at, updated_at) "
+                "VALUES (?, 'w', 'running', ?, ?)",
+                (run_id, NOW, NOW),
+            )
+        both_hold_one = threading.Barrier(2)
+        calls = {"ab": 0, "ba": 0}
+
+        def unit(name: str) -> Callable[[Any], str]:
+            first, second = name[0], name[1]
+
+            def work(conn: Any) -> str:
+                calls[name] += 1
+                conn.execute("UPDATE runs SET current_node = ? WHERE run_id = ?", (name, first))
+                if calls[name] == 1:
+                    both_hold_one.wait(30)  # each holds its first row: the second lock closes the cycle
+                conn.execute("UPDATE runs SET actor_id = ? WHERE run_id = ?", (name, second))
+                return name
+
+            return work
+
+        with ThreadPoolExecutor(2) as pool:
+            done = [pool.submit(write_unit, db, unit(name)) for name in ("ab", "ba")]
+            assert sorted(f.result(timeout=120) for f in done) == ["ab", "ba"]
+        # One ran once; the other was the victim and ran again whole (more than once if its retry
+        # took the contested row first and closed the cycle again).
+        assert min(calls.values()) == 1 and max(calls.values()) >= 2, calls
+        rows = dict(db.query("SELECT run_id, current_node || '/' || actor_id FROM runs ORDER BY run_id"))
+        # The unit that ran again committed last: both of its writes are the ones that stayed.
+        last = max(calls, key=calls.__getitem__)
+        assert rows[last[0]].split("/")[0] == last and rows[last[1]].split("/")[1] == last, rows
+    finally:
+        db.close()

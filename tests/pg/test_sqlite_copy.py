@@ -3,11 +3,14 @@ PostgreSQL: every table, row for row; twice changes nothing; a count mismatch ex
 
 The SQLite side is made by the real thing: the API (Hypercorn on 127.0.0.1) and a runner process on a
 temporary data dir, running the sample flows (finished, resumed, cancelled, a subflow, a schedule, a
-keyed start, an uploaded bundle, an Idempotency-Key), then stopped before the copy."""
+keyed start, an uploaded bundle, an Idempotency-Key), then stopped before the copy. Its artifact files
+(the runs' workflow snapshots) go into artifact_blobs, byte for byte."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +171,23 @@ def _dump_pg(
     return out
 
 
+def _sqlite_blobs(path: Path) -> dict[str, bytes]:
+    """The bytes of every blob the SQLite gateway's artifact rows name, from its artifacts/ files."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        named = {str(r[0]) for r in conn.execute("SELECT DISTINCT blob_id FROM artifacts")}
+    finally:
+        conn.close()
+    return {b: (path.parent / "artifacts" / b[:2] / b).read_bytes() for b in named}
+
+
+def _pg_blobs(dsn: str) -> dict[str, bytes]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT blob_id, content, size_bytes FROM artifact_blobs").fetchall()
+    assert all(len(content) == size for _, content, size in rows)
+    return {str(b): bytes(content) for b, content, _ in rows}
+
+
 def _next(conn: psycopg.Connection, sql: str) -> int:
     row = conn.execute(sql).fetchone()
     assert row is not None
@@ -182,6 +202,15 @@ def test_copy_is_complete_exact_and_idempotent(sqlite_gateway: Path, pg_empty_db
     with psycopg.connect(pg_empty_db.dsn) as conn:
         types = _pg_types(conn)
     source = _dump_sqlite(sqlite_gateway, types)
+    assert "artifact_blobs" not in source, "SQLite's table is unused: its bytes are files"
+    blobs = _sqlite_blobs(sqlite_gateway)
+    assert blobs and source["artifacts"], "the runs stored artifacts (their workflow snapshots)"
+    assert _pg_blobs(pg_empty_db.dsn) == blobs, "every artifact file, byte for byte"
+    assert all(hashlib.sha256(content).hexdigest() == b for b, content in blobs.items())
+    n = len(blobs)
+    assert f"artifact_blobs: {n} artifact files in SQLite's data dir, {n} in PostgreSQL ({n} copied now)" in (
+        first.stdout
+    )
     assert len(source["runs"]) >= 12 and len(source["ledger"]) > 20 and source["schedules"]
     assert source["commands"] and source["run_tags"] and source["run_metadata"] and source["flow_keys"]
     assert {r for r in source["bundles"] if "7.0.0" in r}, "the uploaded bundle is in the source"
@@ -202,11 +231,15 @@ def test_copy_is_complete_exact_and_idempotent(sqlite_gateway: Path, pg_empty_db
         conn.execute("DELETE FROM ledger WHERE seq > 1")
         conn.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs ORDER BY run_id LIMIT 5)")
         conn.execute("DELETE FROM commands")
+        conn.execute(
+            "DELETE FROM artifact_blobs WHERE blob_id IN (SELECT blob_id FROM artifact_blobs LIMIT 1)"
+        )
     resumed = _cli("--from=sqlite", "--db", str(sqlite_gateway), "--db-url", pg_empty_db.url)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     completed = _dump_pg(pg_empty_db.dsn, list(source), lambda t, c: (t, c) not in PG_ONLY_COLUMNS)
     for table, rows in source.items():
         assert completed[table] == rows, f"{table} differs after completing a cut-short copy"
+    assert _pg_blobs(pg_empty_db.dsn) == blobs and "(1 copied now)" in resumed.stdout
 
     with psycopg.connect(pg_empty_db.dsn) as conn:
         # Sequences moved past the copied values: the next command and feed position are new ones.
@@ -234,3 +267,25 @@ def test_from_sqlite_needs_a_db_url_and_an_existing_file(tmp_path: Path, pg_empt
     missing = _cli("--from=sqlite", "--db", str(tmp_path / "x.sqlite3"), "--db-url", pg_empty_db.url)
     assert missing.returncode == 2 and "no SQLite gateway database" in missing.stderr
     assert not (tmp_path / "x.sqlite3").exists(), "a missing source is never created"
+
+
+def test_artifact_files_missing_or_damaged(
+    sqlite_gateway: Path, pg_empty_db: PgDatabase, tmp_path: Path
+) -> None:
+    """A blob an artifact row names whose file is gone is reported (nothing to copy, the counts agree);
+    a file whose bytes do not hash to its name is refused: exit 2, naming it."""
+    source = tmp_path / "gateway"
+    shutil.copytree(sqlite_gateway.parent, source, ignore=shutil.ignore_patterns("*.log"))
+    files = sorted(p for p in (source / "artifacts").rglob("*") if p.is_file())
+    assert len(files) >= 2
+    files[0].unlink()
+    copied = _cli("--from=sqlite", "--db", str(source / "gateway.sqlite3"), "--db-url", pg_empty_db.url)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert f"WARNING: 1 blobs named by artifacts have no file: {files[0].name}" in copied.stdout
+    assert len(_pg_blobs(pg_empty_db.dsn)) == len(files) - 1
+
+    with psycopg.connect(pg_empty_db.dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM artifact_blobs WHERE blob_id = %s", (files[1].name,))
+    files[1].write_bytes(b"not what it was")
+    damaged = _cli("--from=sqlite", "--db", str(source / "gateway.sqlite3"), "--db-url", pg_empty_db.url)
+    assert damaged.returncode == 2 and files[1].name in damaged.stderr and "damaged" in damaged.stderr
