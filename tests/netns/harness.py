@@ -6,7 +6,7 @@ bridge by a veth pair; hosts get 10.A.B.1, .2, ... in a /24 chosen per test sess
 for that /24 in the root namespace, added before any host exists, keeps every packet for the test
 subnet off the machine's real network (without it one connection attempt left by the default route,
 measured). `cut(host)` sets the host's bridge-side veth down; `restore(host)` sets it up again (this
-kernel has no netem: a cut link is a downed link).
+kernel has no netem: a cut link is a downed link); `kill_host(host)` SIGKILLs every process on it.
 
 Teardown always happens: names carry the session's pid (gwt<pid hex>...), `close()` removes them,
 a watchdog process removes them when the test process dies without closing (SIGKILL, a CI timeout),
@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 PREFIX_ROOT = "gwt"  # every name this harness makes starts with it (then the owner's pid in hex)
 # Test subnets come from 10.200.0.0/13's /24s (picked by pid, skipped when a route already uses one).
@@ -243,14 +243,20 @@ class Netns:
         return process
 
     def interactive(
-        self, host: Host, args: Sequence[str], *, env: Mapping[str, str] | None = None
+        self,
+        host: Host,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stderr: IO[bytes] | None = None,
     ) -> subprocess.Popen[str]:
-        """Start a process on `host` with pipes for stdin and stdout (text; stderr inherited), for a
-        test that drives it step by step; stopped by close() if still running."""
+        """Start a process on `host` with pipes for stdin and stdout (text; stderr inherited unless
+        given a file), for a test that drives it step by step; stopped by close() if still running."""
         process = subprocess.Popen(
             [*self.wrap(host), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env=dict(env) if env is not None else None,
         )
@@ -263,6 +269,19 @@ class Netns:
 
     def restore(self, host: Host) -> None:
         _ip("link", "set", host.veth, "up")
+
+    def kill_host(self, host: Host) -> list[int]:
+        """The host dies: SIGKILL every process in its namespace (its sockets close, as a crashed
+        machine's peers see a reset). Returns the pids killed."""
+        listed = subprocess.run(
+            ["ip", "netns", "pids", host.ns], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+        ).stdout.split()
+        killed = []
+        for pid in listed:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+        return killed
 
     def close(self) -> None:
         if self._closed:
