@@ -51,19 +51,19 @@ ROWS = (
 # Why a PostgreSQL target was missed; format fields as in report_why (any value or fact key).
 WHY: dict[str, str] = {
     "pg_starts_c16": (
-        "serve ran at only {pg_starts_c16_serve_cpu:.0f}% of a core, PostgreSQL's backends at "
-        "{pg_starts_c16_pg_cpu:.0f}%, the client {pg_starts_c16_bench_cpu:.0f}%: serve waits on the database "
-        "rather than on its CPU. The API's one writer thread (built for SQLite's single "
-        "writer: group commits with a savepoint per write) runs every start's statements one after "
-        "another, each a round trip to the server, so concurrency adds little over one at a time "
-        "({pg_starts_c1:,.0f}/s at concurrency 1)."
+        "serve ran at {pg_starts_c16_serve_cpu:.0f}% of a core, PostgreSQL's backends at "
+        "{pg_starts_c16_pg_cpu:.0f}%, the client {pg_starts_c16_bench_cpu:.0f}%: the API process is bound "
+        "by its own CPU. Its writes already run on several threads, one transaction each (not SQLite's "
+        "one group-committing writer), but a start is several statements through psycopg instead of "
+        "in-process SQLite calls, each paying the driver's Python work under one interpreter lock "
+        "({pg_starts_c1:,.0f}/s at concurrency 1). More API processes (`serve --workers N`, or more "
+        "hosts) add to it; one process does not reach the target."
     ),
     "pg_claims_16_1": (
-        "the bench drains a queue of due runs: each claim's FOR UPDATE SKIP LOCKED scan of "
-        "runs_claim_order steps over the index entries of runs already leased (a claim's UPDATE leaves "
-        "them until a vacuum removes them), so one claimer's rate fell from {pg_claims_first_tenth:,.0f}/s "
-        "over its first tenth of claims to {pg_claims_last_tenth:,.0f}/s over its last; every claim is "
-        "also a durable commit and a statement planned anew (no prepared statements, for PgBouncer)."
+        "one claimer pays a durable commit (fsync on) per claim of 16 and waits for it; its rate went "
+        "from {pg_claims_first_tenth:,.0f}/s over its first tenth of claims to {pg_claims_last_tenth:,.0f}/s "
+        "over its last. Claims are prepared on a direct connection and read the clock once per "
+        "statement; with two or more claimers the server groups their WAL flushes and the target is met."
     ),
     "pg_claims_16_2": "as with 1 claimer: the scan over leased runs' index entries grows as the queue drains.",
     "pg_claims_16_4": "as with 1 claimer: the scan over leased runs' index entries grows as the queue drains.",
