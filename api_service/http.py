@@ -112,7 +112,7 @@ async def blocking(fn: Callable[..., T], db: Database, *args: Any, **kwargs: Any
     """Run a store write (fn(db, ...)) off the event loop; returns once committed. SQLite: on the one
     writer thread, in group commits. PostgreSQL: on one of PG_WRITERS threads, one transaction each."""
     call = functools.partial(fn, db, *args, **kwargs)
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         return await pg_writers.submit(call)
     return await writer.submit(db, call)
 

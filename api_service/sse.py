@@ -107,7 +107,7 @@ class SseHub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # PostgreSQL with LISTEN: wait for a wake-up between polls; without (a pooling proxy): poll.
-        self._listens = listen and getattr(db, "backend", "sqlite") == "postgresql"
+        self._listens = listen and db.backend == "postgresql"
         self._found = False
 
     # --- lifecycle -------------------------------------------------------------------------------------

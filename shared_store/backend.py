@@ -55,7 +55,7 @@ _PG_CHANGE_MARKER = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
 
 def change_marker(db: Database) -> object:
     """A value that changes whenever another connection may have committed a write (caches key on it)."""
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         row = db.query_one(_PG_CHANGE_MARKER)
     else:
         row = db.query_one("PRAGMA data_version")
@@ -64,7 +64,7 @@ def change_marker(db: Database) -> object:
 
 def writes_ahead(db: Database) -> bool:
     """Writers never block readers: SQLite in WAL mode; PostgreSQL always (MVCC, its own WAL)."""
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         return True
     mode = db.query_one("PRAGMA journal_mode")
     return mode is not None and str(mode[0]).lower() == "wal"

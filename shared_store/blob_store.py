@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from .db import Database
 from .private import private_dir
@@ -93,10 +93,26 @@ class Blobs(Protocol):
         """Delete up to `limit` blobs no row names, put over the grace window ago; how many went."""
 
 
+def write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write `path` whole or not at all: `fill` writes a private temp file beside it (mkstemp: mode
+    0600), fsync'd, then renamed over it; a failure leaves no temp file behind."""
+    private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def blobs_for(db: Database, artifacts_dir: str | os.PathLike[str] | None) -> Blobs:
     """The blob store that follows `db`'s backend: the shared database for PostgreSQL, else the files
     under `artifacts_dir` (this host's data dir)."""
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         return DbBlobs(db)
     if artifacts_dir is None:
         raise ValueError("a SQLite gateway keeps artifact bytes in files: artifacts_dir is needed")
@@ -117,17 +133,7 @@ class FileBlobs:
         path = self.path(blob_id)
         if path.exists():
             return
-        private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mkstemp: mode 0600
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda fh: fh.write(content))
 
     def touch(self, blob_id: str) -> bool:
         return self.exists(blob_id)

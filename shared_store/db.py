@@ -89,6 +89,9 @@ def check_sqlite_file(path: Path) -> None:
 class Database:
     """The gateway's SQLite file. Connections are per thread; all share the same WAL file."""
 
+    # Which dialect the store speaks (postgres/database.PgDatabase says "postgresql").
+    backend = "sqlite"
+
     def __init__(
         self,
         path: str | os.PathLike[str],

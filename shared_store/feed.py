@@ -45,7 +45,7 @@ class ChangeFeed:
         proxy (every poll queries), and the longest a caught-up poll trusts LISTEN's silence."""
         self.db = db
         self._pg: PgChangeFeed | None = None
-        if getattr(db, "backend", "sqlite") == "postgresql":
+        if db.backend == "postgresql":
             self._pg_db = cast("PgDatabase", db)
             self._pg = PgChangeFeed(self._pg_db.url, listen=listen, recheck_s=recheck_s)
         self._conn: apsw.Connection | None = None

@@ -8,18 +8,16 @@ copied into the content-addressed blob dir as SqliteArtifactStore lays it out, t
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 from abstractruntime.storage.artifacts import ArtifactMetadata, validate_artifact_id
 
 from . import queries as q
-from .blob_store import Blobs, DbBlobs, blobs_for
+from .blob_store import Blobs, DbBlobs, blobs_for, write_atomically
 from .codec import decode, encode
 from .db import Database
-from .private import private_dir
 
 _CHUNK = 1 << 20
 
@@ -96,18 +94,13 @@ def copy_blob(src: Path, blob_dir: Path, *, expected: str | None, size: int) -> 
     target = blob_path(blob_dir, blob_id)
     if target.exists():
         return blob_id
-    private_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as fh:
+
+    def stream(out: BinaryIO) -> None:
+        with src.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(target, stream)
     return blob_id
 
 

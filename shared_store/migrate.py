@@ -76,7 +76,7 @@ def known_migrations(source: Traversable | Path | None = None) -> list[Migration
 
 
 def _on_postgres(db: Database) -> bool:
-    return getattr(db, "backend", "sqlite") == "postgresql"
+    return db.backend == "postgresql"
 
 
 def applied_versions(db: Database) -> dict[int, str]:

@@ -176,7 +176,7 @@ def _json_list(ids: list[str]) -> str:
 def vacuum_some(db: Database, pages: int = VACUUM_PAGES) -> int:
     """Return up to `pages` free pages to the OS (auto_vacuum=INCREMENTAL dbs); the pages freed.
     PostgreSQL: 0, always; the server's autovacuum makes deleted rows' space reusable by itself."""
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         return 0
     conn = db.connection()
 
@@ -197,7 +197,7 @@ def vacuum_some(db: Database, pages: int = VACUUM_PAGES) -> int:
 def enable_incremental_vacuum(db: Database) -> None:
     """Switch an existing db to auto_vacuum=INCREMENTAL: a full VACUUM (rewrites the file under an
     exclusive lock: run it with the gateway stopped). Nothing to do on PostgreSQL (autovacuum)."""
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         return
     conn = db.connection()
     with translate_errors(db.path):

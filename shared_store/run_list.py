@@ -127,7 +127,7 @@ def list_runs(
     """One page of run summaries, newest first. `cursor` (a next_cursor) continues after a page."""
     params: dict[str, Any] = {"limit": max(1, min(limit, PAGE_MAX))}
     at = None if cursor is None else decode_cursor(cursor)
-    columns = _COLUMNS_PG if getattr(db, "backend", "sqlite") == "postgresql" else _COLUMNS
+    columns = _COLUMNS_PG if db.backend == "postgresql" else _COLUMNS
     sql = page_sql(f, params, cursor=at, offset=offset, columns=columns, q_scope=q_scope(db, f.q))
     rows = db.query(sql, params)
     label_sets = live_label_sets(db)

@@ -56,7 +56,7 @@ def write_unit(db: Database, work: Callable[[apsw.Connection], T], *, attempts: 
     inside a caller's transaction (which only its owner can run again), it runs once."""
     from ..errors import StoreBusy
 
-    if getattr(db, "backend", "sqlite") != "postgresql" or not db.connection().get_autocommit():
+    if db.backend != "postgresql" or not db.connection().get_autocommit():
         with db.write() as conn:
             return work(conn)
     for attempt in range(attempts):

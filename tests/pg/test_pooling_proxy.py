@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg.fixtures import PgCluster, PgDatabase, require_postgres
+from tests.pg.fixtures import PgCluster, PgDatabase, require_postgres, skip_unless_ci
 from tests.pg.server import SUPERUSER, free_port
 
 # Server connections per (database, user) the proxy keeps: fewer than the client threads below, so
@@ -63,10 +63,9 @@ def require_pgbouncer() -> str:
     binary = find_pgbouncer()
     if binary is not None:
         return binary
-    reason = "pgbouncer not found (Debian package pgbouncer; `make test-deps`)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set and the pooling-proxy tests cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
+    skip_unless_ci(
+        "the pooling-proxy tests", "pgbouncer not found (Debian package pgbouncer; `make test-deps`)"
+    )
 
 
 @dataclass

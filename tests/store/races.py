@@ -62,7 +62,7 @@ def take_over(holder: LeaseHolder, run_id: str) -> int:
 def lock_waiters(db) -> int | None:
     """Sessions waiting for a lock right now (PostgreSQL; None on SQLite, whose writers wait in a
     busy handler). pg_locks is read fresh on every call, also inside a transaction."""
-    if getattr(db, "backend", "sqlite") != "postgresql":
+    if db.backend != "postgresql":
         return None
     row = db.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted")
     return int(row[0]) if row else 0

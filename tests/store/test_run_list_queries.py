@@ -25,7 +25,7 @@ def _statements_for_a_page(db: Database, limit: int) -> tuple[int, list[dict[str
         return True
 
     conn = db.connection()  # this thread's: list_runs reads on it
-    if getattr(db, "backend", "sqlite") == "postgresql":
+    if db.backend == "postgresql":
         # PgConnection has no tracer: count the statements it is handed instead.
         execute = conn.execute
 
