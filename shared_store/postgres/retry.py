@@ -54,11 +54,11 @@ def write_unit(db: Database, work: Callable[[apsw.Connection], T], *, attempts: 
     trigger locks child then parent while a cascade locks parent then child. `work` must be safe to
     run again (it writes only through `conn`; nothing of a failed attempt stays). On SQLite, and
     inside a caller's transaction (which only its owner can run again), it runs once."""
-    from ..errors import StoreBusy
-
     if db.backend != "postgresql" or not db.connection().get_autocommit():
         with db.write() as conn:
             return work(conn)
+    from ..errors import StoreBusy  # here, not above: SQLite's path (every claim) pays no import
+
     for attempt in range(attempts):
         try:
             with db.write() as conn:

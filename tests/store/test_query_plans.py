@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared_store import queries as q
+from shared_store.leases import claim_statement
 
 pytestmark = pytest.mark.sqlite_only("SQLite's query plans (EXPLAIN QUERY PLAN) and index names")
 
@@ -27,6 +28,18 @@ PLANS = [
         {"owner": "o", "expires_at": 1.0, "now": 1.0, "n": 4},
         "INTEGER PRIMARY KEY (rowid=?)",
     ),
+    # ... also as SQLite runs them, with the batch size written into the LIMIT.
+    (
+        claim_statement(True, 16, "sqlite"),
+        {"owner": "o", "expires_at": 1.0, "now": 1.0, "labels": "[]"},
+        "COVERING INDEX runs_claim_order",
+    ),
+    (
+        claim_statement(False, 16, "sqlite"),
+        {"owner": "o", "expires_at": 1.0, "now": 1.0},
+        "COVERING INDEX runs_claim_order",
+    ),
+    (claim_statement(False, 1, "sqlite"), {"owner": "o", "expires_at": 1.0, "now": 1.0}, "rowid=?"),
     (q.RECLAIM_EXPIRED, {"now": 1.0}, "runs_leased"),
     (q.FEED_SINCE, (0, 10), "runs_feed"),
     (q.LIST_EVENT_WAITERS, ('["k"]', 10), "runs_event_waiters"),
