@@ -83,9 +83,11 @@ fuzz: install
 
 # Store, runner, API and operations benchmarks into docs/benchmarks.md, then the store, runner and API
 # ones again on a durable throwaway PostgreSQL (test-deps installs postgresql-15 when root; without it
-# the document's PostgreSQL column says why it is missing).
+# the document's PostgreSQL column says why it is missing). With BENCH_BASELINE (an earlier report,
+# docs/benchmarks-baseline.md by default) the document ends with every figure beside the baseline's.
+BENCH_BASELINE ?= $(wildcard docs/benchmarks-baseline.md)
 bench-report: install test-deps
-	$(BIN)/python -m bench.report $(BENCH_ARGS)
+	$(BIN)/python -m bench.report $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) $(BENCH_ARGS)
 
 bench-store: install
 	$(BIN)/python -m bench.bench_store $(BENCH_ARGS)

@@ -112,9 +112,18 @@ async def blocking(fn: Callable[..., T], db: Database, *args: Any, **kwargs: Any
     """Run a store write (fn(db, ...)) off the event loop; returns once committed. SQLite: on the one
     writer thread, in group commits. PostgreSQL: on one of PG_WRITERS threads, one transaction each."""
     call = functools.partial(fn, db, *args, **kwargs)
-    if db.backend == "postgresql":
-        return await pg_writers.submit(call)
-    return await writer.submit(db, call)
+    try:
+        if db.backend == "postgresql":
+            return await pg_writers.submit(call)
+        return await writer.submit(db, call)
+    finally:
+        global writes_seen
+        writes_seen += 1
+
+
+# How many writes this process has made (counted on the event loop, committed or not): what a
+# loop-side cache of store reads (health's) compares, so a client never reads past its own write.
+writes_seen = 0
 
 
 async def reading(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

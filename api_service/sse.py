@@ -37,7 +37,7 @@ from .read_pool import pool as read_pool
 
 log = logging.getLogger("abstractgateway.sse")
 
-STEP, DONE, CLOSE = 0, 1, 2
+STEP, DONE = 0, 1
 PAGE = 500
 # PostgreSQL: the longest the hub waits for a NOTIFY before polling anyway (the fallback's latency).
 PG_RECHECK_S = 0.25
@@ -55,21 +55,58 @@ def done_frame(status: str, cursor: int, run_id: str) -> bytes:
 
 
 class Subscriber:
-    """One SSE client: a bounded queue of (kind, ...) items, and why it must end (`end`, a comment)."""
+    """One SSE client: the items (kind, ...) not yet written to it, at most `buffer`, and why it must
+    end (`end`, a comment).
 
-    __slots__ = ("end", "queue", "run_id")
+    A list and one future while its stream waits, not an asyncio.Queue: a Queue holds three deques
+    and an Event's (~760 bytes each, empty), ~3.2 KB per stream, 16 MB at 5,000 streams (bench_api
+    fan-out); this holds ~0.2 KB. The stream takes every item at once (one write), which a list
+    does in one swap."""
+
+    __slots__ = ("buffer", "end", "items", "run_id", "waiter")
 
     def __init__(self, run_id: str, buffer: int) -> None:
         self.run_id = run_id
-        self.queue: asyncio.Queue[tuple] = asyncio.Queue(buffer)
+        self.buffer = buffer
+        self.items: list[tuple] = []
+        self.waiter: asyncio.Future[bool] | None = None
         self.end: bytes | None = None
+
+    def put(self, item: tuple) -> bool:
+        """Queue an item for the stream; False (and nothing queued) when `buffer` items wait already."""
+        if len(self.items) >= self.buffer:
+            return False
+        self.items.append(item)
+        _wake(self.waiter, True)
+        return True
+
+    def take(self) -> list[tuple]:
+        """Every queued item, oldest first; the queue is empty after."""
+        items, self.items = self.items, []
+        return items
+
+    async def wait(self, timeout: float) -> bool:
+        """Until an item is queued or `end` is set (True), or `timeout` seconds pass (False)."""
+        if self.items or self.end is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter, False)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
 
     def close(self, comment: str) -> None:
         if self.end is None:
             self.end = f": {comment}\n\n".encode()
-        # Wakes a stream waiting on an empty queue; a full one is being read and sees `end` next.
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait((CLOSE,))
+        _wake(self.waiter, True)  # a stream waiting on an empty queue sees `end` at once
+
+
+def _wake(waiter: asyncio.Future[bool] | None, value: bool) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(value)
 
 
 @dataclass
@@ -241,9 +278,7 @@ class SseHub:
         for sub in track.subscribers:
             if sub.end is not None:
                 continue
-            try:
-                sub.queue.put_nowait(item)
-            except asyncio.QueueFull:
+            if not sub.put(item):
                 sub.close("client fell behind; reconnect with Last-Event-ID to resume")
 
 
@@ -297,10 +332,16 @@ class EventStream:
             await send(
                 {"type": "http.response.body", "body": b"retry: %d\n\n" % self.retry_ms, "more_body": True}
             )
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                await self._pump(send, sub, track)
-                group.cancel_scope.cancel()
+            # The client's disconnect cancels the pump: the watcher raises ClientGone, and the task
+            # group cancels its body. asyncio's TaskGroup, not anyio's: anyio's group and cancel
+            # scope held ~2.4 KB more per stream (12 MB at 5,000 streams, bench_api fan-out).
+            try:
+                async with asyncio.TaskGroup() as group:
+                    watcher = group.create_task(_raise_on_disconnect(receive))
+                    await self._pump(send, sub, track)
+                    watcher.cancel()
+            except* ClientGone:
+                pass
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -311,23 +352,14 @@ class EventStream:
         if track.final and self.cursor >= track.ledger_len:
             await _body(send, done_frame(track.status, track.ledger_len, self.run_id))
             return
-        queue = sub.queue
         while True:
             if sub.end is not None:
                 await _body(send, sub.end)
                 return
-            if queue.empty():
-                try:
-                    async with asyncio.timeout(self.heartbeat_s):  # no extra task, unlike wait_for
-                        items = [await queue.get()]
-                except TimeoutError:
-                    await _body(send, b": keepalive\n\n")
-                    continue
-            else:
-                items = []
-            while not queue.empty():  # everything queued goes out in one write
-                items.append(queue.get_nowait())
-            if await self._send_items(send, items):
+            if not sub.items and not await sub.wait(self.heartbeat_s):
+                await _body(send, b": keepalive\n\n")
+                continue
+            if await self._send_items(send, sub.take()):  # everything queued goes out in one write
                 return
 
     async def _send_items(self, send: Send, items: list[tuple]) -> bool:
@@ -389,9 +421,12 @@ async def _flush(send: Send, frames: list[bytes]) -> None:
         frames.clear()
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+class ClientGone(Exception):
+    """The SSE client disconnected (ends its stream's task group)."""
+
+
+async def _raise_on_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
+            raise ClientGone

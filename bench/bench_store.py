@@ -44,7 +44,7 @@ from shared_store.backend import connect_store
 from shared_store.flow_control import FAIR_STEP_S
 from shared_store.inbox import append_command
 from shared_store.ledger_store import SqliteLedgerStore
-from shared_store.reads import ledger_page
+from shared_store.reads import joined_ledger_page, ledger_page
 from shared_store.run_store import SqliteRunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -242,20 +242,24 @@ def bench_ledger_pages(tmp: Path, sizes: Sizes) -> dict[str, float]:
     limit = 1000
     per_run = sizes.page_records_per_run
 
-    def read(after_of: Callable[[], int]) -> list[float]:
+    def read(after_of: Callable[[], int], joined: bool = False) -> list[float]:
         picks = [(rng.choice(run_ids), after_of()) for _ in range(sizes.page_reads)]
         for run_id, after in picks[:20]:  # warm the page cache and statement cache
             ledger_page(db, run_id, after=after, limit=limit)
         lat: list[float] = []
         for run_id, after in picks:
             t0 = time.perf_counter()
-            page = ledger_page(db, run_id, after=after, limit=limit)
+            if joined:
+                count = joined_ledger_page(db, run_id, after=after, limit=limit)[2]
+            else:
+                count = len(ledger_page(db, run_id, after=after, limit=limit).records)
             lat.append(time.perf_counter() - t0)
-            assert len(page.records) == min(limit, per_run - after), "page returned the wrong count"
+            assert count == min(limit, per_run - after), "page returned the wrong count"
         return lat
 
     head = read(lambda: 0)
     offset = read(lambda: rng.randrange(per_run))
+    joined = read(lambda: 0, joined=True)
     db.close()
     out = {
         "records": float(total_records),
@@ -265,6 +269,8 @@ def bench_ledger_pages(tmp: Path, sizes: Sizes) -> dict[str, float]:
         "head_p99_ms": percentile(head, 99) * 1e3,
         "offset_p50_ms": percentile(offset, 50) * 1e3,
         "offset_p99_ms": percentile(offset, 99) * 1e3,
+        "joined_p50_ms": percentile(joined, 50) * 1e3,
+        "joined_p99_ms": percentile(joined, 99) * 1e3,
     }
     report(
         f"ledger page (after=0, {limit} records): p50 {out['head_p50_ms']:.3f} ms, p99 {out['head_p99_ms']:.3f} ms "
@@ -273,6 +279,10 @@ def bench_ledger_pages(tmp: Path, sizes: Sizes) -> dict[str, float]:
     report(
         f"ledger page (after=random): p50 {out['offset_p50_ms']:.3f} ms, p99 {out['offset_p99_ms']:.3f} ms "
         f"({sizes.page_reads} reads each)"
+    )
+    report(
+        f"ledger page (after=0, as one joined value): p50 {out['joined_p50_ms']:.3f} ms, "
+        f"p99 {out['joined_p99_ms']:.3f} ms"
     )
     return out
 

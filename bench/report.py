@@ -24,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.compare import compare
+from bench.compare import render as render_changes
 from bench.report_aggregate import aggregate, judge
 from bench.report_markdown import render
 from bench.report_runs import PG_SUFFIX, REPO, load_raw, run_bench, save_raw, wait_quiet
@@ -49,6 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flows-dir", type=Path, help="passed to every bench")
     parser.add_argument(
         "--db-url", help="PostgreSQL benches: a server to use instead of starting a throwaway one"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier report (e.g. of the tree before a change): add a section comparing every figure",
     )
     parser.add_argument(
         "--wait-quiet",
@@ -93,12 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     sections = [aggregate(b, rs) for b, rs in runs.items()]
     judge(sections)
     text = render(sections, args, started, total_s)
+    if args.baseline:
+        text += baseline_section(args.baseline, text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
     print(f"wrote {args.out} ({total_s:.0f} s of benchmarks)")
     failed = any(r.returncode != 0 or r.result is None for rs in runs.values() for r in rs)
     return 1 if failed else 0
+
+
+def baseline_section(path: Path, text: str) -> str:
+    """Every figure against the baseline report's (bench/compare.py), worst changes named first."""
+    changes = compare(path.read_text(), text)
+    first = path.read_text().split("| Git commit | ", 1)
+    commit = first[1].split(" ", 1)[0] if len(first) == 2 else "?"
+    return (
+        f"\n## Against the baseline\n\nEvery figure of this report beside [{path.name}]({path.name}) "
+        f"(commit {commit}), worse or better as a fraction of the baseline (`python -m bench.compare`). "
+        "Medians are checked against 10%; a single run's p99 is listed for reference only.\n\n"
+        + render_changes(changes, 0.10, before=path.name, after="this report")
+    )
 
 
 if __name__ == "__main__":

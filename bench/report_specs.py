@@ -104,6 +104,8 @@ def store_specs(js: Json) -> list[Spec]:
              pick("ledger_pages", "head_p50_ms"), pick("ledger_pages", "head_p99_ms"), Target("<=", 1.0)),
         Spec("page_offset", "1000-record page, random `after` (p50)", "ms",
              pick("ledger_pages", "offset_p50_ms"), pick("ledger_pages", "offset_p99_ms")),
+        Spec("page_joined", "1000-record page, after=0, as one joined value (the API's replay read) (p50)",
+             "ms", pick("ledger_pages", "joined_p50_ms"), pick("ledger_pages", "joined_p99_ms")),
     ]  # fmt: skip
     for batch in (1, 16):
         for procs in (1, 2):

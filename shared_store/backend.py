@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from .db import Database
+from .db import DEFAULT_SIZES, ConnectionSizes, Database
 
 
 def is_postgres_url(target: str | os.PathLike[str] | None) -> bool:
@@ -20,9 +20,11 @@ def connect_store(
     data_dir: str | os.PathLike[str] | None = None,
     synchronous: str = "NORMAL",
     application_name: str = "abstractgateway",
+    sizes: ConnectionSizes = DEFAULT_SIZES,
 ) -> Database:
     """A postgresql:// URL opens the shared PostgreSQL (psycopg is imported only then); anything else
-    is the SQLite file at that path. `data_dir` is this host's own directory (secrets, local files)."""
+    is the SQLite file at that path, its connections sized by `sizes`. `data_dir` is this host's own
+    directory (secrets, local files)."""
     if is_postgres_url(target):
         from .postgres.database import PgDatabase
         from .settings import SharedSettings, read_one
@@ -34,7 +36,7 @@ def connect_store(
             pool_max=read_one(SharedSettings, "pg_pool_max"),
             pooler=read_one(SharedSettings, "pg_transaction_pooler"),
         )
-    return Database(Path(target), synchronous=synchronous)
+    return Database(Path(target), synchronous=synchronous, sizes=sizes)
 
 
 def redact(url: str) -> str:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ AUTOCHECKPOINT_CAP = 4_000
 # snapshots: bench/bench_wal.py) it stayed at 211 MiB for good. With this limit SQLite truncates it
 # back when the WAL restarts after a complete checkpoint (measured: 211 MiB peak -> 64 MiB after).
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionSizes:
+    """Memory each connection may hold: its page cache (PRAGMA cache_size, KiB) and its memory-mapped
+    read window (PRAGMA mmap_size, bytes). Pages a connection touches through the map count in the
+    process's RSS, each map apiece. `write_mmap_bytes`: the window of a connection once it has opened
+    a write transaction (None: the same); a writer's reads are B-tree descents to the rows it
+    inserts, which its page cache holds anyway."""
+
+    cache_kib: int = 32_768
+    mmap_bytes: int = 256 * 1024 * 1024
+    write_mmap_bytes: int | None = None
+
+
+DEFAULT_SIZES = ConnectionSizes()  # the runner's and the tools'; the API's: api_service/startup.py
 
 # apsw errors that mean "the database cannot be used right now", not "the caller did wrong".
 _UNAVAILABLE = (
@@ -99,8 +116,13 @@ class Database:
         busy: BusyPolicy | None = None,
         synchronous: str = "NORMAL",
         checkpoint_every_s: float | None = 0.5,
+        sizes: ConnectionSizes = DEFAULT_SIZES,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
+        self.sizes = sizes
+        self._write_mmap = sizes.write_mmap_bytes
+        if self._write_mmap == sizes.mmap_bytes:
+            self._write_mmap = None
         self.busy = busy or BusyPolicy()
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
@@ -161,8 +183,8 @@ class Database:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA temp_store=MEMORY")
-            conn.execute("PRAGMA cache_size=-32768")
-            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute(f"PRAGMA cache_size=-{int(self.sizes.cache_kib)}")
+            conn.execute(f"PRAGMA mmap_size={int(self.sizes.mmap_bytes)}")
             # With the background checkpointer, a commit copies no pages back (that fsyncs the
             # db file on the writer's time, ~15% of tick throughput measured); the cap still bounds
             # the WAL if the checkpointer falls behind.
@@ -189,6 +211,9 @@ class Database:
             with self._savepoint(conn):
                 yield conn
             return
+        if self._write_mmap is not None and not getattr(self._local, "writes", False):
+            conn.execute(f"PRAGMA mmap_size={int(self._write_mmap)}")  # once per connection
+            self._local.writes = True
         with translate_errors(self.path):
             conn.execute("BEGIN IMMEDIATE")
         try:

@@ -33,6 +33,21 @@ def ledger_page(db: Database, run_id: str, *, after: int = 0, limit: int = 1000)
     return LedgerPage([bytes(record) for _, record in rows], int(rows[-1][0]) if rows else after)
 
 
+def joined_ledger_page(
+    db: Database, run_id: str, *, after: int = 0, limit: int = 1000
+) -> tuple[bytes, int, int]:
+    """The page ledger_page reads, as (its records joined by commas, next_after, how many records):
+    one value from the store instead of a row per record."""
+    if after < 0:
+        raise ValueError(f"after must be >= 0, not {after}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, not {limit}")
+    row = db.query_one(q.LEDGER_PAGE_JOINED, (run_id, after, limit))
+    if row is None or not row[2]:
+        return b"", after, 0
+    return bytes(row[1]), int(row[0]), int(row[2])
+
+
 def ledger_len(db: Database, run_id: str) -> int | None:
     """How many records the run's ledger has, or None for an unknown run."""
     row = db.query_one(q.LEDGER_LEN, (run_id,))

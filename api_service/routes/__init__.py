@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 
@@ -24,6 +25,8 @@ class Gateway:
     artifacts_dir: Path
     streams: StreamQuotas = field(default_factory=lambda: StreamQuotas(1_000, 2_000))
     token_secret: bytes | None = None
+    # GET /api/health's last report, reused briefly on the event loop (routes/health.py).
+    health_last: list[Any] = field(default_factory=list)
 
 
 def gateway(request: Request) -> Gateway:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from shared_store.db import Database
 from shared_store.reads import LedgerPage as LedgerPageRows
-from shared_store.reads import ledger_len, ledger_page
+from shared_store.reads import joined_ledger_page, ledger_len, ledger_page
 from shared_store.run_views import run_progress
 
 from ..access import READ, principal_of
@@ -54,10 +54,10 @@ def _page_body(db: Database, run_id: str, after: int, limit: int) -> bytes | Non
     page on the event loop instead cost a second pass over it there and the records' trip between
     cores (replay of 1000 records, in-process: ~1.7 -> ~1.5 ms); an empty page's run check rides the
     same hop."""
-    page = ledger_page(db, run_id, after=after, limit=limit)
-    if not page.records and ledger_len(db, run_id) is None:
+    records, next_after, count = joined_ledger_page(db, run_id, after=after, limit=limit)
+    if not count and ledger_len(db, run_id) is None:
         return None
-    return b'{"items":[%s],"next_after":%d}' % (b",".join(page.records), page.next_after)
+    return b'{"items":[%s],"next_after":%d}' % (records, next_after)
 
 
 async def ledger_batch(request: Request, body: LedgerBatchRequest) -> object:

@@ -89,7 +89,16 @@ def binary_results(sql: str) -> bool:
     if _binary is None:
         from .. import queries as q
 
-        _binary = frozenset({q.LEDGER_PAGE, q.LIST_LEDGER, q.LOAD_RUN, q.OPEN_RUN, q.FIND_COMPLETED_RESULT})
+        _binary = frozenset(
+            {
+                q.LEDGER_PAGE,
+                q.LEDGER_PAGE_JOINED,
+                q.LIST_LEDGER,
+                q.LOAD_RUN,
+                q.OPEN_RUN,
+                q.FIND_COMPLETED_RESULT,
+            }
+        )
     return sql in _binary
 
 

@@ -115,6 +115,12 @@ class _Written:
     # and wrote "not due" after it (a waiting run then never saw its command: a bulk cancel of 500
     # left 1-8 pending). With the lock the save waits, and its re-wake (follow_ups.py) sees the command.
     WAKE_RUN = _pg(_db_clock(q.WAKE_RUN.split(" AND (due_at IS NULL")[0]))
+    # bytea joined with a one-byte bytea comma, in seq order by the aggregate's own ORDER BY (PostgreSQL
+    # does not promise a subquery's order to an aggregate).
+    LEDGER_PAGE_JOINED = (
+        "SELECT max(seq), string_agg(record, '\\x2c'::bytea ORDER BY seq), count(*) FROM "
+        "(SELECT seq, record FROM ledger WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s) AS page"
+    )
     STORE_ARTIFACT = _pg(q.STORE_ARTIFACT.replace("WHERE 1 ", "WHERE true "))
     # Pending emit_event commands: each runner's dispatch takes those no other dispatch holds (SQLite's
     # BEGIN IMMEDIATE gave them to one runner at a time; without the lock two runners both deliver,
