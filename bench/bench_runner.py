@@ -28,8 +28,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +39,6 @@ if __package__ in (None, ""):
     # `python bench/bench_runner.py`: make the repo root importable like `python -m` does.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import apsw
 
 from bench.options import bench_parser
 from bench.pg_server import (
@@ -108,18 +107,6 @@ def log_time(event: dict[str, Any]) -> float:
 
 class BenchFailure(Exception):
     """A correctness check failed: the numbers of this case mean nothing."""
-
-
-class OneTransaction:
-    """Stands in for the Database inside an open write transaction: enqueue_run's own
-    `db.write()` joins it, so many enqueues commit (and become claimable) together."""
-
-    def __init__(self, conn: apsw.Connection) -> None:
-        self.conn = conn
-
-    @contextmanager
-    def write(self) -> Iterator[apsw.Connection]:
-        yield self.conn
 
 
 class RunnerProcess:
@@ -211,10 +198,9 @@ def enqueue_burst(db: Database, workload: Workload, count: int) -> tuple[list[st
     """`count` queued runs in one commit; (run ids, seconds spent enqueueing, wall time of the commit)."""
     resolved = resolve_workflow(db, bundle_id=workload.bundle_id)
     started = time.perf_counter()
-    with db.write() as conn:
-        txn: Any = OneTransaction(conn)
+    with db.write():  # each enqueue_run is a savepoint of this one transaction
         run_ids = [
-            enqueue_run(txn, resolved=resolved, input_data=workload.input_data).run_id for _ in range(count)
+            enqueue_run(db, resolved=resolved, input_data=workload.input_data).run_id for _ in range(count)
         ]
     committed = time.time()
     return run_ids, time.perf_counter() - started, committed
