@@ -29,10 +29,10 @@ from shared_store.runners import live_runners
 
 from .. import http, supervisor
 from ..access import principal_of
-from ..http import ApiRoute, json_response, reading
+from ..http import ApiRoute, reading
 from ..llm_probe import text_endpoint
 from ..schemas import DbHealth, HealthBrief, HealthResponse, RunnerHealth, RunnerSupervision
-from . import Gateway, gateway
+from . import gateway
 
 SERVICE = "abstractgateway"
 RUNNER_STALE_S = 30.0
@@ -115,33 +115,24 @@ async def health(request: Request) -> object:
     bundle does not compile, runs require runner labels that no live runner has, or the output.text
     default's LLM endpoint does not answer. Detail (db, runners, problems, llm) for token holders only."""
     gw = gateway(request)
-    if not principal_of(request.scope).scopes:
-        return await _brief(gw)
-    writes = http.writes_seen
-    report, status = await reading(_report, gw.db, gw.settings.flows_dir)
-    gw.health_last[:] = [(writes, time.monotonic(), _brief_body(report), status)]
-    return json_response(report, status)
-
-
-# The anonymous answer (status alone: what a load balancer polls) is reused on the event loop for
-# BRIEF_REUSE_S unless this process wrote meanwhile: a poller hammering health then costs no thread
-# hop and no report (in-process, 76 -> 38 us a request; bench_api's health c16 is the HTTP stack's
-# ceiling). Another process's commits (a runner's heartbeat, `config` from the CLI) show in it at
-# most that much later. Token holders' detailed reports are always read anew.
-BRIEF_REUSE_S = 0.1
-
-
-async def _brief(gw: Gateway) -> Response:
-    last = gw.health_last  # [(writes seen, when, body, status)] once read
-    if not (last and last[0][0] == http.writes_seen and time.monotonic() - last[0][1] < BRIEF_REUSE_S):
+    last = gw.health_last  # [(writes seen, when, brief body, detailed body, status)] once read
+    if not (last and last[0][0] == http.writes_seen and time.monotonic() - last[0][1] < REUSE_S):
         writes = http.writes_seen
         report, status = await reading(_report, gw.db, gw.settings.flows_dir)
-        last[:] = [(writes, time.monotonic(), _brief_body(report), status)]
-    return Response(last[0][2], last[0][3], media_type="application/json")
+        brief = msgspec.json.encode(HealthBrief(report.status, SERVICE))
+        last[:] = [(writes, time.monotonic(), brief, msgspec.json.encode(report), status)]
+    _, _, brief, detailed, status = last[0]
+    body = detailed if principal_of(request.scope).scopes else brief
+    return Response(body, status, media_type="application/json")
 
 
-def _brief_body(report: HealthResponse) -> bytes:
-    return msgspec.json.encode(HealthBrief(report.status, SERVICE))
+# A report is reused on the event loop for REUSE_S unless this process wrote meanwhile: load
+# balancers, pollers and dashboards hammering health then cost no thread hop, no reads and no
+# encoding (bench_api's health c16 with a token: serve's CPU per request ~400 -> ~300 us; the tree
+# before reads left the loop, ~290). Another process's commits (a runner's heartbeat or exit,
+# `config` from the CLI) show at most that much later; this process's own writes (an upload, a
+# start) at once.
+REUSE_S = 0.1
 
 
 @dataclass(frozen=True)
