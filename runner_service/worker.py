@@ -32,6 +32,7 @@ from shared_store.flow_control import admit
 from shared_store.inbox import Command
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.limits import DEFAULT_MAX_OUTPUT_BYTES, OutputTooLarge
+from shared_store.logs import bound_fields
 from shared_store.run_store import SqliteRunStore, run_columns
 from shared_store.run_unit import RunStep, RunUnit
 from shared_store.starts import GATEWAY_ACTOR
@@ -163,7 +164,7 @@ class Worker:
         released = False
         try:
             with (
-                structlog.contextvars.bound_contextvars(run_id=run_id),
+                bound_fields(run_id=run_id),
                 run_workspace(self.settings.workspaces, run_id),
                 sandbox.run_context(run_id, lambda: self._cancel_pending(run_id), self._park),
             ):
@@ -252,7 +253,7 @@ class Worker:
             return
         if step.status == "queued":
             # The start's work carries the id of the API request that asked for it (its log lines).
-            with structlog.contextvars.bound_contextvars(request_id=start.get("request_id")):
+            with bound_fields(request_id=start.get("request_id")):
                 if not self._start(ctx, run_id, start):
                     return
                 # Commands sent while it was queued were in the claim's read; its state is new.
@@ -265,7 +266,7 @@ class Worker:
         started = time.perf_counter()
         outcome = "error"
         try:
-            with structlog.contextvars.bound_contextvars(request_id=start.get("request_id")):
+            with bound_fields(request_id=start.get("request_id")):
                 execute_job(ctx, run_id, start)
             run = ctx.run_store.load(run_id)
             outcome = run.status.value if run is not None else "unknown"
@@ -387,7 +388,7 @@ class Worker:
 
     def _apply_commands(self, ctx: CommandContext, commands: list[Command], *, scheduled: bool) -> None:
         for command in commands:
-            with structlog.contextvars.bound_contextvars(request_id=command.request_id):
+            with bound_fields(request_id=command.request_id):
                 status, error = apply_command(ctx, command, scheduled=scheduled)
                 log.info(
                     "command",
