@@ -14,16 +14,17 @@ from shared_store.logs import bind_fields
 # never inject anything into a log line or a header.
 _SANE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
-_PREFIX = os.urandom(8).hex()
-_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_PREFIX = ""
+_COUNTER = itertools.count()
 
 
-def _reseed() -> None:  # a forked child (a `serve --workers` process) draws its own prefix
+def _reseed() -> None:  # at import, and in a forked child (a `serve --workers` process): its own prefix
     global _PREFIX, _COUNTER
     _PREFIX = os.urandom(8).hex()
     _COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
+_reseed()
 os.register_at_fork(after_in_child=_reseed)
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 

@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.10, help="fraction (0.10 = 10%%)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a value is over the threshold")
     args = parser.parse_args(argv)
+    missing = [str(p) for p in (args.before, args.after) if not p.is_file()]
+    if missing:
+        print(f"no such report: {', '.join(missing)}", file=sys.stderr)
+        return 2
     changes = compare(args.before.read_text(), args.after.read_text())
     if not changes:
         print("no figure is in both reports", file=sys.stderr)

@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.baseline is not None and not args.baseline.is_file():
+        parser.error(f"--baseline: no such report: {args.baseline}")  # before, not after, the benches
     return args
 
 
@@ -111,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def baseline_section(path: Path, text: str) -> str:
-    """Every figure against the baseline report's (bench/compare.py), worst changes named first."""
-    changes = compare(path.read_text(), text)
-    first = path.read_text().split("| Git commit | ", 1)
+    """Every figure against the baseline report's (bench/compare.py), in the reports' order."""
+    baseline = path.read_text()
+    changes = compare(baseline, text)
+    first = baseline.split("| Git commit | ", 1)
     commit = first[1].split(" ", 1)[0] if len(first) == 2 else "?"
     return (
         f"\n## Against the baseline\n\nEvery figure of this report beside [{path.name}]({path.name}) "

@@ -21,14 +21,18 @@ class LedgerPage:
     next_after: int
 
 
-def ledger_page(db: Database, run_id: str, *, after: int = 0, limit: int = 1000) -> LedgerPage:
-    """Records with seq > after, oldest first: one range read on the (run_id, seq) key.
-
-    `after` counts records already consumed; seqs are dense from 1, so next_after is the last seq."""
+def _check_page(after: int, limit: int) -> None:
     if after < 0:
         raise ValueError(f"after must be >= 0, not {after}")
     if limit < 1:
         raise ValueError(f"limit must be >= 1, not {limit}")
+
+
+def ledger_page(db: Database, run_id: str, *, after: int = 0, limit: int = 1000) -> LedgerPage:
+    """Records with seq > after, oldest first: one range read on the (run_id, seq) key.
+
+    `after` counts records already consumed; seqs are dense from 1, so next_after is the last seq."""
+    _check_page(after, limit)
     rows = db.query(q.LEDGER_PAGE, (run_id, after, limit))
     return LedgerPage([bytes(record) for _, record in rows], int(rows[-1][0]) if rows else after)
 
@@ -38,10 +42,7 @@ def joined_ledger_page(
 ) -> tuple[bytes, int, int]:
     """The page ledger_page reads, as (its records joined by commas, next_after, how many records):
     one value from the store instead of a row per record."""
-    if after < 0:
-        raise ValueError(f"after must be >= 0, not {after}")
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, not {limit}")
+    _check_page(after, limit)
     row = db.query_one(q.LEDGER_PAGE_JOINED, (run_id, after, limit))
     if row is None or not row[2]:
         return b"", after, 0

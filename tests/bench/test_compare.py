@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.compare import compare, figures, main
 
 BEFORE = """# Benchmarks
@@ -62,3 +64,10 @@ def test_direction_and_threshold(tmp_path: Path) -> None:
     new.write_text(after("1,600 req/s", "2.60 ms", "46.0 MB"))
     assert main([str(base), str(new), "--check"]) == 1  # idle RSS 12% worse
     assert main([str(base), str(new), "--check", "--threshold", "0.15"]) == 0
+
+
+def test_a_missing_report_is_a_clear_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "before.md"
+    base.write_text(BEFORE)
+    assert main([str(base), str(tmp_path / "nope.md")]) == 2
+    assert "no such report" in capsys.readouterr().err

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.deploy.polling import wait_for
 from tests.pg.fixtures import PgDatabase
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,15 +271,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for(check: Any, timeout_s: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.3)
-    return False
-
-
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -350,6 +341,8 @@ def test_services_run_for_real_against_postgresql(
         return run.returncode == 0
 
     for command, env in checks:
-        assert _wait_for(lambda c=command, e=env: healthy(c, e)), f"never healthy: {command[-1][:80]}"
+        assert wait_for(lambda c=command, e=env: healthy(c, e), timeout_s=120.0, every_s=0.3), (
+            f"never healthy: {command[-1][:80]}"
+        )
         for proc in processes:
             assert proc.poll() is None, f"{proc.args} exited {proc.returncode}"

@@ -15,10 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.deploy.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -490,15 +491,6 @@ def _check(command: list[str], env: dict[str, str], cwd: Path) -> int:
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, timeout=60, check=False).returncode
 
 
-def _wait_for(predicate, timeout_s: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_healthchecks_pass_against_live_processes_and_sigterm_exits_0(tmp_path: Path) -> None:
     port = _free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTGATEWAY_")}
@@ -519,8 +511,8 @@ def test_healthchecks_pass_against_live_processes_and_sigterm_exits_0(tmp_path: 
     api = subprocess.Popen([*cli, "serve", "--no-runner"], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
     runner = subprocess.Popen([*cli, "runner"], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(lambda: _check(api_check, env, tmp_path) == 0), "the API never became healthy"
-        assert _wait_for(lambda: _check(runner_check, env, tmp_path) == 0), "the runner never heartbeated"
+        assert wait_for(lambda: _check(api_check, env, tmp_path) == 0), "the API never became healthy"
+        assert wait_for(lambda: _check(runner_check, env, tmp_path) == 0), "the runner never heartbeated"
     finally:
         for process in (api, runner):
             process.send_signal(signal.SIGTERM)
