@@ -47,7 +47,8 @@ _SET_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS if c != "cr
 _IDENTITY = ("created_at", "workflow_id", "session_id", "parent_run_id", "actor_id")
 _SET_STATE_COLUMNS = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS if c not in _IDENTITY)
 # The claim order follows due_at in the same statement (a started run is never 'queued'), so the
-# runs_claim_order_updated trigger finds nothing to do: one row write per save, not two.
+# runs_claim_order_updated trigger finds nothing to do: one row write per save, not two. A row the
+# upsert inserts gets it in its VALUES (no insert trigger: migration 0013).
 _CLAIM_ORDER = "claim_order = excluded.due_at"
 
 
@@ -57,8 +58,8 @@ def _upsert_run(guard: str, *, only_queued: bool, identity: bool = True) -> str:
     queued = "runs.status = 'queued' AND " if only_queued else ""
     assigned = _SET_COLUMNS if identity else _SET_STATE_COLUMNS
     return (
-        f"INSERT INTO runs ({columns}, due_at, lease_owner, lease_expires_at, lease_epoch, feed_seq) "
-        f"VALUES ({values}, {_DUE}, :born_owner, :born_expires_at, :born_epoch, {_NEXT_FEED}) "
+        f"INSERT INTO runs ({columns}, due_at, claim_order, lease_owner, lease_expires_at, lease_epoch, feed_seq) "
+        f"VALUES ({values}, {_DUE}, {_DUE}, :born_owner, :born_expires_at, :born_epoch, {_NEXT_FEED}) "
         f"ON CONFLICT(run_id) DO UPDATE SET {assigned}, due_at = excluded.due_at, {_CLAIM_ORDER}, "
         f"feed_seq = excluded.feed_seq WHERE {queued}{guard}"
     )
@@ -447,9 +448,8 @@ INSERT_START_KEY = (
     "VALUES (:idempotency_key, :run_id, :request_sha256, :created_at) "
     "ON CONFLICT(idempotency_key) DO NOTHING RETURNING run_id"
 )
-# claim_order is written here as runs_claim_order_inserted would set it (a queued row without a fair
-# tag: its due_at), so that trigger's WHEN is false and it skips its UPDATE of the row just inserted
-# (measured: INSERT INTO runs ~165 -> ~75 us per start with the trigger's re-update gone).
+# Every INSERT INTO runs writes claim_order itself (no trigger does, migration 0013): a queued row
+# without a fair tag is in claim order by its due time, any other row too.
 ENQUEUE_RUN = (
     "INSERT INTO runs (run_id, workflow_id, status, session_id, parent_run_id, created_at, updated_at, "
     f"due_at, claim_order, feed_seq) VALUES (:run_id, :workflow_id, 'queued', :session_id, :parent_run_id, "
@@ -525,8 +525,8 @@ ENQUEUE_CHILD_STATE = "INSERT INTO run_states (run_id, start_json) VALUES (:chil
 # adds nothing. An imported run is born unleased, due from its state (and pending commands).
 _IMPORT_RUN_COLUMNS = ("run_id", *_RUN_COLUMNS)
 IMPORT_RUN = (
-    f"INSERT INTO runs ({', '.join(_IMPORT_RUN_COLUMNS)}, due_at, feed_seq) "
-    f"VALUES ({', '.join(':' + c for c in _IMPORT_RUN_COLUMNS)}, {_DUE}, {_NEXT_FEED}) "
+    f"INSERT INTO runs ({', '.join(_IMPORT_RUN_COLUMNS)}, due_at, claim_order, feed_seq) "
+    f"VALUES ({', '.join(':' + c for c in _IMPORT_RUN_COLUMNS)}, {_DUE}, {_DUE}, {_NEXT_FEED}) "
     "ON CONFLICT(run_id) DO NOTHING"
 )
 IMPORT_RUN_PROBE = "SELECT ledger_len, lease_owner, updated_at FROM runs WHERE run_id = ?"

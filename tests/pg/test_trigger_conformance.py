@@ -18,7 +18,7 @@ from tests.pg.fixtures import PgDatabase
 T = "2026-01-01T00:00:00+00:00"
 RUN_COLUMNS = (
     "run_id, workflow_id, status, created_at, updated_at, parent_run_id, wait_reason, wait_key, "
-    "concurrency_key, slot, hold, priority, due_at, fair_tag, ttl_s, webhook_url, lease_owner"
+    "concurrency_key, slot, hold, priority, due_at, fair_tag, ttl_s, webhook_url, lease_owner, claim_order"
 )
 
 # Each write: SQL with `?` placeholders (PostgreSQL gets %s), and its parameters.
@@ -42,15 +42,17 @@ WRITES: list[tuple[str, tuple[Any, ...]]] = [
         ),
     ),
     (
+        # claim_order given as the store's own inserts write it (SQLite has no insert trigger for it
+        # since migration 0013; PostgreSQL's BEFORE trigger sets it again, to the same values).
         f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
-        "('p', 'b@1:f', 'waiting', ?, ?, NULL, 'subworkflow', 'subworkflow:c', NULL, 0, 0, 3, NULL, NULL, NULL, NULL, NULL), "
-        "('c', 'b@1:f', 'running', ?, ?, 'p', NULL, NULL, NULL, 0, 0, 3, 5.0, NULL, 60.0, 'http://own', NULL), "
-        "('a', 'x@1:f', 'running', ?, ?, NULL, NULL, NULL, 'k', 1, 0, 3, 7.0, NULL, NULL, NULL, NULL), "
-        "('b', 'x@1:f', 'queued', '2026-01-01T00:00:01', ?, NULL, NULL, NULL, 'k', 0, 1, 3, NULL, 2.0, NULL, NULL, NULL), "
-        "('h', 'x@1:f', 'queued', '2026-01-01T00:00:02', ?, NULL, NULL, NULL, 'k', 0, 1, 5, NULL, 3.0, NULL, NULL, NULL), "
-        "('w', 'x@1:f', 'running', ?, ?, NULL, NULL, NULL, 'kw', 1, 0, 3, 9.0, NULL, NULL, NULL, NULL), "
-        "('x', 'x@1:f', 'queued', ?, ?, NULL, NULL, NULL, 'kw', 0, 1, 3, NULL, NULL, NULL, NULL, NULL), "
-        "('q', 'b@1:f', 'queued', ?, ?, NULL, NULL, NULL, NULL, 0, 0, 3, 40.0, 30.0, NULL, NULL, NULL)",
+        "('p', 'b@1:f', 'waiting', ?, ?, NULL, 'subworkflow', 'subworkflow:c', NULL, 0, 0, 3, NULL, NULL, NULL, NULL, NULL, NULL), "
+        "('c', 'b@1:f', 'running', ?, ?, 'p', NULL, NULL, NULL, 0, 0, 3, 5.0, NULL, 60.0, 'http://own', NULL, 5.0), "
+        "('a', 'x@1:f', 'running', ?, ?, NULL, NULL, NULL, 'k', 1, 0, 3, 7.0, NULL, NULL, NULL, NULL, 7.0), "
+        "('b', 'x@1:f', 'queued', '2026-01-01T00:00:01', ?, NULL, NULL, NULL, 'k', 0, 1, 3, NULL, 2.0, NULL, NULL, NULL, 2.0), "
+        "('h', 'x@1:f', 'queued', '2026-01-01T00:00:02', ?, NULL, NULL, NULL, 'k', 0, 1, 5, NULL, 3.0, NULL, NULL, NULL, 3.0), "
+        "('w', 'x@1:f', 'running', ?, ?, NULL, NULL, NULL, 'kw', 1, 0, 3, 9.0, NULL, NULL, NULL, NULL, 9.0), "
+        "('x', 'x@1:f', 'queued', ?, ?, NULL, NULL, NULL, 'kw', 0, 1, 3, NULL, NULL, NULL, NULL, NULL, NULL), "
+        "('q', 'b@1:f', 'queued', ?, ?, NULL, NULL, NULL, NULL, 0, 0, 3, 40.0, 30.0, NULL, NULL, NULL, 30.0)",
         (T, T, T, T, T, T, T, T, T, T, T, T, T, T),
     ),
     ("INSERT INTO run_tags (tag, created_at, run_id) VALUES ('blue', ?, 'c')", (T,)),

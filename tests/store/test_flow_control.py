@@ -6,8 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from abstractruntime import RunState
 
 from shared_store import LeaseHolder, reclaim_expired
+from shared_store import queries as q
 from shared_store.bundles import import_flows_dir, resolve_workflow
 from shared_store.flow_control import (
     FAIR_STEP_S,
@@ -23,6 +25,7 @@ from shared_store.flow_control import (
 )
 from shared_store.inbox import append_command
 from shared_store.media_jobs import MEDIA_KINDS, enqueue_media_job
+from shared_store.run_store import SqliteRunStore
 from shared_store.starts import enqueue_run
 
 
@@ -100,6 +103,27 @@ def test_the_claim_order_column_follows_status_due_time_and_fair_tag(db, start) 
         conn.execute("UPDATE runs SET claim_order = 1.0 WHERE run_id = ?", (plain,))
     assert row(db, keyed, "claim_order") == (None,)
     assert row(db, plain, "claim_order") == row(db, plain, "due_at")
+
+
+def test_every_insert_of_a_run_writes_its_claim_order(db) -> None:
+    """No trigger sets claim_order on insert (migration 0013): every INSERT INTO runs of the store names
+    it, and a run the RunStore creates (the upsert's insert branch) is in claim order by its due time."""
+    inserts = {n: t for n, t in vars(q).items() if isinstance(t, str) and "INSERT INTO runs (" in t}
+    assert {
+        "ENQUEUE_RUN",
+        "ENQUEUE_CHILD_RUN",
+        "SAVE_RUN_FENCED",
+        "CREATE_RUN_UNLEASED",
+        "IMPORT_RUN",
+    } <= set(inserts)
+    unnamed = [n for n, t in inserts.items() if "claim_order" not in t.split(")", 1)[0]]
+    assert unnamed == [], f"these insert runs without their claim order: {unnamed}"
+    if db.backend == "sqlite":  # (PostgreSQL's BEFORE trigger sets it on insert too, at no such cost)
+        triggers = db.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'runs'")
+        assert "runs_claim_order_inserted" not in {t[0] for t in triggers}
+    SqliteRunStore(db).save(RunState.new(workflow_id="w", entry_node="n", run_id="created"))
+    due, order = row(db, "created", "due_at, claim_order")
+    assert due is not None and order == due
 
 
 def test_a_key_lets_max_concurrent_runs_hold_a_slot_and_hands_on_a_freed_one(db, start) -> None:
