@@ -15,14 +15,12 @@ from shared_store.db import Database
 from .access import load_secret
 from .errors import EXCEPTION_HANDLERS
 from .http import ApiRoute
-from .middleware.audit import AuditLog, AuditMiddleware
+from .middleware.audit import AuditLog
 from .middleware.auth import AuthMiddleware, Lockout
 from .middleware.body_limit import BodyLimitMiddleware
-from .middleware.client import ClientMiddleware
 from .middleware.concurrency import ConcurrencyMiddleware
 from .middleware.cors import CorsMiddleware
-from .middleware.hosts import HostMiddleware
-from .middleware.observe import ObserveMiddleware
+from .middleware.front import FrontMiddleware
 from .openapi import doc_routes, openapi_spec
 from .quotas import StreamQuotas
 from .routes import (
@@ -103,12 +101,14 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
     pages = operator_routes()
     check_scopes(pages)
     middleware = [
-        Middleware(ClientMiddleware, trusted_proxies=settings.trusted_proxies),
-        Middleware(ObserveMiddleware, routes=[*routes, *pages]),
         Middleware(
-            HostMiddleware, allowed_hosts=settings.allowed_hosts, auth_required=settings.auth_required
+            FrontMiddleware,
+            routes=[*routes, *pages],
+            trusted_proxies=settings.trusted_proxies,
+            allowed_hosts=settings.allowed_hosts,
+            auth_required=settings.auth_required,
+            audit_log=audit,
         ),
-        *([Middleware(AuditMiddleware, audit_log=audit)] if audit else []),
         Middleware(CorsMiddleware, allowed_origins=settings.allowed_origins),
         Middleware(
             AuthMiddleware,

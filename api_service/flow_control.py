@@ -85,9 +85,17 @@ def resolve(
     return resolved, flow
 
 
+_FIELDS = tuple(FlowControlFields.__struct_fields__)
+_NOTHING_ASKED = FlowRequest()
+_DEFAULTS = FlowSettings.resolve(_NOTHING_ASKED, {})
+
+
 def flow_settings(
     body: FlowControlFields, declared_flow_request: FlowRequest, input_data: dict[str, Any]
 ) -> FlowSettings:
     """Resolved for one run: the request's fields over the bundle's, the key rendered over its input
-    (FlowControlError: 422)."""
+    (FlowControlError: 422). Most starts ask for nothing and run bundles that declare nothing: they
+    share one resolved (frozen) value, not a merge of two empty requests each (~10 us a start)."""
+    if declared_flow_request == _NOTHING_ASKED and all(getattr(body, f) is None for f in _FIELDS):
+        return _DEFAULTS
     return FlowSettings.resolve(flow_request(body).over(declared_flow_request), input_data)

@@ -70,8 +70,9 @@ def enqueue_run(
         start["labels"] = {k: v for k, v in vars(labels).items() if v not in (None, ())}
     if flow is not None and not flow.empty:
         start["flow"] = {**flow.request.to_json(), "concurrency_key": flow.concurrency_key}
-    request_sha = hashlib.sha256(encode(start)).hexdigest()
     start_json = encode({**start, "request_id": request_id} if request_id else start)
+    # What an Idempotency-Key compares (the request, not its request_id): digested only with a key.
+    request_sha = None if idempotency_key is None else hashlib.sha256(encode(start)).hexdigest()
     run_id = str(uuid.uuid4())
     params: dict[str, Any] = {
         "run_id": run_id,

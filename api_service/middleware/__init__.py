@@ -1,9 +1,11 @@
 """Pure ASGI middleware guarding /api/gateway/* (one concern per module).
 
-Order, outermost first: client (the address a request comes from, X-Forwarded-For from trusted
-proxies only), hosts (Host allowlist; loopback names only without auth), audit (sees every write, even
-refused ones), cors (origin allowlist and preflight), auth (lockout, bearer token, scopes' caller),
-concurrency (429, per process and per client), body_limit (413, and 408 for a body read too slowly).
+Order, outermost first: front (one layer for the client address a request comes from, with
+X-Forwarded-For from trusted proxies only; its request id; the Host allowlist, loopback names only
+without auth; the audit line of every write, even refused ones; its metrics and log line: client,
+hosts, audit and observe hold those), cors (origin allowlist and preflight), auth (lockout, bearer
+token, scopes' caller), concurrency (429, per process and per client), body_limit (413, and 408 for a
+body read too slowly).
 """
 
 from __future__ import annotations

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from . import client_ip, protected
 from .auth import bearer_token, token_fingerprint
@@ -48,41 +47,9 @@ class AuditLog:
         except (OSError, ValueError) as exc:  # full disk, closed: never fail a request already served
             log.warning("audit log write failed: %s", exc)
 
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-
-class AuditMiddleware:
-    def __init__(self, app: ASGIApp, audit_log: AuditLog) -> None:
-        self.app = app
-        self.log = audit_log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not protected(scope) or scope["method"] not in WRITES:
-            await self.app(scope, receive, send)
-            return
-        status = 0
-        recorded = False
-        started = time.monotonic()
-
-        async def watch(message: Message) -> None:
-            nonlocal status, recorded
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                # Written before the response's last bytes leave: a client that has its answer
-                # finds the line already there.
-                recorded = True
-                self.record(scope, status or 500, time.monotonic() - started)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            if not recorded:  # no complete response (an error, a disconnect): still on the record
-                self.record(scope, status or 500, time.monotonic() - started)
+    def audits(self, scope: Scope) -> bool:
+        """A write to /api/gateway/* (refused ones too): recorded."""
+        return scope["method"] in WRITES and protected(scope)
 
     def record(self, scope: Scope, status: int, elapsed_s: float) -> None:
         token = bearer_token(scope)
@@ -93,7 +60,7 @@ class AuditMiddleware:
             fingerprint = _fingerprints[token] = token_fingerprint(token)
         ids: dict[str, Any] = dict(scope.get("path_params") or {})
         ids.update((scope.get("state") or {}).get("audit") or {})
-        self.log.write(
+        self.write(
             {
                 "ts": datetime.now(UTC).isoformat(),
                 "client_ip": client_ip(scope),
@@ -105,3 +72,8 @@ class AuditMiddleware:
                 "ms": round(elapsed_s * 1000, 2),
             }
         )
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from . import CLIENT_KEY, header
 
@@ -48,14 +48,8 @@ def forwarded_client(peer: str, forwarded_for: str | None, networks: tuple[Netwo
     return hops[0] if hops else peer
 
 
-class ClientMiddleware:
-    def __init__(self, app: ASGIApp, trusted_proxies: tuple[str, ...]) -> None:
-        self.app = app
-        self.networks = parse_networks(trusted_proxies)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            client = scope.get("client")
-            peer = str(client[0]) if client else "unknown"
-            scope[CLIENT_KEY] = forwarded_client(peer, header(scope, b"x-forwarded-for"), self.networks)
-        await self.app(scope, receive, send)
+def resolve_client(scope: Scope, networks: tuple[Network, ...]) -> None:
+    """Record the request's client address in its scope (CLIENT_KEY), for every later layer."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    scope[CLIENT_KEY] = forwarded_client(peer, header(scope, b"x-forwarded-for"), networks)

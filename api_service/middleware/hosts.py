@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 from fnmatch import fnmatchcase
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from . import header, send_error
+from . import header
 
 LOOPBACK_NAMES = ("localhost", "*.localhost")
 
@@ -36,9 +36,8 @@ def is_loopback(name: str) -> bool:
         return False
 
 
-class HostMiddleware:
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], auth_required: bool) -> None:
-        self.app = app
+class HostPolicy:
+    def __init__(self, allowed_hosts: tuple[str, ...], auth_required: bool) -> None:
         self.patterns = tuple(h.strip().lower().rstrip(".") for h in allowed_hosts if h.strip())
         self.loopback_only = not auth_required
 
@@ -49,18 +48,15 @@ class HostMiddleware:
             return True
         return any(p == "*" or fnmatchcase(name, p) for p in self.patterns)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> str | None:
+        """Why the request's Host is not served (its 400's detail), or None when it is."""
         raw = header(scope, b"host")
         name = host_name(raw) if raw else ""
-        if not self.allowed(name):
-            why = (
-                "this server runs without auth and answers loopback names only"
-                if self.loopback_only
-                else "see ABSTRACTGATEWAY_ALLOWED_HOSTS"
-            )
-            await send_error(scope, send, 400, f"host {name or '(none)'!r} not served ({why})")
-            return
-        await self.app(scope, receive, send)
+        if self.allowed(name):
+            return None
+        why = (
+            "this server runs without auth and answers loopback names only"
+            if self.loopback_only
+            else "see ABSTRACTGATEWAY_ALLOWED_HOSTS"
+        )
+        return f"host {name or '(none)'!r} not served ({why})"

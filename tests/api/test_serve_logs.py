@@ -124,3 +124,28 @@ def test_tracebacks_warnings_and_uncaught_errors_are_json_lines_too() -> None:
     ], lines
     assert all("ZeroDivisionError" in e["exception"] for e in lines[:2])
     assert "KeyError" in lines[3]["exception"] and lines[0]["run_id"] == "r1"
+
+
+def test_a_hot_line_is_the_line_structlog_writes() -> None:
+    """The request line's direct writer (HotLine) and structlog render one event alike: the same keys
+    in the same order, the same values but the time; below the level it writes nothing."""
+    import sys
+
+    code = (
+        "import logging, structlog\n"
+        "from shared_store.logs import HotLine, bind_fields, configure_logging\n"
+        "configure_logging('info')\n"
+        "bind_fields(request_id='req-1')\n"
+        "fields = dict(method='POST', path='/p', route='/p', status=201, duration_ms=1.25)\n"
+        "structlog.get_logger('api').info('request', **fields)\n"
+        "HotLine('api')(logging.INFO, 'request', **fields)\n"
+        "HotLine('api')(logging.DEBUG, 'request', **fields)\n"
+        "HotLine('api')(logging.ERROR, 'request', **fields)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    native, hot, error = [json.loads(line) for line in done.stderr.splitlines()]
+    assert list(hot) == list(native) and native["request_id"] == "req-1"
+    assert {**hot, "timestamp": None} == {**native, "timestamp": None}
+    assert hot["timestamp"].endswith("Z") and error["level"] == "error"
