@@ -7,8 +7,8 @@ last bytes leave, so a client that has its answer finds the line there) and, onc
 request's count, latency and log line (middleware.observe).
 
 One frame, not four stacked middlewares: each layer's coroutine is resumed at every suspension of the
-request under it, and each wrapped `send` again; four layers cost ~60,000 instructions of a start
-(callgrind, in-process, the audit log on), this one about half.
+request under it, and each wrapped `send` again. A start with the audit log on (serve's default):
+~1,118,000 -> ~1,035,000 instructions (callgrind, in-process, all threads; ~±20,000 run to run).
 """
 
 from __future__ import annotations
