@@ -125,6 +125,7 @@ class FileBlobs:
     def __init__(self, db: Database, root: Path) -> None:
         self.db = db
         self.root = root
+        self._root = str(root)
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id
@@ -136,7 +137,9 @@ class FileBlobs:
         write_atomically(path, lambda fh: fh.write(content))
 
     def touch(self, blob_id: str) -> bool:
-        return self.exists(blob_id)
+        # A runner touches its workflow snapshot's blob at every start: a stat by name, not a Path
+        # built and asked (pathlib's joins and is_file: ~25 us of a bench-echo run).
+        return os.path.isfile(os.path.join(self._root, blob_id[:2], blob_id))
 
     def get(self, blob_id: str) -> bytes | None:
         try:

@@ -75,6 +75,8 @@ class RunUnit:
         self.fence = fence
         self._staged: list[Staged] = []
         self._commits = 0  # units committed: marks taken before a commit are spent by it
+        # Staged items below this index are before a mark: never removed (rollback_to counts on them).
+        self._floor = 0
         # When each run saved through the unit is next due, as of its last committed save: what a
         # release settles with, without reading the run's state back (the run store shares it).
         self.last_due: dict[str, dict[str, Any]] = {}
@@ -110,8 +112,30 @@ class RunUnit:
         """A held run's state save (SAVE_RUN_FENCED then SAVE_RUN_STATE), committed by the next
         commit, flush or release: a short run (start, tick, complete) commits its step and its end
         with the release, one commit instead of three. Its fence is the unit's up-front check."""
+        self._drop_superseded_save(run_id, str(params["status"]))
         self.stage(run_id, q.SAVE_RUN_FENCED, params)
         self.stage(run_id, q.SAVE_RUN_STATE, params)
+
+    def _drop_superseded_save(self, run_id: str, status: str) -> None:
+        """Unstage the run's previous staged save when this one supersedes it: each writes the whole
+        row and document, and one that left the run `running` fired no trigger a later one would
+        not (they act on a move into waiting or an end; a move into waiting is kept whole, as a
+        webhook's run.waiting counts each). bench-echo staged two saves per claim: one upsert and
+        one document write fewer a run (~55 us of the runner's SQL)."""
+        if status == "waiting":
+            return
+        for index in range(len(self._staged) - 1, self._floor, -1):
+            item = self._staged[index]
+            if item.run_id != run_id or item.sql is not q.SAVE_RUN_STATE:
+                continue
+            before = self._staged[index - 1]
+            if (
+                item.params["status"] == "running"
+                and before.sql is q.SAVE_RUN_FENCED
+                and before.run_id == run_id
+            ):
+                del self._staged[index - 1 : index + 1]
+            return
 
     def staged_save(self, run_id: str) -> dict[str, Any] | None:
         """The params of the run's last staged state save (read your writes), or None."""
@@ -131,6 +155,7 @@ class RunUnit:
         return None
 
     def mark(self) -> tuple[int, int]:
+        self._floor = max(self._floor, len(self._staged))
         return self._commits, len(self._staged)
 
     def rollback_to(self, mark: tuple[int, int]) -> None:
@@ -139,10 +164,12 @@ class RunUnit:
         if commits != self._commits:
             size = 0
         del self._staged[size:]
+        self._floor = min(self._floor, len(self._staged))
 
     def discard(self) -> None:
         """Forget everything staged (the run was lost, or its processing ended in an error)."""
         self._staged.clear()
+        self._floor = 0
 
     # --- named operations a runner stages ------------------------------------------------------
     def resolve_command(self, command: Command, status: str, error: str | None = None) -> None:
@@ -211,6 +238,7 @@ class RunUnit:
             self.discard()
             raise
         del self._staged[: len(staged)]
+        self._floor = 0
         self._commits += 1
         for item in staged:
             if item.sql is q.SAVE_RUN_STATE:

@@ -1,0 +1,74 @@
+"""The runner's unit of work stages state saves: a later save of a run supersedes an earlier one that
+left it `running` (each writes the whole row and document), a save into `waiting` is kept whole,
+and nothing staged before a mark is touched (a refused command rolls back to the mark)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
+
+from shared_store import LeaseHolder
+from shared_store import queries as q
+from shared_store.bundles import import_flows_dir, resolve_workflow
+from shared_store.run_store import SqliteRunStore
+from shared_store.run_unit import RunUnit
+from shared_store.starts import enqueue_run
+
+
+def _held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, RunState]:
+    import_flows_dir(db, flows)
+    resolved = resolve_workflow(db, bundle_id="bench-echo")
+    run_id = enqueue_run(db, resolved=resolved, input_data={}).run_id
+    fence = LeaseHolder(db, "r1", lease_s=30.0)
+    assert [lease.run_id for lease in fence.claim(1)] == [run_id]
+    unit = RunUnit(db, fence)
+    store = SqliteRunStore(db, fence=fence, unit=unit)
+    run = RunState.new(workflow_id=resolved.workflow_id, entry_node="start", run_id=run_id)
+    created, fresh = store.create_if_absent(run)
+    assert fresh
+    return fence, unit, store, created
+
+
+def _staged_saves(unit: RunUnit) -> list[str]:
+    return [item.params["status"] for item in unit._staged if item.sql is q.SAVE_RUN_FENCED]
+
+
+def test_a_save_supersedes_the_staged_one_that_left_the_run_running(db, flows: Path) -> None:
+    _, unit, store, run = _held_run(db, flows)
+    run.status = RunStatus.RUNNING
+    run.current_node = "a"
+    store.save(run)
+    run.current_node = "b"
+    store.save(run)
+    assert _staged_saves(unit) == ["running"]
+    run.status = RunStatus.COMPLETED
+    run.output = {"done": True}
+    store.save(run)
+    assert _staged_saves(unit) == ["completed"]
+    assert unit.release(run.run_id)
+    status, node = db.query_one("SELECT status, current_node FROM runs WHERE run_id = ?", (run.run_id,))
+    assert (status, node) == ("completed", "b")
+    assert store.load(run.run_id).output == {"done": True}
+
+
+def test_a_move_into_waiting_and_what_came_before_a_mark_stay_staged(db, flows: Path) -> None:
+    _, unit, store, run = _held_run(db, flows)
+    run.status = RunStatus.RUNNING
+    store.save(run)
+    mark = unit.mark()
+    run.current_node = "c"
+    store.save(run)  # the save before the mark stays: rolling back to the mark must find it
+    assert _staged_saves(unit) == ["running", "running"]
+    unit.rollback_to(mark)
+    assert _staged_saves(unit) == ["running"]
+    run.status = RunStatus.WAITING
+    run.waiting = WaitState(reason=WaitReason.USER, wait_key="k1", prompt="?")
+    store.save(run)
+    assert _staged_saves(unit) == ["running", "waiting"]  # (a save before the mark is never dropped)
+    run.status = RunStatus.RUNNING
+    run.waiting = None
+    store.save(run)
+    assert _staged_saves(unit) == ["running", "waiting", "running"]  # waiting is kept whole
+    assert unit.release(run.run_id)
+    assert db.query_one("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)) == ("running",)
