@@ -70,6 +70,16 @@ class GroupWriter:
     def _commit(self, writes: list[_Write]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         db = writes[0].db
+        if len(writes) == 1:
+            # Alone in its group (every write at concurrency 1): its own transaction, rolled back
+            # alone anyway; a savepoint would be one SAVEPOINT and one RELEASE more.
+            try:
+                with db.write():
+                    outcomes.append((True, writes[0].call()))
+            except BaseException as exc:  # the write or its commit: not durable
+                outcomes.append((False, exc))
+            self._settle(writes, outcomes)
+            return
         try:
             with db.group():
                 for write in writes:
@@ -80,6 +90,9 @@ class GroupWriter:
                         outcomes.append((False, exc))
         except BaseException as exc:  # the commit itself failed: no write of the group is durable
             outcomes = [(False, exc)] * len(writes)
+        self._settle(writes, outcomes)
+
+    def _settle(self, writes: list[_Write], outcomes: list[tuple[bool, Any]]) -> None:
         self.groups += 1
         self.writes += len(writes)
         for write, (ok, value) in zip(writes, outcomes, strict=True):
