@@ -75,10 +75,11 @@ class GroupWriter:
             # alone anyway; a savepoint would be one SAVEPOINT and one RELEASE more.
             try:
                 with db.write():
-                    outcomes.append((True, writes[0].call()))
-            except BaseException as exc:  # the write or its commit: not durable
-                outcomes.append((False, exc))
-            self._settle(writes, outcomes)
+                    value = writes[0].call()
+                outcome: tuple[bool, Any] = (True, value)
+            except BaseException as exc:  # the write or its commit failed: not durable
+                outcome = (False, exc)
+            self._settle(writes, [outcome])
             return
         try:
             with db.group():

@@ -50,6 +50,45 @@ def test_a_write_alone_commits_or_leaves_nothing(db: Database) -> None:
     assert (writer.groups, writer.writes) == (3, 3)
 
 
+def _vetoed_at_commit(db: Database, key: str) -> str:
+    """A write that succeeds, then its transaction's COMMIT fails (a commit hook vetoes it once)."""
+    conn = db.connection()
+    conn.execute("INSERT INTO t VALUES (?)", (key,))
+
+    def veto() -> bool:
+        conn.set_commit_hook(None)
+        return True
+
+    conn.set_commit_hook(veto)
+    return key
+
+
+def test_a_commit_that_fails_fails_its_writes_and_the_writer_goes_on(db: Database) -> None:
+    """The write ran but its COMMIT did not: the caller gets the error, never the value (a 2xx
+    means durable), and the writer thread serves the next write."""
+    writer = GroupWriter()
+    running, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        running.set()
+        assert gate.wait(30)
+
+    async def main() -> tuple[list[object], str]:
+        with pytest.raises(apsw.ConstraintError):
+            await writer.submit(db, lambda: _vetoed_at_commit(db, "alone"))
+        head = writer.submit(db, hold)
+        assert await asyncio.to_thread(running.wait, 30)
+        grouped = [writer.submit(db, lambda k=k: _insert(db, k)) for k in ("g1", "g2")]
+        grouped.append(writer.submit(db, lambda: _vetoed_at_commit(db, "g3")))
+        gate.set()
+        outcomes = await asyncio.gather(head, *grouped, return_exceptions=True)
+        return outcomes, await writer.submit(db, lambda: _insert(db, "after"))
+
+    outcomes, after = asyncio.run(main())
+    assert outcomes[0] is None and all(isinstance(o, apsw.ConstraintError) for o in outcomes[1:])
+    assert after == "after" and _keys(db) == ["after"]
+
+
 def test_writes_queued_together_share_a_transaction_and_fail_alone(db: Database) -> None:
     writer = GroupWriter()
     running, gate = threading.Event(), threading.Event()
