@@ -27,6 +27,7 @@ from ..access import READ, RUN
 from ..errors import ApiError, not_found_run
 from ..flow_control import flow_settings, resolve
 from ..http import ApiRoute, blocking, reading, require_input_size, require_session
+from ..middleware import header
 from ..request_context import current_request_id
 from ..schemas import (
     ARTIFACTS_PAGE_MAX,
@@ -94,7 +95,8 @@ def _start(
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    # From the headers dict the middlewares already made (starlette's request.headers builds its own).
+    key = header(request.scope, b"idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     return key
