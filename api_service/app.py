@@ -94,7 +94,6 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
     audit = AuditLog(settings.audit_log) if settings.audit_log else None
     routes = api_routes()
     check_scopes(routes)
-    spec = msgspec.json.encode(openapi_document())
     secret = settings.token_secret
     if secret is None and settings.auth_required:
         secret = load_secret(db.path.parent)
@@ -137,7 +136,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
                 audit.close()
 
     app = Starlette(
-        routes=[*routes, *doc_routes(spec), *pages],
+        routes=[*routes, *doc_routes(lambda: msgspec.json.encode(openapi_document())), *pages],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
