@@ -95,11 +95,19 @@ def test_serve_and_its_runner_write_json_lines_only(tmp_path: Path, flows: Path)
     assert all(e["timestamp"].endswith("Z") for e in entries)
 
 
+def _stderr_lines(code: str) -> list[dict]:
+    """The JSON lines a Python process running `code` wrote on its stderr (a file, not a terminal)."""
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [json.loads(line) for line in done.stderr.splitlines()]
+
+
 def test_tracebacks_warnings_and_uncaught_errors_are_json_lines_too() -> None:
     """Both paths (structlog's loggers, stdlib ones) render an exception into the line; a warning and
     an uncaught exception in a thread become lines too, instead of raw text on stderr."""
-    import sys
-
     code = (
         "import logging, threading, warnings, structlog\n"
         "from shared_store.logs import configure_logging\n"
@@ -111,10 +119,7 @@ def test_tracebacks_warnings_and_uncaught_errors_are_json_lines_too() -> None:
         "t = threading.Thread(target=lambda: {}['missing']); t.start(); t.join()\n"
         "structlog.get_logger('api').debug('quiet_enough')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    lines = _stderr_lines(code)
     assert [(e["logger"], e["level"]) for e in lines] == [
         ("runner", "error"),
         ("hypercorn.error", "error"),
@@ -129,8 +134,6 @@ def test_tracebacks_warnings_and_uncaught_errors_are_json_lines_too() -> None:
 def test_a_hot_line_is_the_line_structlog_writes() -> None:
     """The request line's direct writer (HotLine) and structlog render one event alike: the same keys
     in the same order, the same values but the time; below the level it writes nothing."""
-    import sys
-
     code = (
         "import logging, structlog\n"
         "from shared_store.logs import HotLine, bind_fields, configure_logging\n"
@@ -142,10 +145,7 @@ def test_a_hot_line_is_the_line_structlog_writes() -> None:
         "HotLine('api')(logging.DEBUG, 'request', **fields)\n"
         "HotLine('api')(logging.ERROR, 'request', **fields)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    native, hot, error = [json.loads(line) for line in done.stderr.splitlines()]
+    native, hot, error = _stderr_lines(code)
     assert list(hot) == list(native) and native["request_id"] == "req-1"
     assert {**hot, "timestamp": None} == {**native, "timestamp": None}
     assert hot["timestamp"].endswith("Z") and error["level"] == "error"
