@@ -37,13 +37,20 @@ from tests.store.races import TIMEOUT_S, due_runs, take_over, together, until_bl
 def test_concurrent_claimers_never_hold_a_run_twice(db) -> None:
     ids = due_runs(db, 400)
     holders = [LeaseHolder(db, f"r{i}", lease_s=300) for i in range(4)]
+    # Every claimer's first claim is made before any makes its second: a thread the scheduler ran
+    # first could otherwise take all 400 runs before the others started (seen once in CI).
+    first_claims = threading.Barrier(len(holders))
 
     def claim_all(holder: LeaseHolder) -> Callable[[], list[tuple[str, int]]]:
         def run() -> list[tuple[str, int]]:
             got: list[tuple[str, int]] = []
             empty = 0
+            first = True
             while empty < 3:
                 leases = holder.claim(3)
+                if first:
+                    first_claims.wait(TIMEOUT_S)
+                    first = False
                 empty = 0 if leases else empty + 1
                 got.extend((lease.run_id, lease.epoch) for lease in leases)
             return got
