@@ -329,7 +329,7 @@ class Runner:
                 worker.process(lease.run_id)
             except StoreError:
                 # Give the rest of the batch back: held but never processed, the heartbeat would
-                # renew them forever. A release that fails too is forgotten: its lease expires.
+                # renew them forever. A release the store missed is sent again by the heartbeat.
                 for rest in leases[index + 1 :]:
                     with contextlib.suppress(StoreError):
                         self.fence.release(rest.run_id)

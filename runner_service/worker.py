@@ -196,7 +196,9 @@ class Worker:
             self.processed += 1
             born, run_store.born = run_store.born, []
             for held in (*(() if released else (run_id,)), *born):
-                self.fence.release(held, settle=self._settle(held))
+                epoch = self.fence.epoch(held)
+                if not self.fence.release(held, settle=self._settle(held)) and epoch is not None:
+                    log.warning("lease_lost", run_id=held, epoch=epoch)  # taken over meanwhile
 
     def fail_poisoned(self, run_id: str, stalled: int) -> None:
         """A run whose last `stalled` claims ended without a release while a worker was on it: its

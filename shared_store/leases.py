@@ -20,7 +20,7 @@ import apsw
 
 from . import queries as q
 from .db import Database
-from .errors import LeaseLost
+from .errors import LeaseLost, StoreUnavailable
 from .postgres.retry import write_unit
 
 # Expired leases freed per claim pass. SQLite frees all in one statement (the writer holds the whole
@@ -80,6 +80,12 @@ class LeaseHolder:
         self.labels = sorted(labels or [])
         self.labels_json = json.dumps(self.labels)
         self._epochs: dict[str, int] = {}
+        # Releases that never reached the store (it was unavailable): run_id -> the epoch given back.
+        # The heartbeat sends them again once the store answers, and one refused because another
+        # runner claimed the run since is a lease lost. Forgotten instead, a runner cut off for longer
+        # than its connection's tcp_user_timeout (10 s) failed its worker's release and, its link back,
+        # never learnt that its runs had been taken over (the multi-host test, on a slow CI machine).
+        self._unsettled: dict[str, int] = {}
         self._lock = threading.Lock()
         # Counts the runner's metrics export: leases claimed, expired leases taken back (takeovers
         # of another runner's runs), and leases found lost (a write or renewal fenced out).
@@ -161,10 +167,12 @@ class LeaseHolder:
         return leases
 
     def heartbeat(self) -> list[Lease]:
-        """Extend every held lease; returns (and forgets) those that were lost meanwhile."""
+        """Send again the releases the store missed, then extend every held lease; returns (and
+        forgets) the leases found lost meanwhile."""
+        lost = self.resend_releases()
         held = self.held()
         if not held:
-            return []
+            return lost
         expires_at = self.clock() + self.lease_s
 
         def renew(conn: apsw.Connection) -> list[Lease]:
@@ -185,17 +193,54 @@ class LeaseHolder:
                     lost.append(lease)
             return lost
 
-        lost = write_unit(self.db, renew)
+        renewed_lost = write_unit(self.db, renew)
         # A lease released (or released and claimed again) by a worker between the snapshot above
         # and its renewal is not lost: the renewal finds it gone because it was given back. Only a
         # lease still held at the snapshot's epoch was taken over (a 2-runner bench of 1 ms runs
         # reported such a release as `lease_lost` once a heartbeat fell inside one).
         with self._lock:
-            lost = [lease for lease in lost if self._epochs.get(lease.run_id) == lease.epoch]
-            for lease in lost:
+            renewed_lost = [lease for lease in renewed_lost if self._epochs.get(lease.run_id) == lease.epoch]
+            for lease in renewed_lost:
                 del self._epochs[lease.run_id]
+            self.lost_leases += len(renewed_lost)
+        return [*lost, *renewed_lost]
+
+    def unsettled(self) -> list[Lease]:
+        """Leases given back while the store was unavailable, not yet known to be released."""
+        with self._lock:
+            return [Lease(run_id, self.owner, epoch) for run_id, epoch in self._unsettled.items()]
+
+    def resend_releases(self) -> list[Lease]:
+        """Send the releases the store missed again; returns those refused because another runner
+        has claimed the run since (lost). A release that had landed after all (its answer was what
+        got lost) is found released at its own epoch: settled, not lost."""
+        pending = self.unsettled()
+        if not pending:
+            return []
+
+        def resend(conn: apsw.Connection) -> list[Lease]:
+            lost: list[Lease] = []
+            for lease in sorted(pending, key=lambda lease: lease.run_id):
+                if self._release(conn, lease.run_id, lease.epoch, None):
+                    continue
+                row = conn.execute(q.LEASE_OF, (lease.run_id,)).fetchall()
+                if row and row[0][1] != lease.epoch:  # claimed since (a run deleted meanwhile: settled)
+                    lost.append(lease)
+            return lost
+
+        lost = write_unit(self.db, resend)
+        with self._lock:
+            for lease in pending:
+                if self._unsettled.get(lease.run_id) == lease.epoch:
+                    del self._unsettled[lease.run_id]
             self.lost_leases += len(lost)
         return lost
+
+    def missed_release(self, run_id: str, epoch: int) -> None:
+        """A release of `run_id` at `epoch` did not reach the store: the heartbeat sends it again."""
+        with self._lock:
+            if run_id not in self._epochs:  # (held again, at a newer epoch: that claim supersedes it)
+                self._unsettled[run_id] = epoch
 
     def mark_stalled(self, run_ids: list[str]) -> None:
         """Count this claim of each run as stalled (a worker has been on it across a heartbeat): if
@@ -210,7 +255,7 @@ class LeaseHolder:
         write_unit(self.db, mark)
 
     def release(self, run_id: str, *, settle: dict[str, object] | None = None) -> bool:
-        """Give a run back. False if it was no longer ours.
+        """Give a run back. False if it was no longer ours (not held, or held and taken over: lost).
 
         Without `settle` its due_at stays as is; with settle (due_at, paused, sub_run_id from its
         state) due_at is recomputed, so a run that has nothing to do is not claimed again."""
@@ -220,7 +265,15 @@ class LeaseHolder:
             return False
         # A release hands the run's slot on (a trigger locking the key's held runs): run again whole
         # on a PostgreSQL deadlock.
-        return write_unit(self.db, lambda conn: self._release(conn, run_id, epoch, settle))
+        try:
+            released = write_unit(self.db, lambda conn: self._release(conn, run_id, epoch, settle))
+        except StoreUnavailable:
+            self.missed_release(run_id, epoch)
+            raise
+        if not released:  # held at this epoch, refused: another runner has claimed the run since
+            with self._lock:
+                self.lost_leases += 1
+        return released
 
     def release_in(
         self,
@@ -250,7 +303,9 @@ class LeaseHolder:
         return conn.changes() == 1
 
     def release_all(self) -> int:
-        """Release every held lease (graceful stop); returns how many were still ours."""
+        """Release every held lease (graceful stop), and send again the releases the store missed;
+        returns how many held leases were still ours."""
+        self.resend_releases()
         return sum(1 for lease in self.held() if self.release(lease.run_id))
 
 

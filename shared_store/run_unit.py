@@ -30,7 +30,7 @@ from abstractruntime.core.models import RunState
 from . import queries as q
 from .codec import decode, encode, utc_now_iso
 from .db import Database
-from .errors import LeaseLost, UnknownRun
+from .errors import LeaseLost, StoreUnavailable, UnknownRun
 from .inbox import Command, command_from_row
 from .leases import LeaseHolder
 from .postgres.retry import write_unit
@@ -256,7 +256,13 @@ class RunUnit:
         def give_back(conn: apsw.Connection) -> bool:
             return self.fence.release_in(conn, run_id, settle=settle, epoch=epoch)
 
-        if not self.commit(give_back, fenced_by=run_id):  # the release's guard found it taken over
+        try:
+            released = self.commit(give_back, fenced_by=run_id)
+        except StoreUnavailable:
+            if epoch is not None:  # the lease is forgotten already (release_in): send it again later
+                self.fence.missed_release(run_id, epoch)
+            raise
+        if not released:  # the release's guard found it taken over
             self.discard()
             raise LeaseLost(run_id, self.fence.owner, epoch)
         return True

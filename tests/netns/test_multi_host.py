@@ -39,6 +39,8 @@ RUNS = 6
 # than both faults take (~6 s here), at little CPU.
 TICKS, DELAY_S = 200, 0.2
 CUT_ATTEMPTS = 20
+# Past the 10 s tcp_user_timeout of the store's connections (shared_store/postgres/connect.py).
+CUT_MIN_S = 12.0
 # Log events of a 500 (api_service/errors.py) and of an exception nothing caught (shared_store/logs.py).
 CRASH_EVENTS = ("unhandled error", "uncaught exception")
 TAKEOVERS_RE = re.compile(r"^abstractgateway_runner_lease_takeovers_total (\S+)$", re.M)
@@ -53,7 +55,7 @@ class Counts:
     takeovers: int = 0  # of those, claimed by another runner (a higher epoch) while runner 1 was cut off
     takeovers_metric: int = -1  # runner 2's own lease_takeovers counter (-1: not published)
     takeover_s: float = 0.0  # link down -> the last held run claimed by another runner
-    cut_s: float = 0.0  # link down -> up (runner 2 had appended to a taken-over run by then)
+    cut_s: float = 0.0  # link down -> up (runner 2 had appended to a taken-over run, CUT_MIN_S passed)
     stale_writes_refused: int = 0  # runner 1's lease_lost lines after its link returned
     refused_for_taken_over: int = 0  # of those, for runs held at the cut
     in_flight_at_api_kill: int = 0
@@ -188,6 +190,10 @@ def _cut_runner_host(
         "runner 2 to carry a taken-over run on",
         check=runner2.alive,
     )
+    # The cut outlasts runner 1's connections' tcp_user_timeout: its calls in flight fail rather than
+    # complete once the link is back, and so do the releases after them. It must learn all the same
+    # (a release the store missed is sent again; CI's slower machine once cut for that long).
+    time.sleep(max(0.0, CUT_MIN_S - (time.monotonic() - cut_at)))
     counts.cut_s = round(time.monotonic() - cut_at, 2)
     before = len(runner1.events("lease_lost"))
     cluster.net.restore(runner1.host)
