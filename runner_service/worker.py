@@ -9,6 +9,7 @@ process (one LeaseHolder, one owner id).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -204,16 +205,22 @@ class Worker:
         """A run whose last `stalled` claims ended without a release while a worker was on it: its
         ticks killed the runner (or stalled it past the tick timeout). Failed with that reason
         instead of being claimed forever."""
+        reason = (
+            f"poison run: its tick killed or timed out the runner {stalled} times "
+            f"({stalled} claims ended mid-tick without a release)"
+        )
         try:
-            self._fail_anyhow(
-                run_id,
-                f"poison run: its tick killed or timed out the runner {stalled} times "
-                f"({stalled} claims ended mid-tick without a release)",
-            )
+            # Its ticks ran, though a first tick's start (staged with it) may never have committed.
+            self._fail_anyhow(run_id, reason, unstarted=reason)
         finally:
             self.fence.release(run_id, settle=self._settle(run_id))
 
     def _park(self, parked: bool) -> None:
+        if parked and self._ctx is not None:
+            # A code node's wait got slow: what is staged (a start, earlier steps) commits now rather
+            # than after it. Failing, it stays staged for the next commit (the tick goes on).
+            with contextlib.suppress(StoreError):
+                self._ctx.unit.flush()
         if self._on_park is not None:
             self._on_park(self, parked)
 
@@ -331,15 +338,20 @@ class Worker:
                 **(runtime_ns if isinstance(runtime_ns, dict) else {}),
                 "workflow_snapshot": snapshot,
             }
-        ctx.runtime.start(
-            workflow=spec,
-            vars=run_vars,
-            # As the original: a run without a session is its own session; runs are the gateway's.
-            session_id=request.get("session_id") or run_id,
-            parent_run_id=request.get("parent_run_id"),
-            run_id=run_id,
-            actor_id=GATEWAY_ACTOR,
-        )
+        # Read queued under this claim's lease: its creation commits with the rest of the claim.
+        ctx.run_store.starting.add(run_id)
+        try:
+            ctx.runtime.start(
+                workflow=spec,
+                vars=run_vars,
+                # As the original: a run without a session is its own session; runs are the gateway's.
+                session_id=request.get("session_id") or run_id,
+                parent_run_id=request.get("parent_run_id"),
+                run_id=run_id,
+                actor_id=GATEWAY_ACTOR,
+            )
+        finally:
+            ctx.run_store.starting.discard(run_id)
         self.metrics.starts.inc()
         log.info("run_started", run_id=run_id, workflow_id=workflow_id)
         return True
@@ -424,9 +436,12 @@ class Worker:
             if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
                 return False
             workflow_id = run.workflow_id
-        # Nothing staged waits across a tick (a step's code node may run for seconds): normally a
-        # no-op, the last save committed the unit.
-        ctx.unit.flush()
+        # What earlier ticks staged commits before this one: a reader sees each tick's records as
+        # it ends, not at the release. A run's first tick carries its start (staged: its creation,
+        # snapshot and start record) and commits with it, one commit fewer a run; should a code node
+        # wait long, the worker parks and commits what is staged then (_park).
+        if started is None:
+            ctx.unit.flush()
         began = time.perf_counter()
         try:
             spec = ctx.host.spec(workflow_id)
@@ -463,13 +478,16 @@ class Worker:
         self.metrics.run_duration.labels(run.workflow_id, run.status.value).observe(max(0.0, elapsed))
 
     # --- failures ------------------------------------------------------------------------------
-    def _fail_anyhow(self, run_id: str, error: str) -> None:
+    def _fail_anyhow(self, run_id: str, error: str, *, unstarted: str | None = None) -> None:
+        """Fail the run, from its last stored state; one still queued fails with `unstarted` (by
+        default: it could not start)."""
         ctx = self.context()
         ctx.unit.discard()  # what the failed path staged is not written (its failure record is)
         try:
             step = ctx.unit.open(run_id, commands=0)
             if step is not None and step.status == "queued":
-                self._fail_unstarted(ctx, run_id, step.start or {}, f"cannot start: {error}")
+                reason = f"cannot start: {error}" if unstarted is None else unstarted
+                self._fail_unstarted(ctx, run_id, step.start or {}, reason)
             else:
                 self._fail(ctx, run_id, error)
         except LeaseLost:

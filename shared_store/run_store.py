@@ -148,6 +148,9 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
         self.max_output_bytes = max_output_bytes
         self.unit = unit  # the runner's unit of work: a save commits what it staged, in one transaction
         self.born: list[str] = []  # runs this store created leased to its fence (to release after)
+        # Runs the runner is starting now: it read each queued under the lease it holds, in this claim,
+        # so their creation cannot find them otherwise and is staged like a save (see create_if_absent).
+        self.starting: set[str] = set()
         # When each run this store saved is next due, as of that save: what a release settles with,
         # without reading the run's state back.
         self.last_due: dict[str, dict[str, Any]] = unit.last_due if unit is not None else {}
@@ -157,7 +160,15 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
         self._write(run, q.SAVE_RUN_FENCED if self.fence else q.SAVE_RUN_UNLEASED)
 
     def create_if_absent(self, run: RunState) -> tuple[RunState, bool]:
-        """Create the run, or fill its queued row; an existing started run is returned unchanged."""
+        """Create the run, or fill its queued row; an existing started run is returned unchanged.
+
+        A run the runner is starting (`starting`: read queued under its lease in this claim) has its
+        creation staged, committed with the rest of its claim (for a short run, its release): one
+        commit fewer a run."""
+        if run.run_id in self.starting and self.unit is not None and self.fence is not None:
+            self.starting.discard(run.run_id)
+            self._write(run, q.CREATE_RUN_FENCED, create=True)
+            return run, True
         if self._write(run, q.CREATE_RUN_FENCED if self.fence else q.CREATE_RUN_UNLEASED, strict=False):
             return run, True
         row = self.db.query_one(q.RUN_STATUS, (run.run_id,))
@@ -168,7 +179,7 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
         verify_run_identity(existing, run)
         return existing, False
 
-    def _write(self, run: RunState, sql: str, *, strict: bool = True) -> bool:
+    def _write(self, run: RunState, sql: str, *, strict: bool = True, create: bool = False) -> bool:
         now = self.clock()
         params = run_columns(run, now)
         cap = self.max_output_bytes
@@ -195,6 +206,9 @@ class SqliteRunStore(RunStore):  # type: ignore[misc]  # abstractruntime ships n
             conn.execute(q.SAVE_RUN_STATE, params)
             return True
 
+        if create and self.unit is not None and params["epoch"] is not None:
+            self.unit.stage_create(run.run_id, params)
+            return True
         if self.unit is not None and fence is not None and strict and params["epoch"] is not None:
             # A save of a run this runner holds is staged: it commits with the unit's next commit
             # (the release, a flush before a blocking effect, a read of the run by the unit), fenced

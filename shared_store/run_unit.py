@@ -112,30 +112,51 @@ class RunUnit:
         """A held run's state save (SAVE_RUN_FENCED then SAVE_RUN_STATE), committed by the next
         commit, flush or release: a short run (start, tick, complete) commits its step and its end
         with the release, one commit instead of three. Its fence is the unit's up-front check."""
-        self._drop_superseded_save(run_id, str(params["status"]))
-        self.stage(run_id, q.SAVE_RUN_FENCED, params)
+        creates = self._drop_superseded_save(run_id, str(params["status"]))
+        self.stage(run_id, q.CREATE_RUN_FENCED if creates else q.SAVE_RUN_FENCED, params)
         self.stage(run_id, q.SAVE_RUN_STATE, params)
 
-    def _drop_superseded_save(self, run_id: str, status: str) -> None:
+    def stage_create(self, run_id: str, params: dict[str, Any]) -> None:
+        """The creation of a held run read queued in this claim (CREATE_RUN_FENCED, SAVE_RUN_STATE):
+        the lease it is read under keeps the row queued until this commits (only its holder starts
+        it), and the commit's fence checks that lease. A later save takes its place: staged as the
+        creation, with the later state (one row write and one document, not two of each: ~60 us of
+        the runner's SQL a run on bench-echo)."""
+        self.stage(run_id, q.CREATE_RUN_FENCED, params)
+        self.stage(run_id, q.SAVE_RUN_STATE, params)
+
+    def _drop_superseded_save(self, run_id: str, status: str) -> bool:
         """Unstage the run's previous staged save when this one supersedes it: each writes the whole
         row and document, and one that left the run `running` fired no trigger a later one would
         not (they act on a move into waiting or an end; a move into waiting is kept whole, as a
         webhook's run.waiting counts each). bench-echo staged two saves per claim: one upsert and
-        one document write fewer a run (~55 us of the runner's SQL)."""
-        if status == "waiting":
-            return
+        one document write fewer a run (~55 us of the runner's SQL). True when what it unstaged was
+        the run's creation (see stage_create)."""
         for index in range(len(self._staged) - 1, self._floor, -1):
             item = self._staged[index]
             if item.run_id != run_id or item.sql is not q.SAVE_RUN_STATE:
                 continue
             before = self._staged[index - 1]
             if (
-                item.params["status"] == "running"
+                before.sql is q.CREATE_RUN_FENCED
+                and before.run_id == run_id
+                and item.params["status"] == "running"
+            ):
+                # A staged creation into `running` (no trigger acts on it): True, this save creates
+                # the run in its place (the same columns, identity included; the row still queued,
+                # so the triggers see queued -> this save's status, as they would have seen running
+                # -> this save's).
+                del self._staged[index - 1 : index + 1]
+                return True
+            if (
+                status != "waiting"
+                and item.params["status"] == "running"
                 and before.sql is q.SAVE_RUN_FENCED
                 and before.run_id == run_id
             ):
                 del self._staged[index - 1 : index + 1]
-            return
+            return False
+        return False
 
     def staged_save(self, run_id: str) -> dict[str, Any] | None:
         """The params of the run's last staged state save (read your writes), or None."""

@@ -60,10 +60,10 @@ def test_a_kill_in_the_failure_path_never_leaves_a_failed_run_without_its_record
             raise _Killed
         append_failure(self, record)
 
-    def dies_at_the_save(self: SqliteRunStore, run: Any, sql: str, strict: bool = True) -> bool:
+    def dies_at_the_save(self: SqliteRunStore, run: Any, sql: str, **options: Any) -> bool:
         if run.status.value == "failed":
             raise _Killed
-        return write(self, run, sql, strict=strict)
+        return write(self, run, sql, **options)
 
     fence, doomed = _worker(gateway, "doomed")
     assert fence.claim(1)
@@ -80,7 +80,8 @@ def test_a_kill_in_the_failure_path_never_leaves_a_failed_run_without_its_record
     assert killed["status"] != "failed" or _failed_records(gateway, run_id), (
         "a failed run without its failure record"
     )
-    assert killed["status"] == "running" and _failed_records(gateway, run_id) == []
+    # (Still queued: a start commits with its first tick's outcome, which never committed.)
+    assert killed["status"] == "queued" and _failed_records(gateway, run_id) == []
     gateway.runner("after", lease_s=1.0)
     assert gateway.wait_status(run_id, "completed")["output"]["result"] == "hi"
     assert _failed_records(gateway, run_id) == []

@@ -1,6 +1,7 @@
-"""The runner's unit of work stages state saves: a later save of a run supersedes an earlier one that
-left it `running` (each writes the whole row and document), a save into `waiting` is kept whole,
-and nothing staged before a mark is touched (a refused command rolls back to the mark)."""
+"""The runner's unit of work stages state saves, and the creation of a run it starts: a later save
+of a run supersedes an earlier one that left it `running` (each writes the whole row and document), a
+save into `waiting` is kept whole, and nothing staged before a mark is touched (a refused command
+rolls back to the mark)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,57 @@ def test_a_move_into_waiting_and_what_came_before_a_mark_stay_staged(db, flows: 
     assert _staged_saves(unit) == ["running", "waiting", "running"]  # waiting is kept whole
     assert unit.release(run.run_id)
     assert db.query_one("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)) == ("running",)
+
+
+def _queued_held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, RunState]:
+    import_flows_dir(db, flows)
+    resolved = resolve_workflow(db, bundle_id="bench-echo")
+    run_id = enqueue_run(db, resolved=resolved, input_data={}).run_id
+    fence = LeaseHolder(db, "r1", lease_s=30.0)
+    assert [lease.run_id for lease in fence.claim(1)] == [run_id]
+    unit = RunUnit(db, fence)
+    store = SqliteRunStore(db, fence=fence, unit=unit)
+    return (
+        fence,
+        unit,
+        store,
+        RunState.new(workflow_id=resolved.workflow_id, entry_node="start", run_id=run_id),
+    )
+
+
+def test_a_start_commits_its_creation_with_the_claims_release(db, flows: Path) -> None:
+    """The runner read the run queued under its lease (`starting`): its creation is staged, read back
+    from the unit, and commits with the release; a later save takes its place (the creation, with
+    the later state: one row write and one document)."""
+    _, unit, store, run = _queued_held_run(db, flows)
+    store.starting.add(run.run_id)
+    created, fresh = store.create_if_absent(run)
+    assert fresh and created is run and store.starting == set()
+    status = "SELECT status, current_node FROM runs WHERE run_id = ?"
+    assert db.query_one(status, (run.run_id,)) == ("queued", None), "staged, not committed"
+    loaded = store.load(run.run_id)
+    assert loaded is not None and loaded.current_node == "start"  # read your writes
+    run.status = RunStatus.COMPLETED
+    run.current_node = "end"
+    run.output = {"done": True}
+    store.save(run)
+    staged = [(item.sql, item.params["status"]) for item in unit._staged]
+    assert staged == [(q.CREATE_RUN_FENCED, "completed"), (q.SAVE_RUN_STATE, "completed")]
+    assert unit.release(run.run_id)
+    assert db.query_one(status, (run.run_id,)) == ("completed", "end")
+    assert db.query_one("SELECT workflow_id FROM runs WHERE run_id = ?", (run.run_id,)) == (run.workflow_id,)
+    assert store.load(run.run_id).output == {"done": True}
+
+
+def test_a_start_dropped_before_its_commit_leaves_the_run_queued(db, flows: Path) -> None:
+    """A start whose processing ended in an error: the unit is discarded, the run is still queued
+    (and claimable again once given back), nothing of it written."""
+    fence, unit, store, run = _queued_held_run(db, flows)
+    store.starting.add(run.run_id)
+    store.create_if_absent(run)
+    unit.discard()
+    assert fence.release(run.run_id)
+    row = "SELECT status, lease_owner FROM runs WHERE run_id = ?"
+    assert db.query_one(row, (run.run_id,)) == ("queued", None)
+    documents = "SELECT count(*) FROM run_states WHERE run_id = ? AND run_json IS NOT NULL"
+    assert db.query_one(documents, (run.run_id,)) == (0,)
