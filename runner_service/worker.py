@@ -516,7 +516,13 @@ class Worker:
         )
         run.status = RunStatus.FAILED
         run.error = error
-        ctx.run_store.create_if_absent(run)
+        # Read queued under this claim's lease: its creation is staged and commits with the failure
+        # record (committed first, a reader could see it failed with a ledger that never said why).
+        ctx.run_store.starting.add(run_id)
+        try:
+            ctx.run_store.create_if_absent(run)
+        finally:
+            ctx.run_store.starting.discard(run_id)
         self._record_failure(ctx, run, error)
         log.error("run_failed", run_id=run_id, error=error)
 

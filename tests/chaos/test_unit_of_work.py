@@ -87,6 +87,36 @@ def test_a_kill_in_the_failure_path_never_leaves_a_failed_run_without_its_record
     assert _failed_records(gateway, run_id) == []
 
 
+def test_a_run_that_cannot_start_is_failed_with_its_record_in_one_commit(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued run whose workflow is gone fails unstarted: its creation (failed) and its failure
+    record commit together. Killed before the record, it is still queued, not failed without why."""
+    run_id = gateway.start("bench-echo", {"message": "x"})
+    gateway.db.execute_write("DELETE FROM bundles WHERE bundle_id = 'bench-echo'")
+
+    def dies_before_the_record(self: SqliteLedgerStore, record: Any) -> None:
+        raise _Killed
+
+    fence, doomed = _worker(gateway, "doomed")
+    assert fence.claim(1)
+    monkeypatch.setattr(SqliteLedgerStore, "append_failure", dies_before_the_record)
+    with pytest.raises(_Killed):
+        doomed.process(run_id)
+    monkeypatch.undo()
+    assert gateway.run(run_id)["status"] == "queued" and _failed_records(gateway, run_id) == []
+    fence, worker = _worker(gateway, "after")
+    # The doomed worker's lease ends (as its expiry would).
+    gateway.db.execute_write(
+        "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?", (run_id,)
+    )
+    assert fence.claim(1)
+    worker.process(run_id)
+    run = gateway.run(run_id)
+    assert run["status"] == "failed" and "Bundle 'bench-echo@1.0.0' not found" in run["error"]
+    assert len(_failed_records(gateway, run_id)) == 1
+
+
 def test_a_failed_run_has_its_failure_record_in_the_same_commit(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
