@@ -17,7 +17,8 @@ from shared_store.run_unit import RunUnit
 from shared_store.starts import enqueue_run
 
 
-def _held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, RunState]:
+def _queued_held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, RunState]:
+    """A queued bench-echo run claimed by r1, its unit and store, and the state a start creates."""
     import_flows_dir(db, flows)
     resolved = resolve_workflow(db, bundle_id="bench-echo")
     run_id = enqueue_run(db, resolved=resolved, input_data={}).run_id
@@ -25,7 +26,16 @@ def _held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, Ru
     assert [lease.run_id for lease in fence.claim(1)] == [run_id]
     unit = RunUnit(db, fence)
     store = SqliteRunStore(db, fence=fence, unit=unit)
-    run = RunState.new(workflow_id=resolved.workflow_id, entry_node="start", run_id=run_id)
+    return (
+        fence,
+        unit,
+        store,
+        RunState.new(workflow_id=resolved.workflow_id, entry_node="start", run_id=run_id),
+    )
+
+
+def _held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, RunState]:
+    fence, unit, store, run = _queued_held_run(db, flows)
     created, fresh = store.create_if_absent(run)
     assert fresh
     return fence, unit, store, created
@@ -73,22 +83,6 @@ def test_a_move_into_waiting_and_what_came_before_a_mark_stay_staged(db, flows: 
     assert _staged_saves(unit) == ["running", "waiting", "running"]  # waiting is kept whole
     assert unit.release(run.run_id)
     assert db.query_one("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)) == ("running",)
-
-
-def _queued_held_run(db, flows: Path) -> tuple[LeaseHolder, RunUnit, SqliteRunStore, RunState]:
-    import_flows_dir(db, flows)
-    resolved = resolve_workflow(db, bundle_id="bench-echo")
-    run_id = enqueue_run(db, resolved=resolved, input_data={}).run_id
-    fence = LeaseHolder(db, "r1", lease_s=30.0)
-    assert [lease.run_id for lease in fence.claim(1)] == [run_id]
-    unit = RunUnit(db, fence)
-    store = SqliteRunStore(db, fence=fence, unit=unit)
-    return (
-        fence,
-        unit,
-        store,
-        RunState.new(workflow_id=resolved.workflow_id, entry_node="start", run_id=run_id),
-    )
 
 
 def test_a_start_commits_its_creation_with_the_claims_release(db, flows: Path) -> None:
