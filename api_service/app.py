@@ -23,6 +23,7 @@ from .middleware.cors import CorsMiddleware
 from .middleware.front import FrontMiddleware
 from .openapi import doc_routes, openapi_spec
 from .quotas import StreamQuotas
+from .route_index import index_routes
 from .routes import (
     Gateway,
     bulk,
@@ -141,6 +142,7 @@ def create_app(db: Database, settings: ApiSettings, *, artifacts_dir: Path | Non
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    index_routes(app.router)
     streams = StreamQuotas(settings.max_streams_per_client, settings.max_streams_per_token)
     app.state.gateway = Gateway(
         db, hub, settings, artifacts_dir or db.path.parent / "artifacts", streams, secret

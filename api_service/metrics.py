@@ -2,9 +2,10 @@
 
 Three sources, one exposition at /metrics:
 - per-process counters (requests, starts, commands appended, SSE subscribers, change-feed lag):
-  prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (`serve` sets a fresh
-  one per start, shared by its `--workers`), so whichever worker the kernel hands the scrape to
-  answers the sum over all of them. Without it (an app in a test process) the in-process registry.
+  prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (`serve --workers N`
+  sets a fresh one per start, shared by its workers), so whichever worker the kernel hands the scrape to
+  answers the sum over all of them. Without it (one serve process, an app in a test) the in-process
+  registry.
 - deployment gauges read from the db at scrape time (queue depth, due runs, live runners, pending
   commands): the db is the truth every worker shares, and each is an index probe.
 - runner metrics: each runner publishes its registry's text with its heartbeat (runners table); the

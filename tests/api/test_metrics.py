@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,23 +45,23 @@ def total(samples: dict, name: str, **labels: str) -> float:
     )
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tuple[str, Path, Path]]:
-    tmp = tmp_path_factory.mktemp("metrics")
+@contextmanager
+def serving(tmp: Path, flows: Path, *extra: str) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """`serve` (with its runner) as a process of its own, until its runner is seen."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTGATEWAY_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
         ABSTRACTGATEWAY_AUTH_TOKEN=TOKEN, ABSTRACTGATEWAY_DATA_DIR=str(tmp), ABSTRACTGATEWAY_LOG_LEVEL="debug"
     )
-    args = [sys.executable, "-m", "abstractgateway", "serve", "--migrate", "--workers", "2"]
+    args = [sys.executable, "-m", "abstractgateway", "serve", "--migrate", *extra]
     args += ["--port", str(port), "--flows-dir", str(flows)]
     log = tmp / "serve.log"
     with log.open("ab") as out:
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(1_500):  # both workers and the runner up: health sees the runner
+        for _ in range(1_500):  # the API and the runner up: health sees the runner
             assert process.poll() is None, log.read_text()[-3000:]
             try:
                 auth = {"Authorization": f"Bearer {TOKEN}"}  # health's detail is for token holders
@@ -70,7 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tu
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        yield url, log, tmp
+        yield url, log, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -78,6 +79,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tu
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, flows: Path) -> Iterator[tuple[str, Path, Path]]:
+    tmp = tmp_path_factory.mktemp("metrics")
+    with serving(tmp, flows, "--workers", "2") as (url, log, _):
+        yield url, log, tmp
 
 
 def test_metrics_count_a_known_workload_across_two_workers(served: tuple[str, Path, Path]) -> None:
@@ -232,3 +240,22 @@ def test_sse_subscribers_are_summed_over_workers(served: tuple[str, Path, Path])
         time.sleep(0.05)
     assert closed == 0
     assert ("abstractgateway_change_feed_lag_seconds", ()) in scrape(url)
+
+
+def test_one_serve_process_counts_in_memory(tmp_path: Path, flows: Path) -> None:
+    """Without --workers, serve keeps its counters in its own registry: no multiprocess files (each
+    update of those writes through an mmap and checks the pid); /metrics still counts every start."""
+    with serving(tmp_path, flows) as (url, _, process):
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(3):
+            started = httpx.post(
+                f"{url}/api/gateway/runs/start", json={"bundle_id": "bench-echo"}, headers=auth
+            )
+            assert started.status_code == 200, started.text
+        samples = scrape(url)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+    assert total(samples, "abstractgateway_runs_started_total") == 3
+    starts = {"route": "/api/gateway/runs/start", "method": "POST", "status": "200"}
+    assert total(samples, "abstractgateway_http_requests_total", **starts) == 3
+    assert total(samples, "abstractgateway_http_request_duration_seconds_count", route=starts["route"]) == 3
+    assert "abstractgateway-metrics-" not in maps  # no counter file mapped
