@@ -1,8 +1,10 @@
 """Optional JSONL audit log of writes to /api/gateway/*: who, what, when; never the token.
 
 One line per POST/PUT/PATCH/DELETE, refused ones included: time, client ip, token fingerprint,
-method, path, status, and the ids involved (path parameters plus those a handler records in
-`request.state.audit`).
+method, path, status, the ids involved (path parameters plus those a handler records in
+`request.state.audit`) and the request id (X-Request-ID, as in the log lines the request caused).
+With it on (serve's default), a write answered below 400 has its request line at debug: the audit
+line records it once, and the log keeps the refusals and failures.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class AuditLog:
         """A write to /api/gateway/* (refused ones too): recorded."""
         return scope["method"] in WRITES and protected(scope)
 
-    def record(self, scope: Scope, status: int, elapsed_s: float) -> None:
+    def record(self, scope: Scope, status: int, elapsed_s: float, request_id: str | None = None) -> None:
         token = bearer_token(scope)
         fingerprint = _fingerprints.get(token) if token else None
         if token and fingerprint is None:
@@ -70,6 +72,7 @@ class AuditLog:
                 "status": status,
                 "ids": ids,
                 "ms": round(elapsed_s * 1000, 2),
+                "request_id": request_id,
             }
         )
 

@@ -3,8 +3,8 @@
 In order: the client address (middleware.client: X-Forwarded-For from trusted proxies only), a request
 id (X-Request-ID, in every log line), the Host allowlist (middleware.hosts: a refusal is a 400 with
 its id, counted and logged), the audit line of a write (middleware.audit: written before the answer's
-last bytes leave, so a client that has its answer finds the line there) and, once answered, the
-request's count, latency and log line (middleware.observe).
+last bytes leave, so a client that has its answer finds the line there; it carries the request id)
+and, once answered, the request's count, latency and log line (middleware.observe).
 
 One frame, not four stacked middlewares: each layer's coroutine is resumed at every suspension of the
 request under it, and each wrapped `send` again. Measured (callgrind, a start in-process, all threads,
@@ -59,29 +59,21 @@ class FrontMiddleware:
             self.audit if refusal is None and self.audit is not None and self.audit.audits(scope) else None
         )
         status = 500
-        streaming = False
         recorded = False
 
         async def front_send(message: Message) -> None:
-            nonlocal status, streaming, recorded
+            nonlocal status, recorded
             kind = message["type"]
             if kind == "http.response.start":
                 status = message["status"]
-                headers = []
-                for key, value in message.get("headers", ()):  # one pass: drop theirs, spot a stream
-                    name = key.lower()
-                    if name == b"x-request-id":
-                        continue
-                    if name == b"content-type" and value.startswith(b"text/event-stream"):
-                        streaming = True
-                    headers.append((key, value))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
+                # Nothing under this layer sets X-Request-ID: appended, not searched for.
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid)]}
             elif audit is not None and kind == "http.response.body" and not message.get("more_body", False):
                 recorded = True
-                audit.record(scope, status, time.perf_counter() - started)
+                audit.record(scope, status, time.perf_counter() - started, request_id)
             await send(message)
 
+        rid = request_id.encode()
         try:
             if refusal is not None:
                 await send_error(scope, front_send, 400, refusal)
@@ -90,5 +82,7 @@ class FrontMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             if audit is not None and not recorded:  # no complete answer (an error, a disconnect)
-                audit.record(scope, status, elapsed)
-            self.observer.done(scope, status, elapsed, streaming)
+                audit.record(scope, status, elapsed, request_id)
+            # An SSE stream (its route's 200) lives as long as its client: no latency to observe.
+            streaming = status == 200 and getattr(scope.get("route"), "stream", False)
+            self.observer.done(scope, status, elapsed, streaming, audited=audit is not None)

@@ -50,6 +50,8 @@ class HostPolicy:
 
     def refusal(self, scope: Scope) -> str | None:
         """Why the request's Host is not served (its 400's detail), or None when it is."""
+        if not self.patterns and not self.loopback_only:
+            return None  # with auth and no allowlist every name is served: no parsing per request
         raw = header(scope, b"host")
         name = host_name(raw) if raw else ""
         if self.allowed(name):

@@ -244,18 +244,41 @@ def test_sse_subscribers_are_summed_over_workers(served: tuple[str, Path, Path])
 
 def test_one_serve_process_counts_in_memory(tmp_path: Path, flows: Path) -> None:
     """Without --workers, serve keeps its counters in its own registry: no multiprocess files (each
-    update of those writes through an mmap and checks the pid); /metrics still counts every start."""
-    with serving(tmp_path, flows) as (url, _, process):
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+    update of those writes through an mmap and checks the pid); /metrics still counts every start, and
+    an SSE stream is counted without a latency. A start's audit line carries its request id, and its
+    request line is at debug (the audit log records it); a refused write's line stays at info."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serving(tmp_path, flows) as (url, log, process):
+        ids = []
         for _ in range(3):
             started = httpx.post(
                 f"{url}/api/gateway/runs/start", json={"bundle_id": "bench-echo"}, headers=auth
             )
             assert started.status_code == 200, started.text
+            ids.append((started.json()["run_id"], started.headers["x-request-id"]))
+        refused = httpx.post(f"{url}/api/gateway/runs/start", json={"bundle_id": "nope"}, headers=auth)
+        assert refused.status_code == 404
+        run_id = ids[0][0]
+        for _ in range(200):
+            if httpx.get(f"{url}/api/gateway/runs/{run_id}", headers=auth).json()["status"] == "completed":
+                break
+            time.sleep(0.05)
+        with httpx.stream("GET", f"{url}/api/gateway/runs/{run_id}/ledger/stream", headers=auth) as stream:
+            assert stream.status_code == 200
+            assert any(line.startswith("event: done") for line in stream.iter_lines())
         samples = scrape(url)
         maps = Path(f"/proc/{process.pid}/maps").read_text()
     assert total(samples, "abstractgateway_runs_started_total") == 3
     starts = {"route": "/api/gateway/runs/start", "method": "POST", "status": "200"}
     assert total(samples, "abstractgateway_http_requests_total", **starts) == 3
-    assert total(samples, "abstractgateway_http_request_duration_seconds_count", route=starts["route"]) == 3
+    assert total(samples, "abstractgateway_http_request_duration_seconds_count", route=starts["route"]) == 4
+    stream_route = "/api/gateway/runs/{run_id}/ledger/stream"
+    assert total(samples, "abstractgateway_http_requests_total", route=stream_route) == 1
+    assert total(samples, "abstractgateway_http_request_duration_seconds_count", route=stream_route) == 0
     assert "abstractgateway-metrics-" not in maps  # no counter file mapped
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert {(e["ids"].get("run_id"), e["request_id"]) for e in audit if e["status"] == 200} == set(ids)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request" and line.get("method") == "POST"]
+    levels = {(line["status"], line["level"]) for line in requests}
+    assert levels == {(200, "debug"), (404, "info")}, levels
