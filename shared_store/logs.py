@@ -109,6 +109,12 @@ class HotLine:
         self.name = logger_name
         self.fallback = structlog.get_logger(logger_name)
 
+    def enabled(self, level: int) -> bool:
+        """Whether a line at `level` would be written (False only on the direct path, below its level;
+        structlog's way decides for itself)."""
+        hot = _hot
+        return hot is None or level >= hot[1]
+
     def __call__(self, level: int, event: str, **fields: Any) -> None:
         hot = _hot
         if hot is None:

@@ -63,8 +63,11 @@ class Observer:
         # write the audit log recorded (with its request id) unless refused: one record of it, not
         # two (the line cost ~45,000 instructions of a start's ~1.9 million, served).
         write = method in WRITES and not (audited and status < 400)
+        level = logging.INFO if write or status >= 500 else logging.DEBUG
+        if not self.line.enabled(level):
+            return  # its fields are not even gathered
         self.line(
-            logging.INFO if write or status >= 500 else logging.DEBUG,
+            level,
             "request",
             method=method,
             path=scope["path"],

@@ -144,6 +144,7 @@ def test_a_hot_line_is_the_line_structlog_writes() -> None:
         "HotLine('api')(logging.INFO, 'request', **fields)\n"
         "HotLine('api')(logging.DEBUG, 'request', **fields)\n"
         "HotLine('api')(logging.ERROR, 'request', **fields)\n"
+        "assert HotLine('api').enabled(logging.INFO) and not HotLine('api').enabled(logging.DEBUG)\n"
     )
     native, hot, error = _stderr_lines(code)
     assert list(hot) == list(native) and native["request_id"] == "req-1"
