@@ -56,13 +56,15 @@ def test_the_route_index_picks_the_route_starlettes_router_picks() -> None:
     partial match, a slash redirect, a 404) is what Starlette's full scan picks, for every path and
     method, with the console mount and the documentation routes in the table as served."""
     import asyncio
+    import copy
 
     from starlette.routing import Router
 
     from api_service.openapi import doc_routes
     from api_service.route_index import RouteIndex
 
-    table = [*api_routes(), *doc_routes(lambda: b"{}"), *operator_routes()]
+    # Copies: the route objects are the modules' own, shared by every app this process builds.
+    table = [copy.copy(r) for r in [*api_routes(), *doc_routes(lambda: b"{}"), *operator_routes()]]
     picked: list[Any] = []
 
     def recorder(route: Any) -> Any:
