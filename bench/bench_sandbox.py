@@ -3,12 +3,14 @@
 Times the same small code node (`return x * 2`) through abstractruntime's in-process RestrictedPython
 handler and through the gateway's sandbox (request over a pipe, fork of the warm fork server, limits,
 run, JSON reply), and the sandbox's cold start (a fresh fork server: interpreter, imports, isolation).
-Usage: python -m bench.bench_sandbox [--quick]
+Usage: python -m bench.bench_sandbox [--quick]; its last stdout line is the JSON that bench.report reads.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
 
 from abstractruntime.visualflow_compiler.visual.code_executor import create_code_handler as in_process
@@ -29,6 +31,11 @@ def _per_call_ms(handler, n: int) -> list[float]:  # type: ignore[no-untyped-def
     return samples
 
 
+def _summary(samples: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=100)
+    return {"p50_ms": statistics.median(samples), "p95_ms": q[94], "p99_ms": q[98]}
+
+
 def main() -> None:
     args = bench_parser(__doc__ or "", quick_help="fewer calls").parse_args()
     n = 50 if args.quick else 300
@@ -40,14 +47,18 @@ def main() -> None:
     cold_ms = (time.perf_counter() - start) * 1000
     rows = {"in process": _per_call_ms(local, n), "sandbox": _per_call_ms(remote, n)}
     close_thread_client()
-    print(f"code node, {n} calls each (ms per call)")
-    for name, samples in rows.items():
-        q = statistics.quantiles(samples, n=20)
-        print(f"  {name:<11} p50 {statistics.median(samples):7.3f}  p95 {q[18]:7.3f}")
-    extra = statistics.median(rows["sandbox"]) - statistics.median(rows["in process"])
+    summary = {name: _summary(samples) for name, samples in rows.items()}
+    print(f"code node, {n} calls each (ms per call)", file=sys.stderr)
+    for name, row in summary.items():
+        print(f"  {name:<11} p50 {row['p50_ms']:7.3f}  p95 {row['p95_ms']:7.3f}", file=sys.stderr)
+    extra = summary["sandbox"]["p50_ms"] - summary["in process"]["p50_ms"]
     print(
-        f"  sandbox overhead per code node (p50): {extra:.2f} ms; cold start of the sandbox: {cold_ms:.0f} ms"
+        f"  sandbox overhead per code node (p50): {extra:.2f} ms; cold start of the sandbox: {cold_ms:.0f} ms",
+        file=sys.stderr,
     )
+    result = {"bench": "sandbox", "quick": args.quick, "calls": n, "in_process": summary["in process"],
+              "sandbox": summary["sandbox"], "overhead_p50_ms": extra, "cold_start_ms": cold_ms}  # fmt: skip
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from bench.report_runs import PG_SUFFIX, REPO, load_raw, run_bench, save_raw, wa
 
 # The SQLite benches, then the same store, runner and API benches on PostgreSQL (the report's
 # "PostgreSQL beside SQLite" section; without PostgreSQL on the machine they say why and exit 0).
-BENCHES = ("store", "runner", "api", "ops", "store-pg", "runner-pg", "api-pg")
+BENCHES = ("store", "runner", "api", "ops", "sandbox", "store-pg", "runner-pg", "api-pg")
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
 

@@ -79,11 +79,15 @@ TITLES = {
     "runner": ("Runner", "bench/bench_runner.py", "issue 3"),
     "api": ("API", "bench/bench_api.py", "issue 4"),
     "ops": ("Operations (runs list filters, retention)", "bench/bench_ops.py", "issue 19"),
+    "sandbox": ("Code nodes in the sandbox", "bench/bench_sandbox.py", "issue 20"),
 }
 
 
 INTRO = {
     "runner": "issue 3 sets no numeric target: runs completed per second are reported as measured.",
+    "sandbox": "the same small code node through abstractruntime's in-process handler and through the "
+    "gateway's sandbox process (pipe, fork of the warm fork server, limits, run, JSON reply); issue 20 "
+    "asks for its cost per node, measured, with no target.",
 }
 
 

@@ -250,6 +250,20 @@ def ops_specs(js: Json) -> list[Spec]:
     return specs
 
 
+def sandbox_specs(js: Json) -> list[Spec]:
+    calls = js.get("calls", 0)
+    return [
+        Spec("code_in_process", f"code node in the runner's process, RestrictedPython ({calls} calls, p50)", "ms",
+             pick("in_process", "p50_ms"), pick("in_process", "p99_ms")),
+        Spec("code_sandboxed", f"code node in the sandbox process ({calls} calls, p50)", "ms",
+             pick("sandbox", "p50_ms"), pick("sandbox", "p99_ms")),
+        Spec("code_overhead", "the sandbox's cost per code node (p50, sandbox minus in process)", "ms",
+             pick("overhead_p50_ms")),
+        Spec("code_cold", "the sandbox's cold start (a worker's first code node: its fork server)", "ms",
+             pick("cold_start_ms")),
+    ]  # fmt: skip
+
+
 def in_case_of(section: str, list_key: str, field_name: str, **match: Any) -> Getter:
     def get(js: Json) -> float | None:
         return in_case(list_key, field_name, **match)(js.get(section) or {})
@@ -298,6 +312,7 @@ SPECS: dict[str, Callable[[Json], list[Spec]]] = {
     "runner": runner_specs,
     "api": api_specs,
     "ops": ops_specs,
+    "sandbox": sandbox_specs,
     "store-pg": pg_store_specs,
     "runner-pg": pg_runner_specs,
     "api-pg": pg_api_specs,
