@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,17 @@ class AuditLog:
     """The JSONL file, opened once (O_APPEND: each record reaches it as one write(2), whole).
 
     Created 0600 (it names clients, token fingerprints and what they changed); an existing file with
-    wider permissions is narrowed. Written with os.write of msgspec's bytes: a TextIOWrapper's
+    wider permissions is narrowed (a device or a pipe is left as it is). Written with os.write of msgspec's bytes: a TextIOWrapper's
     encode and line-buffer flush cost more than the system call itself, on every write request."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(self.fd, 0o600)
+        # Only a file of its own is narrowed: AUDIT_LOG=/dev/null (or a pipe to a shipper) names a
+        # device others share, and fchmod as root once left /dev/null 0600 for every other user.
+        if stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.fchmod(self.fd, 0o600)
 
     def write(self, entry: dict[str, Any]) -> None:
         try:

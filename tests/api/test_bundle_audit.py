@@ -88,3 +88,30 @@ def test_only_an_admin_overwrites_and_every_change_is_audited(tmp_path: Path, fl
         entry = audit_entry(gw, "DELETE")
         assert entry["ids"]["action"] == "delete"
         assert entry["ids"]["old_sha256"] == {"1.0.0": trojan_sha}
+
+
+def test_an_audit_log_on_a_device_keeps_the_devices_mode(tmp_path: Path) -> None:
+    """AUDIT_LOG=/dev/null (auditing off) or a shipper's pipe: written to, never narrowed to 0600 (as
+    root that once left the machine's /dev/null unreadable to every other user). A character device of
+    /dev/null's own numbers, made here, stands in for it; a regular file is still narrowed."""
+    import os
+    import stat
+
+    import pytest
+
+    from api_service.middleware.audit import AuditLog
+
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root (CI runs as root)")
+    device = tmp_path / "null"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.chmod(device, 0o666)  # past the umask
+    log = AuditLog(device)
+    log.write({"method": "POST", "path": "/api/gateway/runs/start"})
+    log.close()
+    assert stat.S_IMODE(device.stat().st_mode) == 0o666
+    plain = tmp_path / "audit.jsonl"
+    plain.write_text("")
+    plain.chmod(0o644)
+    AuditLog(plain).close()
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600
