@@ -28,19 +28,12 @@ class RouteIndex:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.scan = router.app
-        self.build()
-
-    def build(self) -> None:
-        routes = list(self.router.routes)
-        self.count = len(routes)
         self.by_path: dict[str, tuple[BaseRoute, ...]] = {}
-        for route in routes:
+        for route in router.routes:
             if isinstance(route, Route) and "{" not in route.path and route.path not in self.by_path:
-                self.by_path[route.path] = tuple(r for r in routes if _may_match(r, route.path))
+                self.by_path[route.path] = tuple(r for r in router.routes if _may_match(r, route.path))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if len(self.router.routes) != self.count:  # a route added since (none is, today): re-index
-            self.build()
         candidates = self.by_path.get(scope["path"]) if scope["type"] == "http" else None
         if candidates is None or scope.get("root_path"):
             await self.scan(scope, receive, send)
@@ -65,5 +58,6 @@ class RouteIndex:
 
 
 def index_routes(router: Router) -> None:
-    """Route fixed paths through their candidates (after the route table is complete)."""
+    """Route fixed paths through their candidates. Called once the route table is complete (create_app
+    adds no route afterwards): the index is built here, not checked again per request."""
     router.middleware_stack = RouteIndex(router)

@@ -53,6 +53,7 @@ class FrontMiddleware:
         resolve_client(scope, self.networks)
         request_id = new_request_id(header(scope, b"x-request-id"))
         bind_request_id(request_id)
+        rid = request_id.encode()
         started = time.perf_counter()
         refusal = self.hosts.refusal(scope)
         audit = (
@@ -73,7 +74,6 @@ class FrontMiddleware:
                 audit.record(scope, status, time.perf_counter() - started, request_id)
             await send(message)
 
-        rid = request_id.encode()
         try:
             if refusal is not None:
                 await send_error(scope, front_send, 400, refusal)
