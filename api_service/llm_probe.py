@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +38,10 @@ _lock = threading.Lock()
 
 
 def _get_models(base_url: str) -> Probe:
+    # Imported at the first probe: ~330 KB that a gateway without an LLM endpoint never needs.
+    import urllib.error
+    import urllib.request
+
     url = base_url.rstrip("/") + "/models"
     try:
         with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from .. import metrics
+from ..http import reading
 from . import gateway
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console" / "static"
@@ -33,7 +34,8 @@ CONSOLE_HEADERS = {
 
 
 async def metrics_text(request: Request) -> Response:
-    body, content_type = metrics.exposition(gateway(request).db)
+    # Its collectors read the db (deployment gauges, runners' metrics): off the event loop, as every read.
+    body, content_type = await reading(metrics.exposition, gateway(request).db)
     return Response(body, media_type=content_type)
 
 
