@@ -19,13 +19,14 @@ import threading
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import msgspec
 import structlog
 from structlog.typing import Processor
+
+from .codec import utc_now_iso
 
 # The fields a line takes from where it is logged (request_id: the API request or the runner's work
 # for it; run_id: the run a runner works on), each a ContextVar of its own read by one processor.
@@ -127,7 +128,7 @@ class HotLine:
         merge_fields(None, "", fields)
         fields["logger"] = self.name
         fields["level"] = logging.getLevelName(level).lower()
-        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        fields["timestamp"] = utc_now_iso()[:-6] + "Z"
         with suppress(OSError):  # stderr gone (a closed pipe): a lost line, never a failed request
             os.write(fd, _encoder.encode(fields) + b"\n")
 

@@ -10,14 +10,13 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import apsw
 
 from . import queries as q
 from .bundles import ResolvedWorkflow
-from .codec import decode, encode
+from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .errors import Conflict, StoreBusy
 from .flow_control import FlowSettings, apply_at_enqueue
@@ -81,7 +80,7 @@ def enqueue_run(
         # address it by its run_id). The request (and its idempotency digest) keeps what was sent.
         "session_id": session_id or run_id,
         "parent_run_id": parent_run_id,
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": utc_now_iso(),
         "now": time.time(),
         "start_json": start_json,
     }

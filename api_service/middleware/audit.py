@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.types import Scope
+
+from shared_store.codec import utc_now_iso
 
 from . import client_ip, protected
 from .auth import bearer_token, token_fingerprint
@@ -68,7 +69,7 @@ class AuditLog:
         ids.update((scope.get("state") or {}).get("audit") or {})
         self.write(
             {
-                "ts": datetime.now(UTC).isoformat(),
+                "ts": utc_now_iso(),
                 "client_ip": client_ip(scope),
                 "token": fingerprint,
                 "method": scope["method"],
