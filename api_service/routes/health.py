@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shared_store.backend import change_marker, describe, writes_ahead
-from shared_store.bundle_files import BundleError, read_manifest
+from shared_store.bundle_files import BundleError, bundle_ref
 from shared_store.bundles import compile_failures
 from shared_store.db import Database
 from shared_store.errors import StoreError
@@ -85,11 +85,10 @@ def _flow_files(root: Path) -> list[tuple[str, str, str, str]]:
         for file in files:
             try:
                 data = file.read_bytes()
-                manifest = read_manifest(data)
+                bundle_id, version = bundle_ref(data)  # the manifest alone, not every flow
             except (OSError, BundleError):
                 continue  # unreadable files are reported at import, not here
-            sha = hashlib.sha256(data).hexdigest()
-            found.append((file.name, str(manifest["bundle_id"]), str(manifest["bundle_version"]), sha))
+            found.append((file.name, bundle_id, version, hashlib.sha256(data).hexdigest()))
         _files[root] = (stat.st_mtime_ns, now, found)
         return found
 

@@ -139,3 +139,32 @@ def test_queued_start_is_durable_and_idempotent_by_key(db) -> None:
     assert db.query("SELECT status, session_id, lease_owner FROM runs") == [("queued", "s", None)]
     assert start_request(db, first.run_id)["input_data"] == {"x": 1}
     assert db.query_one("SELECT count(*) FROM runs WHERE lease_owner IS NULL AND due_at IS NOT NULL") == (1,)
+
+
+def test_bundle_ref_reads_the_manifest_alone() -> None:
+    """Health lists the flows dir every few seconds and needs each file's id@version only: the flows
+    are not read (a flow that is not even JSON does not stop it), the manifest's names are checked."""
+    from shared_store.bundle_files import bundle_ref, read_bundle
+
+    assert bundle_ref(_bundle("2.1.0", "demo")) == ("demo", "2.1.0")
+    broken_flow = _zip(
+        {
+            "manifest.json": json.dumps(
+                {"bundle_id": "x", "flows": {"a": "flows/a.json"}, "entrypoints": [{"flow_id": "a"}]}
+            ),
+            "flows/a.json": "{not json",
+        },
+        compression=zipfile.ZIP_DEFLATED,
+    )
+    assert bundle_ref(broken_flow) == ("x", "0.0.0")
+    with pytest.raises(b.BundleInvalid, match=r"flow 'a' .* not valid JSON"):
+        read_bundle(broken_flow)  # what an upload or the flows-dir import reads: the whole bundle
+    for data, reason in [
+        (b"not a zip", "not a .flow bundle"),
+        (_zip({"flows/a.json": "{}"}), "no manifest.json"),
+        (_zip({"manifest.json": "[1]"}), "must be a JSON object"),
+        (_bundle(bundle_id="a@b"), "bundle_id"),
+        (_zip({"manifest.json": "{}", "../evil.json": "{}"}), "unsafe path"),
+    ]:
+        with pytest.raises(b.BundleInvalid, match=reason):
+            bundle_ref(data)
