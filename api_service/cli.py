@@ -232,6 +232,9 @@ def _run(
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    # This thread now runs the event loop, which leaves every read to the read threads: the first of
+    # them takes the connection start-up used.
+    db.release_connection()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -129,6 +129,7 @@ class Database:
         self.synchronous = synchronous.upper()
         self._local = threading.local()
         self._all: list[apsw.Connection] = []
+        self._released: list[apsw.Connection] = []  # no thread's any more: the next one to ask takes it
         self._all_lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
@@ -171,12 +172,18 @@ class Database:
             probe.close()
 
     def connection(self) -> apsw.Connection:
-        """This thread's connection, opened on first use."""
+        """This thread's connection: one another thread released, else one opened on first use."""
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
         if self._closed:
             raise StoreUnavailable(f"database {self.path} is closed")
+        if self._released:
+            with self._all_lock:
+                conn = self._released.pop() if self._released else None
+            if conn is not None:
+                self._local.conn = conn
+                return conn
         try:
             conn = apsw.Connection(str(self.path))
             conn.set_busy_handler(self.busy.handler())
@@ -277,6 +284,18 @@ class Database:
             except StoreUnavailable:
                 continue  # a busy or full disk now may clear later; writers report it meanwhile
 
+    def release_connection(self) -> None:
+        """This thread is done with the store: its connection goes, as it is, to the next thread that
+        needs one. serve's start-up (migrations, the flows dir) runs on the thread that then runs the
+        event loop, which reads nothing itself: its first read thread takes that connection (schema
+        parsed, pages mapped) instead of opening another (~0.7 MB of serve's RSS, measured)."""
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        del self._local.conn
+        with self._all_lock:
+            self._released.append(conn)  # still in self._all: close() closes it
+
     def close(self) -> None:
         """Close every connection this Database opened (call once, at shutdown)."""
         self._closed = True
@@ -284,7 +303,7 @@ class Database:
         if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
             self._checkpointer.join(timeout=5)
         with self._all_lock:
-            conns, self._all = self._all, []
+            conns, self._all, self._released = self._all, [], []
         for conn in conns:
             with suppress(apsw.Error):
                 conn.close()

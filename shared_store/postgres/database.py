@@ -185,6 +185,13 @@ class PgDatabase(Database):
         weakref.finalize(self._local.holder, _give_back, self._slots, raw)
         return cast("apsw.Connection", conn)
 
+    def release_connection(self) -> None:
+        """This thread is done with the store: its connection is closed and its pool slot freed (a
+        PostgreSQL connection is a server process; the thread that needs one next connects)."""
+        conn: PgConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._drop(conn)
+
     def _drop(self, conn: PgConnection) -> None:
         self._local.conn = None
         holder = getattr(self._local, "holder", None)

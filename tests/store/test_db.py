@@ -60,6 +60,33 @@ def test_connections_are_per_thread(db) -> None:
     assert seen[0] is not db.connection()
 
 
+def test_a_released_connection_serves_the_next_thread_that_asks(db) -> None:
+    """serve's start-up thread releases its connection when it turns to the event loop. SQLite hands
+    it, as it is, to the next thread that asks (no other connection opened for it); PostgreSQL
+    closes it and frees its pool slot. Either way the store keeps working for every thread."""
+    db.release_connection()  # none yet: nothing to release
+    mine = db.connection()
+    db.query_one("SELECT 1")
+    db.release_connection()
+    seen: list[object] = []
+
+    def reader() -> None:
+        seen.append(db.connection())
+        seen.append(db.query_one("SELECT count(*) FROM runs"))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()
+    if db.backend == "sqlite":
+        assert seen[0] is mine
+    else:
+        assert seen[0] is not mine and mine.raw.closed
+    assert tuple(seen[1]) == (0,)
+    again = db.connection()  # this thread asks again: a connection of its own, not the reader's
+    assert again is not seen[0] and again is not mine
+    assert tuple(db.query_one("SELECT count(*) FROM runs")) == (0,)
+
+
 def test_bad_synchronous_mode_is_refused(db_path: Path) -> None:
     with pytest.raises(ValueError, match="synchronous"):
         Database(db_path, synchronous="SOMETIMES")
