@@ -293,6 +293,10 @@ class Database:
         if conn is None:
             return
         del self._local.conn
+        if getattr(self._local, "writes", False):  # narrowed for writing here: a reader's window again
+            with translate_errors(self.path):
+                conn.execute(f"PRAGMA mmap_size={int(self.sizes.mmap_bytes)}")
+            self._local.writes = False
         with self._all_lock:
             self._released.append(conn)  # still in self._all: close() closes it
 

@@ -87,6 +87,27 @@ def test_a_released_connection_serves_the_next_thread_that_asks(db) -> None:
     assert tuple(db.query_one("SELECT count(*) FROM runs")) == (0,)
 
 
+def test_a_released_writer_connection_reads_through_the_map_again(db_path: Path) -> None:
+    """The API's connections write with no memory map (write_mmap_bytes=0) and read through one:
+    start-up writes (migrations, the flows dir), so the connection it releases gets the read window
+    back before a read thread takes it."""
+    from shared_store.db import ConnectionSizes
+
+    db = Database(db_path, sizes=ConnectionSizes(cache_kib=1_024, mmap_bytes=64 << 20, write_mmap_bytes=0))
+    migrate(db)
+    assert db.query_one("PRAGMA mmap_size") == (0,)  # this thread wrote: its window is the writer's
+    db.release_connection()
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(db.query_one("PRAGMA mmap_size")))
+    thread.start()
+    thread.join()
+    assert seen == [(64 << 20,)]
+    with db.write() as conn:  # this thread's new connection writes: narrowed again
+        conn.execute("DELETE FROM runners")
+    assert db.query_one("PRAGMA mmap_size") == (0,)
+    db.close()
+
+
 def test_bad_synchronous_mode_is_refused(db_path: Path) -> None:
     with pytest.raises(ValueError, match="synchronous"):
         Database(db_path, synchronous="SOMETIMES")
