@@ -33,8 +33,6 @@ class _Count:
 class LocalCounter:
     """A counter, with prometheus_client's inc() / labels(...).inc() surface."""
 
-    kind = "counter"
-
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self._children: dict[Labels, _Count] = {}
@@ -61,7 +59,6 @@ class LocalCounter:
 class LocalGauge:
     """An unlabelled gauge, with prometheus_client's inc() / dec() / set() surface."""
 
-    kind = "gauge"
     labelnames: Labels = ()
 
     def __init__(self, name: str, documentation: str) -> None:
@@ -96,8 +93,6 @@ class _Buckets:
 
 class LocalHistogram:
     """A labelled histogram, with prometheus_client's labels(...).observe() surface."""
-
-    kind = "histogram"
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]

@@ -27,10 +27,10 @@ from shared_store.gauges import deployment_gauges
 from shared_store.runners import runner_metrics
 
 from .local_metrics import LocalCounter, LocalHistogram, LocalMetric
+from .metrics import PREFIX
 
 disable_created_metrics()  # `_created` series double the output and no dashboard reads them
 
-PREFIX = "abstractgateway"
 RUNNER_WINDOW_S = 30.0  # a runner silent this long is not live (as /api/health judges it)
 
 

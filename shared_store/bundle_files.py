@@ -101,20 +101,25 @@ def _open_zip(data: bytes) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise BundleInvalid(f"not a .flow bundle (zip): {exc}") from None
+    try:
+        return zf, _members(zf)
+    except BundleInvalid:
+        zf.close()
+        raise
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     infos = zf.infolist()
     if len(infos) > MAX_ENTRIES:
-        zf.close()
         raise BundleInvalid(f"bundle has {len(infos)} files; at most {MAX_ENTRIES}")
     members: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
         if not _safe_member(info.filename):
-            zf.close()
             raise BundleInvalid(f"unsafe path in bundle: {info.filename!r}")
         members[info.filename] = info
     if "manifest.json" not in members:
-        zf.close()
         raise BundleInvalid("bundle has no manifest.json")
-    return zf, members
+    return members
 
 
 def bundle_ref(data: bytes) -> tuple[str, str]:
