@@ -1,8 +1,9 @@
 """Live ledger delivery: one poller per API process fans new records out to every SSE subscriber.
 
 The poller asks the store's change feed what changed since its cursor (no query at all while nothing
-committed), reads each watched run's new records once, builds each SSE frame once, and puts the same
-bytes in every subscriber's bounded queue. It never waits on a subscriber: a client whose queue is
+committed), reads each watched run's new records once and builds each SSE frame once, all in a read
+thread (sse_reads: no store read runs on the event loop), then puts the same bytes in every
+subscriber's bounded queue. With nobody subscribed it reads nothing at all. It never waits on a subscriber: a client whose queue is
 full is closed (it resumes with Last-Event-ID), so a slow client cannot slow the others.
 
 `done` is sent once a run is terminal and its ledger is complete: abstractruntime saves the terminal
@@ -27,25 +28,24 @@ from starlette.types import Receive, Scope, Send
 
 from shared_store.db import Database
 from shared_store.errors import StoreError
-from shared_store.feed import ChangeFeed, FeedEntry
+from shared_store.feed import ChangeFeed
 from shared_store.reads import ledger_page
-from shared_store.run_views import RunProgress, client_status, ends_with_status_record, run_progress
+from shared_store.run_views import RunProgress
 
 from . import metrics
-from .middleware import send_error
 from .read_pool import pool as read_pool
+from .sse_reads import PAGE, PollRead, RunRead, Watch, read_changes, step_frame
 
 log = logging.getLogger("abstractgateway.sse")
 
 STEP, DONE = 0, 1
-PAGE = 500
 # PostgreSQL: the longest the hub waits for a NOTIFY before polling anyway (the fallback's latency).
 PG_RECHECK_S = 0.25
-
-
-def step_frame(seq: int, record: bytes) -> bytes:
-    cursor = str(seq).encode()
-    return b'id: %s\nevent: step\ndata: {"cursor":%s,"record":%s}\n\n' % (cursor, cursor, record)
+# How long stop() lets the poller finish a read in flight before cancelling it.
+STOP_WAIT_S = 5.0
+# After a failed poll (the db unreachable, a bug): not a retry every poll_s, each one logged.
+FAILED_POLL_WAIT_S = 0.25
+FELL_BEHIND = "client fell behind; reconnect with Last-Event-ID to resume"
 
 
 def done_frame(status: str, cursor: int, run_id: str) -> bytes:
@@ -109,7 +109,7 @@ def _wake(waiter: asyncio.Future[bool] | None, value: bool) -> None:
         waiter.set_result(value)
 
 
-@dataclass
+@dataclass(eq=False)
 class RunTrack:
     """What the hub has broadcast for one watched run."""
 
@@ -137,9 +137,13 @@ class SseHub:
         self.buffer = buffer
         self.done_grace_s = done_grace_s
         self.runs: dict[str, RunTrack] = {}
+        # Tracks not polled since they were made: the next poll reads their runs' rows again.
+        self._fresh: dict[str, RunTrack] = {}
         self.subscribers = 0
         self.closed = False
-        self._cursor = 0
+        # The feed position polled from; None: not known (at start, and whenever nobody watches, so
+        # an idle hub reads nothing at all); the next poll starts at the head, every track fresh.
+        self._cursor: int | None = None
         self._last_poll = time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -149,7 +153,6 @@ class SseHub:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._cursor = self.feed.head()
         self._task = asyncio.get_running_loop().create_task(self._poll_loop(), name="sse-poller")
 
     def close(self, comment: str = "server shutting down; reconnect with Last-Event-ID") -> None:
@@ -165,20 +168,29 @@ class SseHub:
     async def stop(self) -> None:
         self.close()
         if self._task is not None:
+            # The poller ends at its next turn; a read in flight finishes first, so the feed's
+            # connection is not closed under it (nor reopened by it after close).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.feed.close()
 
     # --- subscriptions ---------------------------------------------------------------------------------
-    def subscribe(self, run_id: str, progress: RunProgress) -> tuple[Subscriber, RunTrack]:
-        """Watch a run; `progress` is the run's row read just before (no await in between)."""
+    def subscribe(
+        self, run_id: str, progress: RunProgress, complete: bool = False
+    ) -> tuple[Subscriber, RunTrack]:
+        """Watch a run; `progress` is the run's row as the stream read it and `complete` whether its
+        ledger ended with the closing status record then (sse_reads.stream_start)."""
         track = self.runs.get(run_id)
         if track is None:
             track = RunTrack(progress.ledger_len, progress.status, progress.terminal)
+            if progress.terminal and (complete or _older_than(progress.updated_at, self.done_grace_s)):
+                self._finish(track)  # complete: nothing can follow, no poll needs to read it again
+            else:
+                self._fresh[run_id] = track
             self.runs[run_id] = track
-            if progress.terminal:
-                self._check_final(run_id, track, ended_at=progress.updated_at)
         sub = Subscriber(run_id, self.buffer)
         track.subscribers.add(sub)
         self.subscribers += 1
@@ -197,17 +209,30 @@ class SseHub:
         metrics.SSE_SUBSCRIBERS.dec()
         if not track.subscribers:
             del self.runs[sub.run_id]
+            if self._fresh.get(sub.run_id) is track:
+                del self._fresh[sub.run_id]
 
     # --- polling ---------------------------------------------------------------------------------------
     async def _poll_loop(self) -> None:
         while not self.closed:
+            if not self.runs:
+                # Nobody watches: no reads until someone does (the feed position is then read anew).
+                self._cursor = None
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             try:
-                self.poll_once()
+                snapshot = self._snapshot()
+                self._apply(snapshot, await read_pool.submit(functools.partial(self._read, snapshot)))
             except StoreError as exc:  # the db may come back; streams keep their cursors meanwhile
                 log.warning("change feed poll failed: %s", exc)
+                await asyncio.sleep(FAILED_POLL_WAIT_S)
             except Exception:
                 log.exception("change feed poll crashed; polling on")
-            if self.runs and self._listens:
+                await asyncio.sleep(FAILED_POLL_WAIT_S)
+            if self._fresh:
+                await asyncio.sleep(0)  # subscribed during the poll: read them at once
+            elif self._listens:
                 # PostgreSQL: a poll is a round trip to the server; wait (in a thread) for a NOTIFY
                 # that something committed, polling every PG_RECHECK_S when none comes (a
                 # transaction-pooling proxy passes no LISTEN). A wake-up that brought nothing
@@ -215,60 +240,72 @@ class SseHub:
                 woken = await anyio.to_thread.run_sync(self.feed.wait, PG_RECHECK_S, abandon_on_cancel=True)
                 if woken and not self._found:
                     await asyncio.sleep(self.poll_s)
-            elif self.runs:
-                await asyncio.sleep(self.poll_s)
             else:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(self.poll_s, 0.25))
+                await asyncio.sleep(self.poll_s)
 
     def poll_once(self) -> None:
-        """Read what changed since the cursor and broadcast it to the watched runs."""
+        """One poll with its reads in the calling thread (the poller reads in a read thread)."""
+        snapshot = self._snapshot()
+        self._apply(snapshot, self._read(snapshot))
+
+    def _snapshot(self) -> _Snapshot:
+        return self._cursor, dict(self.runs), [_watch(r, t, fresh=True) for r, t in self._fresh.items()]
+
+    def _read(self, snapshot: _Snapshot) -> PollRead:
+        cursor, tracks, fresh = snapshot
+        return read_changes(
+            self.db,
+            self.feed,
+            cursor,
+            watched=tracks,
+            watch_of=lambda run_id: _watch(run_id, tracks[run_id], fresh=False),
+            fresh=fresh,
+            max_records=self.buffer,
+        )
+
+    def _apply(self, snapshot: _Snapshot, result: PollRead) -> None:
+        """Broadcast what the poll read (on the loop; no store access). A track unsubscribed meanwhile
+        (or replaced by a new one, which is fresh) is left alone."""
+        _, tracks, _ = snapshot
+        self._cursor = result.cursor
+        now = time.monotonic()
+        if result.entries:  # a change read now committed at most this long ago (metrics)
+            metrics.FEED_LAG.set(now - self._last_poll)
+        self._last_poll = now
         self._found = False
-        while True:
-            entries, self._cursor = self.feed.poll(self._cursor)
-            if entries:  # a change read now committed at most this long ago (metrics)
-                metrics.FEED_LAG.set(time.monotonic() - self._last_poll)
-            for entry in entries:
-                track = self.runs.get(entry.run_id)
-                if track is not None:
-                    self._found = True
-                    self._advance(entry, track)
-            if len(entries) < 10_000:
-                break
-        now = self._last_poll = time.monotonic()
+        for read in result.runs:
+            track = self.runs.get(read.run_id)
+            if track is None or track is not tracks[read.run_id]:
+                continue
+            self._found = self._found or read.changed
+            if read.fresh and self._fresh.get(read.run_id) is track:
+                del self._fresh[read.run_id]
+            self._advance(track, read)
         for track in list(self.runs.values()):
             since = track.terminal_since
             if since is not None and not track.final and now - since >= self.done_grace_s:
                 self._finish(track)
 
-    def _advance(self, entry: FeedEntry, track: RunTrack) -> None:
-        while entry.ledger_len > track.ledger_len:
-            page = ledger_page(self.db, entry.run_id, after=track.ledger_len, limit=PAGE)
-            if not page.records:
-                break
-            first = track.ledger_len + 1
-            for offset, record in enumerate(page.records):
-                self._broadcast(track, (STEP, first + offset, step_frame(first + offset, record)))
-            track.ledger_len = page.next_after
-        if entry.status in ("completed", "failed", "cancelled"):
+    def _advance(self, track: RunTrack, read: RunRead) -> None:
+        if read.overflow and read.to_len > track.ledger_len:
+            for sub in track.subscribers:  # each would overflow its queue anyway: end them now
+                sub.close(FELL_BEHIND)
+        for seq, frame in read.frames:
+            if seq > track.ledger_len:
+                self._broadcast(track, (STEP, seq, frame))
+        track.ledger_len = max(track.ledger_len, read.to_len)
+        if read.terminal:
             if not track.terminal:
-                progress = run_progress(self.db, entry.run_id)
-                track.status = progress.status if progress else entry.status
+                track.status = read.status or track.status
                 track.terminal = True
-            self._check_final(entry.run_id, track)
-        else:
-            track.status = client_status(entry.status, False)
-
-    def _check_final(self, run_id: str, track: RunTrack, *, ended_at: str | None = None) -> None:
-        if track.final:
-            return
-        if ends_with_status_record(self.db, run_id, track.ledger_len) or _older_than(
-            ended_at, self.done_grace_s
-        ):
-            self._finish(track)
-        elif track.terminal_since is None:
-            track.terminal_since = time.monotonic()
+            if track.final:
+                return
+            if read.complete or _older_than(read.ended_at, self.done_grace_s):
+                self._finish(track)
+            elif track.terminal_since is None:
+                track.terminal_since = time.monotonic()
+        elif read.status is not None:
+            track.status = read.status
 
     def _finish(self, track: RunTrack) -> None:
         track.final = True
@@ -279,7 +316,15 @@ class SseHub:
             if sub.end is not None:
                 continue
             if not sub.put(item):
-                sub.close("client fell behind; reconnect with Last-Event-ID to resume")
+                sub.close(FELL_BEHIND)
+
+
+# A poll's view when it began: the feed position, the tracks, and the fresh ones as the read sees them.
+_Snapshot = tuple[int | None, dict[str, RunTrack], list[Watch]]
+
+
+def _watch(run_id: str, track: RunTrack, *, fresh: bool) -> Watch:
+    return Watch(run_id, track.ledger_len, track.terminal, track.final, fresh)
 
 
 def _older_than(iso: str | None, seconds: float) -> bool:
@@ -299,6 +344,7 @@ class EventStream:
         self,
         hub: SseHub,
         run_id: str,
+        start: tuple[RunProgress, bool],
         *,
         after: int,
         heartbeat_s: float,
@@ -307,6 +353,7 @@ class EventStream:
     ) -> None:
         self.hub = hub
         self.run_id = run_id
+        self.start = start  # the run's row, and whether its ledger was complete (read off the loop)
         self.cursor = after
         self.heartbeat_s = heartbeat_s
         self.retry_ms = retry_ms
@@ -320,13 +367,9 @@ class EventStream:
                 self.on_close()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Read the run's row and subscribe with no await in between: the poller cannot run in the
-        # gap, so every change after this read reaches the subscription.
-        progress = run_progress(self.hub.db, self.run_id)
-        if progress is None:
-            await send_error(scope, send, 404, f"Run '{self.run_id}' not found")
-            return
-        sub, track = self.hub.subscribe(self.run_id, progress)
+        # The row was read in a thread before: what committed since reaches the subscription
+        # anyway, as a new track's first poll reads its row again (sse_reads).
+        sub, track = self.hub.subscribe(self.run_id, *self.start)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
             await send(

@@ -13,7 +13,6 @@ from starlette.responses import Response
 from shared_store.db import Database
 from shared_store.reads import LedgerPage as LedgerPageRows
 from shared_store.reads import joined_ledger_page, ledger_len, ledger_page
-from shared_store.run_views import run_progress
 
 from ..access import READ, principal_of
 from ..errors import ApiError, not_found_run
@@ -32,6 +31,7 @@ from ..schemas import (
     StreamQuery,
 )
 from ..sse import EventStream
+from ..sse_reads import stream_start
 from . import gateway
 
 MAX_CURSOR_DIGITS = 18
@@ -124,8 +124,8 @@ async def ledger_stream(request: Request, query: StreamQuery) -> object:
     last_event_id = request.headers.get("last-event-id") or query.last_event_id
     if last_event_id is not None:
         after = _cursor(last_event_id, "Last-Event-ID")
-    progress = await reading(run_progress, gw.db, run_id)
-    if progress is None:
+    start = await reading(stream_start, gw.db, run_id)
+    if start is None:
         raise not_found_run(run_id)
     if gw.hub.closed:
         raise ApiError(503, "server shutting down", {"Retry-After": "1"})
@@ -141,6 +141,7 @@ async def ledger_stream(request: Request, query: StreamQuery) -> object:
     return EventStream(
         gw.hub,
         run_id,
+        start,
         after=after,
         heartbeat_s=heartbeat_s,
         retry_ms=gw.settings.sse_retry_ms,

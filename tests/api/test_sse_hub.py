@@ -76,3 +76,85 @@ def test_subscriber_wakes_its_stream_on_an_item_or_its_end_and_times_out_otherwi
         assert sub.waiter is None, "no future kept between waits"
 
     asyncio.run(scenario())
+
+
+def _closing_record(run: RunState) -> StepRecord:
+    return StepRecord.start(
+        run=run, node_id="n", effect=None, idempotency_key="system:terminal_status:completed"
+    )
+
+
+def test_a_stream_subscribing_with_a_stale_row_still_gets_what_committed_before(db) -> None:
+    """A stream reads its run's row in a thread and subscribes later: what commits in between was
+    already past the hub's feed position. The track's first poll reads the row again and sends it."""
+    runs, ledger = SqliteRunStore(db), SqliteLedgerStore(db)
+    run = RunState.new(workflow_id="w", entry_node="n", run_id="stale")
+    runs.save(run)
+    hub = SseHub(db, buffer=10, done_grace_s=60)
+    stale = run_progress(db, "stale")  # the stream's read, before the run went on
+    assert stale is not None and stale.ledger_len == 0 and not stale.terminal
+    for _ in range(2):
+        ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+    run.status = RunStatus.COMPLETED
+    runs.save(run)
+    ledger.append(_closing_record(run))
+    hub._cursor = hub.feed.head()  # the hub polled past those commits while nobody watched the run
+    sub, track = hub.subscribe("stale", stale)
+    assert not track.final
+    hub.poll_once()
+    items = sub.take()
+    assert [(i[0], i[1]) for i in items] == [(STEP, 1), (STEP, 2), (STEP, 3), (DONE, "completed")]
+    assert items[-1][2] == 3 and track.final
+    hub.unsubscribe(sub)
+    hub.feed.close()
+
+
+def test_more_new_records_than_a_queue_holds_end_the_streams_and_the_hub_moves_on(db) -> None:
+    runs, ledger = SqliteRunStore(db), SqliteLedgerStore(db)
+    run = RunState.new(workflow_id="w", entry_node="n", run_id="burst")
+    runs.save(run)
+    hub = SseHub(db, buffer=4, done_grace_s=60)
+    hub._cursor = hub.feed.head()
+    progress = run_progress(db, "burst")
+    assert progress is not None
+    sub, track = hub.subscribe("burst", progress)
+    hub.poll_once()
+    for _ in range(9):
+        ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+    hub.poll_once()
+    assert sub.take() == [] and sub.end is not None and b"Last-Event-ID" in sub.end
+    assert track.ledger_len == 9, "the track jumps past what nobody could have queued"
+    late, _ = hub.subscribe("burst", progress)
+    ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+    hub.poll_once()
+    assert [(i[0], i[1]) for i in late.take()] == [(STEP, 10)]
+    hub.feed.close()
+
+
+def test_an_idle_hub_reads_nothing_and_a_subscription_wakes_it(db) -> None:
+    """No subscriber: the poller does not query the feed at all (it used to read every committed
+    entry every 0.25 s); the first subscription wakes it, and changes reach that subscriber."""
+    runs, ledger = SqliteRunStore(db), SqliteLedgerStore(db)
+    run = RunState.new(workflow_id="w", entry_node="n", run_id="idle")
+    runs.save(run)
+
+    async def scenario() -> None:
+        hub = SseHub(db, poll_s=0.01, done_grace_s=60)
+        hub.start()
+        for _ in range(30):  # commits while nobody watches, and the poller's turns in between
+            ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+            await asyncio.sleep(0.02)
+        assert hub.feed.queries == 0
+        progress = run_progress(db, "idle")
+        assert progress is not None and progress.ledger_len == 30
+        sub, _ = hub.subscribe("idle", progress)
+        ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+        for _ in range(500):
+            if sub.items:
+                break
+            await asyncio.sleep(0.01)
+        assert [(i[0], i[1]) for i in sub.take()] == [(STEP, 31)]
+        hub.unsubscribe(sub)
+        await hub.stop()
+
+    asyncio.run(scenario())

@@ -1,0 +1,88 @@
+"""Every store read an SSE stream causes runs in a read thread, never on the event loop (issue 20):
+the stream's first row read, the hub's feed polls and ledger pages, the terminal checks."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from abstractruntime.core.models import RunState, RunStatus, StepRecord
+
+from shared_store.feed import ChangeFeed
+from shared_store.ledger_store import SqliteLedgerStore
+from shared_store.run_store import SqliteRunStore
+from tests.api.conftest import TOKEN, Gateway
+
+LOOP_THREAD = "hypercorn"  # the conftest's server thread: the event loop runs there
+
+
+def _counting(calls: Counter[str], method: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls[threading.current_thread().name] += 1
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _follow(gw: Gateway, run_id: str, events: list[str], done: threading.Event) -> None:
+    url = f"{gw.url}/api/gateway/runs/{run_id}/ledger/stream"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with httpx.stream("GET", url, headers=headers, params={"after": 0}, timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line[len("event: ") :])
+                    if line == "event: done":
+                        return
+    finally:
+        done.set()
+
+
+def test_a_streams_store_reads_all_leave_the_event_loop(
+    lone_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = lone_gateway
+    runs, ledger = SqliteRunStore(gw.db), SqliteLedgerStore(gw.db)
+    run = RunState.new(workflow_id="w", entry_node="n", run_id=f"off-loop-{uuid.uuid4().hex[:8]}")
+    runs.save(run)
+    ledger.append(StepRecord.start(run=run, node_id="n", effect=None))  # a backlog of one record
+
+    reads: Counter[str] = Counter()
+    db_class = type(gw.db)
+    for name in ("query", "query_one"):
+        monkeypatch.setattr(db_class, name, _counting(reads, getattr(db_class, name)))
+    for name in ("poll", "head"):
+        monkeypatch.setattr(ChangeFeed, name, _counting(reads, getattr(ChangeFeed, name)))
+
+    events: list[str] = []
+    ended = threading.Event()
+    follower = threading.Thread(target=_follow, args=(gw, run.run_id, events, ended), daemon=True)
+    follower.start()
+    for _ in range(1_500):  # the backlog arrived: the stream is subscribed
+        if events or ended.wait(0.02):
+            break
+    assert events == ["step"]
+    for _ in range(2):
+        ledger.append(StepRecord.start(run=run, node_id="n", effect=None))
+    run.status = RunStatus.COMPLETED
+    runs.save(run)
+    ledger.append(
+        StepRecord.start(
+            run=run, node_id="n", effect=None, idempotency_key="system:terminal_status:completed"
+        )
+    )
+    assert ended.wait(30)
+    assert events == ["step"] * 4 + ["done"]
+
+    # A second stream, on the run now complete: its backlog and `done` at once, read off the loop too.
+    again: list[str] = []
+    _follow(gw, run.run_id, again, threading.Event())
+    assert again == ["step"] * 4 + ["done"]
+
+    assert reads[LOOP_THREAD] == 0, reads
+    assert sum(n for name, n in reads.items() if name.startswith("api-read")) >= 4, reads
