@@ -12,7 +12,7 @@ from shared_store.run_filter import FilterInvalid, RunFilter
 
 from ..access import ADMIN
 from ..errors import ApiError
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, reading
 from ..ops_schemas import BulkRequest, BulkStatus
 from . import gateway
 
@@ -39,17 +39,17 @@ async def post_bulk(request: Request, body: BulkRequest) -> object:
         create_bulk, db, bulk_id=body.bulk_id, type=body.type, run_filter=run_filter, payload=body.payload
     )
     request.state.audit = {"bulk_id": op.bulk_id, "type": op.type}
-    return _status(op, bulk_counts(db, op.bulk_id), duplicate=not created)
+    return _status(op, await reading(bulk_counts, db, op.bulk_id), duplicate=not created)
 
 
 async def bulk_status(request: Request) -> object:
     """How far a bulk operation is: runs matched, and its commands pending / applied / rejected."""
     bulk_id = request.path_params["bulk_id"]
     db = gateway(request).db
-    op = get_bulk(db, bulk_id)
+    op = await reading(get_bulk, db, bulk_id)
     if op is None:
         raise ApiError(404, f"Bulk operation '{bulk_id}' not found")
-    return _status(op, bulk_counts(db, bulk_id))
+    return _status(op, await reading(bulk_counts, db, bulk_id))
 
 
 _TAGS = ["commands"]

@@ -8,7 +8,7 @@ from shared_store import webhooks as store
 
 from ..access import ADMIN
 from ..errors import ApiError
-from ..http import ApiRoute, blocking
+from ..http import ApiRoute, blocking, reading
 from ..ops_schemas import (
     Delivery,
     DeliveryList,
@@ -50,13 +50,14 @@ async def list_webhooks(request: Request) -> object:
     """Subscriptions (never their secrets), and the secret signing per-start webhook_url deliveries."""
     db = gateway(request).db
     secret = await blocking(store.start_secret, db)
-    return {"items": [hook.to_json() for hook in store.list_webhooks(db)], "start_secret": secret}
+    hooks = await reading(store.list_webhooks, db)
+    return {"items": [hook.to_json() for hook in hooks], "start_secret": secret}
 
 
 async def get_webhook(request: Request) -> object:
     """One subscription."""
     webhook_id = request.path_params["webhook_id"]
-    hook = store.get_webhook(gateway(request).db, webhook_id)
+    hook = await reading(store.get_webhook, gateway(request).db, webhook_id)
     if hook is None:
         raise _not_found(webhook_id)
     return hook.to_json()
@@ -85,16 +86,17 @@ async def list_deliveries(request: Request, query: DeliveryQuery) -> object:
     """The subscription's delivery log, newest first: status, attempts, last answer or error."""
     webhook_id = request.path_params["webhook_id"]
     db = gateway(request).db
-    if store.get_webhook(db, webhook_id) is None:
+    if await reading(store.get_webhook, db, webhook_id) is None:
         raise _not_found(webhook_id)
-    return {"items": store.deliveries(db, webhook_id, limit=min(query.limit, MAX_DELIVERIES))}
+    items = await reading(store.deliveries, db, webhook_id, limit=min(query.limit, MAX_DELIVERIES))
+    return {"items": items}
 
 
 async def redeliver(request: Request) -> object:
     """Send a delivery again (same message id and body) with a new day of retries."""
     webhook_id, delivery_id = request.path_params["webhook_id"], request.path_params["delivery_id"]
     db = gateway(request).db
-    if store.get_webhook(db, webhook_id) is None:
+    if await reading(store.get_webhook, db, webhook_id) is None:
         raise _not_found(webhook_id)
     delivery = await blocking(store.redeliver, db, webhook_id, delivery_id)
     if delivery is None:

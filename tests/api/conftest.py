@@ -24,11 +24,27 @@ from api_service.server import hypercorn_config, serve_until
 from api_service.settings import ApiSettings
 from shared_store import Database
 from shared_store.bundles import import_flows_dir
+from tests.api import loop_guard
 from tests.backends import open_test_store, store_args
 
 TOKEN = "test-token-" + "x" * 20
 ALLOWED_ORIGIN = "http://ui.allowed.test"
 TERMINAL = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _store_guard() -> Iterator[None]:
+    with loop_guard.guarding():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_store_access_on_the_event_loop(_store_guard: None) -> Iterator[None]:
+    """Fails a test during which an in-process server touched the store on its event loop thread."""
+    loop_guard.on_loop.clear()
+    yield
+    seen, loop_guard.on_loop[:] = list(loop_guard.on_loop), []
+    assert not seen, "store access on the event loop:\n" + "\n".join(sorted(set(seen)))
 
 
 def free_port() -> int:

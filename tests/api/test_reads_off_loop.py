@@ -1,8 +1,11 @@
-"""Every store read an SSE stream causes runs in a read thread, never on the event loop (issue 20):
-the stream's first row read, the hub's feed polls and ledger pages, the terminal checks."""
+"""Every store read leaves the event loop (issue 20). tests/api/conftest.py fails any test of this
+directory during which an in-process server touched the store on its loop thread (tests/api/loop_guard);
+here: that guard does see such an access, and an SSE stream's reads (its first row read, the hub's feed
+polls and ledger pages, the terminal checks), counted per thread, all ran in read threads."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections import Counter
@@ -16,9 +19,9 @@ from abstractruntime.core.models import RunState, RunStatus, StepRecord
 from shared_store.feed import ChangeFeed
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore
+from tests.api import loop_guard
 from tests.api.conftest import TOKEN, Gateway
-
-LOOP_THREAD = "hypercorn"  # the conftest's server thread: the event loop runs there
+from tests.api.loop_guard import LOOP_THREAD
 
 
 def _counting(calls: Counter[str], method: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,3 +89,17 @@ def test_a_streams_store_reads_all_leave_the_event_loop(
 
     assert reads[LOOP_THREAD] == 0, reads
     assert sum(n for name, n in reads.items() if name.startswith("api-read")) >= 4, reads
+
+
+def test_the_guard_sees_a_store_read_made_on_the_event_loop(lone_gateway: Gateway) -> None:
+    """Without this, a renamed loop thread or an unguarded connection would make every test of this
+    directory pass whatever the API reads on its loop."""
+    gw = lone_gateway
+
+    async def read_on_the_loop() -> None:
+        gw.db.query_one("SELECT count(*) FROM runs")
+
+    loop = gw.server._loop
+    asyncio.run_coroutine_threadsafe(read_on_the_loop(), loop).result(30)
+    seen, loop_guard.on_loop[:] = list(loop_guard.on_loop), []
+    assert len(seen) == 1 and "read_on_the_loop" in seen[0], seen
