@@ -9,17 +9,25 @@ from abstractruntime.core.models import RunState, RunStatus, StepRecord
 from api_service.sse import DONE, STEP, SseHub
 from shared_store.ledger_store import SqliteLedgerStore
 from shared_store.run_store import SqliteRunStore
-from shared_store.run_views import run_progress
+from shared_store.run_views import RunProgress, run_progress
+
+
+def _hub_on_a_new_run(
+    db, run_id: str, buffer: int
+) -> tuple[SqliteRunStore, SqliteLedgerStore, RunState, SseHub, RunProgress]:
+    """A saved run with no records, a hub at the feed's head, and the run's row as a stream reads it."""
+    runs, ledger = SqliteRunStore(db), SqliteLedgerStore(db)
+    run = RunState.new(workflow_id="w", entry_node="n", run_id=run_id)
+    runs.save(run)
+    hub = SseHub(db, buffer=buffer, done_grace_s=60)
+    hub._cursor = hub.feed.head()
+    progress = run_progress(db, run_id)
+    assert progress is not None
+    return runs, ledger, run, hub, progress
 
 
 def test_fan_out_lagging_client_and_done(db) -> None:
-    runs, ledger = SqliteRunStore(db), SqliteLedgerStore(db)
-    run = RunState.new(workflow_id="w", entry_node="n", run_id="r1")
-    runs.save(run)
-    hub = SseHub(db, buffer=4, done_grace_s=60)
-    hub._cursor = hub.feed.head()
-    progress = run_progress(db, "r1")
-    assert progress is not None
+    runs, ledger, run, hub, progress = _hub_on_a_new_run(db, "r1", buffer=4)
     fast, track = hub.subscribe("r1", progress)
     slow, _ = hub.subscribe("r1", progress)
     assert hub.subscribers == 2 and track.ledger_len == 0
@@ -110,13 +118,7 @@ def test_a_stream_subscribing_with_a_stale_row_still_gets_what_committed_before(
 
 
 def test_more_new_records_than_a_queue_holds_end_the_streams_and_the_hub_moves_on(db) -> None:
-    runs, ledger = SqliteRunStore(db), SqliteLedgerStore(db)
-    run = RunState.new(workflow_id="w", entry_node="n", run_id="burst")
-    runs.save(run)
-    hub = SseHub(db, buffer=4, done_grace_s=60)
-    hub._cursor = hub.feed.head()
-    progress = run_progress(db, "burst")
-    assert progress is not None
+    _, ledger, run, hub, progress = _hub_on_a_new_run(db, "burst", buffer=4)
     sub, track = hub.subscribe("burst", progress)
     hub.poll_once()
     for _ in range(9):
