@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from .codec import decode, encode
 from .db import Database
 from .errors import NotFound, UnknownRun
 from .flow_control import FlowSettings, apply_at_enqueue
+from .ids import new_run_id
 from .postgres.retry import write_unit
 from .starts import IdempotencyConflict, StartResult, bind_start_key
 
@@ -81,7 +81,7 @@ def enqueue_media_job(
         raise ValueError(f"unknown media kind {kind!r}")
     now = time.time()
     created_at = datetime.now(UTC).isoformat()
-    run_id = str(uuid.uuid4())
+    run_id = new_run_id()
 
     def enqueue(conn: apsw.Connection) -> StartResult:
         session_id = None

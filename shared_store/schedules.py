@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .errors import Invalid
 from .flow_control import FlowSettings, child_statements, store_key_limits
+from .ids import new_run_id
 from .run_labels import INHERIT_LABELS, Labels, write_labels
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def create_schedule(
     """Store the scheduled parent run (queued: a runner starts it) and its schedule; returns its id.
     labels (tags, metadata, ttl, webhook target) are the parent's, inherited by every child;
     `flow`: what each firing's child gets (priority, labels, concurrency key and its limits)."""
-    run_id = str(uuid.uuid4())
+    run_id = new_run_id()
     now = time.time()
     created_at = datetime.now(UTC).isoformat()
     start = {"workflow_id": resolved.workflow_id, "schedule": True, "session_id": session_id}
@@ -390,7 +390,7 @@ def stage_firings(unit: RunUnit, schedule: Schedule, fire_times: list[float], *,
     flow = decode(flow_row[0]) if flow_row and flow_row[0] else None
     child_id = None
     for fire_at in fire_times:
-        child_id = str(uuid.uuid4())
+        child_id = new_run_id()
         # Shared context: the parent's session; otherwise the child is its own (as the original).
         session = (schedule.session_id or run_id) if schedule.share_context else child_id
         start = {

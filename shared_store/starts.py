@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from .codec import decode, encode, utc_now_iso
 from .db import Database
 from .errors import Conflict, StoreBusy
 from .flow_control import FlowSettings, apply_at_enqueue
+from .ids import new_run_id
 from .postgres.retry import write_unit
 from .run_labels import Labels, write_labels
 
@@ -72,7 +72,7 @@ def enqueue_run(
     start_json = encode({**start, "request_id": request_id} if request_id else start)
     # What an Idempotency-Key compares (the request, not its request_id): digested only with a key.
     request_sha = None if idempotency_key is None else hashlib.sha256(encode(start)).hexdigest()
-    run_id = str(uuid.uuid4())
+    run_id = new_run_id()
     params: dict[str, Any] = {
         "run_id": run_id,
         "workflow_id": resolved.workflow_id,
