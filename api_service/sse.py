@@ -3,8 +3,9 @@
 The poller asks the store's change feed what changed since its cursor (no query at all while nothing
 committed), reads each watched run's new records once and builds each SSE frame once, all in a read
 thread (sse_reads: no store read runs on the event loop), then puts the same bytes in every
-subscriber's bounded queue. With nobody subscribed it reads nothing at all. It never waits on a subscriber: a client whose queue is
-full is closed (it resumes with Last-Event-ID), so a slow client cannot slow the others.
+subscriber's bounded queue; with nobody subscribed it reads nothing at all. It never waits on a
+subscriber: a client whose queue is full is closed (it resumes with Last-Event-ID), so a slow client
+cannot slow the others.
 
 `done` is sent once a run is terminal and its ledger is complete: abstractruntime saves the terminal
 state and then appends a closing `abstract.status` record, so the hub waits for that record (or for
